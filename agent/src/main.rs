@@ -1,1 +1,67 @@
-fn main() {}
+//! `scs-agent`: SCS Gateway edge agent. See ARCHITECTURE.md for the map.
+
+mod cli;
+mod clock;
+mod collect;
+mod config;
+mod context;
+mod db;
+mod inventory;
+mod logging;
+mod publisher;
+mod queue;
+mod runner;
+mod spool;
+mod sd_notify;
+mod self_test;
+mod telemetry;
+mod transport;
+mod upload;
+
+use std::process::ExitCode;
+
+use cli::Command;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `upload-file` (engineer D): spool + resumable upload of one file, for diagnostics, tests and bench.
+    if args.first().map(String::as_str) == Some("upload-file") {
+        return ExitCode::from(upload::cli::main(&args[1..]) as u8);
+    }
+    let cmd = match cli::parse(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("scs-agent: {e}\n\n{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    match cmd {
+        Command::Run(o) => match runner::run(&o) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                log::error!("{e}");
+                eprintln!("scs-agent: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::PrintConfig(o) => match config::load(&o) {
+            Ok((cfg, _)) => {
+                print!("{}", config::redacted_toml(&cfg));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("scs-agent: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::SelfTest => self_test::run(),
+        Command::Version => {
+            println!("scs-agent {}", inventory::AGENT_VERSION);
+            ExitCode::SUCCESS
+        }
+        Command::Help => {
+            print!("{}", cli::USAGE);
+            ExitCode::SUCCESS
+        }
+    }
+}

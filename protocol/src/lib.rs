@@ -12,6 +12,7 @@ pub mod inventory;
 pub mod limits;
 pub mod metric;
 pub mod receipt;
+pub mod registry;
 pub mod status;
 pub mod telemetry;
 pub mod topics;

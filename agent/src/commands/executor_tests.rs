@@ -1,0 +1,424 @@
+//! Executor tests against a real `agent.db` (journal + outbox) in a temp dir and real child processes.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use scs_protocol::registry::{CommandSpec, Safety};
+use scs_protocol::topics::topic;
+use scs_protocol::{
+    decode_uplink, CommandCancel, CommandRequest, CommandState, CommandUpdate, Downlink, TopicKind, Uplink, Value,
+    PROTOCOL_VERSION,
+};
+
+use super::executor::{Executor, Options};
+use super::journal::Journal;
+use crate::config::{Config, Settings};
+use crate::context::{AgentContext, AgentMetrics, Shutdown};
+use crate::queue::{Queue, QueueOptions};
+
+const GW: &str = "gw-exec";
+
+struct Rig {
+    dir: PathBuf,
+    ctx: AgentContext,
+    tx: Option<Sender<Downlink>>,
+    handle: Option<JoinHandle<()>>,
+    restarts: Arc<AtomicU32>,
+    reboot: Vec<String>,
+    registry: &'static [CommandSpec],
+}
+
+fn config(dir: &Path, reboot: &[String]) -> Config {
+    let mut cfg = Config::default();
+    cfg.gateway_id = GW.into();
+    cfg.data_dir = dir.to_owned();
+    cfg.commands.reboot_command = reboot.to_vec();
+    cfg
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("scs-exec-{name}-{}-{}", std::process::id(), crate::clock::random_u64()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Rig {
+    /// A rig whose reboot command is `reboot(dir)` (the dir lets it write marker files).
+    fn new(name: &str, reboot: impl Fn(&Path) -> Vec<String>) -> Rig {
+        Rig::with_registry(name, reboot, crate::command_registry_gen::COMMANDS)
+    }
+
+    fn with_registry(name: &str, reboot: impl Fn(&Path) -> Vec<String>, registry: &'static [CommandSpec]) -> Rig {
+        let dir = temp_dir(name);
+        let argv = reboot(&dir);
+        Rig::start(dir, argv, registry)
+    }
+
+    fn start(dir: PathBuf, reboot: Vec<String>, registry: &'static [CommandSpec]) -> Rig {
+        let cfg = config(&dir, &reboot);
+        let db = dir.join("agent.db");
+        let queue = Queue::open(&db, QueueOptions::from(&cfg.queue)).unwrap();
+        let settings = Settings::open(&db, &cfg, false).unwrap();
+        let ctx = AgentContext {
+            gateway_id: GW.into(),
+            boot: crate::clock::random_u64() >> 12,
+            data_dir: dir.clone(),
+            config: Arc::new(cfg),
+            queue,
+            settings,
+            metrics: Arc::new(AgentMetrics::default()),
+            shutdown: Shutdown::default(),
+            started: Instant::now(),
+        };
+        let restarts = Arc::new(AtomicU32::new(0));
+        let r = Arc::clone(&restarts);
+        let opts = Options {
+            registry,
+            on_restart: Arc::new(move || {
+                r.fetch_add(1, Ordering::SeqCst);
+            }),
+        };
+        let (tx, rx) = channel();
+        let handle = Executor::spawn_with(ctx.clone(), rx, opts).unwrap();
+        Rig { dir, ctx, tx: Some(tx), handle: Some(handle), restarts, reboot, registry }
+    }
+
+    /// Stops the executor thread (like an agent exit) and starts a new one on the same database.
+    fn restart(mut self) -> Rig {
+        self.stop();
+        let (dir, reboot, registry) = (self.dir.clone(), std::mem::take(&mut self.reboot), self.registry);
+        // The directory must outlive this rig: skip Drop's cleanup.
+        std::mem::forget(self);
+        Rig::start(dir, reboot, registry)
+    }
+
+    fn stop(&mut self) {
+        self.tx.take();
+        if let Some(h) = self.handle.take() {
+            h.join().unwrap();
+        }
+    }
+
+    fn send(&self, d: Downlink) {
+        self.tx.as_ref().unwrap().send(d).unwrap();
+    }
+
+    fn command(&self, id: &str, ty: &str, params: Value, confirm: bool) {
+        self.send(Downlink::Command(request(id, ty, params, confirm, 0)));
+    }
+
+    /// Every command update queued so far, in seq order.
+    fn updates(&self) -> Vec<CommandUpdate> {
+        let t = topic(GW, TopicKind::CommandUpdate);
+        self.ctx
+            .queue
+            .read_range(0, u64::MAX, 10_000)
+            .unwrap()
+            .into_iter()
+            .filter(|q| q.kind == TopicKind::CommandUpdate)
+            .map(|q| match decode_uplink(&t, &q.payload).unwrap().1 {
+                Uplink::Command(u) => u,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
+    fn states(&self, id: &str) -> Vec<CommandState> {
+        self.updates().into_iter().filter(|u| u.id == id).map(|u| u.state).collect()
+    }
+
+    fn wait_terminal(&self, id: &str) -> CommandUpdate {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(u) = self.updates().into_iter().find(|u| u.id == id && u.state.is_terminal()) {
+                return u;
+            }
+            assert!(Instant::now() < end, "no terminal state for {id}: {:?}", self.states(id));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn request(id: &str, ty: &str, params: Value, confirm: bool, timeout_secs: u32) -> CommandRequest {
+    let now = crate::clock::now_ms();
+    CommandRequest {
+        v: PROTOCOL_VERSION,
+        id: id.into(),
+        command_type: ty.into(),
+        params,
+        issued: now,
+        expires: now + 60_000,
+        timeout_secs,
+        confirm,
+        upload: None,
+        requested_by: Some("test".into()),
+    }
+}
+
+fn argv(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| s.to_string()).collect()
+}
+
+fn harmless(_: &Path) -> Vec<String> {
+    argv(&["true"])
+}
+
+fn empty() -> Value {
+    Value::Map(Default::default())
+}
+
+/// True while `pid` is a live (non-zombie) process.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+fn wait_pid_file(path: &Path) -> u32 {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(pid) = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()) {
+            return pid;
+        }
+        assert!(Instant::now() < end, "child never wrote {}", path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn happy_path_reports_accepted_running_succeeded() {
+    let rig = Rig::new("happy", harmless);
+    rig.command("c1", "device.info", empty(), false);
+    let done = rig.wait_terminal("c1");
+    assert_eq!(rig.states("c1"), [CommandState::Accepted, CommandState::Running, CommandState::Succeeded]);
+    let r = done.result.unwrap();
+    assert_eq!(r.get("gatewayId").and_then(Value::as_str), Some(GW));
+    assert!(r.get("agentVersion").is_some() && r.get("uptimeSecs").is_some());
+
+    rig.command("c2", "telemetry.set_interval", Value::map([("intervalSecs", Value::Int(42))]), false);
+    assert_eq!(rig.wait_terminal("c2").state, CommandState::Succeeded);
+    assert_eq!(crate::config::interval_secs(&rig.ctx), 42);
+
+    rig.command("c3", "device.time", empty(), false);
+    let t = rig.wait_terminal("c3").result.unwrap();
+    assert!(t.get("rfc3339").and_then(Value::as_str).is_some_and(|s| s.ends_with('Z')));
+}
+
+#[test]
+fn invalid_commands_are_rejected_with_field_and_rule() {
+    let rig = Rig::new("reject", harmless);
+    rig.command("bad-port", "net.tcp_probe", Value::map([("host", "127.0.0.1".into()), ("port", Value::Int(70000))]), false);
+    let u = rig.wait_terminal("bad-port");
+    assert_eq!(u.state, CommandState::Rejected);
+    let e = u.error.unwrap();
+    assert!(e.contains("\"port\"") && e.contains("max"), "{e}");
+    assert_eq!(rig.states("bad-port"), [CommandState::Rejected], "never accepted");
+
+    rig.command("bad-host", "net.tcp_probe", Value::map([("host", "x;rm -rf /".into()), ("port", Value::Int(1))]), false);
+    assert!(rig.wait_terminal("bad-host").error.unwrap().contains("pattern"));
+
+    rig.command("no-confirm", "device.reboot", empty(), false);
+    let u = rig.wait_terminal("no-confirm");
+    assert_eq!(u.state, CommandState::Rejected);
+    assert!(u.error.unwrap().contains("confirm"));
+
+    rig.command("unknown", "device.selfdestruct", empty(), true);
+    assert!(rig.wait_terminal("unknown").error.unwrap().contains("unknown command type"));
+
+    let mut old = request("late", "device.info", empty(), false, 0);
+    old.expires = crate::clock::now_ms() - 5_000;
+    rig.send(Downlink::Command(old));
+    assert_eq!(rig.wait_terminal("late").state, CommandState::Expired);
+}
+
+#[test]
+fn a_command_id_runs_at_most_once_across_redelivery_and_restart() {
+    // The reboot program appends a line per run to a file in the rig's dir.
+    let rig = Rig::new("once", |d| argv(&["sh", "-c", "echo x >> \"$0\"", d.join("runs").to_str().unwrap()]));
+    let marker = rig.dir.join("runs");
+    rig.command("r1", "device.reboot", empty(), true);
+    assert_eq!(rig.wait_terminal("r1").state, CommandState::Succeeded);
+    rig.command("r1", "device.reboot", empty(), true);
+    std::thread::sleep(Duration::from_millis(200));
+    let rig = rig.restart();
+    rig.command("r1", "device.reboot", empty(), true);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().lines().count(), 1, "ran more than once");
+    assert_eq!(rig.states("r1"), [CommandState::Accepted, CommandState::Running, CommandState::Succeeded]);
+}
+
+#[test]
+fn timeout_kills_the_child_process_group() {
+    let rig = Rig::new("timeout", |d| argv(&["sh", "-c", "sleep 30 & echo $! > \"$0\"; wait", d.join("pid").to_str().unwrap()]));
+    let pidfile = rig.dir.join("pid");
+    rig.send(Downlink::Command(request("slow", "device.reboot", empty(), true, 1)));
+    let grandchild = wait_pid_file(&pidfile);
+    assert!(alive(grandchild));
+    let u = rig.wait_terminal("slow");
+    assert_eq!(u.state, CommandState::TimedOut, "{u:?}");
+    let end = Instant::now() + Duration::from_secs(3);
+    while alive(grandchild) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(grandchild), "sleep {grandchild} survived the timeout");
+}
+
+#[test]
+fn cancel_during_and_before_execution() {
+    let rig = Rig::new("cancel", |d| argv(&["sh", "-c", "echo $$ > \"$0\"; exec sleep 30", d.join("pid").to_str().unwrap()]));
+    let pidfile = rig.dir.join("pid");
+    rig.command("long", "device.reboot", empty(), true);
+    let pid = wait_pid_file(&pidfile);
+    rig.send(Downlink::Cancel(CommandCancel { v: PROTOCOL_VERSION, id: "long".into() }));
+    let u = rig.wait_terminal("long");
+    assert_eq!(u.state, CommandState::Cancelled);
+    let end = Instant::now() + Duration::from_secs(3);
+    while alive(pid) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(pid), "child {pid} survived the cancel");
+
+    // Cancel first: the command that arrives later is not run.
+    rig.send(Downlink::Cancel(CommandCancel { v: PROTOCOL_VERSION, id: "early".into() }));
+    rig.command("early", "device.info", empty(), false);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(rig.states("early"), [CommandState::Cancelled]);
+}
+
+#[test]
+fn unfinished_commands_are_reported_interrupted_after_a_crash() {
+    let rig = Rig::new("interrupted", harmless);
+    let dir = rig.dir.clone();
+    // What a kill -9 mid-command leaves behind: a journal row in state running.
+    let j = Journal::open(&dir.join("agent.db")).unwrap();
+    j.insert("mid", "device.reboot", CommandState::Accepted, 7, crate::clock::now_ms()).unwrap();
+    j.set_state("mid", "running", None, None, crate::clock::now_ms()).unwrap();
+    j.mark_reported("mid", CommandState::Running).unwrap();
+    drop(j);
+    let rig = rig.restart();
+    let u = rig.wait_terminal("mid");
+    assert_eq!(u.state, CommandState::Interrupted);
+    assert!(u.error.unwrap().contains("outcome is unknown"));
+    // Reported once: another restart does not repeat it.
+    let rig = rig.restart();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(rig.states("mid"), [CommandState::Interrupted]);
+}
+
+#[test]
+fn agent_restart_succeeds_only_after_the_restart() {
+    let rig = Rig::new("restart", harmless);
+    rig.command("rs", "agent.restart", empty(), false);
+    let end = Instant::now() + Duration::from_secs(5);
+    while rig.restarts.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < end, "restart hook never called");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(rig.states("rs"), [CommandState::Accepted, CommandState::Running], "no success before the restart");
+    let first_boot = rig.ctx.boot;
+    let rig = rig.restart();
+    let u = rig.wait_terminal("rs");
+    assert_eq!(u.state, CommandState::Succeeded);
+    let r = u.result.unwrap();
+    assert_eq!(r.get("previousBoot").and_then(Value::as_i64), Some(first_boot as i64));
+    assert_eq!(r.get("boot").and_then(Value::as_i64), Some(rig.ctx.boot as i64));
+}
+
+#[test]
+fn rate_and_concurrency_limits_are_enforced() {
+    let rig = Rig::new("limits", harmless);
+    // device.reboot: rate limit 1 per 600 s.
+    rig.command("rb1", "device.reboot", empty(), true);
+    assert_eq!(rig.wait_terminal("rb1").state, CommandState::Succeeded);
+    rig.command("rb2", "device.reboot", empty(), true);
+    let u = rig.wait_terminal("rb2");
+    assert_eq!(u.state, CommandState::Rejected);
+    assert!(u.error.unwrap().contains("rate limit"));
+    drop(rig);
+
+    // Concurrency: a registry whose reboot has no rate limit but one slot.
+    static REBOOT_ONE_AT_A_TIME: [CommandSpec; 1] = [CommandSpec {
+        command_type: "device.reboot",
+        title: "",
+        description: "",
+        path: "/3/0/4",
+        operation: scs_protocol::registry::Operation::Execute,
+        timeout_secs: 30,
+        artifact: false,
+        safety: Safety {
+            destructive: true,
+            requires_confirmation: true,
+            max_concurrent_per_gateway: 1,
+            rate_limit: None,
+            targets: &["gateway"],
+        },
+        params: &[],
+    }];
+    let rig = Rig::with_registry("conc", |_| argv(&["sleep", "30"]), &REBOOT_ONE_AT_A_TIME);
+    rig.command("a", "device.reboot", empty(), true);
+    let end = Instant::now() + Duration::from_secs(5);
+    while !rig.states("a").contains(&CommandState::Running) {
+        assert!(Instant::now() < end);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    rig.command("b", "device.reboot", empty(), true);
+    let u = rig.wait_terminal("b");
+    assert_eq!(u.state, CommandState::Rejected);
+    assert!(u.error.unwrap().contains("maxConcurrentPerGateway"));
+    rig.send(Downlink::Cancel(CommandCancel { v: PROTOCOL_VERSION, id: "a".into() }));
+    assert_eq!(rig.wait_terminal("a").state, CommandState::Cancelled);
+    rig.command("c", "device.reboot", empty(), true);
+    let end = Instant::now() + Duration::from_secs(5);
+    while !rig.states("c").contains(&CommandState::Running) {
+        assert!(Instant::now() < end, "slot not released: {:?}", rig.states("c"));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    rig.send(Downlink::Cancel(CommandCancel { v: PROTOCOL_VERSION, id: "c".into() }));
+    rig.wait_terminal("c");
+}
+
+#[test]
+fn tcp_probe_measures_a_local_listener() {
+    let rig = Rig::new("probe", harmless);
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    rig.command("p1", "net.tcp_probe", Value::map([("host", "127.0.0.1".into()), ("port", Value::Int(port.into()))]), false);
+    let r = rig.wait_terminal("p1").result.unwrap();
+    assert_eq!(r.get("reachable"), Some(&Value::Bool(true)));
+    assert!(r.get("latencyMs").and_then(Value::as_f64).is_some());
+    drop(l);
+    rig.command("p2", "net.tcp_probe", Value::map([("host", "127.0.0.1".into()), ("port", Value::Int(port.into()))]), false);
+    let r = rig.wait_terminal("p2").result.unwrap();
+    assert_eq!(r.get("reachable"), Some(&Value::Bool(false)));
+}
+
+#[test]
+fn config_read_redacts_and_log_tail_reads_the_log() {
+    let rig = Rig::new("cfg", harmless);
+    rig.command("cfg", "agent.config", empty(), false);
+    let r = rig.wait_terminal("cfg").result.unwrap();
+    assert!(r.get("config").and_then(Value::as_str).is_some_and(|t| t.contains(GW)));
+
+    rig.command("nolog", "agent.log_tail", empty(), false);
+    assert_eq!(rig.wait_terminal("nolog").state, CommandState::Failed);
+    let logs = rig.dir.join(crate::logging::LOG_DIR);
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(logs.join(crate::logging::LOG_FILE), "[t INFO  a] hello\n[t ERROR a] boom\n").unwrap();
+    rig.command("log", "agent.log_tail", Value::map([("lines", Value::Int(5)), ("minLevel", "error".into())]), false);
+    let r = rig.wait_terminal("log").result.unwrap();
+    let lines = r.get("lines").and_then(Value::as_array).unwrap();
+    assert_eq!(lines.len(), 1);
+    assert!(lines[0].as_str().unwrap().ends_with("boom"));
+}

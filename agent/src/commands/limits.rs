@@ -1,0 +1,107 @@
+//! Safety limits from the registry: commands of one type running at once (in memory: after a restart
+//! nothing runs) and commands of one type accepted per time window (durable, from the journal).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use scs_protocol::registry::CommandSpec;
+
+use super::journal::{Journal, JournalError};
+
+/// Commands of all types running at once, whatever the registry allows per type: a gateway has
+/// little CPU and memory to spare.
+pub const MAX_RUNNING_TOTAL: u32 = 8;
+
+/// Counts running commands per type. A [`Slot`] holds one place until dropped.
+#[derive(Clone, Default)]
+pub struct Concurrency {
+    running: Arc<Mutex<HashMap<&'static str, u32>>>,
+}
+
+/// One running command's place; released on drop, whatever way the command ends.
+pub struct Slot {
+    owner: Concurrency,
+    command_type: &'static str,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut m = self.owner.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(self.command_type) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+impl Concurrency {
+    /// Takes a place for a command of `spec`'s type, or says why not.
+    pub fn try_acquire(&self, spec: &'static CommandSpec) -> Result<Slot, String> {
+        let mut m = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let total: u32 = m.values().sum();
+        if total >= MAX_RUNNING_TOTAL {
+            return Err(format!("{total} commands already running on this gateway (limit {MAX_RUNNING_TOTAL})"));
+        }
+        let n = m.entry(spec.command_type).or_insert(0);
+        let limit = spec.safety.max_concurrent_per_gateway;
+        if *n >= limit {
+            return Err(format!("{n} {} already running (maxConcurrentPerGateway {limit})", spec.command_type));
+        }
+        *n += 1;
+        Ok(Slot { owner: self.clone(), command_type: spec.command_type })
+    }
+
+    pub fn running(&self, command_type: &str) -> u32 {
+        let m = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(command_type).copied().unwrap_or(0)
+    }
+}
+
+/// `Ok(())` if another command of this type may start now, else the reason.
+pub fn check_rate(journal: &Journal, spec: &CommandSpec, now_ms: u64) -> Result<Result<(), String>, JournalError> {
+    let Some(limit) = spec.safety.rate_limit else { return Ok(Ok(())) };
+    let since = now_ms.saturating_sub(u64::from(limit.per_secs) * 1000);
+    let n = journal.ran_since(spec.command_type, since)?;
+    Ok(if n >= limit.count {
+        Err(format!(
+            "rate limit: {n} {} in the last {} s (limit {} per {} s)",
+            spec.command_type, limit.per_secs, limit.count, limit.per_secs
+        ))
+    } else {
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scs_protocol::registry::{CommandSpec, Operation, Safety};
+
+    static ONE: CommandSpec = CommandSpec {
+        command_type: "t.one",
+        title: "",
+        description: "",
+        path: "/1",
+        operation: Operation::Execute,
+        timeout_secs: 1,
+        artifact: false,
+        safety: Safety {
+            destructive: false,
+            requires_confirmation: false,
+            max_concurrent_per_gateway: 1,
+            rate_limit: None,
+            targets: &["gateway"],
+        },
+        params: &[],
+    };
+
+    #[test]
+    fn slots_are_bounded_and_released_on_drop() {
+        let c = Concurrency::default();
+        let s = c.try_acquire(&ONE).unwrap();
+        let refused = c.try_acquire(&ONE).err().expect("second slot refused");
+        assert!(refused.contains("maxConcurrentPerGateway 1"), "{refused}");
+        drop(s);
+        assert_eq!(c.running("t.one"), 0);
+        assert!(c.try_acquire(&ONE).is_ok());
+    }
+}

@@ -1,0 +1,626 @@
+//! Agent configuration: built-in defaults, then the TOML file, then command-line flags (each layer
+//! overrides the one before). Secrets are wrapped in [`Secret`] so printing the effective config
+//! (`print-config`, the remote "read config" command, log bundles) never shows them.
+//!
+//! Also owns the `settings` table: values changed remotely at run time (the telemetry interval) are
+//! persisted there and win over the file until changed again.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use scs_protocol::ids::validate_id;
+use scs_protocol::SensorType;
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::context::AgentContext;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/scs/agent.toml";
+pub const MIN_INTERVAL_SECS: u64 = 1;
+pub const MAX_INTERVAL_SECS: u64 = 86_400;
+const REDACTED: &str = "<redacted>";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("parsing config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+    #[error("settings table in {path}: {source}")]
+    Settings { path: PathBuf, source: rusqlite::Error },
+}
+
+/// A value that must not be printed: serializes and debug-prints as `<redacted>`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    /// The real value, for the one place that needs it (e.g. the MQTT login).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(REDACTED)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Config {
+    /// Identity of this gateway: MQTT topics, sensor id of the EDGE_CONTROLLER. Empty = hostname.
+    pub gateway_id: String,
+    /// Holds `agent.db` (queue, settings, commands, uploads), `logs/` and `spool/`.
+    pub data_dir: PathBuf,
+    /// Seconds between telemetry batches (a remote "set interval" command overrides it, persisted).
+    pub interval_secs: u64,
+    /// Base URL of the cloud HTTP API (artifact uploads).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    pub mqtt: MqttConfig,
+    pub queue: QueueConfig,
+    pub log: LogConfig,
+    pub collect: CollectConfig,
+    pub commands: CommandsConfig,
+    /// Artifact spool and uploads (engineer D).
+    pub upload: crate::upload::UploadConfig,
+    pub devices: Vec<DeviceConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            gateway_id: String::new(),
+            data_dir: PathBuf::from("/var/lib/scs-agent"),
+            interval_secs: 10,
+            api_url: None,
+            mqtt: MqttConfig::default(),
+            queue: QueueConfig::default(),
+            log: LogConfig::default(),
+            collect: CollectConfig::default(),
+            commands: CommandsConfig::default(),
+            upload: crate::upload::UploadConfig::default(),
+            devices: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct MqttConfig {
+    /// `mqtt://host:port` or `mqtts://host:port` (TLS; default ports 1883 / 8883).
+    pub broker: String,
+    /// PEM file of the CA(s) that sign the broker's certificate; without it the system roots are used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for brokers that authenticate gateways by certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// Default `scs-agent-{gateway_id}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    pub keep_alive_secs: u64,
+    pub connect_timeout_secs: u64,
+    /// Most queued messages published but not yet receipted by the cloud.
+    pub inflight_window: usize,
+    /// A published message without a receipt after this long is published again.
+    pub receipt_timeout_secs: u64,
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_secs: u64,
+    /// No packet from the broker for this long (pings included) => drop and recreate the client.
+    pub watchdog_secs: u64,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            broker: "mqtt://127.0.0.1:1883".into(),
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            username: None,
+            password: None,
+            client_id: None,
+            keep_alive_secs: 30,
+            connect_timeout_secs: 10,
+            inflight_window: 64,
+            receipt_timeout_secs: 30,
+            reconnect_min_ms: 500,
+            reconnect_max_secs: 30,
+            watchdog_secs: 90,
+        }
+    }
+}
+
+/// How hard an enqueue commit pushes to stable storage (see `queue.rs` for the trade-off).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct QueueConfig {
+    /// Upper bounds of the outbox; past them the oldest messages are dropped (and reported as a gap).
+    pub max_rows: u64,
+    pub max_bytes: u64,
+    pub sync: SyncMode,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        // 64 MiB holds about two days of a 64-device site at 10 s intervals.
+        QueueConfig { max_rows: 200_000, max_bytes: 64 * 1024 * 1024, sync: SyncMode::Full }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct LogConfig {
+    /// env_logger filter syntax (`info`, `scs_agent=debug,rumqttc=warn`); `RUST_LOG` overrides it.
+    pub level: String,
+    /// Also write `{data_dir}/logs/agent.log`, rotated to `agent.log.1` at `max_bytes`.
+    pub file: bool,
+    pub max_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), file: true, max_bytes: 2 * 1024 * 1024 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct CollectConfig {
+    /// Roots of procfs and sysfs (tests and containers point them elsewhere).
+    pub proc_root: PathBuf,
+    pub sys_root: PathBuf,
+    /// Mount points to report; empty = every mounted block-device filesystem.
+    pub mounts: Vec<String>,
+    /// Interfaces to report; empty = all but loopback.
+    pub interfaces: Vec<String>,
+    /// TCP reachability probe of each child device.
+    pub probe_timeout_ms: u64,
+    pub probe_concurrency: usize,
+}
+
+impl Default for CollectConfig {
+    fn default() -> Self {
+        CollectConfig {
+            proc_root: PathBuf::from("/proc"),
+            sys_root: PathBuf::from("/sys"),
+            mounts: Vec::new(),
+            interfaces: Vec::new(),
+            probe_timeout_ms: 1000,
+            probe_concurrency: 16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct CommandsConfig {
+    /// argv run by the "reboot gateway" command (never through a shell).
+    pub reboot_command: Vec<String>,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        CommandsConfig { reboot_command: vec!["/sbin/reboot".into()] }
+    }
+}
+
+/// A child device of this gateway (camera, NVR, radar, ANPR unit, ...).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct DeviceConfig {
+    pub id: String,
+    /// Platform sensor type: CAMERA, NVR, RADAR, ANPR or another `[A-Z0-9_]` name.
+    #[serde(rename = "type")]
+    pub device_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `host` or `host:port`; probed with a TCP connect each interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Port when `address` has none (default 80).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// Credentials for the device's own API (used by device probes and commands).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// Free-form attributes announced in the inventory.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub attrs: BTreeMap<String, String>,
+}
+
+impl DeviceConfig {
+    /// `host:port` to probe, if the device has an address.
+    pub fn probe_target(&self) -> Option<String> {
+        let addr = self.address.as_deref()?.trim();
+        if addr.is_empty() {
+            return None;
+        }
+        let has_port = if let Some(rest) = addr.strip_prefix('[') {
+            rest.contains("]:")
+        } else {
+            addr.matches(':').count() == 1
+        };
+        if has_port {
+            Some(addr.to_owned())
+        } else if addr.contains(':') && !addr.starts_with('[') {
+            Some(format!("[{addr}]:{}", self.port.unwrap_or(80)))
+        } else {
+            Some(format!("{addr}:{}", self.port.unwrap_or(80)))
+        }
+    }
+}
+
+/// Command-line values; `Some` overrides the file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub gateway_id: Option<String>,
+    pub broker: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub interval_secs: Option<u64>,
+    pub api_url: Option<String>,
+    pub log_level: Option<String>,
+}
+
+/// Where the effective configuration came from, for the startup log line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    File(PathBuf),
+    DefaultsOnly,
+}
+
+/// Loads defaults < file < flags and validates the result.
+pub fn load(o: &Overrides) -> Result<(Config, Source), ConfigError> {
+    let (mut cfg, source) = match &o.config {
+        Some(p) => (read_file(p)?, Source::File(p.clone())),
+        None => {
+            let p = Path::new(DEFAULT_CONFIG_PATH);
+            if p.exists() {
+                (read_file(p)?, Source::File(p.to_path_buf()))
+            } else {
+                (Config::default(), Source::DefaultsOnly)
+            }
+        }
+    };
+    apply(&mut cfg, o);
+    if cfg.gateway_id.is_empty() {
+        cfg.gateway_id = hostname_id(&cfg.collect.proc_root).unwrap_or_default();
+    }
+    validate(&cfg)?;
+    Ok((cfg, source))
+}
+
+pub fn read_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    parse(&text).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })
+}
+
+pub fn parse(text: &str) -> Result<Config, String> {
+    toml::from_str(text).map_err(|e| e.to_string())
+}
+
+fn apply(cfg: &mut Config, o: &Overrides) {
+    if let Some(v) = &o.gateway_id {
+        cfg.gateway_id = v.clone();
+    }
+    if let Some(v) = &o.broker {
+        cfg.mqtt.broker = v.clone();
+    }
+    if let Some(v) = &o.ca_file {
+        cfg.mqtt.ca_file = Some(v.clone());
+    }
+    if let Some(v) = &o.data_dir {
+        cfg.data_dir = v.clone();
+    }
+    if let Some(v) = o.interval_secs {
+        cfg.interval_secs = v;
+    }
+    if let Some(v) = &o.api_url {
+        cfg.api_url = Some(v.clone());
+    }
+    if let Some(v) = &o.log_level {
+        cfg.log.level = v.clone();
+    }
+}
+
+/// The kernel hostname reduced to id characters, so a demo agent needs no config at all.
+fn hostname_id(proc_root: &Path) -> Option<String> {
+    let raw = std::fs::read_to_string(proc_root.join("sys/kernel/hostname")).ok()?;
+    let id: String = raw.trim().chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')).take(64).collect();
+    (!id.is_empty()).then_some(id)
+}
+
+pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
+    let bad = |m: String| Err(ConfigError::Invalid(m));
+    if cfg.gateway_id.is_empty() {
+        return bad("gateway_id is not set (config file, --gateway-id, or a usable hostname)".into());
+    }
+    validate_id("gateway id", &cfg.gateway_id).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    if !(MIN_INTERVAL_SECS..=MAX_INTERVAL_SECS).contains(&cfg.interval_secs) {
+        return bad(format!("interval_secs must be {MIN_INTERVAL_SECS}..={MAX_INTERVAL_SECS}, got {}", cfg.interval_secs));
+    }
+    BrokerUrl::parse(&cfg.mqtt.broker).map_err(ConfigError::Invalid)?;
+    if cfg.mqtt.ca_file.is_some() && !cfg.mqtt.broker.starts_with("mqtts://") {
+        return bad("mqtt.ca_file is set but the broker URL is not mqtts://".into());
+    }
+    if cfg.mqtt.client_cert_file.is_some() != cfg.mqtt.client_key_file.is_some() {
+        return bad("mqtt.client_cert_file and mqtt.client_key_file go together".into());
+    }
+    if !(1..=1024).contains(&cfg.mqtt.inflight_window) {
+        return bad(format!("mqtt.inflight_window must be 1..=1024, got {}", cfg.mqtt.inflight_window));
+    }
+    if cfg.mqtt.keep_alive_secs < 5 || cfg.mqtt.watchdog_secs <= cfg.mqtt.keep_alive_secs {
+        return bad("mqtt.keep_alive_secs must be >= 5 and mqtt.watchdog_secs greater than it".into());
+    }
+    if cfg.mqtt.connect_timeout_secs == 0 || cfg.mqtt.receipt_timeout_secs == 0 || cfg.mqtt.reconnect_max_secs == 0 {
+        return bad("mqtt timeouts must be positive".into());
+    }
+    if cfg.queue.max_rows == 0 || cfg.queue.max_bytes < scs_protocol::limits::MAX_UPLINK_BYTES as u64 {
+        return bad(format!(
+            "queue.max_rows must be positive and queue.max_bytes at least {} (one largest message)",
+            scs_protocol::limits::MAX_UPLINK_BYTES
+        ));
+    }
+    if cfg.collect.probe_concurrency == 0 {
+        return bad("collect.probe_concurrency must be positive".into());
+    }
+    let mut seen = std::collections::HashSet::new();
+    for d in &cfg.devices {
+        validate_id("device id", &d.id).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        SensorType::validate(&d.device_type).map_err(|e| ConfigError::Invalid(format!("device {}: {e}", d.id)))?;
+        if d.id == cfg.gateway_id || !seen.insert(d.id.as_str()) {
+            return bad(format!("device id {:?} is used twice (or equals the gateway id)", d.id));
+        }
+        if d.attrs.len() > scs_protocol::limits::MAX_ATTRS_PER_SENSOR - 8 {
+            return bad(format!("device {}: too many attrs", d.id));
+        }
+    }
+    Ok(())
+}
+
+/// The effective config as TOML with every secret shown as `<redacted>`.
+pub fn redacted_toml(cfg: &Config) -> String {
+    toml::to_string(cfg).unwrap_or_else(|e| format!("# config could not be rendered: {e}\n"))
+}
+
+/// A parsed `mqtt://` / `mqtts://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl BrokerUrl {
+    pub fn parse(url: &str) -> Result<BrokerUrl, String> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("mqtt://") {
+            (false, r)
+        } else {
+            return Err(format!("broker URL {url:?} must start with mqtt:// or mqtts://"));
+        };
+        let rest = rest.trim_end_matches('/');
+        let default_port = if tls { 8883 } else { 1883 };
+        let (host, port) = if let Some(r) = rest.strip_prefix('[') {
+            let (h, after) = r.split_once(']').ok_or_else(|| format!("broker URL {url:?}: unclosed '['"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| format!("broker URL {url:?}: bad port"))?,
+                None if after.is_empty() => default_port,
+                None => return Err(format!("broker URL {url:?}: junk after host")),
+            };
+            (h.to_owned(), port)
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h.to_owned(), p.parse().map_err(|_| format!("broker URL {url:?}: bad port"))?),
+                None => (rest.to_owned(), default_port),
+            }
+        };
+        if host.is_empty() || host.contains('/') {
+            return Err(format!("broker URL {url:?}: missing or invalid host"));
+        }
+        Ok(BrokerUrl { tls, host, port })
+    }
+}
+
+/// Settings changed at run time, persisted in the `settings` table of `agent.db`.
+#[derive(Clone)]
+pub struct Settings {
+    inner: Arc<SettingsInner>,
+}
+
+struct SettingsInner {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+    /// Effective interval, read by the main loop at each tick.
+    interval_secs: AtomicU64,
+}
+
+const KEY_INTERVAL: &str = "interval_secs";
+
+impl Settings {
+    /// Opens the table. An interval given on the command line is the operator's latest explicit
+    /// choice, so it clears a remotely persisted one; otherwise a persisted value wins over the file.
+    pub fn open(db_path: &Path, cfg: &Config, interval_from_flag: bool) -> Result<Settings, ConfigError> {
+        let err = |source| ConfigError::Settings { path: db_path.to_owned(), source };
+        let conn = crate::db::open(db_path).map_err(err)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_ms INTEGER NOT NULL);",
+        )
+        .map_err(err)?;
+        if interval_from_flag {
+            conn.execute("DELETE FROM settings WHERE key = ?1", [KEY_INTERVAL]).map_err(err)?;
+        }
+        let stored: Option<String> =
+            conn.query_row("SELECT value FROM settings WHERE key = ?1", [KEY_INTERVAL], |r| r.get(0)).optional().map_err(err)?;
+        let interval = match stored.and_then(|s| s.parse::<u64>().ok()) {
+            Some(v) if (MIN_INTERVAL_SECS..=MAX_INTERVAL_SECS).contains(&v) => v,
+            _ => cfg.interval_secs,
+        };
+        Ok(Settings {
+            inner: Arc::new(SettingsInner { conn: Mutex::new(conn), path: db_path.to_owned(), interval_secs: AtomicU64::new(interval) }),
+        })
+    }
+
+    pub fn interval_secs(&self) -> u64 {
+        self.inner.interval_secs.load(Ordering::Relaxed)
+    }
+
+    fn store_interval(&self, secs: u64) -> Result<(), ConfigError> {
+        if !(MIN_INTERVAL_SECS..=MAX_INTERVAL_SECS).contains(&secs) {
+            return Err(ConfigError::Invalid(format!("interval must be {MIN_INTERVAL_SECS}..={MAX_INTERVAL_SECS} seconds, got {secs}")));
+        }
+        let conn = self.inner.conn.lock().map_err(|_| ConfigError::Invalid("settings lock poisoned".into()))?;
+        conn.execute(
+            "INSERT INTO settings (key, value, updated_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
+            params![KEY_INTERVAL, secs.to_string(), crate::clock::now_ms() as i64],
+        )
+        .map_err(|source| ConfigError::Settings { path: self.inner.path.clone(), source })?;
+        self.inner.interval_secs.store(secs, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Effective telemetry interval (persisted setting, else config).
+pub fn interval_secs(ctx: &AgentContext) -> u64 {
+    ctx.settings.interval_secs()
+}
+
+/// Persists a new telemetry interval; the main loop uses it from its next tick, no restart needed.
+pub fn set_interval(ctx: &AgentContext, secs: u64) -> Result<(), ConfigError> {
+    ctx.settings.store_interval(secs)?;
+    log::info!("telemetry interval set to {secs} s (gateway {})", ctx.gateway_id);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../agent.example.toml");
+
+    #[test]
+    fn example_config_parses_and_validates() {
+        let cfg = parse(EXAMPLE).expect("example parses");
+        validate(&cfg).expect("example validates");
+        assert!(cfg.devices.len() >= 2);
+        assert!(cfg.devices.iter().any(|d| d.device_type == "CAMERA"));
+    }
+
+    #[test]
+    fn flags_override_file_override_defaults() {
+        let dir = std::env::temp_dir().join(format!("scs-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.toml");
+        std::fs::write(&path, "gateway_id = \"from-file\"\ninterval_secs = 30\n[mqtt]\nbroker = \"mqtt://file:1\"\n").unwrap();
+        let o = Overrides { config: Some(path.clone()), interval_secs: Some(5), ..Default::default() };
+        let (cfg, src) = load(&o).unwrap();
+        assert_eq!(src, Source::File(path.clone()));
+        assert_eq!(cfg.gateway_id, "from-file"); // file over default
+        assert_eq!(cfg.mqtt.broker, "mqtt://file:1");
+        assert_eq!(cfg.interval_secs, 5); // flag over file
+        assert_eq!(cfg.mqtt.keep_alive_secs, MqttConfig::default().keep_alive_secs); // default kept
+        let o = Overrides { config: Some(path), gateway_id: Some("gw-flag".into()), broker: Some("mqtts://h:8884".into()), ..Default::default() };
+        let (cfg, _) = load(&o).unwrap();
+        assert_eq!(cfg.gateway_id, "gw-flag");
+        assert_eq!(cfg.mqtt.broker, "mqtts://h:8884");
+        assert_eq!(cfg.interval_secs, 30);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn explicit_missing_config_is_an_error() {
+        let o = Overrides { config: Some("/nonexistent/agent.toml".into()), ..Default::default() };
+        assert!(matches!(load(&o), Err(ConfigError::Read { .. })));
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let cfg = parse(
+            "gateway_id = \"gw\"\n[mqtt]\npassword = \"hunter2\"\n[[devices]]\nid = \"cam-1\"\ntype = \"CAMERA\"\npassword = \"pw-cam\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.mqtt.password.as_ref().unwrap().expose(), "hunter2");
+        let shown = redacted_toml(&cfg);
+        assert!(!shown.contains("hunter2") && !shown.contains("pw-cam"), "{shown}");
+        assert!(shown.contains(REDACTED));
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+        // what is printed parses back (secrets become the placeholder)
+        assert!(parse(&shown).is_ok());
+    }
+
+    #[test]
+    fn invalid_values_are_refused() {
+        for text in [
+            "gateway_id = \"a/b\"",
+            "gateway_id = \"gw\"\ninterval_secs = 0",
+            "gateway_id = \"gw\"\n[mqtt]\nbroker = \"http://x\"",
+            "gateway_id = \"gw\"\n[[devices]]\nid = \"c\"\ntype = \"camera\"",
+            "gateway_id = \"gw\"\n[[devices]]\nid = \"c\"\ntype = \"CAMERA\"\n[[devices]]\nid = \"c\"\ntype = \"NVR\"",
+        ] {
+            let cfg = parse(text).unwrap();
+            assert!(validate(&cfg).is_err(), "{text}");
+        }
+        assert!(parse("gateway_id = 5").is_err());
+    }
+
+    #[test]
+    fn broker_urls() {
+        assert_eq!(BrokerUrl::parse("mqtt://h").unwrap(), BrokerUrl { tls: false, host: "h".into(), port: 1883 });
+        assert_eq!(BrokerUrl::parse("mqtts://h:1").unwrap(), BrokerUrl { tls: true, host: "h".into(), port: 1 });
+        assert_eq!(BrokerUrl::parse("mqtt://[::1]:9").unwrap(), BrokerUrl { tls: false, host: "::1".into(), port: 9 });
+        assert!(BrokerUrl::parse("tcp://h").is_err());
+        assert!(BrokerUrl::parse("mqtt://h:x").is_err());
+    }
+
+    #[test]
+    fn probe_targets() {
+        let d = |a: &str, p: Option<u16>| DeviceConfig { address: Some(a.into()), port: p, ..Default::default() };
+        assert_eq!(d("10.0.0.5", None).probe_target().unwrap(), "10.0.0.5:80");
+        assert_eq!(d("10.0.0.5", Some(554)).probe_target().unwrap(), "10.0.0.5:554");
+        assert_eq!(d("cam.local:8000", Some(554)).probe_target().unwrap(), "cam.local:8000");
+        assert_eq!(d("fe80::1", Some(554)).probe_target().unwrap(), "[fe80::1]:554");
+        assert_eq!(d("[fe80::1]:81", None).probe_target().unwrap(), "[fe80::1]:81");
+    }
+}

@@ -1,0 +1,122 @@
+//! Inventory (birth message): the gateway as an `EDGE_CONTROLLER` sensor plus every configured
+//! child with `parent` = the gateway. Queued at start and again whenever its content changes.
+
+use std::collections::BTreeMap;
+
+use scs_protocol::{encode, AgentInfo, Inventory, SensorInfo, SensorType, TopicKind, PROTOCOL_VERSION};
+
+use crate::collect::Roots;
+use crate::config::Config;
+use crate::queue::{Queue, QueueError};
+
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+fn os_name() -> Option<String> {
+    let text = std::fs::read_to_string("/etc/os-release").ok()?;
+    text.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")).map(|v| v.trim_matches('"').chars().take(128).collect())
+}
+
+fn hostname(roots: &Roots) -> Option<String> {
+    std::fs::read_to_string(roots.proc.join("sys/kernel/hostname")).ok().map(|h| h.trim().chars().take(128).collect())
+}
+
+pub fn agent_info(roots: &Roots) -> AgentInfo {
+    AgentInfo { version: AGENT_VERSION.into(), arch: std::env::consts::ARCH.into(), os: os_name(), hostname: hostname(roots) }
+}
+
+/// The sensors this gateway announces (gateway first).
+pub fn sensors(cfg: &Config) -> Vec<SensorInfo> {
+    let gw = &cfg.gateway_id;
+    let mut out = vec![SensorInfo {
+        id: gw.clone(),
+        sensor_type: SensorType::EDGE_CONTROLLER.into(),
+        parent: None,
+        name: Some(gw.clone()),
+        attrs: None,
+    }];
+    for d in &cfg.devices {
+        let mut attrs: BTreeMap<String, String> = d.attrs.clone();
+        for (k, v) in [("vendor", &d.vendor), ("model", &d.model), ("serial", &d.serial), ("address", &d.address)] {
+            if let Some(v) = v {
+                attrs.insert(k.into(), v.clone());
+            }
+        }
+        out.push(SensorInfo {
+            id: d.id.clone(),
+            sensor_type: d.device_type.clone(),
+            parent: Some(gw.clone()),
+            name: d.name.clone(),
+            attrs: (!attrs.is_empty()).then_some(attrs),
+        });
+    }
+    out
+}
+
+/// Queues the inventory when it differs from the last one queued by this process.
+pub struct Announcer {
+    gateway: String,
+    boot: u64,
+    last: Option<Vec<u8>>,
+}
+
+impl Announcer {
+    pub fn new(gateway: &str, boot: u64) -> Announcer {
+        Announcer { gateway: gateway.to_owned(), boot, last: None }
+    }
+
+    /// Returns the seq when something was queued.
+    pub fn announce(&mut self, queue: &Queue, sensors: Vec<SensorInfo>, agent: AgentInfo) -> Result<Option<u64>, QueueError> {
+        let mut inv = Inventory { v: PROTOCOL_VERSION, gateway: self.gateway.clone(), boot: self.boot, seq: 0, ts: 0, sensors, agent: Some(agent) };
+        // Compare content only: seq and ts differ every time.
+        let fingerprint = encode(&inv);
+        if self.last.as_ref() == Some(&fingerprint) {
+            return Ok(None);
+        }
+        let ts = crate::clock::now_ms();
+        let seq = queue.enqueue(TopicKind::Inventory, |seq| {
+            inv.seq = seq;
+            inv.ts = ts;
+            encode(&inv)
+        })?;
+        self.last = Some(fingerprint);
+        log::info!("inventory queued (seq {seq}, {} sensors)", inv.sensors.len());
+        Ok(Some(seq))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DeviceConfig, SyncMode};
+    use crate::queue::QueueOptions;
+    use scs_protocol::topics::topic;
+    use scs_protocol::{decode_uplink, Uplink};
+
+    #[test]
+    fn gateway_and_children_with_parent() {
+        let mut cfg = Config { gateway_id: "gw-7".into(), ..Default::default() };
+        cfg.devices.push(DeviceConfig { id: "cam-1".into(), device_type: "CAMERA".into(), vendor: Some("acme".into()), ..Default::default() });
+        cfg.devices.push(DeviceConfig { id: "nvr-1".into(), device_type: "NVR".into(), ..Default::default() });
+        let s = sensors(&cfg);
+        assert_eq!(s[0].sensor_type, "EDGE_CONTROLLER");
+        assert_eq!(s[0].parent, None);
+        assert!(s[1..].iter().all(|c| c.parent.as_deref() == Some("gw-7")));
+        assert_eq!(s[1].attrs.as_ref().unwrap()["vendor"], "acme");
+
+        let dir = std::env::temp_dir().join(format!("scs-inv-{}-{}", std::process::id(), crate::clock::random_u64()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let q = Queue::open(&dir.join("agent.db"), QueueOptions { max_rows: 10, max_bytes: 1 << 20, sync: SyncMode::Normal }).unwrap();
+        let roots = Roots { proc: "/proc".into(), sys: "/sys".into() };
+        let mut a = Announcer::new("gw-7", 1);
+        assert_eq!(a.announce(&q, s.clone(), agent_info(&roots)).unwrap(), Some(1));
+        assert_eq!(a.announce(&q, s.clone(), agent_info(&roots)).unwrap(), None, "unchanged: not queued again");
+        let msg = q.get(1).unwrap().unwrap();
+        let (_, m) = decode_uplink(&topic("gw-7", TopicKind::Inventory), &msg.payload).unwrap();
+        let Uplink::Inventory(inv) = m else { panic!("not inventory") };
+        assert_eq!(inv.sensors.len(), 3);
+        let mut changed = s;
+        changed.pop();
+        assert_eq!(a.announce(&q, changed, agent_info(&roots)).unwrap(), Some(2));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

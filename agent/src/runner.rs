@@ -1,0 +1,219 @@
+//! `scs-agent run`: wires the parts together and runs the telemetry loop until SIGTERM.
+//!
+//! Threads: this one (collect + enqueue every interval, inventory, systemd watchdog), `mqtt`
+//! (connection, downlinks, receipts), `publisher` (outbox -> MQTT window), and the command executor.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use scs_protocol::Downlink;
+
+use crate::collect::agent::{AgentHealth, HealthCounters};
+use crate::collect::{Collector, Collectors, Roots};
+use crate::config::{self, Config, ConfigError, Overrides, Settings, Source};
+use crate::context::{AgentContext, AgentMetrics, Shutdown};
+use crate::inventory::{self, Announcer};
+use crate::publisher::Publisher;
+use crate::queue::{Queue, QueueError};
+use crate::transport::mqtt::{self, MqttTransport, TransportError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("creating data dir {path}: {source}")]
+    DataDir { path: std::path::PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("starting thread {name}: {source}")]
+    Thread { name: &'static str, source: std::io::Error },
+    #[error("command executor: {0}")]
+    Executor(String),
+}
+
+/// Builds the collectors from the config.
+pub fn collectors(cfg: &Config, ctx: &AgentContext) -> Collectors {
+    let roots = Roots { proc: cfg.collect.proc_root.clone(), sys: cfg.collect.sys_root.clone() };
+    let queue = ctx.queue.clone();
+    let metrics = ctx.metrics.clone();
+    let counters = move || {
+        let q = queue.stats();
+        HealthCounters {
+            queue_depth: q.depth,
+            queue_bytes: q.bytes,
+            dropped: q.dropped_total,
+            rejected: q.rejected_total,
+            reconnects: AgentMetrics::get(&metrics.reconnects),
+            published: AgentMetrics::get(&metrics.published),
+            commands_run: AgentMetrics::get(&metrics.commands_run),
+            watchdog_resets: AgentMetrics::get(&metrics.watchdog_resets),
+        }
+    };
+    use crate::collect::*;
+    let list: Vec<Box<dyn Collector>> = vec![
+        Box::new(cpu::Cpu::new(&roots)),
+        Box::new(load::Load::new(&roots)),
+        Box::new(memory::Memory::new(&roots)),
+        Box::new(disk::Disk::new(&roots, &cfg.collect.mounts)),
+        Box::new(thermal::Thermal::new(&roots)),
+        Box::new(uptime::Uptime::new(&roots)),
+        Box::new(network::Network::new(&roots, &cfg.collect.interfaces)),
+        Box::new(AgentHealth::new(&roots, ctx.started, Box::new(counters))),
+        Box::new(devices::Devices::new(&cfg.devices, Duration::from_millis(cfg.collect.probe_timeout_ms), cfg.collect.probe_concurrency)),
+    ];
+    Collectors::new(list)
+}
+
+/// Opens everything and returns the shared context (no threads started yet).
+pub fn start(o: &Overrides) -> Result<AgentContext, RunError> {
+    let (cfg, source) = config::load(o)?;
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| RunError::DataDir { path: cfg.data_dir.clone(), source })?;
+    let log_file = crate::logging::init(&cfg.log, &cfg.data_dir);
+    match &source {
+        Source::File(p) => log::info!("scs-agent {} starting: config {}", inventory::AGENT_VERSION, p.display()),
+        Source::DefaultsOnly => log::info!("scs-agent {} starting: no config file, defaults + flags", inventory::AGENT_VERSION),
+    }
+    if let Some(f) = log_file {
+        log::info!("logging to {}", f.display());
+    }
+    mqtt::install_crypto_provider();
+    if let Err(e) = Shutdown::install_signal_handlers() {
+        log::warn!("cannot install signal handlers ({e}); SIGTERM will kill without a clean disconnect");
+    }
+    let db = cfg.data_dir.join(crate::db::DB_FILE);
+    let queue = Queue::open(&db, (&cfg.queue).into())?;
+    let settings = Settings::open(&db, &cfg, o.interval_secs.is_some())?;
+    let boot = crate::clock::random_u64() | 1; // never 0, so "no boot" is never a valid id
+    let s = queue.stats();
+    log::info!("gateway {} boot {boot:016x}: outbox holds {} messages ({} bytes), next seq {}", cfg.gateway_id, s.depth, s.bytes, s.next_seq);
+    Ok(AgentContext {
+        gateway_id: cfg.gateway_id.clone(),
+        boot,
+        data_dir: cfg.data_dir.clone(),
+        config: Arc::new(cfg),
+        queue,
+        settings,
+        metrics: Arc::new(AgentMetrics::default()),
+        shutdown: Shutdown::default(),
+        started: Instant::now(),
+    })
+}
+
+fn spawn(name: &'static str, f: impl FnOnce() + Send + 'static) -> Result<std::thread::JoinHandle<()>, RunError> {
+    std::thread::Builder::new().name(name.into()).spawn(f).map_err(|source| RunError::Thread { name, source })
+}
+
+/// Consumes commands until the command executor exists in this build.
+fn spawn_commands(ctx: &AgentContext, rx: mpsc::Receiver<Downlink>) -> Result<std::thread::JoinHandle<()>, RunError> {
+    let gw = ctx.gateway_id.clone();
+    spawn("commands", move || {
+        for dl in rx {
+            log::warn!("gateway {gw}: no command executor in this build, ignoring {dl:?}");
+        }
+    })
+}
+
+pub fn run(o: &Overrides) -> Result<(), RunError> {
+    let ctx = start(o)?;
+    let cfg = ctx.config.clone();
+    let publisher = Publisher::new(
+        ctx.queue.clone(),
+        ctx.metrics.clone(),
+        &ctx.gateway_id,
+        cfg.mqtt.inflight_window,
+        Duration::from_secs(cfg.mqtt.receipt_timeout_secs),
+    );
+    let (dl_tx, dl_rx) = mpsc::channel::<Downlink>();
+    let transport = MqttTransport::new(&ctx, publisher.clone(), dl_tx)?;
+    let mqtt_thread = spawn("mqtt", move || transport.run())?;
+    let pub_thread = {
+        let shutdown = ctx.shutdown.clone();
+        spawn("publisher", move || publisher.run(&shutdown))?
+    };
+    let cmd_thread = spawn_commands(&ctx, dl_rx)?;
+    // Ready once the queue is open and every thread runs; being offline is a normal state, not a failure.
+    crate::sd_notify::notify_ready();
+    crate::sd_notify::notify_status(&format!("gateway {}: running, broker {}", ctx.gateway_id, cfg.mqtt.broker));
+
+    telemetry_loop(&ctx);
+    crate::sd_notify::notify_stopping();
+
+    log::info!("shutting down");
+    ctx.shutdown.request();
+    for (name, h) in [("mqtt", mqtt_thread), ("publisher", pub_thread)] {
+        if h.join().is_err() {
+            log::error!("{name} thread panicked");
+        }
+    }
+    // The command thread ends when the transport drops its sender; do not wait on long commands.
+    drop(cmd_thread);
+    log::info!("stopped");
+    Ok(())
+}
+
+/// Collects and enqueues a batch every interval (re-read at each tick), re-announces the inventory
+/// when it changes, and feeds the systemd watchdog while the MQTT loop is alive. Returns at shutdown.
+pub fn telemetry_loop(ctx: &AgentContext) {
+    let cfg = &ctx.config;
+    let roots = Roots { proc: cfg.collect.proc_root.clone(), sys: cfg.collect.sys_root.clone() };
+    let mut collectors = collectors(cfg, ctx);
+    let mut announcer = Announcer::new(&ctx.gateway_id, ctx.boot);
+    let agent_info = inventory::agent_info(&roots);
+    if let Err(e) = announcer.announce(&ctx.queue, inventory::sensors(cfg), agent_info.clone()) {
+        log::error!("queueing inventory: {e}");
+    }
+    // The MQTT loop turns at least every connect timeout (+ slack) even while reconnecting.
+    let mqtt_stale_after = Duration::from_secs(cfg.mqtt.connect_timeout_secs + 15);
+    let mut last_tick = Instant::now();
+    // First batch after one second, so CPU figures already cover a real interval.
+    let mut next_tick = last_tick + Duration::from_secs(1);
+    let mut last_err: Option<String> = None;
+    // systemd watchdog (WatchdogSec=): pinged only while the MQTT loop turns, so a hung loop stops the
+    // pings and systemd restarts the agent. None outside systemd.
+    let watchdog_every = crate::sd_notify::watchdog_interval();
+    let mut last_ping: Option<Instant> = None;
+    while !ctx.shutdown.requested() {
+        let now = Instant::now();
+        let interval = Duration::from_secs(config::interval_secs(ctx));
+        // A shorter interval set remotely takes effect now, not after the old one runs out.
+        next_tick = next_tick.min(last_tick + interval);
+        if now >= next_tick {
+            last_tick = now;
+            next_tick = now + interval;
+            let report = collectors.collect_all();
+            match crate::telemetry::enqueue(&ctx.queue, &ctx.gateway_id, ctx.boot, &report) {
+                Ok(seq) => {
+                    log::debug!("telemetry seq {seq}: {} gateway metrics, {} devices", report.gateway.len(), report.children.len());
+                    last_err = None;
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    if last_err.as_deref() != Some(&msg) {
+                        log::error!("queueing telemetry for gateway {}: {msg}", ctx.gateway_id);
+                    }
+                    last_err = Some(msg);
+                }
+            }
+            if let Err(e) = announcer.announce(&ctx.queue, inventory::sensors(cfg), agent_info.clone()) {
+                log::error!("queueing inventory: {e}");
+            }
+        }
+        if let Some(every) = watchdog_every {
+            if last_ping.is_none_or(|t| t.elapsed() >= every) && mqtt_alive(ctx, mqtt_stale_after) {
+                crate::sd_notify::notify_watchdog();
+                last_ping = Some(Instant::now());
+            }
+        }
+        let wait = next_tick.saturating_duration_since(Instant::now()).min(Duration::from_millis(250));
+        ctx.shutdown.sleep(wait.max(Duration::from_millis(10)));
+    }
+}
+
+/// True while the MQTT thread keeps turning (its heartbeat is recent).
+pub fn mqtt_alive(ctx: &AgentContext, stale_after: Duration) -> bool {
+    let beat = ctx.metrics.mqtt_heartbeat_ms.load(std::sync::atomic::Ordering::Relaxed);
+    beat > 0 && crate::clock::now_ms().saturating_sub(beat) <= stale_after.as_millis() as u64
+}

@@ -1,0 +1,3 @@
+//! Transports that carry queued messages to the cloud. MQTT is the only one today.
+
+pub mod mqtt;

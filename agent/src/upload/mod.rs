@@ -1,0 +1,388 @@
+//! Resumable artifact uploads to the cloud's tus-like endpoint (`POST/HEAD/PATCH /v1/uploads/{id}`,
+//! `POST .../finalize`; see `docs/worker-api.openapi.yaml`).
+//!
+//! The file comes from the spool, where its SHA-256 was computed while it was written. It is sent in
+//! chunks streamed from disk (memory stays flat whatever the size). After any error the uploader asks the
+//! server for its committed offset (HEAD) and continues from there, never from zero; progress survives
+//! agent restarts in the `uploads` table, so [`resume_pending`] finishes what a previous run started.
+//! The server verifies size and SHA-256 at finalize.
+
+pub mod cli;
+pub mod http;
+pub mod progress;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use scs_protocol::{ArtifactMeta, UploadGrant};
+use serde::{Deserialize, Serialize};
+use ureq::http::StatusCode;
+
+use crate::spool::{Spool, SpoolError, SpooledFile};
+use http::{PatchError, ServerState, UploadTarget};
+use progress::{Progress, ProgressDb};
+
+/// `[upload]` section of the agent config.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct UploadConfig {
+    /// Cap on `{data_dir}/spool` in bytes; a new artifact that does not fit is refused.
+    pub spool_max_bytes: u64,
+    /// Bytes per PATCH request.
+    pub chunk_bytes: u64,
+    /// PEM CA bundle for HTTPS uploads; default: the system bundle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout_secs: u64,
+    /// A read or write on the connection that makes no progress for this long fails the request.
+    pub io_timeout_secs: u64,
+    /// Longest pause between retries (backoff doubles from 0.5 s up to this).
+    pub retry_max_secs: u64,
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        UploadConfig {
+            spool_max_bytes: 256 << 20,
+            chunk_bytes: 4 << 20,
+            ca_file: None,
+            connect_timeout_secs: 15,
+            io_timeout_secs: 60,
+            retry_max_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error("CA file {path}: {reason}")]
+    CaFile { path: PathBuf, reason: String },
+    #[error("upload progress table: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("artifact {artifact}: reading spool file {path}: {source}")]
+    File { artifact: String, path: PathBuf, source: std::io::Error },
+    #[error("artifact {artifact}: the server refused the upload ({status}): {message}")]
+    Refused { artifact: String, status: u16, message: String },
+    #[error("artifact {artifact}: the server rejected the SHA-256 after upload: {message}")]
+    ChecksumRejected { artifact: String, message: String },
+    #[error("artifact {artifact}: {size} bytes exceed the grant's limit of {max} bytes")]
+    TooLarge { artifact: String, size: u64, max: u64 },
+    #[error("artifact {artifact}: upload grant expired")]
+    Expired { artifact: String },
+    #[error("artifact {artifact}: upload cancelled")]
+    Cancelled { artifact: String },
+    #[error("artifact {artifact}: deadline passed after {attempts} attempts; last error: {last}")]
+    Deadline { artifact: String, attempts: u32, last: String },
+}
+
+/// Outcome of one upload, with the figures the tests and benchmarks print.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadReport {
+    pub meta: ArtifactMeta,
+    /// Committed offset the server reported when this run started (non-zero = resumed).
+    pub resumed_from: u64,
+    /// Body bytes this run handed to the socket.
+    pub bytes_sent: u64,
+    /// Requests that failed and were retried.
+    pub retries: u32,
+}
+
+impl UploadReport {
+    /// Bytes sent more than once: what this run sent beyond what was still missing when it started.
+    pub fn resent(&self) -> u64 {
+        self.bytes_sent.saturating_sub(self.meta.size.saturating_sub(self.resumed_from))
+    }
+}
+
+/// An artifact to upload: spooled bytes plus the metadata declared to the server.
+pub struct Artifact<'a> {
+    pub command_id: &'a str,
+    pub grant: &'a UploadGrant,
+    pub file: &'a SpooledFile,
+    pub name: &'a str,
+    pub content_type: &'a str,
+}
+
+/// Why one pass over the protocol stopped.
+enum Stop {
+    /// Worth another pass after a pause (network, 5xx, lost upload).
+    Retry(String),
+    Fatal(UploadError),
+}
+
+pub struct Uploader {
+    agent: ureq::Agent,
+    cfg: UploadConfig,
+    db: ProgressDb,
+    spool: Spool,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Uploader {
+    pub fn new(data_dir: &Path, cfg: &UploadConfig) -> Result<Uploader, UploadError> {
+        Ok(Uploader {
+            agent: http::build_agent(cfg)?,
+            cfg: cfg.clone(),
+            db: ProgressDb::open(data_dir)?,
+            spool: Spool::open(data_dir, cfg.spool_max_bytes)?,
+        })
+    }
+
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    /// Progress recorded for an artifact by this or an earlier run.
+    pub fn progress(&self, artifact: &str) -> Result<Option<Progress>, UploadError> {
+        Ok(self.db.get(artifact)?)
+    }
+
+    /// Uploads a spooled artifact, retrying with backoff and resuming from the server's committed offset
+    /// until it is finalized, the grant expires, `cancel` is set or `deadline` passes. The spool file and
+    /// the progress row are removed when this returns (success or a definitive failure); only a process
+    /// that dies mid-way leaves them for [`resume_pending`].
+    pub fn upload(&self, a: &Artifact<'_>, cancel: &AtomicBool, deadline: Option<Instant>) -> Result<UploadReport, UploadError> {
+        let artifact = a.grant.artifact.clone();
+        if a.file.size > a.grant.max_bytes {
+            self.abandon(&artifact, &a.file.path);
+            return Err(UploadError::TooLarge { artifact, size: a.file.size, max: a.grant.max_bytes });
+        }
+        self.db.begin(&Progress {
+            command_id: a.command_id.to_string(),
+            grant: a.grant.clone(),
+            path: a.file.path.clone(),
+            name: a.name.to_string(),
+            size: a.file.size,
+            sha256: a.file.sha256.clone(),
+            content_type: a.content_type.to_string(),
+            server_offset: 0,
+            sent_bytes: 0,
+        })?;
+        let result = self.run(a, cancel, deadline);
+        match &result {
+            Ok(r) => log::info!(
+                "artifact {artifact}: uploaded {} bytes (resumed from {}, sent {}, {} retries)",
+                r.meta.size,
+                r.resumed_from,
+                r.bytes_sent,
+                r.retries
+            ),
+            Err(e) => log::warn!("artifact {artifact}: upload failed: {e}"),
+        }
+        self.abandon(&artifact, &a.file.path);
+        result
+    }
+
+    fn abandon(&self, artifact: &str, path: &Path) {
+        if let Err(e) = self.db.finish(artifact) {
+            log::warn!("artifact {artifact}: clearing upload progress: {e}");
+        }
+        self.spool.remove_path(path);
+    }
+
+    fn run(&self, a: &Artifact<'_>, cancel: &AtomicBool, deadline: Option<Instant>) -> Result<UploadReport, UploadError> {
+        let artifact = &a.grant.artifact;
+        let target = UploadTarget { agent: &self.agent, url: format!("{}/{}", a.grant.url.trim_end_matches('/'), artifact), token: &a.grant.token };
+        let sent = AtomicU64::new(0);
+        let mut resumed_from = None;
+        let mut retries = 0u32;
+        let mut checksum_retry_used = false;
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(UploadError::Cancelled { artifact: artifact.clone() });
+            }
+            if now_ms() >= a.grant.expires {
+                return Err(UploadError::Expired { artifact: artifact.clone() });
+            }
+            let before = sent.load(Ordering::Relaxed);
+            match self.pass(a, &target, &sent, &mut resumed_from, cancel) {
+                Ok(meta) => {
+                    return Ok(UploadReport { meta, resumed_from: resumed_from.unwrap_or(0), bytes_sent: sent.load(Ordering::Relaxed), retries });
+                }
+                Err(Stop::Fatal(UploadError::ChecksumRejected { message, .. })) if !checksum_retry_used => {
+                    // The server discarded the upload. If our file still matches what we declared, the bytes
+                    // were damaged on the way: start over once. Otherwise the spool file itself changed.
+                    checksum_retry_used = true;
+                    match hash_file(&a.file.path) {
+                        Ok(h) if h == a.file.sha256 => log::warn!("artifact {artifact}: server saw other bytes ({message}); uploading again"),
+                        _ => return Err(UploadError::ChecksumRejected { artifact: artifact.clone(), message: format!("{message}; the spool file changed") }),
+                    }
+                }
+                Err(Stop::Fatal(e)) => return Err(e),
+                Err(Stop::Retry(why)) => {
+                    retries += 1;
+                    if deadline.is_some_and(|d| Instant::now() + backoff >= d) {
+                        return Err(UploadError::Deadline { artifact: artifact.clone(), attempts: retries, last: why });
+                    }
+                    log::info!("artifact {artifact}: {why}; retrying in {} ms", backoff.as_millis());
+                    sleep_unless_cancelled(backoff, cancel);
+                    // Progress during the failed pass means the path works: retry quickly next time.
+                    backoff = if sent.load(Ordering::Relaxed) > before {
+                        Duration::from_millis(500)
+                    } else {
+                        (backoff * 2).min(Duration::from_secs(self.cfg.retry_max_secs.max(1)))
+                    };
+                }
+            }
+        }
+    }
+
+    /// One pass: learn the committed offset, send the rest in chunks, finalize.
+    fn pass(
+        &self,
+        a: &Artifact<'_>,
+        t: &UploadTarget<'_>,
+        sent: &AtomicU64,
+        resumed_from: &mut Option<u64>,
+        cancel: &AtomicBool,
+    ) -> Result<ArtifactMeta, Stop> {
+        let artifact = &a.grant.artifact;
+        let size = a.file.size;
+        let mut offset = match self.server_state(a, t)? {
+            ServerState::Complete => size,
+            ServerState::Offset(o) => o,
+            ServerState::Missing => return Err(Stop::Retry("server lost the upload".into())),
+        };
+        resumed_from.get_or_insert(offset);
+        while offset < size {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Stop::Fatal(UploadError::Cancelled { artifact: artifact.clone() }));
+            }
+            let len = (size - offset).min(self.cfg.chunk_bytes.max(64 * 1024));
+            let r = match t.patch(&a.file.path, offset, len, sent) {
+                Ok(r) => r,
+                Err(PatchError::File(source)) => {
+                    return Err(Stop::Fatal(UploadError::File { artifact: artifact.clone(), path: a.file.path.clone(), source }))
+                }
+                Err(PatchError::Http(e)) => return Err(Stop::Retry(format!("PATCH at {offset}: {e}"))),
+            };
+            match r.status {
+                StatusCode::NO_CONTENT | StatusCode::OK | StatusCode::CONFLICT => match r.offset {
+                    Some(o) if o <= size => offset = o,
+                    _ => return Err(Stop::Retry(format!("PATCH answered {} without a usable Upload-Offset", r.status))),
+                },
+                s => return Err(classify(artifact, s, &r.body, "PATCH")),
+            }
+            if let Err(e) = self.db.record_offset(artifact, offset, sent.load(Ordering::Relaxed)) {
+                log::warn!("artifact {artifact}: recording progress: {e}");
+            }
+        }
+        let r = t.finalize().map_err(|e| Stop::Retry(format!("finalize: {e}")))?;
+        let declared = ArtifactMeta {
+            id: artifact.clone(),
+            name: a.name.to_string(),
+            size,
+            sha256: a.file.sha256.clone(),
+            content_type: a.content_type.to_string(),
+        };
+        match r.status {
+            StatusCode::OK => Ok(http::meta_from_finalize(&r.body, &declared)),
+            StatusCode::UNPROCESSABLE_ENTITY => Err(Stop::Fatal(UploadError::ChecksumRejected { artifact: artifact.clone(), message: r.body })),
+            StatusCode::CONFLICT => Err(Stop::Retry(format!("finalize: server has {:?} of {size} bytes", r.offset))),
+            s => Err(classify(artifact, s, &r.body, "finalize")),
+        }
+    }
+
+    /// HEAD for the committed offset; creates the upload when the server does not know it yet.
+    fn server_state(&self, a: &Artifact<'_>, t: &UploadTarget<'_>) -> Result<ServerState, Stop> {
+        let artifact = &a.grant.artifact;
+        let r = t.head().map_err(|e| Stop::Retry(format!("HEAD: {e}")))?;
+        match r.status {
+            StatusCode::OK => {
+                return match r.offset {
+                    Some(o) if o >= a.file.size => Ok(ServerState::Complete),
+                    Some(o) => Ok(ServerState::Offset(o)),
+                    None => Err(Stop::Retry("HEAD without Upload-Offset".into())),
+                }
+            }
+            StatusCode::NOT_FOUND => {}
+            s => return Err(classify(artifact, s, &r.body, "HEAD")),
+        }
+        let r = t.create(a.name, a.file.size, &a.file.sha256, a.content_type).map_err(|e| Stop::Retry(format!("create: {e}")))?;
+        match r.status {
+            StatusCode::CREATED | StatusCode::OK => Ok(r.offset.map_or(ServerState::Offset(0), |o| {
+                if o >= a.file.size && r.body.contains("\"complete\":true") {
+                    ServerState::Complete
+                } else {
+                    ServerState::Offset(o)
+                }
+            })),
+            s => Err(classify(artifact, s, &r.body, "create")),
+        }
+    }
+}
+
+/// 4xx answers other than the protocol's own signals are definitive; 5xx and 408 are worth retrying.
+fn classify(artifact: &str, status: StatusCode, body: &str, what: &str) -> Stop {
+    if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::NOT_FOUND || status == StatusCode::TOO_MANY_REQUESTS {
+        Stop::Retry(format!("{what}: HTTP {status}"))
+    } else {
+        let message: String = body.chars().take(300).collect();
+        Stop::Fatal(UploadError::Refused { artifact: artifact.to_string(), status: status.as_u16(), message: format!("{what}: {message}") })
+    }
+}
+
+fn sleep_unless_cancelled(total: Duration, cancel: &AtomicBool) {
+    let end = Instant::now() + total;
+    while Instant::now() < end && !cancel.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50).min(end.saturating_duration_since(Instant::now())));
+    }
+}
+
+fn hash_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+    }
+    Ok(crate::spool::hex(ctx.finish().as_ref()))
+}
+
+/// Finishes uploads a previous run left unfinished (agent restart), in a background thread. Expired
+/// grants are dropped with their spool files. Call once at startup.
+pub fn resume_pending(data_dir: &Path, cfg: &UploadConfig) {
+    let data_dir = data_dir.to_path_buf();
+    let cfg = cfg.clone();
+    let spawned = std::thread::Builder::new().name("upload-resume".into()).spawn(move || {
+        let uploader = match Uploader::new(&data_dir, &cfg) {
+            Ok(u) => u,
+            Err(e) => return log::warn!("resuming uploads: {e}"),
+        };
+        let pending = match uploader.db.all() {
+            Ok(p) => p,
+            Err(e) => return log::warn!("resuming uploads: {e}"),
+        };
+        let never = AtomicBool::new(false);
+        for p in pending {
+            let Ok(meta) = std::fs::metadata(&p.path) else {
+                log::warn!("artifact {}: spool file {} is gone; dropping the upload", p.grant.artifact, p.path.display());
+                uploader.abandon(&p.grant.artifact, &p.path);
+                continue;
+            };
+            if meta.len() != p.size {
+                uploader.abandon(&p.grant.artifact, &p.path);
+                continue;
+            }
+            let file = SpooledFile { path: p.path.clone(), size: p.size, sha256: p.sha256.clone() };
+            let a = Artifact { command_id: &p.command_id, grant: &p.grant, file: &file, name: &p.name, content_type: &p.content_type };
+            log::info!("artifact {}: resuming upload for command {}", p.grant.artifact, p.command_id);
+            let _ = uploader.upload(&a, &never, None);
+        }
+    });
+    if let Err(e) = spawned {
+        log::warn!("resuming uploads: cannot start thread: {e}");
+    }
+}

@@ -1,0 +1,35 @@
+//! `POST /v1/ingest`: the HTTP ingest contract (a CBOR array of raw `[topic, payload]` MQTT messages),
+//! served through the same pipeline as MQTT ingest. Used by forwarding shims (`--worker-url`) and by
+//! anything that cannot speak MQTT. No MQTT receipts: the answer is the receipt.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::error::ApiError;
+use crate::ingest::IngestError;
+use crate::state::AppState;
+use crate::store::worker::decode_batch;
+
+/// Request bodies above this answer 413.
+pub const MAX_BODY: usize = 8 * 1024 * 1024;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/ingest", post(ingest).layer(DefaultBodyLimit::max(MAX_BODY)))
+}
+
+async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Json<serde_json::Value>, ApiError> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !ct.is_empty() && !ct.starts_with("application/cbor") && !ct.starts_with("application/octet-stream") {
+        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("expected application/cbor, got {ct}")));
+    }
+    let messages = decode_batch(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let results = state.ingest.ingest_http(messages).await.map_err(|e| match e {
+        IngestError::Closed => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ingest is shutting down"),
+        IngestError::StoreFailed(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("store failed, retry later: {m}")),
+    })?;
+    Ok(Json(json!({ "results": results })))
+}

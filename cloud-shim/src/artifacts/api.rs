@@ -1,0 +1,591 @@
+//! HTTP endpoints for artifacts (see `docs/worker-api.openapi.yaml`, tag `artifacts`):
+//!
+//! * `POST /v1/uploads/{id}` create (JSON `name`, `size`, `sha256`, `contentType`), idempotent.
+//! * `HEAD /v1/uploads/{id}` → `Upload-Offset` (committed bytes) and `Upload-Length`.
+//! * `PATCH /v1/uploads/{id}` with `Upload-Offset` and a raw body chunk, streamed to the object store.
+//! * `POST /v1/uploads/{id}/finalize` verifies size and SHA-256 (422 and discard on mismatch).
+//! * `GET /v1/artifacts/{id}?token=` streams the artifact, honouring a single `Range`.
+//! * `POST /v1/artifacts/grants` (operator bearer token) mints an upload grant for a command.
+//!
+//! Upload requests carry `Authorization: Bearer <upload token>` bound to (command, artifact), so these
+//! routes are mounted outside the operator-token middleware.
+//!
+//! Committed offset: the length of the staged object after its last fsync. A PATCH appends what arrives;
+//! when the body ends — completely, or cut off by a broken connection or a 30 s stall — the bytes that
+//! arrived are fsynced before the request answers or ends. HEAD waits for any PATCH in flight on the same
+//! upload, so it always reports a durable offset; a client resumes from exactly that offset.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, FromRef, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http_body_util::BodyExt;
+use ring::digest;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::io::AsyncReadExt;
+
+use super::names::{sanitize_content_type, sanitize_name, valid_sha256_hex};
+use super::store::{self, ArtifactRow};
+use super::tokens::{hex, now_ms, Claims, Purpose, TokenError};
+use super::Artifacts;
+use crate::objects::{ObjectError, ObjectKey};
+
+pub const UPLOAD_OFFSET: &str = "upload-offset";
+pub const UPLOAD_LENGTH: &str = "upload-length";
+/// How long a request waits for another request on the same upload to finish.
+const LOCK_WAIT: Duration = Duration::from_secs(20);
+/// A PATCH body that sends nothing for this long is treated as cut off.
+const BODY_IDLE: Duration = Duration::from_secs(30);
+/// Largest `ttlSecs` the grant endpoint accepts (7 days).
+const MAX_GRANT_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// The artifact routes; mount them outside the operator-token middleware (they check their own tokens).
+pub fn routes<S>() -> Router<S>
+where
+    Artifacts: FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route("/v1/uploads/{id}", post(create).head(offset).patch(append))
+        .route("/v1/uploads/{id}/finalize", post(finalize))
+        .route("/v1/artifacts/grants", post(grant))
+        .route("/v1/artifacts/{id}", get(download))
+        // PATCH bodies are streamed to disk and bounded by the declared size, not by a buffer limit.
+        .layer(DefaultBodyLimit::disable())
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": msg.into() }))).into_response()
+}
+
+fn error_with(status: StatusCode, mut body: Value, offset: Option<u64>) -> Response {
+    let mut resp = (status, axum::Json(body.take())).into_response();
+    if let Some(o) = offset {
+        resp.headers_mut().insert(HeaderName::from_static(UPLOAD_OFFSET), HeaderValue::from(o));
+    }
+    resp
+}
+
+fn internal(what: &str, artifact: &str, e: impl std::fmt::Display) -> Response {
+    log::error!("artifact {artifact}: {what}: {e}");
+    error(StatusCode::INTERNAL_SERVER_ERROR, format!("{what} failed"))
+}
+
+fn token_error(artifact: &str, e: TokenError) -> Response {
+    log::warn!("artifact {artifact}: refused token: {e}");
+    error(StatusCode::FORBIDDEN, e.to_string())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Checks the artifact id and its upload token; returns the object key and the token's claims.
+fn authorize_upload(art: &Artifacts, headers: &HeaderMap, id: &str) -> Result<(ObjectKey, Claims), Response> {
+    let key = ObjectKey::for_artifact(id).map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let Some(token) = bearer(headers) else {
+        return Err(error(StatusCode::UNAUTHORIZED, "missing bearer upload token"));
+    };
+    let claims = art.signing_key().verify(token, Purpose::Upload, id, now_ms()).map_err(|e| token_error(id, e))?;
+    Ok((key, claims))
+}
+
+async fn lock(art: &Artifacts, id: &str) -> Result<tokio::sync::OwnedMutexGuard<()>, Response> {
+    match tokio::time::timeout(LOCK_WAIT, art.lock_for(id).lock_owned()).await {
+        Ok(g) => Ok(g),
+        Err(_) => {
+            let mut r = error(StatusCode::CONFLICT, "another request on this upload is still running; retry");
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Err(r)
+        }
+    }
+}
+
+fn offset_headers(offset: u64, length: u64) -> [(HeaderName, HeaderValue); 3] {
+    [
+        (HeaderName::from_static(UPLOAD_OFFSET), HeaderValue::from(offset)),
+        (HeaderName::from_static(UPLOAD_LENGTH), HeaderValue::from(length)),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    ]
+}
+
+enum Found {
+    Complete(ArtifactRow),
+    InProgress(ArtifactRow),
+    Missing,
+}
+
+async fn find(art: &Artifacts, id: &str) -> Result<Found, Response> {
+    let owned = id.to_string();
+    let r = art
+        .with_db(move |c| {
+            if let Some(done) = store::get_artifact(c, &owned)? {
+                return Ok(Found::Complete(done));
+            }
+            Ok(store::get_upload(c, &owned)?.map_or(Found::Missing, Found::InProgress))
+        })
+        .await;
+    r.map_err(|e| internal("metadata lookup", id, e))
+}
+
+fn check_command(row: &ArtifactRow, claims: &Claims) -> Result<(), Response> {
+    if row.command_id == claims.command {
+        Ok(())
+    } else {
+        Err(error(StatusCode::FORBIDDEN, "token is bound to another command"))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateRequest {
+    name: String,
+    size: u64,
+    sha256: String,
+    #[serde(default)]
+    content_type: Option<String>,
+}
+
+async fn create(State(art): State<Artifacts>, Path(id): Path<String>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let (key, claims) = match authorize_upload(&art, &headers, &id) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let req: CreateRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid create request: {e}")),
+    };
+    let sha256 = req.sha256.to_ascii_lowercase();
+    if !valid_sha256_hex(&sha256) {
+        return error(StatusCode::BAD_REQUEST, "sha256 must be 64 hex digits");
+    }
+    let max = art.config().max_artifact_bytes;
+    if req.size > max {
+        return error_with(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({ "error": format!("artifact of {} bytes exceeds the {max}-byte limit", req.size), "maxBytes": max }),
+            None,
+        );
+    }
+    let _guard = match lock(&art, &id).await {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    let row = ArtifactRow {
+        id: id.clone(),
+        command_id: claims.command.clone(),
+        name: sanitize_name(&req.name),
+        size: req.size,
+        sha256,
+        content_type: sanitize_content_type(req.content_type.as_deref().unwrap_or("")),
+        object_key: key.as_str().to_string(),
+        created_at: now_ms(),
+    };
+    let same = |other: &ArtifactRow| other.size == row.size && other.sha256 == row.sha256 && other.command_id == row.command_id;
+    let location = (header::LOCATION, HeaderValue::from_str(&format!("/v1/uploads/{id}")).unwrap_or(HeaderValue::from_static("")));
+    match find(&art, &id).await {
+        Err(r) => r,
+        Ok(Found::Complete(done)) if same(&done) => {
+            (StatusCode::OK, offset_headers(done.size, done.size), axum::Json(json!({ "offset": done.size, "complete": true, "artifact": done.to_json() })))
+                .into_response()
+        }
+        Ok(Found::InProgress(up)) if same(&up) => match art.objects().staged_len(&key).await {
+            Ok(Some(len)) => (StatusCode::OK, offset_headers(len, up.size), [location], axum::Json(json!({ "offset": len, "complete": false }))).into_response(),
+            Ok(None) => internal("staged object missing", &id, "no bytes for an upload in progress"),
+            Err(e) => internal("object length", &id, e),
+        },
+        Ok(Found::Complete(_)) | Ok(Found::InProgress(_)) => {
+            error(StatusCode::CONFLICT, "an upload with different size or sha256 exists for this artifact")
+        }
+        Ok(Found::Missing) => {
+            if let Err(e) = art.objects().stage(&key).await {
+                return internal("staging object", &id, e);
+            }
+            let insert = row.clone();
+            if let Err(e) = art.with_db(move |c| store::insert_upload(c, &insert)).await {
+                return internal("recording upload", &id, e);
+            }
+            log::info!("artifact {id}: upload created for command {} ({} bytes, {})", row.command_id, row.size, row.name);
+            (StatusCode::CREATED, offset_headers(0, row.size), [location], axum::Json(json!({ "offset": 0, "complete": false }))).into_response()
+        }
+    }
+}
+
+async fn offset(State(art): State<Artifacts>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let (key, claims) = match authorize_upload(&art, &headers, &id) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    // Waiting for an in-flight PATCH makes the reported offset a committed one.
+    let _guard = match lock(&art, &id).await {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    match find(&art, &id).await {
+        Err(r) => r,
+        Ok(Found::Missing) => StatusCode::NOT_FOUND.into_response(),
+        Ok(Found::Complete(done)) => match check_command(&done, &claims) {
+            Err(r) => r,
+            Ok(()) => (StatusCode::OK, offset_headers(done.size, done.size), [(HeaderName::from_static("upload-complete"), HeaderValue::from_static("1"))]).into_response(),
+        },
+        Ok(Found::InProgress(up)) => {
+            if let Err(r) = check_command(&up, &claims) {
+                return r;
+            }
+            match art.objects().staged_len(&key).await {
+                Ok(Some(len)) => (StatusCode::OK, offset_headers(len, up.size)).into_response(),
+                Ok(None) => internal("staged object missing", &id, "no bytes for an upload in progress"),
+                Err(e) => internal("object length", &id, e),
+            }
+        }
+    }
+}
+
+/// How a PATCH body ended.
+enum BodyEnd {
+    Complete,
+    Cut(String),
+    Stalled,
+    BeyondSize,
+    WriteFailed(ObjectError),
+}
+
+async fn append(State(art): State<Artifacts>, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Response {
+    let (key, claims) = match authorize_upload(&art, &headers, &id) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(offset) = headers.get(UPLOAD_OFFSET).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok()) else {
+        return error(StatusCode::BAD_REQUEST, "missing or invalid Upload-Offset header");
+    };
+    let guard = match lock(&art, &id).await {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    let up = match find(&art, &id).await {
+        Err(r) => return r,
+        Ok(Found::Missing) => return error(StatusCode::NOT_FOUND, "no such upload; create it first"),
+        Ok(Found::Complete(done)) => return error_with(StatusCode::CONFLICT, json!({ "error": "upload already finalized" }), Some(done.size)),
+        Ok(Found::InProgress(up)) => up,
+    };
+    if let Err(r) = check_command(&up, &claims) {
+        return r;
+    }
+    let len = match art.objects().staged_len(&key).await {
+        Ok(Some(len)) => len,
+        Ok(None) => return internal("staged object missing", &id, "no bytes for an upload in progress"),
+        Err(e) => return internal("object length", &id, e),
+    };
+    if offset != len {
+        return error_with(StatusCode::CONFLICT, json!({ "error": format!("Upload-Offset {offset} does not match the committed offset {len}"), "offset": len }), Some(len));
+    }
+    let declared_len = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared_len.is_some_and(|cl| offset.saturating_add(cl) > up.size) {
+        return error_with(StatusCode::PAYLOAD_TOO_LARGE, json!({ "error": "chunk goes past the declared size", "offset": len }), Some(len));
+    }
+    let size = up.size;
+    // The write runs in its own task holding the lock: if the client vanishes and the server drops this
+    // handler, the bytes that arrived are still committed and fsynced before the lock is released.
+    let task_art = art.clone();
+    let task_id = id.clone();
+    let task = tokio::spawn(async move {
+        let _guard = guard;
+        let mut writer = task_art.objects().begin_append(&key, offset).await?;
+        let mut body = body;
+        let mut received: u64 = 0;
+        let mut end = BodyEnd::Complete;
+        loop {
+            let frame = match tokio::time::timeout(BODY_IDLE, body.frame()).await {
+                Err(_) => {
+                    end = BodyEnd::Stalled;
+                    break;
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    end = BodyEnd::Cut(e.to_string());
+                    break;
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let Ok(data) = frame.into_data() else { continue };
+            if offset + received + data.len() as u64 > size {
+                end = BodyEnd::BeyondSize;
+                break;
+            }
+            if let Err(e) = writer.write(&data).await {
+                end = BodyEnd::WriteFailed(e);
+                break;
+            }
+            received += data.len() as u64;
+        }
+        let committed = writer.commit().await?;
+        if !matches!(end, BodyEnd::Complete) {
+            log::info!("artifact {task_id}: PATCH ended early after {received} bytes; committed offset {committed}");
+        }
+        Ok::<_, ObjectError>((end, committed))
+    });
+    match task.await {
+        Err(e) => internal("append task", &id, e),
+        Ok(Err(e)) => internal("append", &id, e),
+        Ok(Ok((end, committed))) => {
+            let headers = offset_headers(committed, size);
+            match end {
+                BodyEnd::Complete => (StatusCode::NO_CONTENT, headers).into_response(),
+                BodyEnd::BeyondSize => (StatusCode::PAYLOAD_TOO_LARGE, headers, axum::Json(json!({ "error": "chunk goes past the declared size", "offset": committed }))).into_response(),
+                BodyEnd::Stalled => (StatusCode::REQUEST_TIMEOUT, headers, axum::Json(json!({ "error": "request body stalled", "offset": committed }))).into_response(),
+                BodyEnd::Cut(e) => (StatusCode::BAD_REQUEST, headers, axum::Json(json!({ "error": format!("request body cut off: {e}"), "offset": committed }))).into_response(),
+                BodyEnd::WriteFailed(e) => {
+                    log::error!("artifact {id}: write failed: {e}");
+                    (StatusCode::INSUFFICIENT_STORAGE, headers, axum::Json(json!({ "error": "storing the chunk failed", "offset": committed }))).into_response()
+                }
+            }
+        }
+    }
+}
+
+async fn finalize(State(art): State<Artifacts>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let (key, claims) = match authorize_upload(&art, &headers, &id) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let _guard = match lock(&art, &id).await {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    let up = match find(&art, &id).await {
+        Err(r) => return r,
+        Ok(Found::Missing) => return error(StatusCode::NOT_FOUND, "no such upload"),
+        Ok(Found::Complete(done)) => {
+            return match check_command(&done, &claims) {
+                Err(r) => r,
+                Ok(()) => (StatusCode::OK, axum::Json(done.to_json())).into_response(),
+            }
+        }
+        Ok(Found::InProgress(up)) => up,
+    };
+    if let Err(r) = check_command(&up, &claims) {
+        return r;
+    }
+    let len = match art.objects().staged_len(&key).await {
+        Ok(Some(len)) => len,
+        Ok(None) => return internal("staged object missing", &id, "no bytes for an upload in progress"),
+        Err(e) => return internal("object length", &id, e),
+    };
+    if len != up.size {
+        return error_with(
+            StatusCode::CONFLICT,
+            json!({ "error": format!("upload incomplete: {len} of {} bytes committed", up.size), "offset": len }),
+            Some(len),
+        );
+    }
+    let actual = match sha256_of_staged(&art, &key).await {
+        Ok(h) => h,
+        Err(e) => return internal("hashing upload", &id, e),
+    };
+    if actual != up.sha256 {
+        // A corrupt upload is never kept: the client starts over with a fresh create.
+        log::warn!("artifact {id}: sha256 mismatch (declared {}, got {actual}); upload discarded", up.sha256);
+        if let Err(e) = art.objects().delete(&key).await {
+            log::error!("artifact {id}: deleting a rejected upload: {e}");
+        }
+        let owned = id.clone();
+        if let Err(e) = art.with_db(move |c| store::delete_upload(c, &owned)).await {
+            return internal("discarding upload", &id, e);
+        }
+        return error_with(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({ "error": "sha256 mismatch; upload discarded", "expected": up.sha256, "actual": actual }),
+            None,
+        );
+    }
+    if let Err(e) = art.objects().finalize(&key).await {
+        return internal("finalizing object", &id, e);
+    }
+    let done = up.clone();
+    if let Err(e) = art.with_db(move |c| store::complete_upload(c, &done, now_ms())).await {
+        return internal("recording artifact", &id, e);
+    }
+    art.forget_lock(&id);
+    log::info!("artifact {id}: finalized for command {} ({} bytes, sha256 {})", up.command_id, up.size, up.sha256);
+    (StatusCode::OK, axum::Json(up.to_json())).into_response()
+}
+
+async fn sha256_of_staged(art: &Artifacts, key: &ObjectKey) -> Result<String, ObjectError> {
+    let mut reader = art.objects().read_staged(key).await?;
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = reader.read(&mut buf).await.map_err(|source| ObjectError::Io { key: key.as_str().to_string(), source })?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+    }
+    Ok(hex(ctx.finish().as_ref()))
+}
+
+#[derive(Deserialize)]
+struct DownloadQuery {
+    token: Option<String>,
+}
+
+/// Result of interpreting a `Range` header against an object of `len` bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RangeSpec {
+    Full,
+    /// `start..end`, end exclusive.
+    Partial(u64, u64),
+    Unsatisfiable,
+}
+
+/// One `bytes=` range (RFC 9110 §14.1.2). Several ranges or a malformed header are ignored (full body),
+/// as the RFC allows.
+pub fn parse_range(value: &str, len: u64) -> RangeSpec {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else { return RangeSpec::Full };
+    if spec.contains(',') {
+        return RangeSpec::Full;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else { return RangeSpec::Full };
+    let (a, b) = (a.trim(), b.trim());
+    if a.is_empty() {
+        let Ok(n) = b.parse::<u64>() else { return RangeSpec::Full };
+        if n == 0 || len == 0 {
+            return RangeSpec::Unsatisfiable;
+        }
+        return RangeSpec::Partial(len.saturating_sub(n), len);
+    }
+    let Ok(start) = a.parse::<u64>() else { return RangeSpec::Full };
+    let end = if b.is_empty() {
+        len
+    } else {
+        match b.parse::<u64>() {
+            Ok(last) if last >= start => last.saturating_add(1).min(len),
+            _ => return RangeSpec::Full,
+        }
+    };
+    if start >= len {
+        return RangeSpec::Unsatisfiable;
+    }
+    RangeSpec::Partial(start, end)
+}
+
+async fn download(State(art): State<Artifacts>, Path(id): Path<String>, Query(q): Query<DownloadQuery>, headers: HeaderMap) -> Response {
+    let Some(token) = q.token else {
+        return error(StatusCode::FORBIDDEN, "missing download token");
+    };
+    if let Err(e) = art.signing_key().verify(&token, Purpose::Download, &id, now_ms()) {
+        return token_error(&id, e);
+    }
+    let Ok(key) = ObjectKey::for_artifact(&id) else {
+        return error(StatusCode::NOT_FOUND, "no such artifact");
+    };
+    let row = match find(&art, &id).await {
+        Err(r) => return r,
+        Ok(Found::Complete(row)) => row,
+        Ok(_) => return error(StatusCode::NOT_FOUND, "no such artifact"),
+    };
+    let len = match art.objects().len(&key).await {
+        Ok(Some(len)) => len,
+        Ok(None) => return internal("object missing", &id, "metadata without bytes"),
+        Err(e) => return internal("object length", &id, e),
+    };
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map_or(RangeSpec::Full, |v| parse_range(v, len));
+    let (status, start, end) = match range {
+        RangeSpec::Full => (StatusCode::OK, 0, len),
+        RangeSpec::Partial(s, e) => (StatusCode::PARTIAL_CONTENT, s, e),
+        RangeSpec::Unsatisfiable => {
+            return (StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{len}"))], axum::Json(json!({ "error": "range not satisfiable", "size": len })))
+                .into_response();
+        }
+    };
+    let reader = match art.objects().read_range(&key, start, end).await {
+        Ok(r) => r,
+        Err(e) => return internal("reading object", &id, e),
+    };
+    let mut resp = Response::new(Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader, 64 * 1024)));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    if let Ok(v) = HeaderValue::from_str(&row.content_type) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", row.sha256)) {
+        h.insert(header::ETAG, v);
+    }
+    // The name is sanitized to [A-Za-z0-9._+-], so quoting it is safe.
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", row.name)) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    if status == StatusCode::PARTIAL_CONTENT {
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{len}", end.saturating_sub(1))) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    resp
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GrantRequest {
+    command_id: String,
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+}
+
+/// Constant-time comparison for the operator token.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn grant(State(art): State<Artifacts>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let Some(expected) = art.config().api_token.as_deref() else {
+        return error(StatusCode::FORBIDDEN, "grants need SCS_API_TOKEN to be configured");
+    };
+    match bearer(&headers) {
+        Some(t) if same_secret(t, expected) => {}
+        _ => return error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token"),
+    }
+    let req: GrantRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid grant request: {e}")),
+    };
+    if let Err(e) = scs_protocol::ids::validate_id("command id", &req.command_id) {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    let ttl = req.ttl_secs.map_or(art.config().upload_ttl, |s| Duration::from_secs(s.clamp(1, MAX_GRANT_TTL_SECS)));
+    let g = art.mint_upload_grant(&req.command_id, ttl);
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({ "url": g.url, "token": g.token, "artifact": g.artifact, "expires": g.expires, "maxBytes": g.max_bytes })),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), RangeSpec::Partial(0, 10));
+        assert_eq!(parse_range("bytes=90-", 100), RangeSpec::Partial(90, 100));
+        assert_eq!(parse_range("bytes=90-500", 100), RangeSpec::Partial(90, 100));
+        assert_eq!(parse_range("bytes=-10", 100), RangeSpec::Partial(90, 100));
+        assert_eq!(parse_range("bytes=-1000", 100), RangeSpec::Partial(0, 100));
+        assert_eq!(parse_range("bytes=100-", 100), RangeSpec::Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), RangeSpec::Unsatisfiable);
+        assert_eq!(parse_range("bytes=5-1", 100), RangeSpec::Full);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), RangeSpec::Full);
+        assert_eq!(parse_range("items=0-1", 100), RangeSpec::Full);
+        assert_eq!(parse_range("bytes=0-", 0), RangeSpec::Unsatisfiable);
+    }
+}

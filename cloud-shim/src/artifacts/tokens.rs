@@ -1,0 +1,249 @@
+//! Upload and download tokens: HMAC-SHA256 (ring) over (purpose, artifact id, command id, expiry) with the
+//! shim's signing key. A token is bound to one artifact and one purpose and expires; anything else is 403.
+//!
+//! Format (URL-safe, no encoding needed): `v1~{u|d}~{artifact}~{command}~{expires_ms}~{hex hmac}`.
+//! `~` never occurs in ids (`[A-Za-z0-9._:-]`), so the fields split unambiguously.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
+use scs_protocol::UploadGrant;
+use thiserror::Error;
+
+/// Environment variable holding the signing key (any string of at least 16 bytes).
+pub const SIGNING_KEY_ENV: &str = "SCS_SIGNING_KEY";
+/// File in the data dir holding a generated key (64 hex digits) when the env var is absent.
+pub const SIGNING_KEY_FILE: &str = "signing.key";
+const MIN_KEY_LEN: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Upload,
+    Download,
+}
+
+impl Purpose {
+    fn tag(self) -> &'static str {
+        match self {
+            Purpose::Upload => "u",
+            Purpose::Download => "d",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    pub purpose: Purpose,
+    pub artifact: String,
+    pub command: String,
+    /// Milliseconds since the Unix epoch.
+    pub expires_ms: u64,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("token signature is invalid")]
+    BadSignature,
+    #[error("token is for {found:?}, not {wanted:?}")]
+    WrongPurpose { wanted: Purpose, found: Purpose },
+    #[error("token is bound to another artifact, not {artifact}")]
+    OtherArtifact { artifact: String },
+    #[error("token for artifact {artifact} expired")]
+    Expired { artifact: String },
+}
+
+#[derive(Debug, Error)]
+pub enum KeyError {
+    #[error("{SIGNING_KEY_ENV} must be at least {MIN_KEY_LEN} bytes")]
+    TooShort,
+    #[error("signing key file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("no system randomness for a signing key")]
+    Random,
+}
+
+/// The shim's HMAC key. Several shims behind one broker must share it (set `SCS_SIGNING_KEY`).
+#[derive(Clone)]
+pub struct SigningKey {
+    key: hmac::Key,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKey(..)")
+    }
+}
+
+impl SigningKey {
+    pub fn from_bytes(bytes: &[u8]) -> SigningKey {
+        SigningKey { key: hmac::Key::new(hmac::HMAC_SHA256, bytes) }
+    }
+
+    /// `SCS_SIGNING_KEY` if set, else `{data_dir}/signing.key`, generated (mode 0600) on first start.
+    pub fn load_or_generate(data_dir: &Path) -> Result<SigningKey, KeyError> {
+        if let Ok(v) = std::env::var(SIGNING_KEY_ENV) {
+            if v.len() < MIN_KEY_LEN {
+                return Err(KeyError::TooShort);
+            }
+            return Ok(SigningKey::from_bytes(v.as_bytes()));
+        }
+        let path = data_dir.join(SIGNING_KEY_FILE);
+        let file_err = |reason: String| KeyError::File { path: path.display().to_string(), reason };
+        match std::fs::read_to_string(&path) {
+            Ok(s) => {
+                let bytes = hex_decode(s.trim()).ok_or_else(|| file_err("not 64 hex digits".into()))?;
+                if bytes.len() < MIN_KEY_LEN {
+                    return Err(file_err("key too short".into()));
+                }
+                Ok(SigningKey::from_bytes(&bytes))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut bytes = [0u8; 32];
+                SystemRandom::new().fill(&mut bytes).map_err(|_| KeyError::Random)?;
+                write_private(&path, format!("{}\n", hex(&bytes)).as_bytes()).map_err(|e| file_err(e.to_string()))?;
+                Ok(SigningKey::from_bytes(&bytes))
+            }
+            Err(e) => Err(file_err(e.to_string())),
+        }
+    }
+
+    pub fn mint(&self, claims: &Claims) -> String {
+        let body = format!("v1~{}~{}~{}~{}", claims.purpose.tag(), claims.artifact, claims.command, claims.expires_ms);
+        let tag = hmac::sign(&self.key, body.as_bytes());
+        format!("{body}~{}", hex(tag.as_ref()))
+    }
+
+    /// Checks signature, purpose, artifact binding and expiry, in that order.
+    pub fn verify(&self, token: &str, purpose: Purpose, artifact: &str, now_ms: u64) -> Result<Claims, TokenError> {
+        let (body, sig_hex) = token.rsplit_once('~').ok_or(TokenError::Malformed)?;
+        let sig = hex_decode(sig_hex).ok_or(TokenError::Malformed)?;
+        hmac::verify(&self.key, body.as_bytes(), &sig).map_err(|_| TokenError::BadSignature)?;
+        let parts: Vec<&str> = body.split('~').collect();
+        let [version, tag, art, command, expires] = parts.as_slice() else {
+            return Err(TokenError::Malformed);
+        };
+        if *version != "v1" {
+            return Err(TokenError::Malformed);
+        }
+        let found = match *tag {
+            "u" => Purpose::Upload,
+            "d" => Purpose::Download,
+            _ => return Err(TokenError::Malformed),
+        };
+        if found != purpose {
+            return Err(TokenError::WrongPurpose { wanted: purpose, found });
+        }
+        if *art != artifact {
+            return Err(TokenError::OtherArtifact { artifact: artifact.to_string() });
+        }
+        let expires_ms: u64 = expires.parse().map_err(|_| TokenError::Malformed)?;
+        if now_ms >= expires_ms {
+            return Err(TokenError::Expired { artifact: artifact.to_string() });
+        }
+        Ok(Claims { purpose, artifact: art.to_string(), command: command.to_string(), expires_ms })
+    }
+}
+
+/// A fresh artifact id: `a-` + 20 random hex digits (the cloud mints ids; uploaders never choose them).
+pub fn new_artifact_id() -> String {
+    let mut bytes = [0u8; 10];
+    if SystemRandom::new().fill(&mut bytes).is_err() {
+        // No system randomness is near-impossible on Linux; time + counter still keep ids unique per process.
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = now_ms() ^ (COUNTER.fetch_add(1, Ordering::Relaxed) << 44);
+        bytes[..8].copy_from_slice(&n.to_le_bytes());
+    }
+    format!("a-{}", hex(&bytes))
+}
+
+/// Mints an upload grant for a new artifact of `command_id`. `upload_base` is the public URL of the
+/// upload collection (`{public_url}/v1/uploads`).
+pub fn mint_upload_grant(key: &SigningKey, upload_base: &str, command_id: &str, valid_for: Duration, max_bytes: u64) -> UploadGrant {
+    let artifact = new_artifact_id();
+    let expires = now_ms().saturating_add(valid_for.as_millis().min(u64::MAX as u128) as u64);
+    let token = key.mint(&Claims { purpose: Purpose::Upload, artifact: artifact.clone(), command: command_id.to_string(), expires_ms: expires });
+    UploadGrant { url: upload_base.trim_end_matches('/').to_string(), token, artifact, expires, max_bytes }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
+}
+
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(purpose: Purpose, expires_ms: u64) -> Claims {
+        Claims { purpose, artifact: "a-1".into(), command: "cmd.1".into(), expires_ms }
+    }
+
+    #[test]
+    fn roundtrip_and_refusals() {
+        let key = SigningKey::from_bytes(b"0123456789abcdef0123");
+        let t = key.mint(&claims(Purpose::Download, 2_000));
+        assert_eq!(key.verify(&t, Purpose::Download, "a-1", 1_000).expect("valid").command, "cmd.1");
+        assert_eq!(key.verify(&t, Purpose::Download, "a-1", 2_000), Err(TokenError::Expired { artifact: "a-1".into() }));
+        assert!(matches!(key.verify(&t, Purpose::Upload, "a-1", 1_000), Err(TokenError::WrongPurpose { .. })));
+        assert!(matches!(key.verify(&t, Purpose::Download, "a-2", 1_000), Err(TokenError::OtherArtifact { .. })));
+        // Forged: extend the expiry without re-signing, or sign with another key.
+        let forged = t.replace("~2000~", "~9999999~");
+        assert_eq!(key.verify(&forged, Purpose::Download, "a-1", 1_000), Err(TokenError::BadSignature));
+        let other = SigningKey::from_bytes(b"another key of enough length").mint(&claims(Purpose::Download, 2_000));
+        assert_eq!(key.verify(&other, Purpose::Download, "a-1", 1_000), Err(TokenError::BadSignature));
+        for junk in ["", "~", "v1~d~a-1", "abc~zz"] {
+            assert!(key.verify(junk, Purpose::Download, "a-1", 1_000).is_err());
+        }
+    }
+
+    #[test]
+    fn key_file_is_generated_once() {
+        let dir = std::env::temp_dir().join(format!("scs-key-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // Only meaningful when the env var is not set in the test environment.
+        if std::env::var(SIGNING_KEY_ENV).is_err() {
+            let a = SigningKey::load_or_generate(&dir).expect("generate");
+            let b = SigningKey::load_or_generate(&dir).expect("load");
+            let c = claims(Purpose::Upload, u64::MAX);
+            assert!(b.verify(&a.mint(&c), Purpose::Upload, "a-1", 0).is_ok());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,151 @@
+//! The MQTT bridge: the shim's own client of the (embedded or external) broker. It subscribes to every
+//! gateway's uplink and status topics, hands messages to ingest, tracks presence and fires
+//! [`GatewayEvent`]s. Uplinks go through `$share/{group}/...` when a share group is set, so several
+//! shims on one broker split the load; status is subscribed plainly by every shim, because brokers do
+//! not replay retained messages to shared subscriptions and every shim needs every gateway's presence.
+//!
+//! Nothing a gateway sends can stop this loop: decoding errors are ingest's business (counted and
+//! rejected), connection errors are logged at a limited rate and followed by a reconnect with backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode};
+use scs_protocol::topics::{shared, STATUS_FILTER_ALL, UPLINK_FILTER_ALL};
+use scs_protocol::{decode_uplink, GatewayState, TopicKind, Uplink};
+use tokio::sync::broadcast;
+
+use crate::config::ServeConfig;
+use crate::ingest::IngestHandle;
+use crate::state::{GatewayEvent, Health, Presence};
+use crate::stats::LogThrottle;
+
+/// Incoming packets up to this size reach the shim (so oversized uplinks are counted, not dropped by
+/// the client); beyond it the client drops the connection and reconnects.
+const MAX_INCOMING_PACKET: usize = 2 * 1024 * 1024;
+const MAX_OUTGOING_PACKET: usize = 256 * 1024;
+/// Requests (receipts, commands) buffered while the connection is busy or down.
+const REQUEST_CAPACITY: usize = 16_384;
+
+/// Creates the shim's MQTT client; `run` drives its event loop.
+pub fn client(config: &ServeConfig) -> (AsyncClient, EventLoop) {
+    let (host, port) = config.mqtt_target();
+    let id = format!("scs-shim-{}-{}", std::process::id(), crate::random::random_hex(4));
+    let mut opts = MqttOptions::new(id, host, port);
+    opts.set_keep_alive(Duration::from_secs(30))
+        .set_clean_session(true)
+        .set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET)
+        .set_inflight(200)
+        .set_request_channel_capacity(REQUEST_CAPACITY);
+    AsyncClient::new(opts, REQUEST_CAPACITY)
+}
+
+/// Filters the bridge subscribes to.
+pub fn filters(share_group: Option<&str>) -> Vec<String> {
+    let uplink = match share_group {
+        Some(g) => shared(g, UPLINK_FILTER_ALL),
+        None => UPLINK_FILTER_ALL.to_owned(),
+    };
+    vec![uplink, STATUS_FILTER_ALL.to_owned()]
+}
+
+pub struct Bridge {
+    pub client: AsyncClient,
+    pub ingest: IngestHandle,
+    pub events: broadcast::Sender<GatewayEvent>,
+    pub presence: Arc<Presence>,
+    pub health: Arc<Health>,
+    pub filters: Vec<String>,
+}
+
+impl Bridge {
+    /// Drives the event loop forever.
+    pub async fn run(self, mut eventloop: EventLoop) {
+        let mut backoff = Duration::from_millis(100);
+        let mut errors = LogThrottle::new(5, Duration::from_secs(60));
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    backoff = Duration::from_millis(100);
+                    log::info!("connected to MQTT broker; subscribing to {:?}", self.filters);
+                    let subs = self.filters.iter().map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                    // try_: the request channel is drained by this very loop, so awaiting could deadlock.
+                    if let Err(e) = self.client.try_subscribe_many(subs) {
+                        log::error!("cannot queue MQTT subscription: {e}");
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    let failed = ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure));
+                    if failed {
+                        log::error!("broker refused a subscription ({:?}); ingest is incomplete", ack.return_codes);
+                    } else {
+                        log::info!("subscribed; ingest is live");
+                    }
+                    self.health.set_mqtt_subscribed(!failed);
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let payload = p.payload.to_vec();
+                    if p.topic.ends_with(TopicKind::Status.suffix()) {
+                        if payload.is_empty() {
+                            // Someone cleared a retained status: nothing to record.
+                            continue;
+                        }
+                        self.on_status(&p.topic, &payload);
+                    }
+                    if self.ingest.submit_mqtt(p.topic, payload).await.is_err() {
+                        log::error!("ingest pipeline stopped; bridge exits");
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.health.set_mqtt_subscribed(false);
+                    if errors.allow() {
+                        log::warn!("MQTT connection: {e}; reconnecting in {backoff:?}");
+                    }
+                    tokio::time::sleep(jitter(backoff)).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Presence and events; storing the status is ingest's job (it receives the same message).
+    fn on_status(&self, topic: &str, payload: &[u8]) {
+        if let Ok((t, Uplink::Status(s))) = decode_uplink(topic, payload) {
+            self.presence.set(&t.gateway, s.state, s.boot, s.version.clone());
+            let ev = match s.state {
+                GatewayState::Online => GatewayEvent::Online(t.gateway),
+                GatewayState::Offline => GatewayEvent::Offline(t.gateway),
+            };
+            log::info!("gateway status: {ev:?}");
+            // No receivers is fine: nobody is listening yet.
+            let _ = self.events.send(ev);
+        }
+    }
+}
+
+/// 75–125 % of `d`, so many shims do not reconnect in lockstep.
+fn jitter(d: Duration) -> Duration {
+    let r = u64::from_str_radix(&crate::random::random_hex(2), 16).unwrap_or(0) % 500;
+    d * (750 + r as u32) / 1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_only_for_uplinks() {
+        assert_eq!(filters(None), vec!["scs/v1/+/up/#".to_owned(), "scs/v1/+/status".to_owned()]);
+        assert_eq!(filters(Some("g")), vec!["$share/g/scs/v1/+/up/#".to_owned(), "scs/v1/+/status".to_owned()]);
+    }
+
+    #[test]
+    fn jitter_stays_in_range() {
+        for _ in 0..50 {
+            let j = jitter(Duration::from_millis(1000));
+            assert!(j >= Duration::from_millis(750) && j < Duration::from_millis(1250), "{j:?}");
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! `scs-cloud-shim serve` options: command line plus environment (tokens).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Share group used with an external broker unless `--share-group` says otherwise.
+pub const DEFAULT_SHARE_GROUP: &str = "scs-shim";
+
+pub const USAGE: &str = "\
+scs-cloud-shim: MQTT broker + store + HTTP API for SCS gateways (one process is a whole cloud for a site)
+
+USAGE:
+    scs-cloud-shim serve [OPTIONS]
+    scs-cloud-shim version
+    scs-cloud-shim help
+
+SERVE OPTIONS:
+    --data-dir DIR         where scs.db (SQLite, D1 schema) and artifacts live      [default: ./scs-data]
+    --http ADDR            HTTP API listen address                                 [default: 127.0.0.1:8080]
+    --mqtt-listen ADDR     embedded MQTT broker listen address (loopback default)  [default: 127.0.0.1:1883]
+    --broker URL           use an external broker (mqtt://HOST:PORT) instead of the embedded one
+    --share-group NAME     subscribe to uplinks through $share/NAME/... so several shims split the load
+                           [default: scs-shim with --broker; none with the embedded broker]
+                           (--share-group none disables it)
+    --worker-url URL       forward ingest to a Worker (or another shim) at URL/v1/ingest instead of
+                           writing the local store; receipts follow the Worker's answers
+    --tls-cert FILE        serve the HTTP API over HTTPS with this PEM certificate chain
+    --tls-key FILE         ... and this PEM private key
+    --public-url URL       externally visible base URL (for download and upload links)
+
+ENVIRONMENT:
+    SCS_API_TOKEN          bearer token clients (and forwarding shims) must send. If unset, the shim
+                           generates a random token and prints it once at startup.
+    SCS_WORKER_TOKEN       token sent to --worker-url [default: SCS_API_TOKEN]
+    SCS_SIGNING_KEY        HMAC key for download/upload tokens (generated and saved in the data dir if unset)
+    RUST_LOG               log filter [default: info]
+";
+
+#[derive(Debug, Error, PartialEq)]
+pub enum ConfigError {
+    #[error("unknown option {0} (see scs-cloud-shim help)")]
+    Unknown(String),
+    #[error("option {0} needs a value")]
+    MissingValue(String),
+    #[error("invalid {option} {value:?}: {reason}")]
+    Invalid { option: &'static str, value: String, reason: String },
+}
+
+/// Where the shim's MQTT connection goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BrokerMode {
+    /// In-process rumqttd on this address.
+    Embedded(SocketAddr),
+    /// Someone else's broker.
+    External { host: String, port: u16 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub http: SocketAddr,
+    pub broker: BrokerMode,
+    pub share_group: Option<String>,
+    pub worker_url: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub public_url: Option<String>,
+}
+
+fn addr(option: &'static str, v: &str) -> Result<SocketAddr, ConfigError> {
+    v.parse().map_err(|e: std::net::AddrParseError| ConfigError::Invalid { option, value: v.into(), reason: e.to_string() })
+}
+
+/// `mqtt://HOST:PORT` (port defaults to 1883).
+pub fn parse_broker_url(v: &str) -> Result<BrokerMode, ConfigError> {
+    let invalid = |reason: &str| ConfigError::Invalid { option: "--broker", value: v.into(), reason: reason.into() };
+    let rest = v.strip_prefix("mqtt://").or_else(|| v.strip_prefix("tcp://")).ok_or_else(|| invalid("expected mqtt://HOST:PORT"))?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| invalid("bad port"))?),
+        None => (rest, 1883),
+    };
+    if host.is_empty() {
+        return Err(invalid("missing host"));
+    }
+    Ok(BrokerMode::External { host: host.trim_start_matches('[').trim_end_matches(']').to_owned(), port })
+}
+
+impl ServeConfig {
+    /// Parses the arguments after `serve`.
+    pub fn parse(args: &[String]) -> Result<ServeConfig, ConfigError> {
+        let mut data_dir = PathBuf::from("scs-data");
+        let mut http = addr("--http", "127.0.0.1:8080")?;
+        let mut mqtt_listen = addr("--mqtt-listen", "127.0.0.1:1883")?;
+        let mut broker = None;
+        let mut share_group: Option<String> = None;
+        let mut worker_url = None;
+        let (mut tls_cert, mut tls_key, mut public_url) = (None, None, None);
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            // Both `--opt value` and `--opt=value`.
+            let (name, inline) = match a.split_once('=') {
+                Some((n, v)) if n.starts_with("--") => (n, Some(v.to_owned())),
+                _ => (a.as_str(), None),
+            };
+            let mut value = || inline.clone().or_else(|| it.next().cloned()).ok_or_else(|| ConfigError::MissingValue(name.to_owned()));
+            match name {
+                "--data-dir" => data_dir = PathBuf::from(value()?),
+                "--http" => http = addr("--http", &value()?)?,
+                "--mqtt-listen" => mqtt_listen = addr("--mqtt-listen", &value()?)?,
+                "--broker" => broker = Some(parse_broker_url(&value()?)?),
+                "--share-group" => share_group = Some(value()?),
+                "--worker-url" => {
+                    let v = value()?;
+                    if !(v.starts_with("http://") || v.starts_with("https://")) {
+                        return Err(ConfigError::Invalid { option: "--worker-url", value: v, reason: "expected http(s)://...".into() });
+                    }
+                    worker_url = Some(v.trim_end_matches('/').to_owned());
+                }
+                "--tls-cert" => tls_cert = Some(PathBuf::from(value()?)),
+                "--tls-key" => tls_key = Some(PathBuf::from(value()?)),
+                "--public-url" => public_url = Some(value()?.trim_end_matches('/').to_owned()),
+                other => return Err(ConfigError::Unknown(other.to_owned())),
+            }
+        }
+        if tls_cert.is_some() != tls_key.is_some() {
+            return Err(ConfigError::Invalid { option: "--tls-cert", value: String::new(), reason: "--tls-cert and --tls-key go together".into() });
+        }
+        let share_group = match (share_group, &broker) {
+            (Some(g), _) if g.is_empty() || g == "none" => None,
+            (Some(g), _) => {
+                if g.contains(['/', '+', '#']) {
+                    return Err(ConfigError::Invalid { option: "--share-group", value: g, reason: "must not contain / + #".into() });
+                }
+                Some(g)
+            }
+            (None, Some(_)) => Some(DEFAULT_SHARE_GROUP.to_owned()),
+            (None, None) => None,
+        };
+        Ok(ServeConfig {
+            data_dir,
+            http,
+            broker: broker.unwrap_or(BrokerMode::Embedded(mqtt_listen)),
+            share_group,
+            worker_url,
+            tls_cert,
+            tls_key,
+            public_url,
+        })
+    }
+
+    /// Host and port the shim's own MQTT client connects to.
+    pub fn mqtt_target(&self) -> (String, u16) {
+        match &self.broker {
+            BrokerMode::Embedded(a) => {
+                // A wildcard listen address is reached through loopback.
+                let ip = if a.ip().is_unspecified() { std::net::Ipv4Addr::LOCALHOST.into() } else { a.ip() };
+                (ip.to_string(), a.port())
+            }
+            BrokerMode::External { host, port } => (host.clone(), *port),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(a: &[&str]) -> Result<ServeConfig, ConfigError> {
+        ServeConfig::parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn defaults_are_embedded_and_unshared() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.broker, BrokerMode::Embedded("127.0.0.1:1883".parse().unwrap()));
+        assert_eq!(c.share_group, None);
+    }
+
+    #[test]
+    fn external_broker_shares_by_default() {
+        let c = parse(&["--broker", "mqtt://127.0.0.1:1999", "--http=127.0.0.1:9"]).unwrap();
+        assert_eq!(c.broker, BrokerMode::External { host: "127.0.0.1".into(), port: 1999 });
+        assert_eq!(c.share_group.as_deref(), Some(DEFAULT_SHARE_GROUP));
+        assert_eq!(parse(&["--broker", "mqtt://h", "--share-group", "none"]).unwrap().share_group, None);
+        assert_eq!(parse(&["--broker", "mqtt://h"]).unwrap().mqtt_target(), ("h".into(), 1883));
+    }
+
+    #[test]
+    fn bad_input_is_named() {
+        assert_eq!(parse(&["--nope"]), Err(ConfigError::Unknown("--nope".into())));
+        assert_eq!(parse(&["--http"]), Err(ConfigError::MissingValue("--http".into())));
+        assert!(matches!(parse(&["--broker", "http://x"]), Err(ConfigError::Invalid { option: "--broker", .. })));
+        assert!(matches!(parse(&["--share-group", "a/b"]), Err(ConfigError::Invalid { .. })));
+        assert!(matches!(parse(&["--tls-cert", "c"]), Err(ConfigError::Invalid { .. })));
+    }
+}

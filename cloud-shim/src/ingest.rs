@@ -1,0 +1,322 @@
+//! Group commit of uplink messages, from MQTT (the bridge) and from `POST /v1/ingest`.
+//!
+//! ```text
+//! submissions ──► gatherer (async: batches, decodes) ──► backend thread (SQLite tx | Worker POST)
+//!                                                              │ one outcome per message
+//!                  completion (async: receipts, HTTP replies, counters) ◄──┘
+//! ```
+//! A receipt is published only after the backend reported the message stored (committed locally, or
+//! answered `stored`/`duplicate` by the Worker). Store failures produce no receipt: the agent keeps the
+//! message and sends it again, and the `(gateway, boot, seq)` key makes the retry harmless.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, QoS};
+use scs_protocol::limits::MAX_RECEIPT_SEQS;
+use scs_protocol::topics::topic;
+use scs_protocol::{decode_uplink, encode, Receipt, TopicKind, Uplink};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::rejection::Rejection;
+use crate::stats::{Count, LogThrottle, Stats};
+use crate::store::now_ms;
+
+/// Messages per group at most (one SQLite transaction / one Worker request).
+const MAX_GROUP_ITEMS: usize = 2048;
+/// Payload bytes per group at most.
+const MAX_GROUP_BYTES: usize = 6 * 1024 * 1024;
+/// How long a small group waits for company before it is written.
+const LINGER: Duration = Duration::from_millis(2);
+/// Groups waiting for the backend; beyond this the gatherer (and so the MQTT bridge) waits.
+const BACKEND_QUEUE: usize = 2;
+/// Submissions waiting for the gatherer.
+const SUBMIT_QUEUE: usize = 8192;
+
+#[derive(Debug, Error)]
+pub enum IngestError {
+    #[error("ingest pipeline has stopped")]
+    Closed,
+    #[error("store failed: {0}")]
+    StoreFailed(String),
+}
+
+/// Where a message came from; only MQTT messages are receipted over MQTT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Mqtt,
+    Http,
+}
+
+#[derive(Debug, Clone)]
+pub enum Decoded {
+    Valid { gateway: String, msg: Uplink },
+    Invalid(Rejection),
+}
+
+/// One message on its way to the store.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub received_at: i64,
+    pub origin: Origin,
+    pub decoded: Decoded,
+}
+
+impl Item {
+    pub fn decode(topic: String, payload: Vec<u8>, origin: Origin, received_at: i64) -> Item {
+        let decoded = match decode_uplink(&topic, &payload) {
+            Ok((t, msg)) => match msg.boot_seq() {
+                // SQLite integers are i64; a seq beyond that is no agent's counter.
+                Some((boot, seq)) if i64::try_from(seq).is_err() => Decoded::Invalid(Rejection {
+                    gateway: t.gateway,
+                    reason: "seq_range",
+                    error: format!("seq {seq} exceeds the store's range"),
+                    receipt: Some((boot, seq)),
+                }),
+                _ => Decoded::Valid { gateway: t.gateway, msg },
+            },
+            Err(e) => Decoded::Invalid(Rejection::classify(&topic, &payload, &e)),
+        };
+        Item { topic, payload, received_at, origin, decoded }
+    }
+
+    pub fn gateway(&self) -> &str {
+        match &self.decoded {
+            Decoded::Valid { gateway, .. } => gateway,
+            Decoded::Invalid(r) => &r.gateway,
+        }
+    }
+
+    /// `(boot, seq)` to name in a receipt, if the message is receipted.
+    pub fn boot_seq(&self) -> Option<(u64, u64)> {
+        match &self.decoded {
+            Decoded::Valid { msg, .. } => msg.boot_seq(),
+            Decoded::Invalid(r) => r.receipt,
+        }
+    }
+}
+
+/// What happened to one message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Stored,
+    /// Stored earlier (same gateway, boot and seq); nothing written now.
+    Duplicate,
+    /// Refused for good; `reason` is a rejection code (see [`Rejection`]).
+    Rejected { reason: String, error: String },
+    /// Not stored (the store failed); no receipt, so the sender retries.
+    Failed { error: String },
+}
+
+/// Where groups are stored: the local SQLite writer or the Worker client.
+pub trait Backend: Send + 'static {
+    /// Stores a group; returns one outcome per item, in order.
+    fn store(&mut self, items: &[Item]) -> Vec<Outcome>;
+}
+
+/// Per-message answer of `POST /v1/ingest`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ItemResult {
+    pub topic: String,
+    pub seq: Option<u64>,
+    /// `stored`, `duplicate`, `rejected` (or `failed`, which the HTTP layer turns into a 503).
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+enum Submission {
+    Mqtt { topic: String, payload: Vec<u8> },
+    Http { messages: Vec<(String, Vec<u8>)>, reply: oneshot::Sender<Vec<ItemResult>> },
+}
+
+struct Group {
+    items: Vec<Item>,
+    replies: Vec<(oneshot::Sender<Vec<ItemResult>>, Range<usize>)>,
+}
+
+/// Entry point of the pipeline, cheap to clone.
+#[derive(Clone)]
+pub struct IngestHandle {
+    tx: mpsc::Sender<Submission>,
+}
+
+impl IngestHandle {
+    /// Queues one MQTT message; waits while the pipeline is full (backpressure on the bridge).
+    pub async fn submit_mqtt(&self, topic: String, payload: Vec<u8>) -> Result<(), IngestError> {
+        self.tx.send(Submission::Mqtt { topic, payload }).await.map_err(|_| IngestError::Closed)
+    }
+
+    /// Stores a batch of raw messages (the HTTP ingest contract) and returns one result per message.
+    pub async fn ingest_http(&self, messages: Vec<(String, Vec<u8>)>) -> Result<Vec<ItemResult>, IngestError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Submission::Http { messages, reply }).await.map_err(|_| IngestError::Closed)?;
+        let results = rx.await.map_err(|_| IngestError::Closed)?;
+        if let Some(failed) = results.iter().find(|r| r.status == "failed") {
+            return Err(IngestError::StoreFailed(failed.error.clone().unwrap_or_default()));
+        }
+        Ok(results)
+    }
+}
+
+/// Starts the pipeline: the gatherer and completion tasks on the runtime, the backend on its own thread.
+/// `receipts` publishes MQTT receipts (absent in tests that only use HTTP).
+pub fn start(
+    backend: Box<dyn Backend>,
+    receipts: Option<AsyncClient>,
+    stats: Arc<Stats>,
+) -> Result<IngestHandle, std::io::Error> {
+    let (tx, rx) = mpsc::channel(SUBMIT_QUEUE);
+    let (group_tx, group_rx) = mpsc::channel::<Group>(BACKEND_QUEUE);
+    let (done_tx, done_rx) = mpsc::channel::<(Group, Vec<Outcome>)>(BACKEND_QUEUE);
+    std::thread::Builder::new().name("ingest-store".into()).spawn(move || run_backend(backend, group_rx, done_tx))?;
+    tokio::spawn(gather(rx, group_tx));
+    tokio::spawn(complete(done_rx, receipts, stats));
+    Ok(IngestHandle { tx })
+}
+
+fn add(group: &mut Group, bytes: &mut usize, s: Submission) {
+    let now = now_ms();
+    match s {
+        Submission::Mqtt { topic, payload } => {
+            *bytes += payload.len();
+            group.items.push(Item::decode(topic, payload, Origin::Mqtt, now));
+        }
+        Submission::Http { messages, reply } => {
+            let start = group.items.len();
+            for (topic, payload) in messages {
+                *bytes += payload.len();
+                group.items.push(Item::decode(topic, payload, Origin::Http, now));
+            }
+            group.replies.push((reply, start..group.items.len()));
+        }
+    }
+}
+
+async fn gather(mut rx: mpsc::Receiver<Submission>, group_tx: mpsc::Sender<Group>) {
+    while let Some(first) = rx.recv().await {
+        let mut group = Group { items: Vec::new(), replies: Vec::new() };
+        let mut bytes = 0usize;
+        add(&mut group, &mut bytes, first);
+        // Take what is already waiting; while the backend is busy with the previous group this is
+        // where messages pile up, so groups grow with load (group commit).
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while group.items.len() < MAX_GROUP_ITEMS && bytes < MAX_GROUP_BYTES {
+            match rx.try_recv() {
+                Ok(s) => add(&mut group, &mut bytes, s),
+                Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(s)) => add(&mut group, &mut bytes, s),
+                    Ok(None) | Err(_) => break,
+                },
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            }
+        }
+        if group_tx.send(group).await.is_err() {
+            log::error!("ingest backend has stopped; ingest ends");
+            return;
+        }
+    }
+}
+
+fn run_backend(mut backend: Box<dyn Backend>, mut rx: mpsc::Receiver<Group>, done: mpsc::Sender<(Group, Vec<Outcome>)>) {
+    while let Some(group) = rx.blocking_recv() {
+        let mut outcomes = backend.store(&group.items);
+        if outcomes.len() != group.items.len() {
+            // A backend bug must not turn into receipts for data that was not stored.
+            log::error!("ingest backend returned {} outcomes for {} messages", outcomes.len(), group.items.len());
+            outcomes = vec![Outcome::Failed { error: "internal: outcome count mismatch".into() }; group.items.len()];
+        }
+        if done.blocking_send((group, outcomes)).is_err() {
+            return;
+        }
+    }
+}
+
+async fn complete(mut rx: mpsc::Receiver<(Group, Vec<Outcome>)>, receipts: Option<AsyncClient>, stats: Arc<Stats>) {
+    let mut throttle = LogThrottle::new(20, Duration::from_secs(60));
+    while let Some((group, outcomes)) = rx.recv().await {
+        // Per gateway: (accepted seqs, rejected seqs, first rejection reason).
+        let mut per_gw: BTreeMap<&str, (Vec<u64>, Vec<u64>, Option<String>)> = BTreeMap::new();
+        for (item, outcome) in group.items.iter().zip(&outcomes) {
+            let gw = item.gateway();
+            match outcome {
+                Outcome::Stored => stats.record(gw, Count::Stored),
+                Outcome::Duplicate => stats.record(gw, Count::Duplicate),
+                Outcome::Failed { error } => {
+                    stats.record(gw, Count::Failed);
+                    if throttle.allow() {
+                        log::warn!("not stored (gateway {gw}, topic {}): {error}", item.topic);
+                    }
+                }
+                Outcome::Rejected { reason, error } => {
+                    stats.record(gw, Count::Rejected { reason, error, topic: &item.topic, at: item.received_at });
+                    if throttle.allow() {
+                        log::warn!("rejected {reason} message from gateway {gw} on {:.200}: {error:.300}", item.topic);
+                    }
+                }
+            }
+            if item.origin != Origin::Mqtt {
+                continue;
+            }
+            let Some((_, seq)) = item.boot_seq() else { continue };
+            let entry = per_gw.entry(gw).or_default();
+            match outcome {
+                Outcome::Stored | Outcome::Duplicate => entry.0.push(seq),
+                // boot_seq() is only set for messages a rejected receipt may name (see Rejection::receipt).
+                Outcome::Rejected { error, .. } => {
+                    entry.1.push(seq);
+                    entry.2.get_or_insert_with(|| error.chars().take(200).collect());
+                }
+                Outcome::Failed { .. } => {}
+            }
+        }
+        if let Some(client) = &receipts {
+            for (gw, (accepted, rejected, reason)) in per_gw {
+                publish_receipts(client, gw, accepted, rejected, reason).await;
+            }
+        }
+        for (reply, range) in group.replies {
+            let results = group.items[range.clone()].iter().zip(&outcomes[range]).map(|(i, o)| item_result(i, o)).collect();
+            let _ = reply.send(results);
+        }
+    }
+}
+
+async fn publish_receipts(client: &AsyncClient, gw: &str, accepted: Vec<u64>, rejected: Vec<u64>, reason: Option<String>) {
+    if accepted.is_empty() && rejected.is_empty() {
+        return;
+    }
+    let t = topic(gw, TopicKind::Receipt);
+    let mut receipts = Vec::new();
+    for chunk in accepted.chunks(MAX_RECEIPT_SEQS) {
+        receipts.push(Receipt::accepted(chunk.to_vec()));
+    }
+    for chunk in rejected.chunks(MAX_RECEIPT_SEQS) {
+        let mut r = Receipt::accepted(Vec::new());
+        r.rejected = Some(chunk.to_vec());
+        r.reason = reason.clone();
+        receipts.push(r);
+    }
+    for r in receipts {
+        if let Err(e) = client.publish(t.clone(), QoS::AtLeastOnce, false, encode(&r)).await {
+            // Only when the MQTT client has shut down; the agent re-sends and is receipted then.
+            log::warn!("cannot publish receipt to {gw}: {e}");
+        }
+    }
+}
+
+fn item_result(item: &Item, outcome: &Outcome) -> ItemResult {
+    let seq = item.boot_seq().map(|(_, s)| s);
+    let (status, error) = match outcome {
+        Outcome::Stored => ("stored", None),
+        Outcome::Duplicate => ("duplicate", None),
+        Outcome::Rejected { reason, error } => ("rejected", Some(format!("{reason}: {error}"))),
+        Outcome::Failed { error } => ("failed", Some(error.clone())),
+    };
+    ItemResult { topic: item.topic.clone(), seq, status: status.to_owned(), error }
+}

@@ -1,0 +1,183 @@
+//! Read queries behind the HTTP API. JSON shapes are camelCase, as the portal expects.
+
+use rusqlite::types::ValueRef;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use super::StoreError;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SensorRow {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub sensor_type: String,
+    pub parent_sensor_id: Option<String>,
+    pub name: Option<String>,
+    pub gateway_id: String,
+    pub status: String,
+    pub last_seen: Option<i64>,
+    pub attrs: Json,
+}
+
+const SENSOR_COLUMNS: &str = "id, type, parent_sensor_id, name, gateway_id, status, last_seen, attrs";
+
+fn sensor_row(r: &Row<'_>) -> rusqlite::Result<SensorRow> {
+    let attrs: Option<String> = r.get(7)?;
+    Ok(SensorRow {
+        id: r.get(0)?,
+        sensor_type: r.get(1)?,
+        parent_sensor_id: r.get(2)?,
+        name: r.get(3)?,
+        gateway_id: r.get(4)?,
+        status: r.get(5)?,
+        last_seen: r.get(6)?,
+        attrs: attrs.and_then(|a| serde_json::from_str(&a).ok()).unwrap_or_else(|| Json::Object(Default::default())),
+    })
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct SensorFilter {
+    pub gateway: Option<String>,
+    pub sensor_type: Option<String>,
+    pub parent: Option<String>,
+}
+
+pub fn list_sensors(conn: &Connection, f: &SensorFilter) -> Result<Vec<SensorRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {SENSOR_COLUMNS} FROM sensors
+         WHERE (?1 IS NULL OR gateway_id = ?1) AND (?2 IS NULL OR type = ?2) AND (?3 IS NULL OR parent_sensor_id = ?3)
+         ORDER BY id"
+    ))?;
+    let rows = stmt.query_map(params![f.gateway, f.sensor_type, f.parent], sensor_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn get_sensor(conn: &Connection, id: &str) -> Result<Option<SensorRow>, StoreError> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {SENSOR_COLUMNS} FROM sensors WHERE id = ?1"))?
+        .query_row([id], sensor_row)
+        .optional()?)
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sample {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub ts: i64,
+    pub value: Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricQuery {
+    pub name: Option<String>,
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    pub limit: u32,
+    /// Newest first instead of oldest first.
+    pub newest_first: bool,
+}
+
+/// Samples of one sensor in `[from, to]` (inclusive, ms), optionally one metric name.
+pub fn metrics(conn: &Connection, sensor: &str, q: &MetricQuery) -> Result<Vec<Sample>, StoreError> {
+    let order = if q.newest_first { "DESC" } else { "ASC" };
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT name, label, ts, value FROM metrics
+         WHERE sensor_id = ?1 AND (?2 IS NULL OR name = ?2) AND ts >= ?3 AND ts <= ?4
+         ORDER BY ts {order}, rowid {order} LIMIT ?5"
+    ))?;
+    let rows = stmt.query_map(
+        params![sensor, q.name, q.from.unwrap_or(i64::MIN), q.to.unwrap_or(i64::MAX), q.limit],
+        |r| {
+            let label: String = r.get(1)?;
+            let value = match r.get_ref(3)? {
+                ValueRef::Integer(i) => Json::from(i),
+                ValueRef::Real(f) => serde_json::Number::from_f64(f).map(Json::Number).unwrap_or(Json::Null),
+                _ => Json::Null,
+            };
+            Ok(Sample { name: r.get(0)?, label: if label.is_empty() { None } else { Some(label) }, ts: r.get(2)?, value })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RejectionRow {
+    pub reason: String,
+    pub count: i64,
+    pub last_error: String,
+    pub last_topic: String,
+    pub first_at: i64,
+    pub last_at: i64,
+}
+
+/// Durable rejection counts of one gateway (all shims sharing this store).
+pub fn rejections(conn: &Connection, gateway: &str) -> Result<Vec<RejectionRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT reason, count, last_error, last_topic, first_at, last_at FROM rejections WHERE gateway_id = ?1 ORDER BY reason",
+    )?;
+    let rows = stmt.query_map([gateway], |r| {
+        Ok(RejectionRow {
+            reason: r.get(0)?,
+            count: r.get(1)?,
+            last_error: r.get(2)?,
+            last_topic: r.get(3)?,
+            first_at: r.get(4)?,
+            last_at: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GapRow {
+    pub boot: String,
+    pub seq: i64,
+    pub dropped: i64,
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub received_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestTotals {
+    /// Receipted messages stored for this gateway.
+    pub messages: i64,
+    pub gaps: Vec<GapRow>,
+}
+
+pub fn ingest_totals(conn: &Connection, gateway: &str) -> Result<IngestTotals, StoreError> {
+    let messages = conn
+        .prepare_cached("SELECT count(*) FROM ingest_receipts WHERE gateway_id = ?1")?
+        .query_row([gateway], |r| r.get(0))?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT boot, seq, dropped, first_seq, last_seq, received_at FROM gaps WHERE gateway_id = ?1
+         ORDER BY received_at DESC LIMIT 100",
+    )?;
+    let gaps = stmt
+        .query_map([gateway], |r| {
+            Ok(GapRow {
+                boot: r.get(0)?,
+                seq: r.get(1)?,
+                dropped: r.get(2)?,
+                first_seq: r.get(3)?,
+                last_seq: r.get(4)?,
+                received_at: r.get(5)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(IngestTotals { messages, gaps })
+}
+
+/// Cheap liveness probe of the database.
+pub fn ping(conn: &Connection) -> Result<(), StoreError> {
+    conn.query_row("SELECT count(*) FROM d1_migrations", [], |r| r.get::<_, i64>(0))?;
+    Ok(())
+}

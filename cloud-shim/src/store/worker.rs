@@ -1,0 +1,241 @@
+//! The Worker-forwarding ingest backend (`--worker-url`): each group is POSTed to `{worker}/v1/ingest`
+//! as the raw `[topic, payload]` pairs of the HTTP ingest contract, over HTTPS (ureq, rustls + ring) or
+//! plain HTTP on loopback. Receipts follow only the Worker's `stored`/`duplicate` answers; while the
+//! Worker is down the group is retried with backoff, then reported failed (no receipt: the agent keeps
+//! the data and sends it again).
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::ingest::{Backend, Item, ItemResult, Outcome};
+
+/// Requests stay under the contract's 8 MiB body limit.
+const MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024;
+const MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
+const ATTEMPTS: u32 = 6;
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Error)]
+pub enum WorkerError {
+    #[error("worker {url}: {source}")]
+    Transport { url: String, source: ureq::Error },
+    #[error("worker {url} answered HTTP {status}: {body}")]
+    Status { url: String, status: u16, body: String },
+    #[error("worker {url} sent an unusable answer: {reason}")]
+    Answer { url: String, reason: String },
+}
+
+impl WorkerError {
+    /// Worth another attempt: the network, or a 5xx/429 from the Worker. A 4xx will not get better.
+    fn retryable(&self) -> bool {
+        match self {
+            WorkerError::Transport { .. } => true,
+            WorkerError::Status { status, .. } => *status >= 500 || *status == 429,
+            WorkerError::Answer { .. } => false,
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct IngestAnswer {
+    results: Vec<ItemResult>,
+}
+
+pub struct WorkerBackend {
+    agent: ureq::Agent,
+    url: String,
+    auth: String,
+}
+
+impl WorkerBackend {
+    /// `base` is the Worker's root URL (`https://api.example` → POSTs to `https://api.example/v1/ingest`).
+    pub fn new(base: &str, token: &str) -> WorkerBackend {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build();
+        WorkerBackend {
+            agent: ureq::Agent::new_with_config(config),
+            url: format!("{}/v1/ingest", base.trim_end_matches('/')),
+            auth: format!("Bearer {token}"),
+        }
+    }
+
+    fn post(&self, items: &[Item]) -> Result<Vec<ItemResult>, WorkerError> {
+        let body = encode_batch(items.iter().map(|i| (i.topic.as_str(), i.payload.as_slice())));
+        let url = self.url.clone();
+        let mut resp = self
+            .agent
+            .post(&self.url)
+            .header("Authorization", &self.auth)
+            .header("Content-Type", "application/cbor")
+            .send(&body[..])
+            .map_err(|source| WorkerError::Transport { url: url.clone(), source })?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE_BYTES)
+            .read_to_vec()
+            .map_err(|source| WorkerError::Transport { url: url.clone(), source })?;
+        if status != 200 {
+            let body = String::from_utf8_lossy(&bytes).chars().take(300).collect();
+            return Err(WorkerError::Status { url, status, body });
+        }
+        let answer: IngestAnswer =
+            serde_json::from_slice(&bytes).map_err(|e| WorkerError::Answer { url: url.clone(), reason: e.to_string() })?;
+        if answer.results.len() != items.len() {
+            return Err(WorkerError::Answer {
+                url,
+                reason: format!("{} results for {} messages", answer.results.len(), items.len()),
+            });
+        }
+        Ok(answer.results)
+    }
+
+    fn post_with_retry(&self, items: &[Item]) -> Result<Vec<ItemResult>, WorkerError> {
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            match self.post(items) {
+                Ok(r) => return Ok(r),
+                Err(e) if e.retryable() && attempt < ATTEMPTS => {
+                    log::warn!("ingest forward attempt {attempt}/{ATTEMPTS} failed, retrying in {backoff:?}: {e}");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Backend for WorkerBackend {
+    fn store(&mut self, items: &[Item]) -> Vec<Outcome> {
+        let mut outcomes = Vec::with_capacity(items.len());
+        for chunk in chunks(items) {
+            match self.post_with_retry(chunk) {
+                Ok(results) => outcomes.extend(results.into_iter().map(outcome_of)),
+                Err(e) => {
+                    log::error!("forwarding {} messages to the worker failed: {e}", chunk.len());
+                    outcomes.extend(std::iter::repeat_n(Outcome::Failed { error: e.to_string() }, chunk.len()));
+                }
+            }
+        }
+        outcomes
+    }
+}
+
+fn outcome_of(r: ItemResult) -> Outcome {
+    match r.status.as_str() {
+        "stored" => Outcome::Stored,
+        "duplicate" => Outcome::Duplicate,
+        "rejected" => {
+            let error = r.error.unwrap_or_default();
+            // Our own Worker writes "reason: detail"; keep the reason code when it is there.
+            let reason = error.split_once(": ").map(|(r, _)| r).filter(|r| r.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+            Outcome::Rejected { reason: reason.unwrap_or("worker").to_owned(), error }
+        }
+        other => Outcome::Failed { error: format!("worker answered status {other:?}: {}", r.error.unwrap_or_default()) },
+    }
+}
+
+/// Splits a group into requests under [`MAX_REQUEST_BYTES`] (one oversized message still goes alone).
+fn chunks(items: &[Item]) -> Vec<&[Item]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        let size = item.payload.len() + item.topic.len() + 16;
+        if i > start && bytes + size > MAX_REQUEST_BYTES {
+            out.push(&items[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < items.len() {
+        out.push(&items[start..]);
+    }
+    out
+}
+
+/// The HTTP ingest body: a CBOR array of `[topic (tstr), payload (bstr)]`.
+pub fn encode_batch<'a>(messages: impl ExactSizeIterator<Item = (&'a str, &'a [u8])>) -> Vec<u8> {
+    let mut e = minicbor::Encoder::new(Vec::new());
+    // Writing into a Vec cannot fail.
+    let _ = e.array(messages.len() as u64);
+    for (topic, payload) in messages {
+        let _ = e.array(2).and_then(|e| e.str(topic)).and_then(|e| e.bytes(payload));
+    }
+    e.into_writer()
+}
+
+#[derive(Debug, Error)]
+pub enum BatchError {
+    #[error("ingest body is not a CBOR array of [topic, payload] pairs: {0}")]
+    Shape(String),
+    #[error("ingest body holds {0} messages, more than the limit of {1}")]
+    TooMany(u64, usize),
+}
+
+/// Most messages in one ingest request.
+pub const MAX_BATCH_MESSAGES: usize = 10_000;
+
+/// Decodes the HTTP ingest body; the server side of [`encode_batch`].
+pub fn decode_batch(body: &[u8]) -> Result<Vec<(String, Vec<u8>)>, BatchError> {
+    let shape = |e: minicbor::decode::Error| BatchError::Shape(e.to_string());
+    let mut d = minicbor::Decoder::new(body);
+    let n = d.array().map_err(shape)?.ok_or_else(|| BatchError::Shape("indefinite-length array".into()))?;
+    if n > MAX_BATCH_MESSAGES as u64 {
+        return Err(BatchError::TooMany(n, MAX_BATCH_MESSAGES));
+    }
+    let mut out = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        if d.array().map_err(shape)? != Some(2) {
+            return Err(BatchError::Shape("each message must be a 2-element array".into()));
+        }
+        let topic = d.str().map_err(shape)?.to_owned();
+        let payload = d.bytes().map_err(shape)?.to_vec();
+        out.push((topic, payload));
+    }
+    if d.position() != body.len() {
+        return Err(BatchError::Shape("trailing bytes after the array".into()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::Origin;
+
+    #[test]
+    fn batch_roundtrip_and_bad_shapes() {
+        let msgs = [("scs/v1/gw/up/telemetry", &b"\x01\x02"[..]), ("t2", &b""[..])];
+        let body = encode_batch(msgs.iter().copied());
+        let back = decode_batch(&body).unwrap();
+        assert_eq!(back, vec![("scs/v1/gw/up/telemetry".to_owned(), vec![1, 2]), ("t2".to_owned(), vec![])]);
+        assert!(decode_batch(b"garbage").is_err());
+        assert!(decode_batch(&body[..body.len() - 1]).is_err());
+        assert!(decode_batch(&[0x9a, 0xff, 0xff, 0xff, 0xff]).is_err(), "huge count refused before allocating");
+    }
+
+    #[test]
+    fn chunks_respect_the_request_limit() {
+        let item = |n: usize| Item::decode("t".into(), vec![0; n], Origin::Mqtt, 0);
+        let items = vec![item(4 << 20), item(4 << 20), item(10), item(10)];
+        let c = chunks(&items);
+        assert_eq!(c.iter().map(|c| c.len()).collect::<Vec<_>>(), vec![1, 3]);
+    }
+
+    #[test]
+    fn worker_answers_map_to_outcomes() {
+        let r = |status: &str, error: Option<&str>| ItemResult { topic: "t".into(), seq: Some(1), status: status.into(), error: error.map(Into::into) };
+        assert_eq!(outcome_of(r("stored", None)), Outcome::Stored);
+        assert_eq!(outcome_of(r("duplicate", None)), Outcome::Duplicate);
+        assert!(matches!(outcome_of(r("rejected", Some("malformed: x"))), Outcome::Rejected { reason, .. } if reason == "malformed"));
+        assert!(matches!(outcome_of(r("weird", None)), Outcome::Failed { .. }));
+    }
+}

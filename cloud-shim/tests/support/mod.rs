@@ -1,0 +1,139 @@
+//! Helpers shared by the shim's end-to-end tests: a fake gateway speaking MQTT through rumqttc, and
+//! builders for protocol messages.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use scs_protocol::topics::topic;
+use scs_protocol::{decode_downlink, encode, Downlink, Inventory, Metric, Receipt, SensorInfo, TelemetryBatch, TopicKind};
+use scs_protocol::{DeviceReport, GatewayState, Status};
+
+/// A gateway's MQTT side: publishes uplinks and collects the receipts the shim sends back.
+pub struct TestGateway {
+    pub id: String,
+    client: Client,
+    receipts: Arc<Mutex<Vec<Receipt>>>,
+    subscribed: Arc<Mutex<bool>>,
+}
+
+impl TestGateway {
+    /// Connects to 127.0.0.1:`port`, subscribes to its receipt topic and waits for the SUBACK.
+    pub fn connect(port: u16, id: &str) -> TestGateway {
+        let mut opts = MqttOptions::new(format!("test-{id}-{}", std::process::id()), "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(10)).set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut connection) = Client::new(opts, 1000);
+        let receipts = Arc::new(Mutex::new(Vec::new()));
+        let subscribed = Arc::new(Mutex::new(false));
+        let (r, s) = (receipts.clone(), subscribed.clone());
+        let sub_client = client.clone();
+        let receipt_topic = topic(id, TopicKind::Receipt);
+        std::thread::spawn(move || {
+            for ev in connection.iter() {
+                match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = sub_client.try_subscribe(receipt_topic.clone(), QoS::AtLeastOnce);
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => *s.lock().unwrap() = true,
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if let Ok((_, Downlink::Receipt(rc))) = decode_downlink(&p.topic, &p.payload) {
+                            r.lock().unwrap().push(rc);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(rumqttc::ConnectionError::RequestsDone) => return,
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        let gw = TestGateway { id: id.to_owned(), client, receipts, subscribed };
+        assert!(
+            scs_testkit::wait_until(Duration::from_secs(10), || *gw.subscribed.lock().unwrap()),
+            "test gateway {id} could not subscribe on port {port}"
+        );
+        gw
+    }
+
+    pub fn publish(&self, kind: TopicKind, payload: Vec<u8>) {
+        self.client.publish(topic(&self.id, kind), QoS::AtLeastOnce, false, payload).expect("queue publish");
+    }
+
+    pub fn publish_retained(&self, kind: TopicKind, payload: Vec<u8>) {
+        self.client.publish(topic(&self.id, kind), QoS::AtLeastOnce, true, payload).expect("queue publish");
+    }
+
+    pub fn accepted(&self) -> Vec<u64> {
+        self.receipts.lock().unwrap().iter().flat_map(|r| r.accepted.clone()).collect()
+    }
+
+    pub fn rejected(&self) -> Vec<u64> {
+        self.receipts.lock().unwrap().iter().flat_map(|r| r.rejected.clone().unwrap_or_default()).collect()
+    }
+
+    pub fn receipts(&self) -> Vec<Receipt> {
+        self.receipts.lock().unwrap().clone()
+    }
+
+    /// Waits until every seq in `seqs` was named as accepted (at least once).
+    pub fn wait_accepted(&self, seqs: &[u64], timeout: Duration) -> bool {
+        scs_testkit::wait_until(timeout, || {
+            let got = self.accepted();
+            seqs.iter().all(|s| got.contains(s))
+        })
+    }
+
+    pub fn wait_rejected(&self, seq: u64, timeout: Duration) -> bool {
+        scs_testkit::wait_until(timeout, || self.rejected().contains(&seq))
+    }
+
+    pub fn disconnect(&self) {
+        let _ = self.client.disconnect();
+    }
+}
+
+pub const BOOT: u64 = 0xfeed_f00d_1234_5678;
+
+/// A telemetry batch for the gateway itself and one camera, with `n` gateway metrics.
+pub fn telemetry(gw: &str, seq: u64, n: usize) -> Vec<u8> {
+    let ts = 1_700_000_000_000 + seq * 1000;
+    let mut b = TelemetryBatch::new(gw, BOOT, seq, ts);
+    let mut metrics = vec![Metric::new("cpu.usage_pct", 10.0 + seq as f64)];
+    for i in 1..n {
+        metrics.push(Metric::labelled("net.rx_bytes", &format!("eth{i}"), (seq * 1000 + i as u64) as i64));
+    }
+    b.devices.push(DeviceReport { sensor: gw.to_owned(), ts, metrics });
+    b.devices.push(DeviceReport { sensor: format!("{gw}-cam-1"), ts, metrics: vec![Metric::new("camera.fps", 25i64)] });
+    encode(&b)
+}
+
+/// Metric rows one [`telemetry`] batch of `n` produces.
+pub fn rows_per_batch(n: usize) -> usize {
+    n + 1
+}
+
+pub fn inventory(gw: &str, seq: u64) -> Vec<u8> {
+    let inv = Inventory {
+        v: 1,
+        gateway: gw.to_owned(),
+        boot: BOOT,
+        seq,
+        ts: 1_700_000_000_000,
+        sensors: vec![
+            SensorInfo { id: gw.to_owned(), sensor_type: "EDGE_CONTROLLER".into(), parent: None, name: Some("Test gateway".into()), attrs: None },
+            SensorInfo {
+                id: format!("{gw}-cam-1"),
+                sensor_type: "CAMERA".into(),
+                parent: Some(gw.to_owned()),
+                name: Some("Gate camera".into()),
+                attrs: Some([("vendor".to_owned(), "acme".to_owned())].into()),
+            },
+        ],
+        agent: None,
+    };
+    encode(&inv)
+}
+
+pub fn status(gw: &str, state: GatewayState) -> Vec<u8> {
+    encode(&Status { v: 1, gateway: gw.to_owned(), state, boot: BOOT, ts: 1_700_000_000_000, version: Some("test".into()) })
+}

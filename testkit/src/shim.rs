@@ -1,0 +1,202 @@
+//! `scs-cloud-shim serve` as a child process: embedded broker by default, or an external one.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::api::Api;
+use crate::process::Process;
+use crate::tempdir::TempDir;
+use crate::{bin_path, free_port, port_open, wait_until, TEST_TOKEN};
+
+#[derive(Debug, Clone)]
+pub struct ShimOpts {
+    /// Data dir (`scs.db`, objects, signing key). Default: a fresh temp dir owned by the `Shim`.
+    pub data_dir: Option<PathBuf>,
+    /// HTTP port on 127.0.0.1. Default: a free port.
+    pub http_port: Option<u16>,
+    /// External broker (`mqtt://127.0.0.1:PORT`). `None` = embedded broker (`--mqtt-listen`).
+    pub broker: Option<String>,
+    /// Embedded broker port when `broker` is `None`. Default: a free port.
+    pub mqtt_port: Option<u16>,
+    /// `SCS_API_TOKEN`.
+    pub token: String,
+    /// Extra command-line arguments after the standard ones (`--share-group g`, `--worker-url ...`).
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// `RUST_LOG`. Default: env `SCS_TEST_LOG` or `info`.
+    pub rust_log: String,
+}
+
+impl Default for ShimOpts {
+    fn default() -> Self {
+        ShimOpts {
+            data_dir: None,
+            http_port: None,
+            broker: None,
+            mqtt_port: None,
+            token: TEST_TOKEN.to_owned(),
+            args: Vec::new(),
+            env: Vec::new(),
+            rust_log: crate::default_rust_log(),
+        }
+    }
+}
+
+impl ShimOpts {
+    /// A shim using the external broker at `url`.
+    pub fn with_broker(url: &str) -> ShimOpts {
+        ShimOpts { broker: Some(url.to_owned()), ..ShimOpts::default() }
+    }
+}
+
+pub struct Shim {
+    // Declared first: the process dies before its temp dir is removed.
+    proc: Process,
+    http_port: u16,
+    mqtt_port: Option<u16>,
+    broker: Option<String>,
+    data_dir: PathBuf,
+    token: String,
+    _dir: TempDir,
+}
+
+impl Shim {
+    /// Starts `scs-cloud-shim serve ...` and waits (30 s max) until `GET /healthz` answers 200 and, with
+    /// the embedded broker, its MQTT port accepts connections.
+    pub fn start(opts: ShimOpts) -> Shim {
+        let dir = TempDir::new("shim");
+        let data_dir = opts.data_dir.clone().unwrap_or_else(|| dir.join("data"));
+        std::fs::create_dir_all(&data_dir).unwrap_or_else(|e| panic!("create {}: {e}", data_dir.display()));
+        let http_port = opts.http_port.unwrap_or_else(free_port);
+        let mut args: Vec<OsString> = vec![
+            "serve".into(),
+            "--data-dir".into(),
+            data_dir.clone().into_os_string(),
+            "--http".into(),
+            format!("127.0.0.1:{http_port}").into(),
+        ];
+        let mqtt_port = match &opts.broker {
+            Some(url) => {
+                args.push("--broker".into());
+                args.push(url.into());
+                None
+            }
+            None => {
+                let p = opts.mqtt_port.unwrap_or_else(free_port);
+                args.push("--mqtt-listen".into());
+                args.push(format!("127.0.0.1:{p}").into());
+                Some(p)
+            }
+        };
+        args.extend(opts.args.iter().map(OsString::from));
+        let mut env = vec![("SCS_API_TOKEN".to_owned(), opts.token.clone()), ("RUST_LOG".to_owned(), opts.rust_log.clone())];
+        env.extend(opts.env.iter().cloned());
+        let proc = Process::spawn("scs-cloud-shim", &bin_path("scs-cloud-shim"), args, env, dir.path());
+        let mut shim = Shim { proc, http_port, mqtt_port, broker: opts.broker.clone(), data_dir, token: opts.token, _dir: dir };
+        shim.wait_ready(Duration::from_secs(30));
+        shim
+    }
+
+    /// Waits until the shim answers `GET /healthz` with 200 (and its embedded broker listens); panics with
+    /// the logs if it exits or the time runs out.
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let api = self.api();
+        let mqtt_port = self.mqtt_port;
+        let proc = &mut self.proc;
+        let ok = wait_until(timeout, || {
+            if !proc.is_running() {
+                proc.print_log_tails(60);
+                panic!("scs-cloud-shim exited during start-up");
+            }
+            api.try_get("/healthz").map(|r| r.status == 200).unwrap_or(false) && mqtt_port.is_none_or(port_open)
+        });
+        if !ok {
+            self.proc.print_log_tails(60);
+            panic!("scs-cloud-shim not ready within {timeout:?}");
+        }
+    }
+
+    pub fn http_port(&self) -> u16 {
+        self.http_port
+    }
+
+    /// `http://127.0.0.1:{port}`.
+    pub fn http_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// `http_url()` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.http_url())
+    }
+
+    /// API client with this shim's token.
+    pub fn api(&self) -> Api {
+        Api::new(&self.http_url(), Some(&self.token))
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Port of the embedded broker, `None` when an external broker is used.
+    pub fn mqtt_port(&self) -> Option<u16> {
+        self.mqtt_port
+    }
+
+    /// The broker agents should connect to: the embedded one or the external one.
+    pub fn mqtt_url(&self) -> String {
+        match (&self.broker, self.mqtt_port) {
+            (Some(url), _) => url.clone(),
+            (None, Some(p)) => format!("mqtt://127.0.0.1:{p}"),
+            (None, None) => unreachable!("a shim has either an external or an embedded broker"),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// `{data_dir}/scs.db`.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("scs.db")
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.proc.is_running()
+    }
+
+    /// SIGTERM (graceful), SIGKILL after 10 s.
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    pub fn kill9(&mut self) {
+        self.proc.kill9();
+    }
+
+    /// Starts again with the same arguments and data dir, and waits until ready.
+    pub fn start_again(&mut self) {
+        self.proc.start_again();
+        self.wait_ready(Duration::from_secs(30));
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.start_again();
+    }
+
+    pub fn logs(&self) -> String {
+        self.proc.logs()
+    }
+
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.proc
+    }
+}

@@ -1,0 +1,65 @@
+# nooelint: oelint.var.bbclassextend - a gateway daemon; native/nativesdk variants have no use
+SUMMARY = "SCS Gateway agent: telemetry, commands and artifact uploads over MQTT"
+DESCRIPTION = "Edge agent for smart-city gateways. Reports gateway, camera and NVR metrics over MQTT \
+               with a durable SQLite offline queue, runs LwM2M-style commands and uploads artifacts over HTTPS."
+# nooelint: oelint.vars.homepageping - placeholder host until the project has a public URL; CI is offline
+HOMEPAGE = "https://example.invalid/scs-gateway"
+BUGTRACKER = "https://example.invalid/scs-gateway/issues"
+SECTION = "net"
+LICENSE = "Apache-2.0"
+LIC_FILES_CHKSUM = "file://LICENSE;md5=3b83ef96387f14655fc854ddc3c6bd57"
+
+CVE_PRODUCT = "scs-agent"
+
+PV = "0.1.0+git"
+SRC_URI = "git://example.invalid/scs-gateway.git;protocol=https;branch=main"
+# Bump together with scs-agent-crates.inc (scripts/gen-yocto-crates) so the crates match this Cargo.lock.
+SRCREV = "caf398d631cb74a1489086b179160ca26bcf8a57"
+
+require ${BPN}-crates.inc
+
+inherit cargo cargo-update-recipe-crates systemd useradd
+
+# The workspace also holds the cloud shim; the gateway needs only the agent.
+CARGO_BUILD_FLAGS:append = " --package scs-agent --bin scs-agent"
+
+# The workspace release profile strips symbols (strip = "symbols") for the prebuilt tarballs. Yocto strips
+# itself and splits debug info into ${PN}-dbg; an already-stripped binary would trip the already-stripped QA
+# check. Cargo reads profile overrides from the environment, so this must be exported.
+export CARGO_PROFILE_RELEASE_STRIP = "false"
+
+USERADD_PACKAGES = "${PN}"
+USERADD_PARAM:${PN} = "--system --user-group --home-dir ${localstatedir}/lib/scs-agent --no-create-home --shell ${base_sbindir}/nologin scs"
+
+SYSTEMD_SERVICE:${PN} = "scs-agent.service"
+SYSTEMD_AUTO_ENABLE:${PN} = "enable"
+
+do_install:append() {
+    # Unit and config come from the same checkout as the binary, so they always match its version.
+    install -d ${D}${systemd_system_unitdir}
+    sed -e 's,/usr/bin/,${bindir}/,g' \
+        -e 's,/etc/scs/,${sysconfdir}/scs/,g' \
+        -e 's,/var/lib/,${localstatedir}/lib/,g' \
+        ${S}/packaging/scs-agent.service > ${D}${systemd_system_unitdir}/scs-agent.service
+    chmod 0644 ${D}${systemd_system_unitdir}/scs-agent.service
+
+    # Config is readable by the agent, writable only by root (scripts/provision runs as root).
+    install -d -m 0750 -g scs ${D}${sysconfdir}/scs
+    install -m 0640 -g scs ${S}/packaging/agent.toml ${D}${sysconfdir}/scs/agent.toml
+    install -m 0644 ${S}/agent/agent.example.toml ${D}${sysconfdir}/scs/agent.toml.example
+
+    # Data dir: queue db, spool, logs. Put it on the persistent partition for A/B updates (README.md).
+    install -d -m 0750 -o scs -g scs ${D}${localstatedir}/lib/scs-agent
+
+    # Lets user scs run `systemctl reboot` (the "reboot gateway" command); effective only with polkit.
+    install -d ${D}${datadir}/polkit-1/rules.d
+    install -m 0644 ${S}/packaging/polkit/50-scs-agent.rules ${D}${datadir}/polkit-1/rules.d/
+}
+
+PACKAGE_BEFORE_PN = "${PN}-polkit"
+FILES:${PN}-polkit += "${datadir}/polkit-1/rules.d/50-scs-agent.rules"
+FILES:${PN} += "${localstatedir}/lib/scs-agent"
+RRECOMMENDS:${PN} = "${PN}-polkit"
+
+# A package upgrade must never replace a provisioned config.
+CONFFILES:${PN} = "${sysconfdir}/scs/agent.toml"
