@@ -13,7 +13,9 @@ fn main() {
         .filter(|n| n.ends_with(".sql"))
         .collect();
     names.sort();
-    let mut out = String::from("/// `(name, sql)` of every migration, in the order they apply.\npub const MIGRATIONS: &[(&str, &str)] = &[\n");
+    let mut out = String::from(
+        "/// `(name, sql)` of every migration, in the order they apply.\npub const MIGRATIONS: &[(&str, &str)] = &[\n",
+    );
     for n in &names {
         println!("cargo:rerun-if-changed={}", dir.join(n).display());
         // Wrangler records the full file name in d1_migrations.name; so do we.

@@ -67,7 +67,8 @@ fn parse_flags(args: &[String]) -> Result<Overrides, CliError> {
             Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
             _ => (arg.clone(), None),
         };
-        let known = ["--config", "--gateway-id", "--broker", "--ca-file", "--data-dir", "--interval-secs", "--api-url", "--log-level"];
+        let known =
+            ["--config", "--gateway-id", "--broker", "--ca-file", "--data-dir", "--interval-secs", "--api-url", "--log-level"];
         if !known.contains(&flag.as_str()) {
             return Err(CliError::UnknownFlag(arg.clone()));
         }
@@ -82,7 +83,8 @@ fn parse_flags(args: &[String]) -> Result<Overrides, CliError> {
             "--ca-file" => o.ca_file = Some(PathBuf::from(value)),
             "--data-dir" => o.data_dir = Some(PathBuf::from(value)),
             "--interval-secs" => {
-                o.interval_secs = Some(value.parse().map_err(|_| CliError::BadValue { flag, reason: format!("{value:?} is not a number") })?)
+                o.interval_secs =
+                    Some(value.parse().map_err(|_| CliError::BadValue { flag, reason: format!("{value:?} is not a number") })?)
             }
             "--api-url" => o.api_url = Some(value),
             _ => o.log_level = Some(value), // "--log-level", the only flag left in `known`

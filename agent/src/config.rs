@@ -40,9 +40,6 @@ pub enum ConfigError {
 pub struct Secret(String);
 
 impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
     /// The real value, for the one place that needs it (e.g. the MQTT login).
     pub fn expose(&self) -> &str {
         &self.0
@@ -274,11 +271,7 @@ impl DeviceConfig {
         if addr.is_empty() {
             return None;
         }
-        let has_port = if let Some(rest) = addr.strip_prefix('[') {
-            rest.contains("]:")
-        } else {
-            addr.matches(':').count() == 1
-        };
+        let has_port = if let Some(rest) = addr.strip_prefix('[') { rest.contains("]:") } else { addr.matches(':').count() == 1 };
         if has_port {
             Some(addr.to_owned())
         } else if addr.contains(':') && !addr.starts_with('[') {
@@ -366,7 +359,8 @@ fn apply(cfg: &mut Config, o: &Overrides) {
 /// The kernel hostname reduced to id characters, so a demo agent needs no config at all.
 fn hostname_id(proc_root: &Path) -> Option<String> {
     let raw = std::fs::read_to_string(proc_root.join("sys/kernel/hostname")).ok()?;
-    let id: String = raw.trim().chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')).take(64).collect();
+    let id: String =
+        raw.trim().chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')).take(64).collect();
     (!id.is_empty()).then_some(id)
 }
 
@@ -498,7 +492,11 @@ impl Settings {
             _ => cfg.interval_secs,
         };
         Ok(Settings {
-            inner: Arc::new(SettingsInner { conn: Mutex::new(conn), path: db_path.to_owned(), interval_secs: AtomicU64::new(interval) }),
+            inner: Arc::new(SettingsInner {
+                conn: Mutex::new(conn),
+                path: db_path.to_owned(),
+                interval_secs: AtomicU64::new(interval),
+            }),
         })
     }
 
@@ -508,7 +506,9 @@ impl Settings {
 
     fn store_interval(&self, secs: u64) -> Result<(), ConfigError> {
         if !(MIN_INTERVAL_SECS..=MAX_INTERVAL_SECS).contains(&secs) {
-            return Err(ConfigError::Invalid(format!("interval must be {MIN_INTERVAL_SECS}..={MAX_INTERVAL_SECS} seconds, got {secs}")));
+            return Err(ConfigError::Invalid(format!(
+                "interval must be {MIN_INTERVAL_SECS}..={MAX_INTERVAL_SECS} seconds, got {secs}"
+            )));
         }
         let conn = self.inner.conn.lock().map_err(|_| ConfigError::Invalid("settings lock poisoned".into()))?;
         conn.execute(
@@ -561,7 +561,12 @@ mod tests {
         assert_eq!(cfg.mqtt.broker, "mqtt://file:1");
         assert_eq!(cfg.interval_secs, 5); // flag over file
         assert_eq!(cfg.mqtt.keep_alive_secs, MqttConfig::default().keep_alive_secs); // default kept
-        let o = Overrides { config: Some(path), gateway_id: Some("gw-flag".into()), broker: Some("mqtts://h:8884".into()), ..Default::default() };
+        let o = Overrides {
+            config: Some(path),
+            gateway_id: Some("gw-flag".into()),
+            broker: Some("mqtts://h:8884".into()),
+            ..Default::default()
+        };
         let (cfg, _) = load(&o).unwrap();
         assert_eq!(cfg.gateway_id, "gw-flag");
         assert_eq!(cfg.mqtt.broker, "mqtts://h:8884");
@@ -603,6 +608,27 @@ mod tests {
             assert!(validate(&cfg).is_err(), "{text}");
         }
         assert!(parse("gateway_id = 5").is_err());
+    }
+
+    #[test]
+    fn persisted_interval_wins_over_file_until_a_flag_says_otherwise() {
+        let dir = std::env::temp_dir().join(format!("scs-settings-{}-{}", std::process::id(), crate::clock::random_u64()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("agent.db");
+        let cfg = Config { interval_secs: 10, ..Default::default() };
+        let s = Settings::open(&db, &cfg, false).unwrap();
+        assert_eq!(s.interval_secs(), 10);
+        s.store_interval(3).unwrap();
+        assert_eq!(s.interval_secs(), 3);
+        assert!(s.store_interval(0).is_err() && s.store_interval(MAX_INTERVAL_SECS + 1).is_err());
+        assert_eq!(s.interval_secs(), 3);
+        drop(s);
+        // restart: the remotely set value survives and beats the file
+        assert_eq!(Settings::open(&db, &cfg, false).unwrap().interval_secs(), 3);
+        // an explicit --interval-secs clears it
+        assert_eq!(Settings::open(&db, &cfg, true).unwrap().interval_secs(), 10);
+        assert_eq!(Settings::open(&db, &cfg, false).unwrap().interval_secs(), 10);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -66,7 +66,15 @@ impl Announcer {
 
     /// Returns the seq when something was queued.
     pub fn announce(&mut self, queue: &Queue, sensors: Vec<SensorInfo>, agent: AgentInfo) -> Result<Option<u64>, QueueError> {
-        let mut inv = Inventory { v: PROTOCOL_VERSION, gateway: self.gateway.clone(), boot: self.boot, seq: 0, ts: 0, sensors, agent: Some(agent) };
+        let mut inv = Inventory {
+            v: PROTOCOL_VERSION,
+            gateway: self.gateway.clone(),
+            boot: self.boot,
+            seq: 0,
+            ts: 0,
+            sensors,
+            agent: Some(agent),
+        };
         // Compare content only: seq and ts differ every time.
         let fingerprint = encode(&inv);
         if self.last.as_ref() == Some(&fingerprint) {
@@ -95,7 +103,12 @@ mod tests {
     #[test]
     fn gateway_and_children_with_parent() {
         let mut cfg = Config { gateway_id: "gw-7".into(), ..Default::default() };
-        cfg.devices.push(DeviceConfig { id: "cam-1".into(), device_type: "CAMERA".into(), vendor: Some("acme".into()), ..Default::default() });
+        cfg.devices.push(DeviceConfig {
+            id: "cam-1".into(),
+            device_type: "CAMERA".into(),
+            vendor: Some("acme".into()),
+            ..Default::default()
+        });
         cfg.devices.push(DeviceConfig { id: "nvr-1".into(), device_type: "NVR".into(), ..Default::default() });
         let s = sensors(&cfg);
         assert_eq!(s[0].sensor_type, "EDGE_CONTROLLER");
@@ -105,7 +118,8 @@ mod tests {
 
         let dir = std::env::temp_dir().join(format!("scs-inv-{}-{}", std::process::id(), crate::clock::random_u64()));
         std::fs::create_dir_all(&dir).unwrap();
-        let q = Queue::open(&dir.join("agent.db"), QueueOptions { max_rows: 10, max_bytes: 1 << 20, sync: SyncMode::Normal }).unwrap();
+        let q = Queue::open(&dir.join("agent.db"), QueueOptions { max_rows: 10, max_bytes: 1 << 20, sync: SyncMode::Normal })
+            .unwrap();
         let roots = Roots { proc: "/proc".into(), sys: "/sys".into() };
         let mut a = Announcer::new("gw-7", 1);
         assert_eq!(a.announce(&q, s.clone(), agent_info(&roots)).unwrap(), Some(1));

@@ -2,6 +2,8 @@
 
 mod cli;
 mod clock;
+mod command_registry_gen;
+mod commands;
 mod collect;
 mod config;
 mod context;

@@ -86,7 +86,14 @@ impl Publisher {
     pub fn connected(&self, sink: Box<dyn Sink>) {
         let live_from = self.inner.queue.next_seq();
         let mut st = self.state();
-        *st = State { sink: Some(sink), inflight: BTreeMap::new(), live_from, live_next: live_from, backlog_next: 0, backlog_logged: false };
+        *st = State {
+            sink: Some(sink),
+            inflight: BTreeMap::new(),
+            live_from,
+            live_next: live_from,
+            backlog_next: 0,
+            backlog_logged: false,
+        };
         let depth = self.inner.queue.stats().depth;
         drop(st);
         if depth > 0 {
@@ -126,6 +133,7 @@ impl Publisher {
         Ok(out)
     }
 
+    #[cfg(test)]
     pub fn inflight(&self) -> usize {
         self.state().inflight.len()
     }
@@ -259,7 +267,8 @@ mod tests {
     fn fixture(window: usize, timeout: Duration) -> Fixture {
         let dir = std::env::temp_dir().join(format!("scs-pub-{}-{}", std::process::id(), crate::clock::random_u64()));
         std::fs::create_dir_all(&dir).unwrap();
-        let q = Queue::open(&dir.join("agent.db"), QueueOptions { max_rows: 10_000, max_bytes: 1 << 30, sync: SyncMode::Normal }).unwrap();
+        let q = Queue::open(&dir.join("agent.db"), QueueOptions { max_rows: 10_000, max_bytes: 1 << 30, sync: SyncMode::Normal })
+            .unwrap();
         let p = Publisher::new(q.clone(), Arc::new(AgentMetrics::default()), "gw-1", window, timeout);
         Fixture { dir, q, p }
     }

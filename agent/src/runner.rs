@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use scs_protocol::Downlink;
 
 use crate::collect::agent::{AgentHealth, HealthCounters};
-use crate::collect::{Collector, Collectors, Roots};
+use crate::collect::{Collectors, Roots};
 use crate::config::{self, Config, ConfigError, Overrides, Settings, Source};
 use crate::context::{AgentContext, AgentMetrics, Shutdown};
 use crate::inventory::{self, Announcer};
@@ -62,7 +62,11 @@ pub fn collectors(cfg: &Config, ctx: &AgentContext) -> Collectors {
         Box::new(uptime::Uptime::new(&roots)),
         Box::new(network::Network::new(&roots, &cfg.collect.interfaces)),
         Box::new(AgentHealth::new(&roots, ctx.started, Box::new(counters))),
-        Box::new(devices::Devices::new(&cfg.devices, Duration::from_millis(cfg.collect.probe_timeout_ms), cfg.collect.probe_concurrency)),
+        Box::new(devices::Devices::new(
+            &cfg.devices,
+            Duration::from_millis(cfg.collect.probe_timeout_ms),
+            cfg.collect.probe_concurrency,
+        )),
     ];
     Collectors::new(list)
 }
@@ -84,11 +88,25 @@ pub fn start(o: &Overrides) -> Result<AgentContext, RunError> {
         log::warn!("cannot install signal handlers ({e}); SIGTERM will kill without a clean disconnect");
     }
     let db = cfg.data_dir.join(crate::db::DB_FILE);
-    let queue = Queue::open(&db, (&cfg.queue).into())?;
+    let queue = match Queue::open(&db, (&cfg.queue).into()) {
+        Err(e) if e.is_corrupt() => {
+            // A damaged file would fail every restart; keep it for analysis and start afresh.
+            let aside = crate::db::quarantine(&db).map_err(|source| RunError::DataDir { path: db.clone(), source })?;
+            log::error!("{e}: moved to {} and starting with an empty database", aside.display());
+            Queue::open(&db, (&cfg.queue).into())?
+        }
+        other => other?,
+    };
     let settings = Settings::open(&db, &cfg, o.interval_secs.is_some())?;
     let boot = crate::clock::random_u64() | 1; // never 0, so "no boot" is never a valid id
     let s = queue.stats();
-    log::info!("gateway {} boot {boot:016x}: outbox holds {} messages ({} bytes), next seq {}", cfg.gateway_id, s.depth, s.bytes, s.next_seq);
+    log::info!(
+        "gateway {} boot {boot:016x}: outbox holds {} messages ({} bytes), next seq {}",
+        cfg.gateway_id,
+        s.depth,
+        s.bytes,
+        s.next_seq
+    );
     Ok(AgentContext {
         gateway_id: cfg.gateway_id.clone(),
         boot,
@@ -106,14 +124,9 @@ fn spawn(name: &'static str, f: impl FnOnce() + Send + 'static) -> Result<std::t
     std::thread::Builder::new().name(name.into()).spawn(f).map_err(|source| RunError::Thread { name, source })
 }
 
-/// Consumes commands until the command executor exists in this build.
+/// Starts the command executor on the downlink channel (reports interrupted commands first).
 fn spawn_commands(ctx: &AgentContext, rx: mpsc::Receiver<Downlink>) -> Result<std::thread::JoinHandle<()>, RunError> {
-    let gw = ctx.gateway_id.clone();
-    spawn("commands", move || {
-        for dl in rx {
-            log::warn!("gateway {gw}: no command executor in this build, ignoring {dl:?}");
-        }
-    })
+    crate::commands::Executor::spawn(ctx.clone(), rx).map_err(|e| RunError::Executor(e.to_string()))
 }
 
 pub fn run(o: &Overrides) -> Result<(), RunError> {
@@ -128,12 +141,18 @@ pub fn run(o: &Overrides) -> Result<(), RunError> {
     );
     let (dl_tx, dl_rx) = mpsc::channel::<Downlink>();
     let transport = MqttTransport::new(&ctx, publisher.clone(), dl_tx)?;
-    let mqtt_thread = spawn("mqtt", move || transport.run())?;
+    let (mqtt_done_tx, mqtt_done) = mpsc::channel::<()>();
+    let mqtt_thread = spawn("mqtt", move || {
+        transport.run();
+        let _ = mqtt_done_tx.send(());
+    })?;
     let pub_thread = {
         let shutdown = ctx.shutdown.clone();
         spawn("publisher", move || publisher.run(&shutdown))?
     };
     let cmd_thread = spawn_commands(&ctx, dl_rx)?;
+    // Artifact uploads a previous run left unfinished continue from the server's committed offset.
+    crate::upload::resume_pending(&ctx.data_dir, &ctx.config.upload);
     // Ready once the queue is open and every thread runs; being offline is a normal state, not a failure.
     crate::sd_notify::notify_ready();
     crate::sd_notify::notify_status(&format!("gateway {}: running, broker {}", ctx.gateway_id, cfg.mqtt.broker));
@@ -143,10 +162,18 @@ pub fn run(o: &Overrides) -> Result<(), RunError> {
 
     log::info!("shutting down");
     ctx.shutdown.request();
-    for (name, h) in [("mqtt", mqtt_thread), ("publisher", pub_thread)] {
-        if h.join().is_err() {
-            log::error!("{name} thread panicked");
+    // The MQTT thread says goodbye (retained offline + DISCONNECT) within ~2 s, but a connect
+    // attempt in progress may take up to its timeout: do not hold the exit hostage to it.
+    let mqtt_wait = Duration::from_secs(cfg.mqtt.connect_timeout_secs.min(10) + 3);
+    if mqtt_done.recv_timeout(mqtt_wait).is_ok() {
+        if mqtt_thread.join().is_err() {
+            log::error!("mqtt thread panicked");
         }
+    } else {
+        log::warn!("mqtt thread still busy after {mqtt_wait:?}; exiting without it");
+    }
+    if pub_thread.join().is_err() {
+        log::error!("publisher thread panicked");
     }
     // The command thread ends when the transport drops its sender; do not wait on long commands.
     drop(cmd_thread);
@@ -186,7 +213,11 @@ pub fn telemetry_loop(ctx: &AgentContext) {
             let report = collectors.collect_all();
             match crate::telemetry::enqueue(&ctx.queue, &ctx.gateway_id, ctx.boot, &report) {
                 Ok(seq) => {
-                    log::debug!("telemetry seq {seq}: {} gateway metrics, {} devices", report.gateway.len(), report.children.len());
+                    log::debug!(
+                        "telemetry seq {seq}: {} gateway metrics, {} devices",
+                        report.gateway.len(),
+                        report.children.len()
+                    );
                     last_err = None;
                 }
                 Err(e) => {

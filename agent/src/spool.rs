@@ -191,14 +191,6 @@ pub struct SpoolWriter {
 }
 
 impl SpoolWriter {
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Flushes and fsyncs, renames `.part` to `.dat`, and returns the file with its size and SHA-256.
     pub fn finish(mut self) -> Result<SpooledFile, SpoolError> {
         let Some(buf) = self.file.take() else {

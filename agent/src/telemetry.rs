@@ -37,7 +37,12 @@ pub fn enqueue(queue: &Queue, gateway: &str, boot: u64, report: &Report) -> Resu
     let ts = crate::clock::now_ms();
     queue.enqueue_telemetry(|seq, gap| {
         if let Some(g) = gap {
-            log::warn!("telemetry seq {seq} reports a gap: {} messages dropped (seqs {}..={})", g.dropped, g.first_seq, g.last_seq);
+            log::warn!(
+                "telemetry seq {seq} reports a gap: {} messages dropped (seqs {}..={})",
+                g.dropped,
+                g.first_seq,
+                g.last_seq
+            );
         }
         encode(&build_batch(gateway, boot, seq, ts, report, gap))
     })

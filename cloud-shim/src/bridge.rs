@@ -17,8 +17,9 @@ use tokio::sync::broadcast;
 
 use crate::config::ServeConfig;
 use crate::ingest::IngestHandle;
+use crate::rejection::UNKNOWN_GATEWAY;
 use crate::state::{GatewayEvent, Health, Presence};
-use crate::stats::LogThrottle;
+use crate::stats::{Count, LogThrottle, Stats};
 
 /// Incoming packets up to this size reach the shim (so oversized uplinks are counted, not dropped by
 /// the client); beyond it the client drops the connection and reconnects.
@@ -55,11 +56,13 @@ pub struct Bridge {
     pub events: broadcast::Sender<GatewayEvent>,
     pub presence: Arc<Presence>,
     pub health: Arc<Health>,
+    pub stats: Arc<Stats>,
     pub filters: Vec<String>,
 }
 
 impl Bridge {
-    /// Drives the event loop forever.
+    /// Drives the event loop; returns only when the ingest pipeline has stopped (the shim then exits,
+    /// so a supervisor restarts it rather than leaving a shim that subscribes but stores nothing).
     pub async fn run(self, mut eventloop: EventLoop) {
         let mut backoff = Duration::from_millis(100);
         let mut errors = LogThrottle::new(5, Duration::from_secs(60));
@@ -100,6 +103,16 @@ impl Bridge {
                 Ok(_) => {}
                 Err(e) => {
                     self.health.set_mqtt_subscribed(false);
+                    if let rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+                        rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size),
+                    )) = &e
+                    {
+                        // The client cannot read the packet, so not its topic either: charged to no gateway.
+                        // The clean session means the broker does not send it again after the reconnect.
+                        let error = format!("incoming packet of {size} bytes exceeds the client limit of {MAX_INCOMING_PACKET}");
+                        let at = crate::store::now_ms();
+                        self.stats.record(UNKNOWN_GATEWAY, Count::Rejected { reason: "too_large", error: &error, topic: "", at });
+                    }
                     if errors.allow() {
                         log::warn!("MQTT connection: {e}; reconnecting in {backoff:?}");
                     }

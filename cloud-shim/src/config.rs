@@ -76,7 +76,8 @@ fn addr(option: &'static str, v: &str) -> Result<SocketAddr, ConfigError> {
 /// `mqtt://HOST:PORT` (port defaults to 1883).
 pub fn parse_broker_url(v: &str) -> Result<BrokerMode, ConfigError> {
     let invalid = |reason: &str| ConfigError::Invalid { option: "--broker", value: v.into(), reason: reason.into() };
-    let rest = v.strip_prefix("mqtt://").or_else(|| v.strip_prefix("tcp://")).ok_or_else(|| invalid("expected mqtt://HOST:PORT"))?;
+    let rest =
+        v.strip_prefix("mqtt://").or_else(|| v.strip_prefix("tcp://")).ok_or_else(|| invalid("expected mqtt://HOST:PORT"))?;
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) => (h, p.parse::<u16>().map_err(|_| invalid("bad port"))?),
@@ -105,7 +106,8 @@ impl ServeConfig {
                 Some((n, v)) if n.starts_with("--") => (n, Some(v.to_owned())),
                 _ => (a.as_str(), None),
             };
-            let mut value = || inline.clone().or_else(|| it.next().cloned()).ok_or_else(|| ConfigError::MissingValue(name.to_owned()));
+            let mut value =
+                || inline.clone().or_else(|| it.next().cloned()).ok_or_else(|| ConfigError::MissingValue(name.to_owned()));
             match name {
                 "--data-dir" => data_dir = PathBuf::from(value()?),
                 "--http" => http = addr("--http", &value()?)?,
@@ -115,7 +117,11 @@ impl ServeConfig {
                 "--worker-url" => {
                     let v = value()?;
                     if !(v.starts_with("http://") || v.starts_with("https://")) {
-                        return Err(ConfigError::Invalid { option: "--worker-url", value: v, reason: "expected http(s)://...".into() });
+                        return Err(ConfigError::Invalid {
+                            option: "--worker-url",
+                            value: v,
+                            reason: "expected http(s)://...".into(),
+                        });
                     }
                     worker_url = Some(v.trim_end_matches('/').to_owned());
                 }
@@ -126,13 +132,21 @@ impl ServeConfig {
             }
         }
         if tls_cert.is_some() != tls_key.is_some() {
-            return Err(ConfigError::Invalid { option: "--tls-cert", value: String::new(), reason: "--tls-cert and --tls-key go together".into() });
+            return Err(ConfigError::Invalid {
+                option: "--tls-cert",
+                value: String::new(),
+                reason: "--tls-cert and --tls-key go together".into(),
+            });
         }
         let share_group = match (share_group, &broker) {
             (Some(g), _) if g.is_empty() || g == "none" => None,
             (Some(g), _) => {
                 if g.contains(['/', '+', '#']) {
-                    return Err(ConfigError::Invalid { option: "--share-group", value: g, reason: "must not contain / + #".into() });
+                    return Err(ConfigError::Invalid {
+                        option: "--share-group",
+                        value: g,
+                        reason: "must not contain / + #".into(),
+                    });
                 }
                 Some(g)
             }

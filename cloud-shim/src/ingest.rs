@@ -108,9 +108,14 @@ pub enum Outcome {
     /// Stored earlier (same gateway, boot and seq); nothing written now.
     Duplicate,
     /// Refused for good; `reason` is a rejection code (see [`Rejection`]).
-    Rejected { reason: String, error: String },
+    Rejected {
+        reason: String,
+        error: String,
+    },
     /// Not stored (the store failed); no receipt, so the sender retries.
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
 }
 
 /// Where groups are stored: the local SQLite writer or the Worker client.
@@ -237,11 +242,20 @@ fn run_backend(mut backend: Box<dyn Backend>, mut rx: mpsc::Receiver<Group>, don
     }
 }
 
+/// Seqs of one gateway to name in receipts after a group.
+#[derive(Default)]
+struct PendingReceipt {
+    accepted: Vec<u64>,
+    rejected: Vec<u64>,
+    /// Why the first rejected seq was refused (one reason per receipt).
+    reason: Option<String>,
+}
+
 async fn complete(mut rx: mpsc::Receiver<(Group, Vec<Outcome>)>, receipts: Option<AsyncClient>, stats: Arc<Stats>) {
     let mut throttle = LogThrottle::new(20, Duration::from_secs(60));
+    let mut receipt_drops = LogThrottle::new(5, Duration::from_secs(60));
     while let Some((group, outcomes)) = rx.recv().await {
-        // Per gateway: (accepted seqs, rejected seqs, first rejection reason).
-        let mut per_gw: BTreeMap<&str, (Vec<u64>, Vec<u64>, Option<String>)> = BTreeMap::new();
+        let mut per_gw: BTreeMap<&str, PendingReceipt> = BTreeMap::new();
         for (item, outcome) in group.items.iter().zip(&outcomes) {
             let gw = item.gateway();
             match outcome {
@@ -266,18 +280,27 @@ async fn complete(mut rx: mpsc::Receiver<(Group, Vec<Outcome>)>, receipts: Optio
             let Some((_, seq)) = item.boot_seq() else { continue };
             let entry = per_gw.entry(gw).or_default();
             match outcome {
-                Outcome::Stored | Outcome::Duplicate => entry.0.push(seq),
+                Outcome::Stored | Outcome::Duplicate => entry.accepted.push(seq),
                 // boot_seq() is only set for messages a rejected receipt may name (see Rejection::receipt).
                 Outcome::Rejected { error, .. } => {
-                    entry.1.push(seq);
-                    entry.2.get_or_insert_with(|| error.chars().take(200).collect());
+                    entry.rejected.push(seq);
+                    entry.reason.get_or_insert_with(|| error.chars().take(200).collect());
                 }
                 Outcome::Failed { .. } => {}
             }
         }
         if let Some(client) = &receipts {
-            for (gw, (accepted, rejected, reason)) in per_gw {
-                publish_receipts(client, gw, accepted, rejected, reason).await;
+            for (gw, pending) in per_gw {
+                for r in receipts_for(pending) {
+                    // try_: this task must never wait on the MQTT event loop, which may itself be waiting
+                    // for ingest to make room (a cycle). A dropped receipt costs one re-send by the agent,
+                    // which is receipted as a duplicate.
+                    if let Err(e) = client.try_publish(topic(gw, TopicKind::Receipt), QoS::AtLeastOnce, false, encode(&r)) {
+                        if receipt_drops.allow() {
+                            log::warn!("receipt for {gw} not sent ({e}); the agent will re-send and be receipted then");
+                        }
+                    }
+                }
             }
         }
         for (reply, range) in group.replies {
@@ -287,27 +310,16 @@ async fn complete(mut rx: mpsc::Receiver<(Group, Vec<Outcome>)>, receipts: Optio
     }
 }
 
-async fn publish_receipts(client: &AsyncClient, gw: &str, accepted: Vec<u64>, rejected: Vec<u64>, reason: Option<String>) {
-    if accepted.is_empty() && rejected.is_empty() {
-        return;
-    }
-    let t = topic(gw, TopicKind::Receipt);
-    let mut receipts = Vec::new();
-    for chunk in accepted.chunks(MAX_RECEIPT_SEQS) {
-        receipts.push(Receipt::accepted(chunk.to_vec()));
-    }
-    for chunk in rejected.chunks(MAX_RECEIPT_SEQS) {
+/// Receipts naming `p`'s seqs, each within the protocol's seq limit.
+fn receipts_for(p: PendingReceipt) -> Vec<Receipt> {
+    let mut out: Vec<Receipt> = p.accepted.chunks(MAX_RECEIPT_SEQS).map(|c| Receipt::accepted(c.to_vec())).collect();
+    for chunk in p.rejected.chunks(MAX_RECEIPT_SEQS) {
         let mut r = Receipt::accepted(Vec::new());
         r.rejected = Some(chunk.to_vec());
-        r.reason = reason.clone();
-        receipts.push(r);
+        r.reason = p.reason.clone();
+        out.push(r);
     }
-    for r in receipts {
-        if let Err(e) = client.publish(t.clone(), QoS::AtLeastOnce, false, encode(&r)).await {
-            // Only when the MQTT client has shut down; the agent re-sends and is receipted then.
-            log::warn!("cannot publish receipt to {gw}: {e}");
-        }
-    }
+    out
 }
 
 fn item_result(item: &Item, outcome: &Outcome) -> ItemResult {

@@ -2,16 +2,20 @@
 //! into a D1-schema SQLite store (or a Worker), and the HTTP API. See ARCHITECTURE.md.
 
 mod api;
+mod artifacts;
 mod bridge;
 mod broker;
+mod command_registry_gen;
 mod commands;
 mod config;
 mod ingest;
+mod objects;
 mod random;
 mod rejection;
 mod state;
 mod stats;
 mod store;
+mod tls;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -35,6 +39,8 @@ enum ServeError {
     Http { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("the ingest pipeline stopped; exiting so the shim is restarted")]
+    IngestStopped,
 }
 
 fn main() -> ExitCode {
@@ -122,6 +128,20 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     };
     let ingest = ingest::start(backend, Some(mqtt.clone()), stats.clone())?;
     let (events, _) = tokio::sync::broadcast::channel(1024);
+    // Artifacts (engineer D): URLs handed to gateways and clients use --public-url when set (reverse proxy),
+    // else the address this shim listens on.
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::load_server_config(cert, key).map_err(|e| std::io::Error::other(e.to_string()))?),
+        _ => None,
+    };
+    let public_url = config.public_url.clone().unwrap_or_else(|| {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", config.http)
+    });
+    let mut artifacts_cfg = artifacts::ArtifactsConfig::new(&config.data_dir, &public_url);
+    artifacts_cfg.api_token = Some(token.clone());
+    let artifacts = artifacts::Artifacts::open(artifacts_cfg).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let (command_sessions, command_sessions_rx) = commands::Sessions::new();
     let state = AppState {
         store,
         config: Arc::new(config.clone()),
@@ -132,19 +152,45 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         presence: Arc::new(Presence::default()),
         health: Arc::new(Health::default()),
         api_token: token.into(),
+        artifacts,
+        commands: command_sessions,
     };
+    // Subscribes to gateway events before the bridge can fire any.
+    commands::session::start(state.clone(), command_sessions_rx);
     let bridge = bridge::Bridge {
         client: mqtt,
         ingest,
         events,
         presence: state.presence.clone(),
         health: state.health.clone(),
+        stats: state.stats.clone(),
         filters: bridge::filters(config.share_group.as_deref()),
     };
-    tokio::spawn(bridge.run(eventloop));
-    log::info!("HTTP API on http://{}", http.local_addr()?);
+    // The bridge returns only if ingest died; then stop serving and exit non-zero so the supervisor
+    // restarts the shim instead of keeping one that answers HTTP but stores nothing.
+    let bridge_task = tokio::spawn(bridge.run(eventloop));
+    let ingest_died = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let died = ingest_died.clone();
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = bridge_task => died.store(true, std::sync::atomic::Ordering::SeqCst),
+        }
+    };
     let app = api::router(state);
-    axum::serve(http, app).with_graceful_shutdown(shutdown_signal()).await?;
+    match tls {
+        Some(tls_cfg) => {
+            log::info!("HTTP API on https://{}", http.local_addr()?);
+            axum::serve(tls::TlsListener::new(http, tls_cfg)?, app).with_graceful_shutdown(stop).await?;
+        }
+        None => {
+            log::info!("HTTP API on http://{}", http.local_addr()?);
+            axum::serve(http, app).with_graceful_shutdown(stop).await?;
+        }
+    }
+    if ingest_died.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(ServeError::IngestStopped);
+    }
     log::info!("shut down");
     Ok(())
 }

@@ -30,9 +30,7 @@ pub struct AppState {
     pub config: Arc<ServeConfig>,
     /// Publishes to the broker (receipts, commands). Never blocks the bridge: prefer `try_publish`
     /// from tasks that the bridge might wait on.
-    #[allow(dead_code, reason = "for the command sessions (engineer C)")]
     pub mqtt: AsyncClient,
-    #[allow(dead_code, reason = "for the command sessions (engineer C)")]
     pub events: broadcast::Sender<GatewayEvent>,
     pub ingest: IngestHandle,
     pub stats: Arc<Stats>,
@@ -40,6 +38,16 @@ pub struct AppState {
     pub health: Arc<Health>,
     /// Bearer token of clients (and of forwarding shims on `/v1/ingest`).
     pub api_token: Arc<str>,
+    /// Artifact uploads, downloads and grants (engineer D).
+    pub artifacts: crate::artifacts::Artifacts,
+    /// Wakes the command session task (engineer C).
+    pub commands: crate::commands::Sessions,
+}
+
+impl axum::extract::FromRef<AppState> for crate::artifacts::Artifacts {
+    fn from_ref(s: &AppState) -> Self {
+        s.artifacts.clone()
+    }
 }
 
 /// What the shim currently knows about each gateway's MQTT connection.
@@ -59,9 +67,15 @@ pub struct GatewayPresence {
     pub version: Option<String>,
 }
 
+/// Gateways tracked at most, against a flood of status messages under made-up ids.
+const MAX_PRESENCE: usize = 100_000;
+
 impl Presence {
     pub fn set(&self, gateway: &str, state: GatewayState, boot: u64, version: Option<String>) {
         if let Ok(mut m) = self.gateways.lock() {
+            if m.len() >= MAX_PRESENCE && !m.contains_key(gateway) {
+                return;
+            }
             let p = GatewayPresence {
                 online: state == GatewayState::Online,
                 boot: crate::store::boot_hex(boot),
@@ -76,7 +90,6 @@ impl Presence {
         self.gateways.lock().ok().and_then(|m| m.get(gateway).cloned())
     }
 
-    #[allow(dead_code, reason = "for the command sessions (engineer C)")]
     pub fn is_online(&self, gateway: &str) -> bool {
         self.get(gateway).is_some_and(|p| p.online)
     }

@@ -44,7 +44,8 @@ pub fn load_server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, 
     if chain.is_empty() {
         return Err(cert_err("no certificate found".into()));
     }
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key { path: key.display().to_string(), reason: e.to_string() })?;
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| TlsError::Key { path: key.display().to_string(), reason: e.to_string() })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

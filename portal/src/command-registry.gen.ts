@@ -100,7 +100,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       "destructive": false,
       "maxConcurrentPerGateway": 4,
       "rateLimit": {
-        "count": 60,
+        "count": 600,
         "perSecs": 60
       },
       "requiresConfirmation": false,
@@ -122,7 +122,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       "destructive": false,
       "maxConcurrentPerGateway": 4,
       "rateLimit": {
-        "count": 60,
+        "count": 600,
         "perSecs": 60
       },
       "requiresConfirmation": false,

@@ -29,12 +29,7 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 4] = [
-        Operation::Read,
-        Operation::Write,
-        Operation::Execute,
-        Operation::Observe,
-    ];
+    pub const ALL: [Operation; 4] = [Operation::Read, Operation::Write, Operation::Execute, Operation::Observe];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -63,13 +58,8 @@ pub enum ParamType {
 }
 
 impl ParamType {
-    pub const ALL: [ParamType; 5] = [
-        ParamType::Integer,
-        ParamType::Number,
-        ParamType::String,
-        ParamType::Boolean,
-        ParamType::Array,
-    ];
+    pub const ALL: [ParamType; 5] =
+        [ParamType::Integer, ParamType::Number, ParamType::String, ParamType::Boolean, ParamType::Array];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -102,13 +92,7 @@ pub enum Format {
 }
 
 impl Format {
-    pub const ALL: [Format; 5] = [
-        Format::Hostname,
-        Format::Host,
-        Format::Ipv4,
-        Format::Id,
-        Format::Printable,
-    ];
+    pub const ALL: [Format; 5] = [Format::Hostname, Format::Host, Format::Ipv4, Format::Id, Format::Printable];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -127,9 +111,7 @@ impl Format {
     /// What a matching value looks like, for error messages and docs.
     pub fn describe(self) -> &'static str {
         match self {
-            Format::Hostname => {
-                "a host name (letters, digits, '-' and '.' labels of 1-63 characters)"
-            }
+            Format::Hostname => "a host name (letters, digits, '-' and '.' labels of 1-63 characters)",
             Format::Host => "a host name or an IP address",
             Format::Ipv4 => "an IPv4 address",
             Format::Id => "1-64 characters from A-Z a-z 0-9 . _ : -",
@@ -140,9 +122,7 @@ impl Format {
     pub fn matches(self, s: &str) -> bool {
         match self {
             Format::Hostname => is_hostname(s),
-            Format::Host => {
-                is_hostname(s) || s.parse::<Ipv4Addr>().is_ok() || s.parse::<Ipv6Addr>().is_ok()
-            }
+            Format::Host => is_hostname(s) || s.parse::<Ipv4Addr>().is_ok() || s.parse::<Ipv6Addr>().is_ok(),
             Format::Ipv4 => s.parse::<Ipv4Addr>().is_ok(),
             Format::Id => validate_id("value", s).is_ok(),
             Format::Printable => !s.chars().any(char::is_control),
@@ -152,9 +132,7 @@ impl Format {
 
 fn is_hostname(s: &str) -> bool {
     // All-numeric dotted names would be mistaken for (invalid) IPv4 addresses; refuse them as host names.
-    let all_numeric = s
-        .split('.')
-        .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()));
+    let all_numeric = s.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()));
     !s.is_empty()
         && s.len() <= 253
         && !all_numeric
@@ -364,11 +342,7 @@ pub struct ParamError {
 
 impl ParamError {
     fn new(field: &str, rule: Rule, message: impl Into<String>) -> ParamError {
-        ParamError {
-            field: field.to_owned(),
-            rule,
-            message: message.into(),
-        }
+        ParamError { field: field.to_owned(), rule, message: message.into() }
     }
 }
 
@@ -392,8 +366,7 @@ pub fn check_command(
     params: &Value,
     confirm: bool,
 ) -> Result<(&'static CommandSpec, Value), CheckError> {
-    let spec = find(registry, command_type)
-        .ok_or_else(|| CheckError::UnknownType(command_type.to_owned()))?;
+    let spec = find(registry, command_type).ok_or_else(|| CheckError::UnknownType(command_type.to_owned()))?;
     if spec.safety.requires_confirmation && !confirm {
         return Err(CheckError::ConfirmationRequired(spec.command_type));
     }
@@ -409,24 +382,14 @@ pub fn validate_params(spec: &CommandSpec, params: &Value) -> Result<Value, Para
     let given = match params {
         Value::Null => &empty,
         Value::Map(m) => m,
-        other => {
-            return Err(ParamError::new(
-                "",
-                Rule::Object,
-                format!("params must be an object, got {}", other.type_name()),
-            ))
-        }
+        other => return Err(ParamError::new("", Rule::Object, format!("params must be an object, got {}", other.type_name()))),
     };
     if let Some(unknown) = given.keys().find(|k| spec.param(k).is_none()) {
         let known: Vec<&str> = spec.params.iter().map(|p| p.name).collect();
         let msg = if known.is_empty() {
             format!("{} takes no parameters", spec.command_type)
         } else {
-            format!(
-                "not a parameter of {} (known: {})",
-                spec.command_type,
-                known.join(", ")
-            )
+            format!("not a parameter of {} (known: {})", spec.command_type, known.join(", "))
         };
         return Err(ParamError::new(unknown, Rule::Unknown, msg));
     }
@@ -451,13 +414,7 @@ pub fn validate_params(spec: &CommandSpec, params: &Value) -> Result<Value, Para
 
 /// Validates one value against a parameter spec; `field` names it in errors.
 pub fn validate_value(p: &ParamSpec, field: &str, v: &Value) -> Result<Value, ParamError> {
-    let type_err = || {
-        ParamError::new(
-            field,
-            Rule::Type,
-            format!("must be {}, got {}", article(p.ty), v.type_name()),
-        )
-    };
+    let type_err = || ParamError::new(field, Rule::Type, format!("must be {}, got {}", article(p.ty), v.type_name()));
     let out = match p.ty {
         ParamType::Integer => {
             let i = v.as_i64().ok_or_else(type_err)?;
@@ -475,29 +432,17 @@ pub fn validate_value(p: &ParamSpec, field: &str, v: &Value) -> Result<Value, Pa
             let n = s.chars().count();
             if let Some(min) = p.min_length {
                 if n < min as usize {
-                    return Err(ParamError::new(
-                        field,
-                        Rule::MinLength,
-                        format!("must be at least {min} characters, got {n}"),
-                    ));
+                    return Err(ParamError::new(field, Rule::MinLength, format!("must be at least {min} characters, got {n}")));
                 }
             }
             if let Some(max) = p.max_length {
                 if n > max as usize {
-                    return Err(ParamError::new(
-                        field,
-                        Rule::MaxLength,
-                        format!("must be at most {max} characters, got {n}"),
-                    ));
+                    return Err(ParamError::new(field, Rule::MaxLength, format!("must be at most {max} characters, got {n}")));
                 }
             }
             if let Some(fmt) = p.pattern {
                 if !fmt.matches(s) {
-                    return Err(ParamError::new(
-                        field,
-                        Rule::Pattern,
-                        format!("must be {} ({})", fmt.describe(), fmt.as_str()),
-                    ));
+                    return Err(ParamError::new(field, Rule::Pattern, format!("must be {} ({})", fmt.describe(), fmt.as_str())));
                 }
             }
             v.clone()
@@ -535,11 +480,7 @@ pub fn validate_value(p: &ParamSpec, field: &str, v: &Value) -> Result<Value, Pa
     };
     if !p.enum_values.is_empty() && !p.enum_values.iter().any(|l| l.matches(&out)) {
         let allowed: Vec<String> = p.enum_values.iter().map(Lit::to_string).collect();
-        return Err(ParamError::new(
-            field,
-            Rule::Enum,
-            format!("must be one of {}", allowed.join(", ")),
-        ));
+        return Err(ParamError::new(field, Rule::Enum, format!("must be one of {}", allowed.join(", "))));
     }
     Ok(out)
 }
@@ -547,20 +488,12 @@ pub fn validate_value(p: &ParamSpec, field: &str, v: &Value) -> Result<Value, Pa
 fn check_range(p: &ParamSpec, field: &str, x: f64, shown: &str) -> Result<(), ParamError> {
     if let Some(min) = p.min {
         if x < min {
-            return Err(ParamError::new(
-                field,
-                Rule::Min,
-                format!("must be at least {min}, got {shown}"),
-            ));
+            return Err(ParamError::new(field, Rule::Min, format!("must be at least {min}, got {shown}")));
         }
     }
     if let Some(max) = p.max {
         if x > max {
-            return Err(ParamError::new(
-                field,
-                Rule::Max,
-                format!("must be at most {max}, got {shown}"),
-            ));
+            return Err(ParamError::new(field, Rule::Max, format!("must be at most {max}, got {shown}")));
         }
     }
     Ok(())
@@ -589,22 +522,15 @@ pub fn check_registry(registry: &[CommandSpec]) -> Result<(), String> {
         validate_id("command type", t).map_err(|e| format!("{t}: {e}"))?;
         let path_ok = c.path.starts_with('/')
             && c.path[1..].split('/').count() <= 3
-            && c.path[1..]
-                .split('/')
-                .all(|s| !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit()));
+            && c.path[1..].split('/').all(|s| !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit()));
         if !path_ok {
-            return Err(format!(
-                "{t}: path {:?} is not an LwM2M path like /3/0/4",
-                c.path
-            ));
+            return Err(format!("{t}: path {:?} is not an LwM2M path like /3/0/4", c.path));
         }
         if c.timeout_secs == 0 || c.timeout_secs > 86_400 {
             return Err(format!("{t}: timeoutSecs must be 1..=86400"));
         }
         if c.safety.destructive && !c.safety.requires_confirmation {
-            return Err(format!(
-                "{t}: destructive commands must require confirmation"
-            ));
+            return Err(format!("{t}: destructive commands must require confirmation"));
         }
         if c.safety.max_concurrent_per_gateway == 0 {
             return Err(format!("{t}: maxConcurrentPerGateway must be at least 1"));
@@ -634,19 +560,11 @@ fn check_param_spec(t: &str, p: &ParamSpec) -> Result<(), String> {
     if !numeric && (p.min.is_some() || p.max.is_some()) {
         return Err(format!("{t}.{n}: min/max apply to integer and number only"));
     }
-    if p.ty != ParamType::String
-        && (p.min_length.is_some() || p.max_length.is_some() || p.pattern.is_some())
-    {
-        return Err(format!(
-            "{t}.{n}: minLength/maxLength/pattern apply to strings only"
-        ));
+    if p.ty != ParamType::String && (p.min_length.is_some() || p.max_length.is_some() || p.pattern.is_some()) {
+        return Err(format!("{t}.{n}: minLength/maxLength/pattern apply to strings only"));
     }
-    if p.ty != ParamType::Array
-        && (p.min_items.is_some() || p.max_items.is_some() || p.items.is_some())
-    {
-        return Err(format!(
-            "{t}.{n}: minItems/maxItems/items apply to arrays only"
-        ));
+    if p.ty != ParamType::Array && (p.min_items.is_some() || p.max_items.is_some() || p.items.is_some()) {
+        return Err(format!("{t}.{n}: minItems/maxItems/items apply to arrays only"));
     }
     if let (Some(a), Some(b)) = (p.min, p.max) {
         if a > b {
@@ -654,27 +572,17 @@ fn check_param_spec(t: &str, p: &ParamSpec) -> Result<(), String> {
         }
     }
     if p.required && p.default.is_some() {
-        return Err(format!(
-            "{t}.{n}: a required parameter cannot have a default"
-        ));
+        return Err(format!("{t}.{n}: a required parameter cannot have a default"));
     }
     if let Some(items) = p.items {
         check_param_spec(t, items)?;
     }
     for l in p.enum_values {
-        validate_value(
-            &ParamSpec {
-                enum_values: &[],
-                ..*p
-            },
-            n,
-            &l.to_value(),
-        )
-        .map_err(|e| format!("{t}.{n}: enum value {l} is invalid: {e}"))?;
+        validate_value(&ParamSpec { enum_values: &[], ..*p }, n, &l.to_value())
+            .map_err(|e| format!("{t}.{n}: enum value {l} is invalid: {e}"))?;
     }
     if let Some(d) = p.default {
-        validate_value(p, n, &d.to_value())
-            .map_err(|e| format!("{t}.{n}: default {d} is invalid: {e}"))?;
+        validate_value(p, n, &d.to_value()).map_err(|e| format!("{t}.{n}: default {d} is invalid: {e}"))?;
     }
     Ok(())
 }
@@ -683,10 +591,8 @@ fn check_param_spec(t: &str, p: &ParamSpec) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    static ITEM: ParamSpec = ParamSpec {
-        enum_values: &[Lit::Str("logs"), Lit::Str("config")],
-        ..ParamSpec::new("", ParamType::String)
-    };
+    static ITEM: ParamSpec =
+        ParamSpec { enum_values: &[Lit::Str("logs"), Lit::Str("config")], ..ParamSpec::new("", ParamType::String) };
     static PARAMS: [ParamSpec; 7] = [
         ParamSpec {
             required: true,
@@ -695,37 +601,17 @@ mod tests {
             max_length: Some(20),
             ..ParamSpec::new("host", ParamType::String)
         },
-        ParamSpec {
-            required: true,
-            min: Some(1.0),
-            max: Some(65535.0),
-            ..ParamSpec::new("port", ParamType::Integer)
-        },
+        ParamSpec { required: true, min: Some(1.0), max: Some(65535.0), ..ParamSpec::new("port", ParamType::Integer) },
         ParamSpec {
             default: Some(Lit::Int(3000)),
             min: Some(50.0),
             max: Some(10000.0),
             ..ParamSpec::new("timeoutMs", ParamType::Integer)
         },
-        ParamSpec {
-            min: Some(0.5),
-            max: Some(2.5),
-            ..ParamSpec::new("ratio", ParamType::Number)
-        },
-        ParamSpec {
-            default: Some(Lit::Bool(false)),
-            ..ParamSpec::new("verbose", ParamType::Boolean)
-        },
-        ParamSpec {
-            enum_values: &[Lit::Str("error"), Lit::Str("warn")],
-            ..ParamSpec::new("level", ParamType::String)
-        },
-        ParamSpec {
-            min_items: Some(1),
-            max_items: Some(2),
-            items: Some(&ITEM),
-            ..ParamSpec::new("include", ParamType::Array)
-        },
+        ParamSpec { min: Some(0.5), max: Some(2.5), ..ParamSpec::new("ratio", ParamType::Number) },
+        ParamSpec { default: Some(Lit::Bool(false)), ..ParamSpec::new("verbose", ParamType::Boolean) },
+        ParamSpec { enum_values: &[Lit::Str("error"), Lit::Str("warn")], ..ParamSpec::new("level", ParamType::String) },
+        ParamSpec { min_items: Some(1), max_items: Some(2), items: Some(&ITEM), ..ParamSpec::new("include", ParamType::Array) },
     ];
     static SPEC: CommandSpec = CommandSpec {
         command_type: "net.test",
@@ -746,11 +632,7 @@ mod tests {
     };
     static DESTRUCTIVE: CommandSpec = CommandSpec {
         command_type: "device.reboot",
-        safety: Safety {
-            destructive: true,
-            requires_confirmation: true,
-            ..SPEC.safety
-        },
+        safety: Safety { destructive: true, requires_confirmation: true, ..SPEC.safety },
         params: &[],
         ..SPEC
     };
@@ -792,89 +674,35 @@ mod tests {
     #[test]
     fn each_rule() {
         assert_eq!(err(Value::Array(vec![])), ("".into(), Rule::Object));
-        assert_eq!(
-            err(with("bogus", Value::Int(1))),
-            ("bogus".into(), Rule::Unknown)
-        );
+        assert_eq!(err(with("bogus", Value::Int(1))), ("bogus".into(), Rule::Unknown));
         assert_eq!(err(without("port")), ("port".into(), Rule::Required));
-        assert_eq!(
-            err(with("port", Value::Null)),
-            ("port".into(), Rule::Required)
-        );
+        assert_eq!(err(with("port", Value::Null)), ("port".into(), Rule::Required));
         assert_eq!(err(with("port", "443".into())), ("port".into(), Rule::Type));
-        assert_eq!(
-            err(with("port", Value::Float(1.5))),
-            ("port".into(), Rule::Type)
-        );
+        assert_eq!(err(with("port", Value::Float(1.5))), ("port".into(), Rule::Type));
         assert_eq!(err(with("port", Value::Int(0))), ("port".into(), Rule::Min));
-        assert_eq!(
-            err(with("port", Value::Int(70000))),
-            ("port".into(), Rule::Max)
-        );
-        assert_eq!(
-            err(with("ratio", Value::Float(0.1))),
-            ("ratio".into(), Rule::Min)
-        );
-        assert_eq!(
-            err(with("ratio", Value::Int(3))),
-            ("ratio".into(), Rule::Max)
-        );
-        assert_eq!(
-            err(with("ratio", Value::Float(f64::NAN))),
-            ("ratio".into(), Rule::Type)
-        );
-        assert_eq!(
-            err(with("verbose", Value::Int(1))),
-            ("verbose".into(), Rule::Type)
-        );
-        assert_eq!(
-            err(with("host", "".into())),
-            ("host".into(), Rule::MinLength)
-        );
-        assert_eq!(
-            err(with("host", "a".repeat(21).into())),
-            ("host".into(), Rule::MaxLength)
-        );
-        assert_eq!(
-            err(with("host", "bad host;rm".into())),
-            ("host".into(), Rule::Pattern)
-        );
-        assert_eq!(
-            err(with("level", "info".into())),
-            ("level".into(), Rule::Enum)
-        );
-        assert_eq!(
-            err(with("include", Value::Array(vec![]))),
-            ("include".into(), Rule::MinItems)
-        );
+        assert_eq!(err(with("port", Value::Int(70000))), ("port".into(), Rule::Max));
+        assert_eq!(err(with("ratio", Value::Float(0.1))), ("ratio".into(), Rule::Min));
+        assert_eq!(err(with("ratio", Value::Int(3))), ("ratio".into(), Rule::Max));
+        assert_eq!(err(with("ratio", Value::Float(f64::NAN))), ("ratio".into(), Rule::Type));
+        assert_eq!(err(with("verbose", Value::Int(1))), ("verbose".into(), Rule::Type));
+        assert_eq!(err(with("host", "".into())), ("host".into(), Rule::MinLength));
+        assert_eq!(err(with("host", "a".repeat(21).into())), ("host".into(), Rule::MaxLength));
+        assert_eq!(err(with("host", "bad host;rm".into())), ("host".into(), Rule::Pattern));
+        assert_eq!(err(with("level", "info".into())), ("level".into(), Rule::Enum));
+        assert_eq!(err(with("include", Value::Array(vec![]))), ("include".into(), Rule::MinItems));
         let three = Value::Array(vec!["logs".into(), "logs".into(), "logs".into()]);
-        assert_eq!(
-            err(with("include", three)),
-            ("include".into(), Rule::MaxItems)
-        );
+        assert_eq!(err(with("include", three)), ("include".into(), Rule::MaxItems));
         let bad_item = Value::Array(vec!["logs".into(), "secrets".into()]);
-        assert_eq!(
-            err(with("include", bad_item)),
-            ("include[1]".into(), Rule::Enum)
-        );
-        assert_eq!(
-            err(with("include", "logs".into())),
-            ("include".into(), Rule::Type)
-        );
+        assert_eq!(err(with("include", bad_item)), ("include[1]".into(), Rule::Enum));
+        assert_eq!(err(with("include", "logs".into())), ("include".into(), Rule::Type));
     }
 
     #[test]
     fn valid_values_pass() {
         for host in ["example.org", "10.0.0.1", "::1", "gw-1", "a.b-c.d"] {
-            assert!(
-                validate_params(&SPEC, &with("host", host.into())).is_ok(),
-                "{host}"
-            );
+            assert!(validate_params(&SPEC, &with("host", host.into())).is_ok(), "{host}");
         }
-        let ok = with(
-            "include",
-            Value::Array(vec!["logs".into(), "config".into()]),
-        );
+        let ok = with("include", Value::Array(vec!["logs".into(), "config".into()]));
         assert!(validate_params(&SPEC, &ok).is_ok());
         assert!(validate_params(&SPEC, &with("level", "warn".into())).is_ok());
         assert!(validate_params(&SPEC, &with("ratio", Value::Int(1))).is_ok());
@@ -894,22 +722,13 @@ mod tests {
 
     #[test]
     fn check_command_rules() {
-        assert!(matches!(
-            check_command(&REGISTRY, "nope", &Value::Null, false),
-            Err(CheckError::UnknownType(_))
-        ));
+        assert!(matches!(check_command(&REGISTRY, "nope", &Value::Null, false), Err(CheckError::UnknownType(_))));
         assert!(matches!(
             check_command(&REGISTRY, "device.reboot", &Value::Null, false),
             Err(CheckError::ConfirmationRequired("device.reboot"))
         ));
         assert!(check_command(&REGISTRY, "device.reboot", &Value::Null, true).is_ok());
-        let e = check_command(
-            &REGISTRY,
-            "device.reboot",
-            &Value::map([("x", Value::Int(1))]),
-            true,
-        )
-        .unwrap_err();
+        let e = check_command(&REGISTRY, "device.reboot", &Value::map([("x", Value::Int(1))]), true).unwrap_err();
         assert!(e.to_string().contains("takes no parameters"), "{e}");
     }
 
@@ -918,32 +737,13 @@ mod tests {
         assert!(check_registry(&REGISTRY).is_ok());
         let dup = [SPEC, SPEC];
         assert!(check_registry(&dup).unwrap_err().contains("twice"));
-        let bad_path = [CommandSpec {
-            path: "3/0",
-            ..SPEC
-        }];
+        let bad_path = [CommandSpec { path: "3/0", ..SPEC }];
         assert!(check_registry(&bad_path).unwrap_err().contains("path"));
-        let unconfirmed = [CommandSpec {
-            safety: Safety {
-                destructive: true,
-                ..SPEC.safety
-            },
-            ..SPEC
-        }];
-        assert!(check_registry(&unconfirmed)
-            .unwrap_err()
-            .contains("confirmation"));
-        static BAD_DEFAULT: [ParamSpec; 1] = [ParamSpec {
-            default: Some(Lit::Int(5)),
-            min: Some(10.0),
-            ..ParamSpec::new("x", ParamType::Integer)
-        }];
-        let bad_default = [CommandSpec {
-            params: &BAD_DEFAULT,
-            ..SPEC
-        }];
-        assert!(check_registry(&bad_default)
-            .unwrap_err()
-            .contains("default"));
+        let unconfirmed = [CommandSpec { safety: Safety { destructive: true, ..SPEC.safety }, ..SPEC }];
+        assert!(check_registry(&unconfirmed).unwrap_err().contains("confirmation"));
+        static BAD_DEFAULT: [ParamSpec; 1] =
+            [ParamSpec { default: Some(Lit::Int(5)), min: Some(10.0), ..ParamSpec::new("x", ParamType::Integer) }];
+        let bad_default = [CommandSpec { params: &BAD_DEFAULT, ..SPEC }];
+        assert!(check_registry(&bad_default).unwrap_err().contains("default"));
     }
 }

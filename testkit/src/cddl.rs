@@ -36,3 +36,8 @@ pub fn validate(rule: &str, cbor: &[u8]) -> Result<(), String> {
     let cddl = cddl_for_rule(rule);
     cddl::validate_cbor_from_slice(&cddl, cbor, None).map_err(|e| format!("{rule}: {e}"))
 }
+
+/// Validates `cbor` against the first rule of the CDDL document `doc` (for tests of the validator itself).
+pub fn validate_doc(doc: &str, cbor: &[u8]) -> Result<(), String> {
+    cddl::validate_cbor_from_slice(doc, cbor, None).map_err(|e| e.to_string())
+}

@@ -87,7 +87,11 @@ impl Collector for AgentHealth {
         m.push(Metric::new("agent.uptime_secs", self.started.elapsed().as_secs()));
 
         let statm = read(&self.statm)?;
-        let resident: u64 = statm.split_whitespace().nth(1).and_then(|f| f.parse().ok()).ok_or_else(|| parse_err(&self.statm, "no resident field"))?;
+        let resident: u64 = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| parse_err(&self.statm, "no resident field"))?;
         m.push(Metric::new("agent.rss_bytes", resident * self.page_size));
 
         let ticks = parse_cpu_ticks(&read(&self.stat)?).ok_or_else(|| parse_err(&self.stat, "no utime/stime"))?;
@@ -120,7 +124,8 @@ mod tests {
     fn reports_rss_counters_and_cpu() {
         let t = Tree::new("agent");
         t.write("proc/self/statm", "5000 1000 300 10 0 800 0\n").write("proc/self/stat", STAT);
-        let counters = HealthCounters { queue_depth: 7, queue_bytes: 700, dropped: 2, reconnects: 3, published: 99, ..Default::default() };
+        let counters =
+            HealthCounters { queue_depth: 7, queue_bytes: 700, dropped: 2, reconnects: 3, published: 99, ..Default::default() };
         let mut h = AgentHealth::new(&t.roots(), Instant::now(), Box::new(move || counters));
         std::thread::sleep(std::time::Duration::from_millis(20));
         let mut r = Report::default();

@@ -67,7 +67,11 @@ impl Collector for Devices {
                 .enumerate()
                 .map(|(ci, chunk)| {
                     s.spawn(move || {
-                        chunk.iter().enumerate().map(|(i, (_, target))| (ci * per_thread + i, tcp_probe(target, timeout))).collect::<Vec<_>>()
+                        chunk
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (_, target))| (ci * per_thread + i, tcp_probe(target, timeout)))
+                            .collect::<Vec<_>>()
                     })
                 })
                 .collect();
@@ -103,8 +107,14 @@ mod tests {
             let l2 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l2.local_addr().unwrap()
         }; // dropped: nothing listens there now
-        let dev = |id: &str, addr: Option<String>| DeviceConfig { id: id.into(), device_type: "CAMERA".into(), address: addr, ..Default::default() };
-        let devs = vec![dev("cam-up", Some(open.to_string())), dev("cam-down", Some(closed.to_string())), dev("cam-noaddr", None)];
+        let dev = |id: &str, addr: Option<String>| DeviceConfig {
+            id: id.into(),
+            device_type: "CAMERA".into(),
+            address: addr,
+            ..Default::default()
+        };
+        let devs =
+            vec![dev("cam-up", Some(open.to_string())), dev("cam-down", Some(closed.to_string())), dev("cam-noaddr", None)];
         let mut c = Devices::new(&devs, Duration::from_millis(500), 2);
         let mut r = Report::default();
         c.collect(&mut r).unwrap();

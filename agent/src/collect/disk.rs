@@ -11,7 +11,8 @@ use super::{read, round1, CollectError, Collector, Report, Roots};
 /// Filesystems worth reporting when no explicit mount list is configured: real storage, including
 /// the overlay roots of A/B-updated images. Pseudo filesystems (proc, tmpfs, cgroup, ...) and
 /// read-only images (squashfs, always 100 % full) are left out.
-const REAL_FS: &[&str] = &["ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "vfat", "exfat", "ubifs", "jffs2", "overlay", "ntfs", "ntfs3"];
+const REAL_FS: &[&str] =
+    &["ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "vfat", "exfat", "ubifs", "jffs2", "overlay", "ntfs", "ntfs3"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
@@ -58,7 +59,7 @@ pub fn select(mounts: &[Mount], wanted: &[String]) -> Vec<Mount> {
             if wanted.is_empty() {
                 REAL_FS.contains(&m.fstype.as_str()) && seen_dev.insert(m.device.clone())
             } else {
-                wanted.iter().any(|w| *w == m.point)
+                wanted.contains(&m.point)
             }
         })
         .filter(|m| seen_point.insert(m.point.clone()))
@@ -78,7 +79,8 @@ pub struct Usage {
 
 /// statvfs(3) of a mount point.
 pub fn statvfs(path: &Path) -> std::io::Result<Usage> {
-    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     // SAFETY: `c` is a valid NUL-terminated string and `st` a properly sized out-parameter that
     // statvfs fully initialises when it returns 0.
     let st = unsafe {
@@ -122,7 +124,11 @@ impl Collector for Disk {
                     // Like df: the share of what non-root users can use.
                     let usable = u.used + u.avail;
                     if usable > 0 {
-                        out.gateway.push(Metric::labelled("disk.used_pct", &m.point, round1(u.used as f64 * 100.0 / usable as f64)));
+                        out.gateway.push(Metric::labelled(
+                            "disk.used_pct",
+                            &m.point,
+                            round1(u.used as f64 * 100.0 / usable as f64),
+                        ));
                     }
                 }
                 Ok(_) => {}

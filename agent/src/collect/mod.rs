@@ -91,7 +91,7 @@ impl Collectors {
 
 #[cfg(test)]
 pub(crate) mod fixture {
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
 
     /// A throwaway directory tree standing in for /proc and /sys.
     pub struct Tree(pub PathBuf);
@@ -110,9 +110,6 @@ pub(crate) mod fixture {
         }
         pub fn roots(&self) -> super::Roots {
             super::Roots { proc: self.0.join("proc"), sys: self.0.join("sys") }
-        }
-        pub fn path(&self) -> &Path {
-            &self.0
         }
     }
 

@@ -69,7 +69,7 @@ pub fn run(job: &Job, argv: &[String]) -> Result<ChildOutput, CommandError> {
         if job.should_stop() {
             kill_group(pid);
             let _ = child.wait();
-            log::info!("command {}: killed process group {pid} ({prog})", job.id);
+            log::info!("command {} ({}): killed process group {pid} ({prog})", job.id, job.spec.command_type);
             return Err(CommandError::Stopped);
         }
         match child.try_wait() {

@@ -56,7 +56,9 @@ pub fn run(job: &Job) -> Result<Output, CommandError> {
     let serial = read_trimmed(&dt.join("serial-number"))
         .or_else(|| read_trimmed(&dmi.join("product_serial")))
         .or_else(|| std::fs::read_to_string(proc_root.join("cpuinfo")).ok().as_deref().and_then(cpuinfo_serial));
-    let os_release = std::fs::read_to_string("/etc/os-release").or_else(|_| std::fs::read_to_string("/usr/lib/os-release")).unwrap_or_default();
+    let os_release = std::fs::read_to_string("/etc/os-release")
+        .or_else(|_| std::fs::read_to_string("/usr/lib/os-release"))
+        .unwrap_or_default();
     let firmware = os_release_field(&os_release, "PRETTY_NAME").or_else(|| os_release_field(&os_release, "NAME"));
     let uptime_secs = std::fs::read_to_string(proc_root.join("uptime"))
         .ok()

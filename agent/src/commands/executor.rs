@@ -131,10 +131,7 @@ impl Executor {
             active: Mutex::new(HashMap::new()),
         });
         shared.recover()?;
-        std::thread::Builder::new()
-            .name("commands".into())
-            .spawn(move || shared.serve(rx))
-            .map_err(ExecutorError::Thread)
+        std::thread::Builder::new().name("commands".into()).spawn(move || shared.serve(rx)).map_err(ExecutorError::Thread)
     }
 }
 
@@ -173,7 +170,13 @@ impl Shared {
         for p in pending {
             let outcome = self.recovered_outcome(&p);
             let Some(outcome) = outcome else { continue };
-            log::warn!("command {} ({}) left {} by the previous agent run: reporting {}", p.id, p.command_type, p.state, outcome.state.as_str());
+            log::warn!(
+                "command {} ({}) left {} by the previous agent run: reporting {}",
+                p.id,
+                p.command_type,
+                p.state,
+                outcome.state.as_str()
+            );
             self.finish(&p.id, outcome)?;
         }
         Ok(())
@@ -259,7 +262,10 @@ impl Shared {
         let (spec, params) = check_command(self.opts.registry, &req.command_type, &req.params, req.confirm)
             .map_err(|e| (CommandState::Rejected, e.to_string()))?;
         if !spec.targets("gateway") {
-            return Err((CommandState::Rejected, format!("{} targets {:?}, not this gateway", spec.command_type, spec.safety.targets)));
+            return Err((
+                CommandState::Rejected,
+                format!("{} targets {:?}, not this gateway", spec.command_type, spec.safety.targets),
+            ));
         }
         if runner(spec.command_type).is_none() {
             return Err((CommandState::Rejected, CommandError::Unsupported(spec.command_type).to_string()));
@@ -292,16 +298,23 @@ impl Shared {
         self.finish(&c.id, Outcome::error(CommandState::Cancelled, "cancelled before the gateway received it"))
     }
 
-    fn supervise(self: Arc<Self>, req: CommandRequest, spec: &'static CommandSpec, params: Value, slot: Slot, active: Arc<Active>) {
+    fn supervise(
+        self: Arc<Self>,
+        req: CommandRequest,
+        spec: &'static CommandSpec,
+        params: Value,
+        slot: Slot,
+        active: Arc<Active>,
+    ) {
         let id = req.id.clone();
         let outcome = self.execute(req, spec, params, &active);
         // The restart hook normally ends the process here.
         let restart = outcome.is_none();
         let result = match outcome {
             Some(o) => self.finish(&id, o),
-            None => lock(&self.journal)
-                .set_state(&id, RESTARTING, None, None, crate::clock::now_ms())
-                .map_err(ExecutorError::from),
+            None => {
+                lock(&self.journal).set_state(&id, RESTARTING, None, None, crate::clock::now_ms()).map_err(ExecutorError::from)
+            }
         };
         if let Err(e) = result {
             log::error!("command {id}: {e}");
@@ -374,7 +387,9 @@ impl Shared {
             }
         };
         Some(match result {
-            Ok(Output { result, artifacts }) => Outcome { state: CommandState::Succeeded, result: Some(result), error: None, artifacts },
+            Ok(Output { result, artifacts }) => {
+                Outcome { state: CommandState::Succeeded, result: Some(result), error: None, artifacts }
+            }
             Err(CommandError::RestartRequested) => return None,
             Err(CommandError::Stopped) if active.cancel_requested.load(Ordering::SeqCst) => {
                 Outcome::error(CommandState::Cancelled, "cancelled while running")
@@ -392,7 +407,13 @@ impl Shared {
             outcome = Outcome::error(CommandState::Failed, format!("result of {n} bytes is too large for a command update"));
         }
         let blob = outcome.result.as_ref().map(encode);
-        lock(&self.journal).set_state(id, outcome.state.as_str(), blob.as_deref(), outcome.error.as_deref(), crate::clock::now_ms())?;
+        lock(&self.journal).set_state(
+            id,
+            outcome.state.as_str(),
+            blob.as_deref(),
+            outcome.error.as_deref(),
+            crate::clock::now_ms(),
+        )?;
         self.report(id, &outcome)
     }
 

@@ -16,7 +16,7 @@ use scs_protocol::{
 
 use super::executor::{Executor, Options};
 use super::journal::Journal;
-use crate::config::{Config, Settings};
+use crate::config::{CommandsConfig, Config, Settings};
 use crate::context::{AgentContext, AgentMetrics, Shutdown};
 use crate::queue::{Queue, QueueOptions};
 
@@ -33,11 +33,12 @@ struct Rig {
 }
 
 fn config(dir: &Path, reboot: &[String]) -> Config {
-    let mut cfg = Config::default();
-    cfg.gateway_id = GW.into();
-    cfg.data_dir = dir.to_owned();
-    cfg.commands.reboot_command = reboot.to_vec();
-    cfg
+    Config {
+        gateway_id: GW.into(),
+        data_dir: dir.to_owned(),
+        commands: CommandsConfig { reboot_command: reboot.to_vec() },
+        ..Config::default()
+    }
 }
 
 fn temp_dir(name: &str) -> PathBuf {

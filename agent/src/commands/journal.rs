@@ -73,7 +73,14 @@ impl Journal {
 
     /// Records a new command id with its first decided state. Returns false (and changes nothing)
     /// if the id is already known: the caller must not act on it again.
-    pub fn insert(&self, id: &str, command_type: &str, state: CommandState, boot: u64, now_ms: u64) -> Result<bool, JournalError> {
+    pub fn insert(
+        &self,
+        id: &str,
+        command_type: &str,
+        state: CommandState,
+        boot: u64,
+        now_ms: u64,
+    ) -> Result<bool, JournalError> {
         let ran = matches!(state, CommandState::Accepted);
         let n = self
             .conn
@@ -99,7 +106,14 @@ impl Journal {
 
     /// Moves a command to `state` (a `CommandState` name or [`RESTARTING`]), keeping the outcome for
     /// re-reporting after a crash.
-    pub fn set_state(&self, id: &str, state: &str, result: Option<&[u8]>, error: Option<&str>, now_ms: u64) -> Result<(), JournalError> {
+    pub fn set_state(
+        &self,
+        id: &str,
+        state: &str,
+        result: Option<&[u8]>,
+        error: Option<&str>,
+        now_ms: u64,
+    ) -> Result<(), JournalError> {
         self.conn
             .prepare_cached("UPDATE commands SET state = ?2, result = ?3, error = ?4, updated_ms = ?5 WHERE id = ?1")
             .and_then(|mut s| s.execute(params![id, state, result, error, now_ms as i64]))

@@ -50,6 +50,7 @@ impl Concurrency {
         Ok(Slot { owner: self.clone(), command_type: spec.command_type })
     }
 
+    #[cfg(test)]
     pub fn running(&self, command_type: &str) -> u32 {
         let m = self.running.lock().unwrap_or_else(|e| e.into_inner());
         m.get(command_type).copied().unwrap_or(0)

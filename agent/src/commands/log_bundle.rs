@@ -114,7 +114,7 @@ pub fn build(
     let mut tar = Tar { out: GzEncoder::new(writer, Compression::default()), mtime: now_secs() };
     let mut summary = BundleSummary::default();
     let prefix = format!("log-bundle-{}", src.gateway_id);
-    let mut add = |tar: &mut Tar<_>, name: &str, data: &[u8], summary: &mut BundleSummary| -> Result<(), CommandError> {
+    let add = |tar: &mut Tar<_>, name: &str, data: &[u8], summary: &mut BundleSummary| -> Result<(), CommandError> {
         let full = format!("{prefix}/{name}");
         tar.add_bytes(&full, data).map_err(|e| failed_io("writing the bundle", e))?;
         summary.files.push(name.to_string());
@@ -225,8 +225,26 @@ fn read_capped(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
 /// `df`-style lines for the real filesystems in `mounts` (statvfs; pseudo filesystems skipped).
 fn disk_usage(mounts: &Path) -> String {
     const PSEUDO: &[&str] = &[
-        "proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "securityfs", "pstore", "debugfs", "tracefs", "mqueue", "bpf",
-        "configfs", "fusectl", "hugetlbfs", "autofs", "binfmt_misc", "nsfs", "rpc_pipefs", "efivarfs",
+        "proc",
+        "sysfs",
+        "devtmpfs",
+        "devpts",
+        "cgroup",
+        "cgroup2",
+        "securityfs",
+        "pstore",
+        "debugfs",
+        "tracefs",
+        "mqueue",
+        "bpf",
+        "configfs",
+        "fusectl",
+        "hugetlbfs",
+        "autofs",
+        "binfmt_misc",
+        "nsfs",
+        "rpc_pipefs",
+        "efivarfs",
     ];
     let mut out = String::from("mount fstype size_bytes used_bytes avail_bytes\n");
     let Ok(text) = std::fs::read_to_string(mounts) else { return out };
@@ -382,7 +400,9 @@ mod tests {
         GzDecoder::new(File::open(&file.path).expect("open")).read_to_end(&mut raw).expect("gunzip");
         let entries = untar(&raw);
         let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
-        for want in ["config.toml", "queue.txt", "system/version", "system/df", "logs/agent.log", "logs/agent.log.1", "manifest.txt"] {
+        for want in
+            ["config.toml", "queue.txt", "system/version", "system/df", "logs/agent.log", "logs/agent.log.1", "manifest.txt"]
+        {
             assert!(names.contains(&format!("log-bundle-gw-1/{want}").as_str()), "{want} missing from {names:?}");
         }
         let log = &entries.iter().find(|(n, _)| n.ends_with("logs/agent.log")).expect("log").1;
@@ -393,7 +413,9 @@ mod tests {
         // A small maxBytes keeps the newest part of the log and says so.
         let (file, summary) = build(&spool, &src, 3600, 100 * 1024, &["logs".to_string()], &|| false).expect("small bundle");
         assert!(file.size <= 100 * 1024);
-        assert!(summary.truncated.iter().any(|t| t == "logs/agent.log.1") || summary.truncated.iter().any(|t| t == "logs/agent.log"));
+        assert!(
+            summary.truncated.iter().any(|t| t == "logs/agent.log.1") || summary.truncated.iter().any(|t| t == "logs/agent.log")
+        );
         spool.remove(&file);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -404,7 +426,15 @@ mod tests {
         let logs = dir.join("logs");
         std::fs::create_dir_all(&logs).expect("logs");
         // Incompressible content, so the gzip output really exceeds the cap.
-        let noise: Vec<u8> = (0..3u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let noise: Vec<u8> = (0..3u32 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
         std::fs::write(logs.join("agent.log"), &noise).expect("log");
         let spool = Spool::open(&dir, 1 << 20).expect("spool");
         let src = Sources {

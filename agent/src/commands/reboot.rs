@@ -18,15 +18,12 @@ pub fn run(job: &Job) -> Result<Output, CommandError> {
     log::warn!("command {}: rebooting the gateway with {argv:?}", job.id);
     let out = child::run(job, argv)?;
     if !out.status.success() {
-        return Err(CommandError::Failed(format!(
-            "reboot command {argv:?} failed ({}): {}",
-            out.status,
-            out.stderr.trim()
-        )));
+        return Err(CommandError::Failed(format!("reboot command {argv:?} failed ({}): {}", out.status, out.stderr.trim())));
     }
     Ok(Output::value(Value::map([
         ("initiated", Value::Bool(true)),
         ("command", Value::Array(argv.iter().map(|a| Value::from(a.as_str())).collect())),
         ("delaySecs", Value::from(delay)),
+        ("output", Value::from(out.stdout.trim())),
     ])))
 }

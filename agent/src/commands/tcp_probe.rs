@@ -54,7 +54,9 @@ pub fn run(job: &Job) -> Result<Output, CommandError> {
                 best = Some(best.map_or(ms, |b: f64| b.min(ms)));
                 Value::map([("ok", Value::Bool(true)), ("latencyMs", Value::Float(ms))])
             }
-            Err(e) => Value::map([("ok", Value::Bool(false)), ("error", Value::from(e.to_string())), ("elapsedMs", Value::Float(ms))]),
+            Err(e) => {
+                Value::map([("ok", Value::Bool(false)), ("error", Value::from(e.to_string())), ("elapsedMs", Value::Float(ms))])
+            }
         });
     }
     Ok(Output::value(Value::map([

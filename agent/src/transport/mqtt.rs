@@ -18,7 +18,9 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::{Client, Connection, Event, LastWill, MqttOptions, NetworkOptions, Packet, QoS, RecvTimeoutError, TlsConfiguration, Transport};
+use rumqttc::{
+    Client, Connection, Event, LastWill, MqttOptions, NetworkOptions, Packet, QoS, RecvTimeoutError, TlsConfiguration, Transport,
+};
 use scs_protocol::limits::{MAX_DOWNLINK_BYTES, MAX_UPLINK_BYTES};
 use scs_protocol::topics::topic;
 use scs_protocol::{decode_downlink, encode, Downlink, GatewayState, Status, TopicKind, PROTOCOL_VERSION};
@@ -147,7 +149,8 @@ pub struct MqttTransport {
 impl MqttTransport {
     pub fn new(ctx: &AgentContext, publisher: Publisher, downlink: Sender<Downlink>) -> Result<MqttTransport, TransportError> {
         let cfg = ctx.config.mqtt.clone();
-        let url = BrokerUrl::parse(&cfg.broker).map_err(|reason| TransportError::Url { gateway: ctx.gateway_id.clone(), reason })?;
+        let url =
+            BrokerUrl::parse(&cfg.broker).map_err(|reason| TransportError::Url { gateway: ctx.gateway_id.clone(), reason })?;
         let tls = if url.tls { Some(tls_config(&cfg, &ctx.gateway_id)?) } else { None };
         Ok(MqttTransport {
             gateway: ctx.gateway_id.clone(),
@@ -185,7 +188,12 @@ impl MqttTransport {
         o.set_max_packet_size(MAX_DOWNLINK_BYTES * 2 + 1024, MAX_UPLINK_BYTES + 1024);
         // rumqttc's own QoS 1 window must never be the bottleneck of ours.
         o.set_inflight(u16::try_from(c.inflight_window + 16).unwrap_or(u16::MAX));
-        o.set_last_will(LastWill::new(topic(&self.gateway, TopicKind::Status), self.status(GatewayState::Offline), QoS::AtLeastOnce, true));
+        o.set_last_will(LastWill::new(
+            topic(&self.gateway, TopicKind::Status),
+            self.status(GatewayState::Offline),
+            QoS::AtLeastOnce,
+            true,
+        ));
         if let Some(user) = &c.username {
             o.set_credentials(user.clone(), c.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default());
         }
@@ -201,9 +209,18 @@ impl MqttTransport {
 
     /// Connection loop; returns at shutdown.
     pub fn run(mut self) {
-        let mut backoff =
-            Backoff::new(Duration::from_millis(self.cfg.reconnect_min_ms), Duration::from_secs(self.cfg.reconnect_max_secs), crate::clock::random_u64());
-        log::info!("mqtt: gateway {} -> {}://{}:{}", self.gateway, if self.url.tls { "mqtts" } else { "mqtt" }, self.url.host, self.url.port);
+        let mut backoff = Backoff::new(
+            Duration::from_millis(self.cfg.reconnect_min_ms),
+            Duration::from_secs(self.cfg.reconnect_max_secs),
+            crate::clock::random_u64(),
+        );
+        log::info!(
+            "mqtt: gateway {} -> {}://{}:{}",
+            self.gateway,
+            if self.url.tls { "mqtts" } else { "mqtt" },
+            self.url.host,
+            self.url.port
+        );
         loop {
             self.heartbeat();
             // Channel room for a full window plus subscribe/status/acks, so try_publish never fails
@@ -277,7 +294,10 @@ impl MqttTransport {
                 Ok(Err(e)) => return (End::Lost(e.to_string()), connected),
                 Err(RecvTimeoutError::Timeout) => {
                     if !connected {
-                        return (End::Stalled(format!("connect to {} did not finish in {:?}", self.url.host, connect_wait)), false);
+                        return (
+                            End::Stalled(format!("connect to {} did not finish in {:?}", self.url.host, connect_wait)),
+                            false,
+                        );
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => return (End::Lost("client request channel closed".into()), connected),
@@ -293,7 +313,13 @@ impl MqttTransport {
         client.try_subscribe(down, QoS::AtLeastOnce)?;
         client.try_publish(topic(&self.gateway, TopicKind::Status), QoS::AtLeastOnce, true, self.status(GatewayState::Online))?;
         self.metrics.connected.store(true, Ordering::Relaxed);
-        log::info!("mqtt: connected to {}:{} as gateway {} (boot {:016x})", self.url.host, self.url.port, self.gateway, self.boot);
+        log::info!(
+            "mqtt: connected to {}:{} as gateway {} (boot {:016x})",
+            self.url.host,
+            self.url.port,
+            self.gateway,
+            self.boot
+        );
         // Requests are sent in order, so the subscription is in place before any message that
         // could trigger a receipt.
         self.publisher.connected(Box::new(MqttSink { client: client.clone() }));
@@ -327,12 +353,19 @@ impl MqttTransport {
 
     /// Clean shutdown: retained `offline` status, then DISCONNECT (so the broker drops the will).
     fn say_goodbye(&self, client: &Client, conn: &mut Connection) {
-        let _ = client.try_publish(topic(&self.gateway, TopicKind::Status), QoS::AtLeastOnce, true, self.status(GatewayState::Offline));
+        let _ = client.try_publish(
+            topic(&self.gateway, TopicKind::Status),
+            QoS::AtLeastOnce,
+            true,
+            self.status(GatewayState::Offline),
+        );
         let _ = client.try_disconnect();
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {
             match conn.recv_timeout(Duration::from_millis(200)) {
-                Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) | Ok(Err(_)) | Err(RecvTimeoutError::Disconnected) => break,
+                Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) | Ok(Err(_)) | Err(RecvTimeoutError::Disconnected) => {
+                    break
+                }
                 _ => {}
             }
         }

@@ -50,7 +50,18 @@ fn parse(args: &[String]) -> Result<Args, String> {
     cfg.spool_max_bytes = num("spool-max-bytes", cfg.spool_max_bytes)?;
     cfg.ca_file = get.get("ca-file").map(PathBuf::from);
     let known = [
-        "data-dir", "url", "token", "artifact", "file", "command", "expires", "max-bytes", "name", "content-type", "ca-file", "chunk-bytes",
+        "data-dir",
+        "url",
+        "token",
+        "artifact",
+        "file",
+        "command",
+        "expires",
+        "max-bytes",
+        "name",
+        "content-type",
+        "ca-file",
+        "chunk-bytes",
         "spool-max-bytes",
     ];
     if let Some(k) = get.keys().find(|k| !known.contains(&k.as_str())) {
@@ -96,7 +107,10 @@ pub fn main(args: &[String]) -> i32 {
 
 fn run(a: &Args) -> Result<String, UploadError> {
     let uploader = Uploader::new(&a.data_dir, &a.cfg)?;
-    let name = a.name.clone().unwrap_or_else(|| a.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "artifact".into()));
+    let name = a
+        .name
+        .clone()
+        .unwrap_or_else(|| a.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "artifact".into()));
     let spool_started = Instant::now();
     // A restarted upload reuses its spool file: nothing is copied or hashed twice.
     let reuse = uploader.progress(&a.grant.artifact)?.and_then(|p| {

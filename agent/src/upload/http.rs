@@ -68,7 +68,6 @@ fn load_roots(ca_file: Option<&Path>) -> Result<Vec<Certificate<'static>>, Uploa
 /// What the server says about an upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerState {
-    Missing,
     Offset(u64),
     Complete,
 }

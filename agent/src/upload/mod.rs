@@ -70,6 +70,8 @@ pub enum UploadError {
     ChecksumRejected { artifact: String, message: String },
     #[error("artifact {artifact}: {size} bytes exceed the grant's limit of {max} bytes")]
     TooLarge { artifact: String, size: u64, max: u64 },
+    #[error("artifact {artifact}: TLS: {message}")]
+    Tls { artifact: String, message: String },
     #[error("artifact {artifact}: upload grant expired")]
     Expired { artifact: String },
     #[error("artifact {artifact}: upload cancelled")]
@@ -126,6 +128,11 @@ fn now_ms() -> u64 {
 
 impl Uploader {
     pub fn new(data_dir: &Path, cfg: &UploadConfig) -> Result<Uploader, UploadError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| UploadError::File {
+            artifact: String::new(),
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
         Ok(Uploader {
             agent: http::build_agent(cfg)?,
             cfg: cfg.clone(),
@@ -188,7 +195,11 @@ impl Uploader {
 
     fn run(&self, a: &Artifact<'_>, cancel: &AtomicBool, deadline: Option<Instant>) -> Result<UploadReport, UploadError> {
         let artifact = &a.grant.artifact;
-        let target = UploadTarget { agent: &self.agent, url: format!("{}/{}", a.grant.url.trim_end_matches('/'), artifact), token: &a.grant.token };
+        let target = UploadTarget {
+            agent: &self.agent,
+            url: format!("{}/{}", a.grant.url.trim_end_matches('/'), artifact),
+            token: &a.grant.token,
+        };
         let sent = AtomicU64::new(0);
         let mut resumed_from = None;
         let mut retries = 0u32;
@@ -204,15 +215,27 @@ impl Uploader {
             let before = sent.load(Ordering::Relaxed);
             match self.pass(a, &target, &sent, &mut resumed_from, cancel) {
                 Ok(meta) => {
-                    return Ok(UploadReport { meta, resumed_from: resumed_from.unwrap_or(0), bytes_sent: sent.load(Ordering::Relaxed), retries });
+                    return Ok(UploadReport {
+                        meta,
+                        resumed_from: resumed_from.unwrap_or(0),
+                        bytes_sent: sent.load(Ordering::Relaxed),
+                        retries,
+                    });
                 }
                 Err(Stop::Fatal(UploadError::ChecksumRejected { message, .. })) if !checksum_retry_used => {
                     // The server discarded the upload. If our file still matches what we declared, the bytes
                     // were damaged on the way: start over once. Otherwise the spool file itself changed.
                     checksum_retry_used = true;
                     match hash_file(&a.file.path) {
-                        Ok(h) if h == a.file.sha256 => log::warn!("artifact {artifact}: server saw other bytes ({message}); uploading again"),
-                        _ => return Err(UploadError::ChecksumRejected { artifact: artifact.clone(), message: format!("{message}; the spool file changed") }),
+                        Ok(h) if h == a.file.sha256 => {
+                            log::warn!("artifact {artifact}: server saw other bytes ({message}); uploading again")
+                        }
+                        _ => {
+                            return Err(UploadError::ChecksumRejected {
+                                artifact: artifact.clone(),
+                                message: format!("{message}; the spool file changed"),
+                            })
+                        }
                     }
                 }
                 Err(Stop::Fatal(e)) => return Err(e),
@@ -248,7 +271,6 @@ impl Uploader {
         let mut offset = match self.server_state(a, t)? {
             ServerState::Complete => size,
             ServerState::Offset(o) => o,
-            ServerState::Missing => return Err(Stop::Retry("server lost the upload".into())),
         };
         resumed_from.get_or_insert(offset);
         while offset < size {
@@ -261,7 +283,7 @@ impl Uploader {
                 Err(PatchError::File(source)) => {
                     return Err(Stop::Fatal(UploadError::File { artifact: artifact.clone(), path: a.file.path.clone(), source }))
                 }
-                Err(PatchError::Http(e)) => return Err(Stop::Retry(format!("PATCH at {offset}: {e}"))),
+                Err(PatchError::Http(e)) => return Err(network(artifact, &format!("PATCH at {offset}"), e)),
             };
             match r.status {
                 StatusCode::NO_CONTENT | StatusCode::OK | StatusCode::CONFLICT => match r.offset {
@@ -274,7 +296,7 @@ impl Uploader {
                 log::warn!("artifact {artifact}: recording progress: {e}");
             }
         }
-        let r = t.finalize().map_err(|e| Stop::Retry(format!("finalize: {e}")))?;
+        let r = t.finalize().map_err(|e| network(artifact, "finalize", e))?;
         let declared = ArtifactMeta {
             id: artifact.clone(),
             name: a.name.to_string(),
@@ -284,7 +306,9 @@ impl Uploader {
         };
         match r.status {
             StatusCode::OK => Ok(http::meta_from_finalize(&r.body, &declared)),
-            StatusCode::UNPROCESSABLE_ENTITY => Err(Stop::Fatal(UploadError::ChecksumRejected { artifact: artifact.clone(), message: r.body })),
+            StatusCode::UNPROCESSABLE_ENTITY => {
+                Err(Stop::Fatal(UploadError::ChecksumRejected { artifact: artifact.clone(), message: r.body }))
+            }
             StatusCode::CONFLICT => Err(Stop::Retry(format!("finalize: server has {:?} of {size} bytes", r.offset))),
             s => Err(classify(artifact, s, &r.body, "finalize")),
         }
@@ -293,7 +317,7 @@ impl Uploader {
     /// HEAD for the committed offset; creates the upload when the server does not know it yet.
     fn server_state(&self, a: &Artifact<'_>, t: &UploadTarget<'_>) -> Result<ServerState, Stop> {
         let artifact = &a.grant.artifact;
-        let r = t.head().map_err(|e| Stop::Retry(format!("HEAD: {e}")))?;
+        let r = t.head().map_err(|e| network(artifact, "HEAD", e))?;
         match r.status {
             StatusCode::OK => {
                 return match r.offset {
@@ -305,7 +329,7 @@ impl Uploader {
             StatusCode::NOT_FOUND => {}
             s => return Err(classify(artifact, s, &r.body, "HEAD")),
         }
-        let r = t.create(a.name, a.file.size, &a.file.sha256, a.content_type).map_err(|e| Stop::Retry(format!("create: {e}")))?;
+        let r = t.create(a.name, a.file.size, &a.file.sha256, a.content_type).map_err(|e| network(artifact, "create", e))?;
         match r.status {
             StatusCode::CREATED | StatusCode::OK => Ok(r.offset.map_or(ServerState::Offset(0), |o| {
                 if o >= a.file.size && r.body.contains("\"complete\":true") {
@@ -319,13 +343,37 @@ impl Uploader {
     }
 }
 
-/// 4xx answers other than the protocol's own signals are definitive; 5xx and 408 are worth retrying.
+/// Transport errors are retried, except a TLS peer we cannot trust: retrying cannot fix a wrong CA.
+fn network(artifact: &str, what: &str, e: ureq::Error) -> Stop {
+    let tls = match &e {
+        ureq::Error::Rustls(r) => Some(r.clone()),
+        ureq::Error::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()).cloned(),
+        _ => None,
+    };
+    match tls {
+        Some(
+            r @ (rustls::Error::InvalidCertificate(_)
+            | rustls::Error::PeerIncompatible(_)
+            | rustls::Error::NoCertificatesPresented),
+        ) => Stop::Fatal(UploadError::Tls { artifact: artifact.to_string(), message: format!("{what}: {r}") }),
+        _ => Stop::Retry(format!("{what}: {e}")),
+    }
+}
+
+/// 4xx answers are definitive, except those that describe a passing state: 404 (upload lost: create it
+/// again), 408 (stalled body), 409 (another request on the upload still running: the next HEAD resyncs)
+/// and 429; 5xx are worth retrying too.
 fn classify(artifact: &str, status: StatusCode, body: &str, what: &str) -> Stop {
-    if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::NOT_FOUND || status == StatusCode::TOO_MANY_REQUESTS {
+    let passing = [StatusCode::NOT_FOUND, StatusCode::REQUEST_TIMEOUT, StatusCode::CONFLICT, StatusCode::TOO_MANY_REQUESTS];
+    if status.is_server_error() || passing.contains(&status) {
         Stop::Retry(format!("{what}: HTTP {status}"))
     } else {
         let message: String = body.chars().take(300).collect();
-        Stop::Fatal(UploadError::Refused { artifact: artifact.to_string(), status: status.as_u16(), message: format!("{what}: {message}") })
+        Stop::Fatal(UploadError::Refused {
+            artifact: artifact.to_string(),
+            status: status.as_u16(),
+            message: format!("{what}: {message}"),
+        })
     }
 }
 
@@ -354,6 +402,7 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
 /// Finishes uploads a previous run left unfinished (agent restart), in a background thread. Expired
 /// grants are dropped with their spool files. Call once at startup.
 pub fn resume_pending(data_dir: &Path, cfg: &UploadConfig) {
+    let started = std::time::SystemTime::now();
     let data_dir = data_dir.to_path_buf();
     let cfg = cfg.clone();
     let spawned = std::thread::Builder::new().name("upload-resume".into()).spawn(move || {
@@ -365,6 +414,7 @@ pub fn resume_pending(data_dir: &Path, cfg: &UploadConfig) {
             Ok(p) => p,
             Err(e) => return log::warn!("resuming uploads: {e}"),
         };
+        sweep_orphans(&uploader, &pending, started);
         let never = AtomicBool::new(false);
         for p in pending {
             let Ok(meta) = std::fs::metadata(&p.path) else {
@@ -377,12 +427,33 @@ pub fn resume_pending(data_dir: &Path, cfg: &UploadConfig) {
                 continue;
             }
             let file = SpooledFile { path: p.path.clone(), size: p.size, sha256: p.sha256.clone() };
-            let a = Artifact { command_id: &p.command_id, grant: &p.grant, file: &file, name: &p.name, content_type: &p.content_type };
+            let a = Artifact {
+                command_id: &p.command_id,
+                grant: &p.grant,
+                file: &file,
+                name: &p.name,
+                content_type: &p.content_type,
+            };
             log::info!("artifact {}: resuming upload for command {}", p.grant.artifact, p.command_id);
             let _ = uploader.upload(&a, &never, None);
         }
     });
     if let Err(e) = spawned {
         log::warn!("resuming uploads: cannot start thread: {e}");
+    }
+}
+
+/// Deletes finished spool files that no upload refers to (a crash between spooling and recording the
+/// upload), so they stop counting against the cap. Only files older than this start are touched: a command
+/// running right now may own a newer one.
+fn sweep_orphans(uploader: &Uploader, pending: &[Progress], started: std::time::SystemTime) {
+    let Ok(entries) = std::fs::read_dir(uploader.spool.dir()) else { return };
+    for e in entries.flatten() {
+        let path = e.path();
+        let old = e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < started);
+        if old && path.extension().is_some_and(|x| x == "dat") && !pending.iter().any(|p| p.path == path) {
+            log::info!("spool: removing orphaned {}", path.display());
+            uploader.spool.remove_path(&path);
+        }
     }
 }

@@ -78,9 +78,7 @@ impl ProgressDb {
     }
 
     pub fn get(&self, artifact: &str) -> Result<Option<Progress>, rusqlite::Error> {
-        self.conn
-            .query_row(&format!("SELECT {COLS} FROM uploads WHERE artifact_id = ?1"), [artifact], from_row)
-            .optional()
+        self.conn.query_row(&format!("SELECT {COLS} FROM uploads WHERE artifact_id = ?1"), [artifact], from_row).optional()
     }
 
     pub fn all(&self) -> Result<Vec<Progress>, rusqlite::Error> {
@@ -103,7 +101,8 @@ impl ProgressDb {
     }
 }
 
-const COLS: &str = "artifact_id, command_id, url, token, expires, max_bytes, path, name, size, sha256, content_type, server_offset, sent_bytes";
+const COLS: &str =
+    "artifact_id, command_id, url, token, expires, max_bytes, path, name, size, sha256, content_type, server_offset, sent_bytes";
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Progress> {
     Ok(Progress {

@@ -30,8 +30,9 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
     if is_authorized(req.headers(), &state.api_token) {
         return next.run(req).await;
     }
-    let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, "missing or invalid bearer token (Authorization: Bearer $SCS_API_TOKEN)")
-        .into_response();
+    let mut resp =
+        ApiError::new(StatusCode::UNAUTHORIZED, "missing or invalid bearer token (Authorization: Bearer $SCS_API_TOKEN)")
+            .into_response();
     resp.headers_mut().insert(header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
     resp
 }

@@ -19,8 +19,10 @@ pub fn router(state: AppState) -> Router {
         .merge(sensors::routes())
         .merge(ingest::routes())
         .merge(gateways::routes())
+        .merge(crate::commands::api::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
-    let public = Router::new().merge(health::routes());
+    let public =
+        Router::new().merge(health::routes()).merge(crate::artifacts::api::routes()).merge(crate::commands::api::public_routes());
     Router::new().merge(public).merge(protected).fallback(not_found).with_state(state)
 }
 

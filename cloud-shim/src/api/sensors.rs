@@ -81,7 +81,9 @@ async fn metrics(
     let sid = id.clone();
     let (exists, samples) = state
         .store
-        .call(move |c| Ok::<_, crate::store::StoreError>((queries::get_sensor(c, &sid)?.is_some(), queries::metrics(c, &sid, &q)?)))
+        .call(move |c| {
+            Ok::<_, crate::store::StoreError>((queries::get_sensor(c, &sid)?.is_some(), queries::metrics(c, &sid, &q)?))
+        })
         .await?;
     if !exists && samples.is_empty() {
         return Err(ApiError::not_found(format!("no sensor {id:?}")));

@@ -6,6 +6,7 @@
 //! * `POST /v1/uploads/{id}/finalize` verifies size and SHA-256 (422 and discard on mismatch).
 //! * `GET /v1/artifacts/{id}?token=` streams the artifact, honouring a single `Range`.
 //! * `POST /v1/artifacts/grants` (operator bearer token) mints an upload grant for a command.
+//! * `GET /v1/artifacts?commandId=` (operator bearer token) lists a command's artifacts with download URLs.
 //!
 //! Upload requests carry `Authorization: Bearer <upload token>` bound to (command, artifact), so these
 //! routes are mounted outside the operator-token middleware.
@@ -14,6 +15,9 @@
 //! when the body ends — completely, or cut off by a broken connection or a 30 s stall — the bytes that
 //! arrived are fsynced before the request answers or ends. HEAD waits for any PATCH in flight on the same
 //! upload, so it always reports a durable offset; a client resumes from exactly that offset.
+
+// Handlers return early with a finished `Response`; boxing it would only add noise on a per-request path.
+#![allow(clippy::result_large_err)]
 
 use std::time::Duration;
 
@@ -54,6 +58,7 @@ where
         .route("/v1/uploads/{id}", post(create).head(offset).patch(append))
         .route("/v1/uploads/{id}/finalize", post(finalize))
         .route("/v1/artifacts/grants", post(grant))
+        .route("/v1/artifacts", get(list))
         .route("/v1/artifacts/{id}", get(download))
         // PATCH bodies are streamed to disk and bounded by the declared size, not by a buffer limit.
         .layer(DefaultBodyLimit::disable())
@@ -189,15 +194,24 @@ async fn create(State(art): State<Artifacts>, Path(id): Path<String>, headers: H
         created_at: now_ms(),
     };
     let same = |other: &ArtifactRow| other.size == row.size && other.sha256 == row.sha256 && other.command_id == row.command_id;
-    let location = (header::LOCATION, HeaderValue::from_str(&format!("/v1/uploads/{id}")).unwrap_or(HeaderValue::from_static("")));
+    let location =
+        (header::LOCATION, HeaderValue::from_str(&format!("/v1/uploads/{id}")).unwrap_or(HeaderValue::from_static("")));
     match find(&art, &id).await {
         Err(r) => r,
-        Ok(Found::Complete(done)) if same(&done) => {
-            (StatusCode::OK, offset_headers(done.size, done.size), axum::Json(json!({ "offset": done.size, "complete": true, "artifact": done.to_json() })))
-                .into_response()
-        }
+        Ok(Found::Complete(done)) if same(&done) => (
+            StatusCode::OK,
+            offset_headers(done.size, done.size),
+            axum::Json(json!({ "offset": done.size, "complete": true, "artifact": done.to_json() })),
+        )
+            .into_response(),
         Ok(Found::InProgress(up)) if same(&up) => match art.objects().staged_len(&key).await {
-            Ok(Some(len)) => (StatusCode::OK, offset_headers(len, up.size), [location], axum::Json(json!({ "offset": len, "complete": false }))).into_response(),
+            Ok(Some(len)) => (
+                StatusCode::OK,
+                offset_headers(len, up.size),
+                [location],
+                axum::Json(json!({ "offset": len, "complete": false })),
+            )
+                .into_response(),
             Ok(None) => internal("staged object missing", &id, "no bytes for an upload in progress"),
             Err(e) => internal("object length", &id, e),
         },
@@ -213,7 +227,8 @@ async fn create(State(art): State<Artifacts>, Path(id): Path<String>, headers: H
                 return internal("recording upload", &id, e);
             }
             log::info!("artifact {id}: upload created for command {} ({} bytes, {})", row.command_id, row.size, row.name);
-            (StatusCode::CREATED, offset_headers(0, row.size), [location], axum::Json(json!({ "offset": 0, "complete": false }))).into_response()
+            (StatusCode::CREATED, offset_headers(0, row.size), [location], axum::Json(json!({ "offset": 0, "complete": false })))
+                .into_response()
         }
     }
 }
@@ -233,7 +248,12 @@ async fn offset(State(art): State<Artifacts>, Path(id): Path<String>, headers: H
         Ok(Found::Missing) => StatusCode::NOT_FOUND.into_response(),
         Ok(Found::Complete(done)) => match check_command(&done, &claims) {
             Err(r) => r,
-            Ok(()) => (StatusCode::OK, offset_headers(done.size, done.size), [(HeaderName::from_static("upload-complete"), HeaderValue::from_static("1"))]).into_response(),
+            Ok(()) => (
+                StatusCode::OK,
+                offset_headers(done.size, done.size),
+                [(HeaderName::from_static("upload-complete"), HeaderValue::from_static("1"))],
+            )
+                .into_response(),
         },
         Ok(Found::InProgress(up)) => {
             if let Err(r) = check_command(&up, &claims) {
@@ -272,7 +292,9 @@ async fn append(State(art): State<Artifacts>, Path(id): Path<String>, headers: H
     let up = match find(&art, &id).await {
         Err(r) => return r,
         Ok(Found::Missing) => return error(StatusCode::NOT_FOUND, "no such upload; create it first"),
-        Ok(Found::Complete(done)) => return error_with(StatusCode::CONFLICT, json!({ "error": "upload already finalized" }), Some(done.size)),
+        Ok(Found::Complete(done)) => {
+            return error_with(StatusCode::CONFLICT, json!({ "error": "upload already finalized" }), Some(done.size))
+        }
         Ok(Found::InProgress(up)) => up,
     };
     if let Err(r) = check_command(&up, &claims) {
@@ -284,11 +306,19 @@ async fn append(State(art): State<Artifacts>, Path(id): Path<String>, headers: H
         Err(e) => return internal("object length", &id, e),
     };
     if offset != len {
-        return error_with(StatusCode::CONFLICT, json!({ "error": format!("Upload-Offset {offset} does not match the committed offset {len}"), "offset": len }), Some(len));
+        return error_with(
+            StatusCode::CONFLICT,
+            json!({ "error": format!("Upload-Offset {offset} does not match the committed offset {len}"), "offset": len }),
+            Some(len),
+        );
     }
     let declared_len = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared_len.is_some_and(|cl| offset.saturating_add(cl) > up.size) {
-        return error_with(StatusCode::PAYLOAD_TOO_LARGE, json!({ "error": "chunk goes past the declared size", "offset": len }), Some(len));
+        return error_with(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({ "error": "chunk goes past the declared size", "offset": len }),
+            Some(len),
+        );
     }
     let size = up.size;
     // The write runs in its own task holding the lock: if the client vanishes and the server drops this
@@ -338,12 +368,32 @@ async fn append(State(art): State<Artifacts>, Path(id): Path<String>, headers: H
             let headers = offset_headers(committed, size);
             match end {
                 BodyEnd::Complete => (StatusCode::NO_CONTENT, headers).into_response(),
-                BodyEnd::BeyondSize => (StatusCode::PAYLOAD_TOO_LARGE, headers, axum::Json(json!({ "error": "chunk goes past the declared size", "offset": committed }))).into_response(),
-                BodyEnd::Stalled => (StatusCode::REQUEST_TIMEOUT, headers, axum::Json(json!({ "error": "request body stalled", "offset": committed }))).into_response(),
-                BodyEnd::Cut(e) => (StatusCode::BAD_REQUEST, headers, axum::Json(json!({ "error": format!("request body cut off: {e}"), "offset": committed }))).into_response(),
+                BodyEnd::BeyondSize => (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    headers,
+                    axum::Json(json!({ "error": "chunk goes past the declared size", "offset": committed })),
+                )
+                    .into_response(),
+                BodyEnd::Stalled => (
+                    StatusCode::REQUEST_TIMEOUT,
+                    headers,
+                    axum::Json(json!({ "error": "request body stalled", "offset": committed })),
+                )
+                    .into_response(),
+                BodyEnd::Cut(e) => (
+                    StatusCode::BAD_REQUEST,
+                    headers,
+                    axum::Json(json!({ "error": format!("request body cut off: {e}"), "offset": committed })),
+                )
+                    .into_response(),
                 BodyEnd::WriteFailed(e) => {
                     log::error!("artifact {id}: write failed: {e}");
-                    (StatusCode::INSUFFICIENT_STORAGE, headers, axum::Json(json!({ "error": "storing the chunk failed", "offset": committed }))).into_response()
+                    (
+                        StatusCode::INSUFFICIENT_STORAGE,
+                        headers,
+                        axum::Json(json!({ "error": "storing the chunk failed", "offset": committed })),
+                    )
+                        .into_response()
                 }
             }
         }
@@ -476,7 +526,12 @@ pub fn parse_range(value: &str, len: u64) -> RangeSpec {
     RangeSpec::Partial(start, end)
 }
 
-async fn download(State(art): State<Artifacts>, Path(id): Path<String>, Query(q): Query<DownloadQuery>, headers: HeaderMap) -> Response {
+async fn download(
+    State(art): State<Artifacts>,
+    Path(id): Path<String>,
+    Query(q): Query<DownloadQuery>,
+    headers: HeaderMap,
+) -> Response {
     let Some(token) = q.token else {
         return error(StatusCode::FORBIDDEN, "missing download token");
     };
@@ -501,7 +556,11 @@ async fn download(State(art): State<Artifacts>, Path(id): Path<String>, Query(q)
         RangeSpec::Full => (StatusCode::OK, 0, len),
         RangeSpec::Partial(s, e) => (StatusCode::PARTIAL_CONTENT, s, e),
         RangeSpec::Unsatisfiable => {
-            return (StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{len}"))], axum::Json(json!({ "error": "range not satisfiable", "size": len })))
+            return (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{len}"))],
+                axum::Json(json!({ "error": "range not satisfiable", "size": len })),
+            )
                 .into_response();
         }
     };
@@ -546,13 +605,37 @@ fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn grant(State(art): State<Artifacts>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+fn require_operator(art: &Artifacts, headers: &HeaderMap) -> Result<(), Response> {
     let Some(expected) = art.config().api_token.as_deref() else {
-        return error(StatusCode::FORBIDDEN, "grants need SCS_API_TOKEN to be configured");
+        return Err(error(StatusCode::FORBIDDEN, "this endpoint needs SCS_API_TOKEN to be configured"));
     };
-    match bearer(&headers) {
-        Some(t) if same_secret(t, expected) => {}
-        _ => return error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token"),
+    match bearer(headers) {
+        Some(t) if same_secret(t, expected) => Ok(()),
+        _ => Err(error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListQuery {
+    command_id: String,
+}
+
+async fn list(State(art): State<Artifacts>, Query(q): Query<ListQuery>, headers: HeaderMap) -> Response {
+    if let Err(r) = require_operator(&art, &headers) {
+        return r;
+    }
+    let base = art.config().public_url.clone();
+    let command = q.command_id.clone();
+    match art.with_db(move |c| store::list_for_command(c, &command, &base)).await {
+        Ok(items) => (StatusCode::OK, axum::Json(json!({ "commandId": q.command_id, "artifacts": items }))).into_response(),
+        Err(e) => internal("listing artifacts", &q.command_id, e),
+    }
+}
+
+async fn grant(State(art): State<Artifacts>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Err(r) = require_operator(&art, &headers) {
+        return r;
     }
     let req: GrantRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -565,7 +648,9 @@ async fn grant(State(art): State<Artifacts>, headers: HeaderMap, body: axum::bod
     let g = art.mint_upload_grant(&req.command_id, ttl);
     (
         StatusCode::CREATED,
-        axum::Json(json!({ "url": g.url, "token": g.token, "artifact": g.artifact, "expires": g.expires, "maxBytes": g.max_bytes })),
+        axum::Json(
+            json!({ "url": g.url, "token": g.token, "artifact": g.artifact, "expires": g.expires, "maxBytes": g.max_bytes }),
+        ),
     )
         .into_response()
 }

@@ -39,7 +39,8 @@ fn temp_dir(tag: &str) -> PathBuf {
 fn start_with(tag: &str, max_bytes: u64, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
     let dir = temp_dir(tag);
     // One fixed key for every server in this process (the download-URL signer is process-wide).
-    std::fs::write(dir.join(SIGNING_KEY_FILE), "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n").expect("key");
+    std::fs::write(dir.join(SIGNING_KEY_FILE), "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n")
+        .expect("key");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -101,7 +102,10 @@ fn create(s: &Server, id: &str, token: &str, name: &str, data: &[u8]) -> ureq::h
         .post(&format!("{}/v1/uploads/{id}", s.base))
         .header("Authorization", &format!("Bearer {token}"))
         .content_type("application/json")
-        .send(serde_json::json!({"name": name, "size": data.len(), "sha256": sha(data), "contentType": "application/gzip"}).to_string())
+        .send(
+            serde_json::json!({"name": name, "size": data.len(), "sha256": sha(data), "contentType": "application/gzip"})
+                .to_string(),
+        )
         .expect("create")
 }
 
@@ -116,7 +120,11 @@ fn patch(s: &Server, id: &str, token: &str, offset: u64, chunk: &[u8]) -> ureq::
 }
 
 fn head(s: &Server, id: &str, token: &str) -> ureq::http::Response<ureq::Body> {
-    client().head(&format!("{}/v1/uploads/{id}", s.base)).header("Authorization", &format!("Bearer {token}")).call().expect("head")
+    client()
+        .head(&format!("{}/v1/uploads/{id}", s.base))
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .expect("head")
 }
 
 fn finalize(s: &Server, id: &str, token: &str) -> ureq::http::Response<ureq::Body> {
@@ -235,7 +243,11 @@ fn size_caps_and_bad_input() {
     assert_eq!(bad_sha.status(), 400);
     // A traversal id never reaches the object store: refused before the token is even looked at.
     for evil in ["..", "%2e%2e", ".hidden"] {
-        let r = client().post(&format!("{}/v1/uploads/{evil}", s.base)).header("Authorization", &format!("Bearer {token}")).send("{}").expect("post");
+        let r = client()
+            .post(&format!("{}/v1/uploads/{evil}", s.base))
+            .header("Authorization", &format!("Bearer {token}"))
+            .send("{}")
+            .expect("post");
         assert_eq!(r.status(), 400, "{evil}");
     }
 }
@@ -250,7 +262,8 @@ fn forged_expired_and_misbound_tokens_get_403() {
     let forged = token.replacen("cmd-4", "cmd-5", 1);
     assert_eq!(create(&s, &id, &forged, "x", &data).status(), 403, "forged command binding");
     let key = s.art.signing_key();
-    let expired = key.mint(&Claims { purpose: Purpose::Upload, artifact: id.clone(), command: "cmd-4".into(), expires_ms: now_ms() - 1 });
+    let expired =
+        key.mint(&Claims { purpose: Purpose::Upload, artifact: id.clone(), command: "cmd-4".into(), expires_ms: now_ms() - 1 });
     assert_eq!(create(&s, &id, &expired, "x", &data).status(), 403, "expired");
     let no_auth = client().post(&format!("{}/v1/uploads/{id}", s.base)).send("{}").expect("post");
     assert_eq!(no_auth.status(), 401);
@@ -260,14 +273,31 @@ fn forged_expired_and_misbound_tokens_get_403() {
     let _ = other_id;
 
     let base = format!("{}/v1/artifacts/{id}", s.base);
-    let good = key.mint(&Claims { purpose: Purpose::Download, artifact: id.clone(), command: "cmd-4".into(), expires_ms: now_ms() + 60_000 });
+    let good = key.mint(&Claims {
+        purpose: Purpose::Download,
+        artifact: id.clone(),
+        command: "cmd-4".into(),
+        expires_ms: now_ms() + 60_000,
+    });
     assert_eq!(get(&format!("{base}?token={good}"), None).0, 200);
-    let expired = key.mint(&Claims { purpose: Purpose::Download, artifact: id.clone(), command: "cmd-4".into(), expires_ms: now_ms() - 1 });
-    let wrong_art = key.mint(&Claims { purpose: Purpose::Download, artifact: other_id, command: "cmd-4".into(), expires_ms: now_ms() + 60_000 });
+    let expired =
+        key.mint(&Claims { purpose: Purpose::Download, artifact: id.clone(), command: "cmd-4".into(), expires_ms: now_ms() - 1 });
+    let wrong_art = key.mint(&Claims {
+        purpose: Purpose::Download,
+        artifact: other_id,
+        command: "cmd-4".into(),
+        expires_ms: now_ms() + 60_000,
+    });
     let sig = good.rsplit_once('~').map(|(_, s)| s.to_string()).expect("sig");
     let tampered = good.replacen(&sig[..4], if &sig[..4] == "0000" { "1111" } else { "0000" }, 1);
     let extended = good.replace(&format!("~{}~", good.split('~').nth(4).expect("expiry")), "~99999999999999~");
-    for (what, t) in [("expired", expired), ("other artifact", wrong_art), ("upload token", token), ("tampered", tampered), ("extended", extended)] {
+    for (what, t) in [
+        ("expired", expired),
+        ("other artifact", wrong_art),
+        ("upload token", token),
+        ("tampered", tampered),
+        ("extended", extended),
+    ] {
         assert_eq!(get(&format!("{base}?token={t}"), None).0, 403, "{what}");
     }
     assert_eq!(get(&base, None).0, 403, "no token");
@@ -331,11 +361,17 @@ fn https_with_a_generated_ca() {
         .unversioned_rustls_crypto_provider(provider.clone())
         .build();
     let https: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).tls_config(tls).build().into();
-    let r = https.post(&format!("{}/v1/artifacts/grants", s.base)).header("Authorization", &format!("Bearer {OP_TOKEN}")).send(r#"{"commandId":"cmd-7"}"#);
+    let r = https
+        .post(&format!("{}/v1/artifacts/grants", s.base))
+        .header("Authorization", &format!("Bearer {OP_TOKEN}"))
+        .send(r#"{"commandId":"cmd-7"}"#);
     assert_eq!(r.expect("https request").status(), 201);
 
     // A client that does not trust the generated CA is refused by the handshake.
-    let other_ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("p").self_signed(&rcgen::KeyPair::generate().expect("k")).expect("c");
+    let other_ca = rcgen::CertificateParams::new(Vec::<String>::new())
+        .expect("p")
+        .self_signed(&rcgen::KeyPair::generate().expect("k"))
+        .expect("c");
     let untrusting = ureq::tls::TlsConfig::builder()
         .root_certs(ureq::tls::RootCerts::new_with_certs(&[ureq::tls::Certificate::from_der(other_ca.der()).to_owned()]))
         .unversioned_rustls_crypto_provider(provider)

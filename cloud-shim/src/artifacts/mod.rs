@@ -25,9 +25,10 @@ use thiserror::Error;
 use crate::objects::{FsObjectStore, ObjectError, ObjectStore};
 use tokens::{KeyError, SigningKey};
 
-
 /// Default largest artifact the shim accepts (413 above it).
 pub const DEFAULT_MAX_ARTIFACT_BYTES: u64 = 1 << 30;
+/// Environment variable overriding the largest accepted artifact (bytes).
+pub const MAX_BYTES_ENV: &str = "SCS_MAX_ARTIFACT_BYTES";
 /// Default lifetime of download URLs.
 pub const DEFAULT_DOWNLOAD_TTL: Duration = Duration::from_secs(3600);
 /// Default lifetime of upload grants when the caller has no better horizon.
@@ -50,7 +51,10 @@ impl ArtifactsConfig {
         ArtifactsConfig {
             data_dir: data_dir.to_path_buf(),
             public_url: public_url.trim_end_matches('/').to_string(),
-            max_artifact_bytes: DEFAULT_MAX_ARTIFACT_BYTES,
+            max_artifact_bytes: std::env::var(MAX_BYTES_ENV)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(DEFAULT_MAX_ARTIFACT_BYTES),
             download_ttl: DEFAULT_DOWNLOAD_TTL,
             upload_ttl: DEFAULT_UPLOAD_TTL,
             api_token: std::env::var("SCS_API_TOKEN").ok().filter(|t| !t.is_empty()),
@@ -124,13 +128,6 @@ impl Artifacts {
             valid_for,
             self.inner.cfg.max_artifact_bytes,
         )
-    }
-
-    /// Download URL for a finished artifact, or `None` if it does not exist (yet).
-    pub async fn download_url(&self, artifact_id: &str) -> Result<Option<String>, ArtifactError> {
-        let id = artifact_id.to_string();
-        let row = self.with_db(move |c| store::get_artifact(c, &id)).await?;
-        Ok(row.map(|r| store::download_url(&self.inner.key, self.inner.cfg.download_ttl, &r, &self.inner.cfg.public_url)))
     }
 
     fn objects(&self) -> &dyn ObjectStore {

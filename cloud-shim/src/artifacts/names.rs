@@ -9,10 +9,8 @@ pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 /// leading dots, at most 128 bytes; `artifact` if nothing is left.
 pub fn sanitize_name(raw: &str) -> String {
     let last = raw.rsplit(['/', '\\']).next().unwrap_or("");
-    let cleaned: String = last
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+') { c } else { '_' })
-        .collect();
+    let cleaned: String =
+        last.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+') { c } else { '_' }).collect();
     let trimmed = cleaned.trim_start_matches('.');
     let mut out: String = trimmed.chars().take(MAX_NAME_LEN).collect();
     if out.is_empty() || out.chars().all(|c| c == '_') {
@@ -25,7 +23,9 @@ pub fn sanitize_name(raw: &str) -> String {
 pub fn sanitize_content_type(raw: &str) -> String {
     let raw = raw.trim();
     let token = |s: &str| {
-        !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'!' | b'#' | b'$' | b'&' | b'-' | b'^' | b'_' | b'.' | b'+'))
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'!' | b'#' | b'$' | b'&' | b'-' | b'^' | b'_' | b'.' | b'+'))
     };
     match raw.split_once('/') {
         Some((t, s)) if raw.len() <= MAX_CONTENT_TYPE_LEN && token(t) && token(s) => raw.to_ascii_lowercase(),

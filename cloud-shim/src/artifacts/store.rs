@@ -77,7 +77,16 @@ pub fn get_upload(conn: &Connection, id: &str) -> Result<Option<ArtifactRow>, St
 pub fn insert_upload(conn: &Connection, row: &ArtifactRow) -> Result<(), StoreError> {
     conn.execute(
         &format!("INSERT INTO uploads ({UPLOAD_COLS}, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)"),
-        params![row.id, row.command_id, row.name, row.size as i64, row.sha256, row.content_type, row.object_key, row.created_at as i64],
+        params![
+            row.id,
+            row.command_id,
+            row.name,
+            row.size as i64,
+            row.sha256,
+            row.content_type,
+            row.object_key,
+            row.created_at as i64
+        ],
     )
     .map(drop)
     .map_err(sql(&row.id))
@@ -98,7 +107,17 @@ pub fn complete_upload(conn: &mut Connection, row: &ArtifactRow, now: u64) -> Re
     let tx = conn.transaction().map_err(sql(&row.id))?;
     tx.execute(
         &format!("INSERT OR IGNORE INTO command_artifacts ({COLS}, completed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
-        params![row.id, row.command_id, row.name, row.size as i64, row.sha256, row.content_type, row.object_key, row.created_at as i64, now as i64],
+        params![
+            row.id,
+            row.command_id,
+            row.name,
+            row.size as i64,
+            row.sha256,
+            row.content_type,
+            row.object_key,
+            row.created_at as i64,
+            now as i64
+        ],
     )
     .map_err(sql(&row.id))?;
     tx.execute("DELETE FROM uploads WHERE artifact_id = ?1", [&row.id]).map_err(sql(&row.id))?;

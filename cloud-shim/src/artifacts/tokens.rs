@@ -163,10 +163,21 @@ pub fn new_artifact_id() -> String {
 
 /// Mints an upload grant for a new artifact of `command_id`. `upload_base` is the public URL of the
 /// upload collection (`{public_url}/v1/uploads`).
-pub fn mint_upload_grant(key: &SigningKey, upload_base: &str, command_id: &str, valid_for: Duration, max_bytes: u64) -> UploadGrant {
+pub fn mint_upload_grant(
+    key: &SigningKey,
+    upload_base: &str,
+    command_id: &str,
+    valid_for: Duration,
+    max_bytes: u64,
+) -> UploadGrant {
     let artifact = new_artifact_id();
     let expires = now_ms().saturating_add(valid_for.as_millis().min(u64::MAX as u128) as u64);
-    let token = key.mint(&Claims { purpose: Purpose::Upload, artifact: artifact.clone(), command: command_id.to_string(), expires_ms: expires });
+    let token = key.mint(&Claims {
+        purpose: Purpose::Upload,
+        artifact: artifact.clone(),
+        command: command_id.to_string(),
+        expires_ms: expires,
+    });
     UploadGrant { url: upload_base.trim_end_matches('/').to_string(), token, artifact, expires, max_bytes }
 }
 
@@ -185,13 +196,10 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect()
+    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect()
 }
 
 fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {

@@ -90,18 +90,15 @@ pub fn metrics(conn: &Connection, sensor: &str, q: &MetricQuery) -> Result<Vec<S
          WHERE sensor_id = ?1 AND (?2 IS NULL OR name = ?2) AND ts >= ?3 AND ts <= ?4
          ORDER BY ts {order}, rowid {order} LIMIT ?5"
     ))?;
-    let rows = stmt.query_map(
-        params![sensor, q.name, q.from.unwrap_or(i64::MIN), q.to.unwrap_or(i64::MAX), q.limit],
-        |r| {
-            let label: String = r.get(1)?;
-            let value = match r.get_ref(3)? {
-                ValueRef::Integer(i) => Json::from(i),
-                ValueRef::Real(f) => serde_json::Number::from_f64(f).map(Json::Number).unwrap_or(Json::Null),
-                _ => Json::Null,
-            };
-            Ok(Sample { name: r.get(0)?, label: if label.is_empty() { None } else { Some(label) }, ts: r.get(2)?, value })
-        },
-    )?;
+    let rows = stmt.query_map(params![sensor, q.name, q.from.unwrap_or(i64::MIN), q.to.unwrap_or(i64::MAX), q.limit], |r| {
+        let label: String = r.get(1)?;
+        let value = match r.get_ref(3)? {
+            ValueRef::Integer(i) => Json::from(i),
+            ValueRef::Real(f) => serde_json::Number::from_f64(f).map(Json::Number).unwrap_or(Json::Null),
+            _ => Json::Null,
+        };
+        Ok(Sample { name: r.get(0)?, label: if label.is_empty() { None } else { Some(label) }, ts: r.get(2)?, value })
+    })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -154,9 +151,8 @@ pub struct IngestTotals {
 }
 
 pub fn ingest_totals(conn: &Connection, gateway: &str) -> Result<IngestTotals, StoreError> {
-    let messages = conn
-        .prepare_cached("SELECT count(*) FROM ingest_receipts WHERE gateway_id = ?1")?
-        .query_row([gateway], |r| r.get(0))?;
+    let messages =
+        conn.prepare_cached("SELECT count(*) FROM ingest_receipts WHERE gateway_id = ?1")?.query_row([gateway], |r| r.get(0))?;
     let mut stmt = conn.prepare_cached(
         "SELECT boot, seq, dropped, first_seq, last_seq, received_at FROM gaps WHERE gateway_id = ?1
          ORDER BY received_at DESC LIMIT 100",

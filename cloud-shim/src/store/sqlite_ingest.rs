@@ -80,7 +80,8 @@ fn store_item(tx: &Transaction<'_>, item: &Item) -> Result<Outcome, rusqlite::Er
             match e {
                 ItemError::Sql(e) => Ok(Outcome::Failed { error: format!("store: {e}") }),
                 ItemError::Command(e) => {
-                    let r = Rejection { gateway: gateway.to_owned(), reason: "command_update", error: e.to_string(), receipt: None };
+                    let r =
+                        Rejection { gateway: gateway.to_owned(), reason: "command_update", error: e.to_string(), receipt: None };
                     record_rejection(tx, &r, &item.topic, item.received_at)?;
                     Ok(Outcome::Rejected { reason: r.reason.to_owned(), error: r.error })
                 }
@@ -119,9 +120,8 @@ fn apply(tx: &Transaction<'_>, gateway: &str, msg: &Uplink, now: i64) -> Result<
 }
 
 fn store_telemetry(tx: &Transaction<'_>, gateway: &str, b: &TelemetryBatch, now: i64) -> Result<(), rusqlite::Error> {
-    let mut metric = tx.prepare_cached(
-        "INSERT INTO metrics (sensor_id, name, label, ts, value, gateway_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
+    let mut metric =
+        tx.prepare_cached("INSERT INTO metrics (sensor_id, name, label, ts, value, gateway_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
     let mut touched: HashSet<&str> = HashSet::new();
     for d in &b.devices {
         if touched.insert(&d.sensor) {
@@ -248,7 +248,11 @@ mod tests {
             ts: 1_700_000_000_000 + seq,
             metrics: vec![Metric::new("cpu.usage_pct", 12.5), Metric::labelled("net.rx_bytes", "eth0", 123_456_789u64)],
         });
-        b.devices.push(DeviceReport { sensor: "cam-1".into(), ts: 1_700_000_000_000, metrics: vec![Metric::new("camera.fps", 25i64)] });
+        b.devices.push(DeviceReport {
+            sensor: "cam-1".into(),
+            ts: 1_700_000_000_000,
+            metrics: vec![Metric::new("camera.fps", 25i64)],
+        });
         b
     }
 
@@ -282,10 +286,8 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let mut conn = store.connect().unwrap();
         let t = topic("gw-1", TopicKind::Telemetry);
-        let items: Vec<Item> = [1u64, 1, 2]
-            .iter()
-            .map(|s| Item::decode(t.clone(), encode(&batch(*s)), crate::ingest::Origin::Mqtt, 1))
-            .collect();
+        let items: Vec<Item> =
+            [1u64, 1, 2].iter().map(|s| Item::decode(t.clone(), encode(&batch(*s)), crate::ingest::Origin::Mqtt, 1)).collect();
         let out = store_group(&mut conn, &items).unwrap();
         assert_eq!(out, vec![Outcome::Stored, Outcome::Duplicate, Outcome::Stored]);
         assert_eq!(count(&conn, "SELECT count(*) FROM metrics"), 6);
@@ -303,7 +305,13 @@ mod tests {
             seq: 10,
             ts: 1,
             sensors: vec![
-                SensorInfo { id: "gw-1".into(), sensor_type: "EDGE_CONTROLLER".into(), parent: None, name: Some("Gateway".into()), attrs: None },
+                SensorInfo {
+                    id: "gw-1".into(),
+                    sensor_type: "EDGE_CONTROLLER".into(),
+                    parent: None,
+                    name: Some("Gateway".into()),
+                    attrs: None,
+                },
                 SensorInfo {
                     id: "cam-1".into(),
                     sensor_type: "CAMERA".into(),
@@ -326,7 +334,8 @@ mod tests {
         assert_eq!(ingest_now(&mut conn, &topic("gw-1", TopicKind::Telemetry), encode(&b)), Outcome::Stored);
         assert_eq!(count(&conn, "SELECT dropped FROM gaps"), 3);
 
-        let st = scs_protocol::Status { v: 1, gateway: "gw-1".into(), state: GatewayState::Online, boot: 1, ts: 1, version: None };
+        let st =
+            scs_protocol::Status { v: 1, gateway: "gw-1".into(), state: GatewayState::Online, boot: 1, ts: 1, version: None };
         assert_eq!(ingest_now(&mut conn, &topic("gw-1", TopicKind::Status), encode(&st)), Outcome::Stored);
         let status: String = conn.query_row("SELECT status FROM sensors WHERE id = 'gw-1'", [], |r| r.get(0)).unwrap();
         assert_eq!(status, "online");

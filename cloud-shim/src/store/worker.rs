@@ -51,10 +51,8 @@ pub struct WorkerBackend {
 impl WorkerBackend {
     /// `base` is the Worker's root URL (`https://api.example` → POSTs to `https://api.example/v1/ingest`).
     pub fn new(base: &str, token: &str) -> WorkerBackend {
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build();
+        let config =
+            ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(30))).build();
         WorkerBackend {
             agent: ureq::Agent::new_with_config(config),
             url: format!("{}/v1/ingest", base.trim_end_matches('/')),
@@ -135,7 +133,8 @@ fn outcome_of(r: ItemResult) -> Outcome {
         "rejected" => {
             let error = r.error.unwrap_or_default();
             // Our own Worker writes "reason: detail"; keep the reason code when it is there.
-            let reason = error.split_once(": ").map(|(r, _)| r).filter(|r| r.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+            let reason =
+                error.split_once(": ").map(|(r, _)| r).filter(|r| r.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
             Outcome::Rejected { reason: reason.unwrap_or("worker").to_owned(), error }
         }
         other => Outcome::Failed { error: format!("worker answered status {other:?}: {}", r.error.unwrap_or_default()) },
@@ -232,10 +231,17 @@ mod tests {
 
     #[test]
     fn worker_answers_map_to_outcomes() {
-        let r = |status: &str, error: Option<&str>| ItemResult { topic: "t".into(), seq: Some(1), status: status.into(), error: error.map(Into::into) };
+        let r = |status: &str, error: Option<&str>| ItemResult {
+            topic: "t".into(),
+            seq: Some(1),
+            status: status.into(),
+            error: error.map(Into::into),
+        };
         assert_eq!(outcome_of(r("stored", None)), Outcome::Stored);
         assert_eq!(outcome_of(r("duplicate", None)), Outcome::Duplicate);
-        assert!(matches!(outcome_of(r("rejected", Some("malformed: x"))), Outcome::Rejected { reason, .. } if reason == "malformed"));
+        assert!(
+            matches!(outcome_of(r("rejected", Some("malformed: x"))), Outcome::Rejected { reason, .. } if reason == "malformed")
+        );
         assert!(matches!(outcome_of(r("weird", None)), Outcome::Failed { .. }));
     }
 }

@@ -120,7 +120,13 @@ pub fn inventory(gw: &str, seq: u64) -> Vec<u8> {
         seq,
         ts: 1_700_000_000_000,
         sensors: vec![
-            SensorInfo { id: gw.to_owned(), sensor_type: "EDGE_CONTROLLER".into(), parent: None, name: Some("Test gateway".into()), attrs: None },
+            SensorInfo {
+                id: gw.to_owned(),
+                sensor_type: "EDGE_CONTROLLER".into(),
+                parent: None,
+                name: Some("Test gateway".into()),
+                attrs: None,
+            },
             SensorInfo {
                 id: format!("{gw}-cam-1"),
                 sensor_type: "CAMERA".into(),

@@ -10,9 +10,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use scs_protocol::registry::{
-    check_registry, CommandSpec, Format, Lit, Operation, ParamSpec, ParamType, RateLimit, Safety,
-};
+use scs_protocol::registry::{check_registry, CommandSpec, Format, Lit, Operation, ParamSpec, ParamType, RateLimit, Safety};
 use scs_protocol::CommandState;
 use serde::Deserialize;
 use serde_json::{json, Map, Value as Json};
@@ -180,8 +178,8 @@ fn convert_param(cmd: &str, p: &SourceParam, is_item: bool) -> Result<ParamSpec,
 
 fn convert(c: &SourceCommand) -> Result<CommandSpec, GenError> {
     let t = &c.command_type;
-    let operation = Operation::parse(&c.operation)
-        .ok_or_else(|| GenError::Invalid(format!("{t}: unknown operation {:?}", c.operation)))?;
+    let operation =
+        Operation::parse(&c.operation).ok_or_else(|| GenError::Invalid(format!("{t}: unknown operation {:?}", c.operation)))?;
     let params = c.params.iter().map(|p| convert_param(t, p, false)).collect::<Result<Vec<_>, _>>()?;
     Ok(CommandSpec {
         command_type: leak_str(t),
@@ -433,10 +431,7 @@ fn rs_command(c: &CommandSpec, who: Consumer, indent: usize) -> String {
             ("destructive", s.destructive.to_string()),
             ("requires_confirmation", s.requires_confirmation.to_string()),
             ("max_concurrent_per_gateway", s.max_concurrent_per_gateway.to_string()),
-            (
-                "rate_limit",
-                rs_opt(s.rate_limit, |r| format!("RateLimit {{ count: {}, per_secs: {} }}", r.count, r.per_secs)),
-            ),
+            ("rate_limit", rs_opt(s.rate_limit, |r| format!("RateLimit {{ count: {}, per_secs: {} }}", r.count, r.per_secs))),
             ("targets", format!("&[{}]", targets.join(", "))),
         ],
         indent + 1,
@@ -552,11 +547,7 @@ pub fn render_ts(reg: &Registry) -> String {
     let _ = writeln!(out, "/** Named string formats (not regular expressions); see protocol/src/registry.rs. */");
     let _ = writeln!(out, "export type PatternName = {};", ts_union(Format::ALL.iter().map(|f| f.as_str())));
     let _ = writeln!(out, "export type CommandState = {};", ts_union(CommandState::ALL.iter().map(|s| s.as_str())));
-    let _ = writeln!(
-        out,
-        "export type CommandType = {};\n",
-        ts_union(reg.commands.iter().map(|c| c.command_type))
-    );
+    let _ = writeln!(out, "export type CommandType = {};\n", ts_union(reg.commands.iter().map(|c| c.command_type)));
     out.push_str(
         "export type Literal = string | number | boolean;\n\n\
          export interface ItemSpec {\n  type: ParamType;\n  description?: string;\n  min?: number;\n  max?: number;\n  \

@@ -1,0 +1,204 @@
+//! Real output against the contract: the `scs-agent` binary talks to Mosquitto (and to a real
+//! `scs-cloud-shim`), a `mosquitto_sub` captures every payload, and each one is validated against its rule
+//! in `docs/protocol.cddl` with the independent `cddl` crate — never with our own decoder.
+//! Mutated copies of the same real payloads (a field of the wrong type, truncation) must fail validation.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use scs_protocol::{encode, CommandRequest, Value};
+use scs_testkit::cddl::validate;
+use scs_testkit::{free_port, wait_until, Agent, AgentOpts, Mosquitto, Shim, ShimOpts, Subscription};
+
+const T: Duration = Duration::from_secs(20);
+
+fn config(nvr_port: u16) -> String {
+    format!(
+        r#"
+[[devices]]
+id = "cam-cddl-01"
+type = "CAMERA"
+name = "Conformance camera"
+address = "127.0.0.1:1"
+vendor = "Axis"
+model = "P1448-LE"
+
+[[devices]]
+id = "nvr-cddl-01"
+type = "NVR"
+address = "127.0.0.1:{nvr_port}"
+[devices.attrs]
+channels = "16"
+"#
+    )
+}
+
+/// The CDDL rule for a captured topic.
+fn rule_for(topic: &str) -> &'static str {
+    let suffix = topic.splitn(4, '/').nth(3).unwrap_or_default();
+    match suffix {
+        "up/telemetry" => "telemetry-batch",
+        "up/inventory" => "inventory",
+        "up/command" => "command-update",
+        "status" => "status",
+        "down/receipt" => "receipt",
+        "down/command" => "command-request",
+        "down/cancel" => "command-cancel",
+        other => panic!("unexpected topic suffix {other:?} ({topic})"),
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Validates every captured message against its rule and the direction's choice rule; returns how many
+/// messages each rule saw.
+fn validate_all(messages: &[(String, Vec<u8>)]) -> std::collections::BTreeMap<&'static str, usize> {
+    let mut seen = std::collections::BTreeMap::new();
+    for (topic, payload) in messages {
+        let rule = rule_for(topic);
+        if let Err(e) = validate(rule, payload) {
+            panic!("{topic}: real payload does not match CDDL rule {rule}: {e}\nCBOR: {}", hex(payload));
+        }
+        let any = if topic.contains("/down/") { "downlink-message" } else { "uplink-message" };
+        if let Err(e) = validate(any, payload) {
+            panic!("{topic}: real payload does not match {any}: {e}");
+        }
+        *seen.entry(rule).or_insert(0) += 1;
+    }
+    seen
+}
+
+fn count(sub: &Subscription, suffix: &str) -> usize {
+    sub.messages().iter().filter(|(t, _)| t.ends_with(suffix)).count()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Replaces the value of top-level map key `key` with the already-encoded `replacement`.
+fn replace_field(payload: &[u8], key: u64, replacement: &[u8]) -> Vec<u8> {
+    let mut d = minicbor::Decoder::new(payload);
+    let n = d.map().expect("message is a map").expect("definite-length map");
+    for _ in 0..n {
+        let k = d.u64().expect("integer key");
+        let start = d.position();
+        d.skip().expect("value");
+        if k == key {
+            let end = d.position();
+            return [&payload[..start], replacement, &payload[end..]].concat();
+        }
+    }
+    panic!("key {key} not in message {}", hex(payload));
+}
+
+fn command_request(id: &str, command_type: &str) -> Vec<u8> {
+    encode(&CommandRequest {
+        v: scs_protocol::PROTOCOL_VERSION,
+        id: id.into(),
+        command_type: command_type.into(),
+        params: Value::map(Vec::<(String, Value)>::new()),
+        issued: now_ms(),
+        expires: now_ms() + 120_000,
+        timeout_secs: 30,
+        confirm: false,
+        upload: None,
+        requested_by: Some("cddl-conformance".into()),
+    })
+}
+
+#[test]
+fn agent_uplink_output_matches_cddl() {
+    let broker = Mosquitto::start();
+    let gw = "gw-cddl-1";
+    let sub = broker.subscribe(&format!("scs/v1/{gw}/#"));
+    let nvr = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a fake NVR port");
+    let nvr_port = nvr.local_addr().expect("addr").port();
+    let mut opts = AgentOpts::new(gw, &broker.url());
+    opts.config_toml = Some(config(nvr_port));
+    let mut agent = Agent::start(opts);
+
+    assert!(
+        wait_until(T, || count(&sub, "/status") >= 1 && count(&sub, "/up/inventory") >= 1 && count(&sub, "/up/telemetry") >= 3),
+        "agent did not publish status, inventory and 3 telemetry batches; got {:?}",
+        sub.messages().iter().map(|(t, p)| (t.clone(), p.len())).collect::<Vec<_>>()
+    );
+
+    // A command straight into MQTT (no shim): the agent answers with command updates on up/command.
+    broker.publish(&format!("scs/v1/{gw}/down/command"), &command_request("cmd-cddl-info", "device.info"));
+    broker.publish(&format!("scs/v1/{gw}/down/command"), &command_request("cmd-cddl-bogus", "no.such.command"));
+    let updates = wait_until(T, || count(&sub, "/up/command") >= 2);
+
+    // Graceful stop publishes the offline status; kill -9 after a restart makes the broker publish the will.
+    agent.kill();
+    agent.start_again();
+    let before = count(&sub, "/status");
+    assert!(wait_until(T, || count(&sub, "/status") > before), "no online status after restart");
+    agent.kill9();
+    let before = count(&sub, "/status");
+    // The broker publishes the will once it notices the dead connection (socket closed: immediately).
+    assert!(wait_until(T, || count(&sub, "/status") > before), "no last-will status after kill -9");
+
+    // Only what the agent (or the broker, for its will) published; our own down/command messages aside.
+    let msgs: Vec<_> = sub.messages().into_iter().filter(|(t, _)| !t.contains("/down/")).collect();
+    let seen = validate_all(&msgs);
+    eprintln!("validated real agent payloads per rule: {seen:?}");
+    assert!(seen.get("telemetry-batch").copied().unwrap_or(0) >= 3);
+    assert!(seen.get("inventory").copied().unwrap_or(0) >= 2, "inventory after each start");
+    assert!(seen.get("status").copied().unwrap_or(0) >= 4, "online, offline, online, will");
+    assert!(updates, "the agent sent no command updates for the two commands (executor missing?)");
+
+    // The inventory announces the configured children with the gateway as parent.
+    let inv = sub.payloads_on(&format!("scs/v1/{gw}/up/inventory")).remove(0);
+    let (_, decoded) = scs_protocol::decode_uplink(&format!("scs/v1/{gw}/up/inventory"), &inv).expect("inventory decodes");
+    let scs_protocol::Uplink::Inventory(inv_msg) = decoded else { panic!("not an inventory") };
+    let kinds: Vec<(String, Option<String>)> =
+        inv_msg.sensors.iter().map(|s| (s.sensor_type.clone(), s.parent.clone())).collect();
+    assert_eq!(kinds[0], ("EDGE_CONTROLLER".to_owned(), None), "gateway first: {kinds:?}");
+    assert!(kinds.contains(&("CAMERA".to_owned(), Some(gw.to_owned()))), "{kinds:?}");
+    assert!(kinds.contains(&("NVR".to_owned(), Some(gw.to_owned()))), "{kinds:?}");
+
+    // The test can fail: the same real payloads, broken one field at a time, are refused.
+    let tel = sub.payloads_on(&format!("scs/v1/{gw}/up/telemetry")).remove(0);
+    let text = minicbor::to_vec("42").expect("encode");
+    assert!(validate("telemetry-batch", &replace_field(&tel, 3, &text)).is_err(), "seq as text accepted");
+    assert!(validate("telemetry-batch", &replace_field(&tel, 1, &minicbor::to_vec(7u8).expect("encode"))).is_err());
+    assert!(validate("telemetry-batch", &tel[..tel.len() - 1]).is_err(), "truncated batch accepted");
+    assert!(validate("inventory", &tel).is_err(), "telemetry accepted as inventory");
+    assert!(validate("inventory", &replace_field(&inv, 5, &minicbor::to_vec(1u8).expect("encode"))).is_err());
+    let status = sub.payloads_on(&format!("scs/v1/{gw}/status")).remove(0);
+    assert!(validate("status", &replace_field(&status, 2, &minicbor::to_vec("online").expect("encode"))).is_err());
+    drop(nvr);
+}
+
+#[test]
+fn shim_downlink_output_matches_cddl() {
+    let broker = Mosquitto::start();
+    let shim = Shim::start(ShimOpts::with_broker(&broker.url()));
+    let gw = "gw-cddl-2";
+    let sub = broker.subscribe(&format!("scs/v1/{gw}/#"));
+    let mut opts = AgentOpts::new(gw, &broker.url());
+    opts.config_toml = Some(config(free_port()));
+    opts.api_url = Some(shim.http_url());
+    let _agent = Agent::start(opts);
+
+    assert!(wait_until(T, || count(&sub, "/down/receipt") >= 2), "no receipts from the shim: {:?}", sub.messages().len());
+    let api = shim.api();
+    assert!(
+        wait_until(T, || api.get(&format!("/v1/gateways/{gw}/commands")).is_success() && count(&sub, "/status") >= 1),
+        "gateway unknown to the shim"
+    );
+    for (ty, params) in [("device.info", serde_json::json!({})), ("diag.log_bundle", serde_json::json!({}))] {
+        let r = api.post_json(&format!("/v1/gateways/{gw}/commands"), &serde_json::json!({"type": ty, "params": params}));
+        assert!(r.is_success(), "POST {ty} command: HTTP {} {}", r.status, r.text());
+    }
+    assert!(wait_until(T, || count(&sub, "/down/command") >= 2), "the shim did not deliver both commands");
+    assert!(wait_until(T, || count(&sub, "/up/command") >= 2), "no command updates from the agent");
+
+    let seen = validate_all(&sub.messages());
+    eprintln!("validated real agent + shim payloads per rule: {seen:?}");
+    let rec = sub.payloads_on(&format!("scs/v1/{gw}/down/receipt")).remove(0);
+    assert!(validate("receipt", &replace_field(&rec, 1, &minicbor::to_vec("1").expect("encode"))).is_err());
+    assert!(validate("command-request", &rec).is_err(), "receipt accepted as a command");
+}

@@ -1,0 +1,285 @@
+//! Command HTTP API:
+//! * `POST /v1/gateways/{id}/commands` `{type, params, confirm, expiresInSecs?, timeoutSecs?}` → 201 with the command
+//! * `GET /v1/gateways/{id}/commands?limit=&before=` → `{gatewayId, commands: [...]}`, newest first
+//! * `GET /v1/commands/{id}` → the command with its `artifacts` and `audit` trail
+//! * `POST /v1/commands/{id}/cancel`
+//! * `GET /v1/registry` (no token needed: it is the public contract) → the registry as a JSON array
+//!
+//! Validation errors are 400 `{"error", "field", "rule"}` naming the offending field (`type`,
+//! `params.port`, `confirm`, ...) and the rule it broke (`unknown`, `max`, `pattern`, ...).
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use scs_protocol::ids::validate_id;
+use scs_protocol::registry::{check_command, CheckError};
+use serde_json::{json, Value as Json_};
+
+use super::session::Kick;
+use super::store::{self, CancelOutcome, CommandRow, CommandStoreError, NewCommand};
+use super::value_json::{json_to_value, value_to_json};
+use crate::command_registry_gen::{COMMANDS, REGISTRY_JSON};
+use crate::state::AppState;
+
+/// Default time a command may wait for an offline gateway.
+pub const DEFAULT_EXPIRES_SECS: i64 = 3600;
+pub const MAX_EXPIRES_SECS: i64 = 7 * 24 * 3600;
+/// Largest request body accepted (parameters are small by schema).
+const MAX_BODY: usize = 64 * 1024;
+const HEADER_USER: &str = "x-scs-user";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/gateways/{id}/commands", post(create).get(history))
+        .route("/v1/commands/{id}", get(show))
+        .route("/v1/commands/{id}/cancel", post(cancel))
+}
+
+/// Routes that need no token.
+pub fn public_routes() -> Router<AppState> {
+    Router::new().route("/v1/registry", get(registry))
+}
+
+/// A JSON error; validation errors name the field and the rule.
+#[derive(Debug)]
+pub struct CommandApiError {
+    status: StatusCode,
+    message: String,
+    field: Option<String>,
+    rule: Option<String>,
+}
+
+impl CommandApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> CommandApiError {
+        CommandApiError { status, message: message.into(), field: None, rule: None }
+    }
+    fn invalid(field: &str, rule: &str, message: impl Into<String>) -> CommandApiError {
+        CommandApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            field: Some(field.into()),
+            rule: Some(rule.into()),
+        }
+    }
+}
+
+impl IntoResponse for CommandApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.message });
+        if let Some(f) = self.field {
+            body["field"] = json!(f);
+        }
+        if let Some(r) = self.rule {
+            body["rule"] = json!(r);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<CommandStoreError> for CommandApiError {
+    fn from(e: CommandStoreError) -> Self {
+        log::error!("command store: {e}");
+        CommandApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}"))
+    }
+}
+
+impl From<CheckError> for CommandApiError {
+    fn from(e: CheckError) -> Self {
+        match &e {
+            CheckError::UnknownType(t) => {
+                let known: Vec<&str> = COMMANDS.iter().map(|c| c.command_type).collect();
+                CommandApiError::invalid("type", "unknown", format!("unknown command type {t:?} (known: {})", known.join(", ")))
+            }
+            CheckError::ConfirmationRequired(_) => CommandApiError::invalid("confirm", "requiresConfirmation", e.to_string()),
+            CheckError::Param(p) => {
+                let field = if p.field.is_empty() { "params".to_owned() } else { format!("params.{}", p.field) };
+                CommandApiError::invalid(&field, p.rule.as_str(), format!("invalid {field}: {}", p.message))
+            }
+        }
+    }
+}
+
+/// Who asked: the `X-SCS-User` header when it is a sane name, else the API token's holder.
+fn actor(headers: &HeaderMap) -> String {
+    headers
+        .get(HEADER_USER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|u| !u.is_empty() && u.len() <= 64 && !u.chars().any(char::is_control))
+        .map(|u| format!("user:{u}"))
+        .unwrap_or_else(|| "api-token".to_owned())
+}
+
+fn new_command_id() -> String {
+    format!("cmd-{}", crate::random::random_hex(12))
+}
+
+/// JSON view of a command. `artifacts` is always a list.
+pub fn command_json(row: &CommandRow, artifacts: Option<Json_>) -> Json_ {
+    json!({
+        "id": row.id,
+        "type": row.command_type,
+        "gatewayId": row.gateway_id,
+        "state": row.state.as_str(),
+        "terminal": row.state.is_terminal(),
+        "params": row.params,
+        "confirm": row.confirm,
+        "result": row.result,
+        "error": row.error,
+        "artifacts": artifacts.or_else(|| row.artifacts.clone()).unwrap_or_else(|| json!([])),
+        "requestedBy": row.requested_by,
+        "createdAt": row.created_at,
+        "updatedAt": row.updated_at,
+        "expiresAt": row.expires_at,
+        "timeoutSecs": row.timeout_secs,
+        "deliveredAt": row.delivered_at,
+        "deliveries": row.deliveries,
+        "cancelRequested": row.cancel_requested_at.is_some(),
+    })
+}
+
+fn int_field(body: &Json_, name: &str, min: i64, max: i64) -> Result<Option<i64>, CommandApiError> {
+    match body.get(name) {
+        None | Some(Json_::Null) => Ok(None),
+        Some(v) => {
+            let i = v.as_i64().ok_or_else(|| CommandApiError::invalid(name, "type", format!("{name} must be an integer")))?;
+            if i < min {
+                return Err(CommandApiError::invalid(name, "min", format!("{name} must be at least {min}")));
+            }
+            if i > max {
+                return Err(CommandApiError::invalid(name, "max", format!("{name} must be at most {max}")));
+            }
+            Ok(Some(i))
+        }
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Path(gateway): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, CommandApiError> {
+    validate_id("gateway id", &gateway).map_err(|e| CommandApiError::invalid("gatewayId", "pattern", e.to_string()))?;
+    if body.len() > MAX_BODY {
+        return Err(CommandApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("body over {MAX_BODY} bytes")));
+    }
+    let body: Json_ =
+        serde_json::from_slice(&body).map_err(|e| CommandApiError::invalid("body", "json", format!("body is not JSON: {e}")))?;
+    if !body.is_object() {
+        return Err(CommandApiError::invalid("body", "object", "body must be a JSON object"));
+    }
+    let command_type = match body.get("type") {
+        Some(Json_::String(s)) => s.clone(),
+        None | Some(Json_::Null) => return Err(CommandApiError::invalid("type", "required", "type is required")),
+        Some(_) => return Err(CommandApiError::invalid("type", "type", "type must be a string")),
+    };
+    let confirm = match body.get("confirm") {
+        None | Some(Json_::Null) => false,
+        Some(Json_::Bool(b)) => *b,
+        Some(_) => return Err(CommandApiError::invalid("confirm", "type", "confirm must be a boolean")),
+    };
+    let params = json_to_value(body.get("params").unwrap_or(&Json_::Null));
+    let (spec, params) = check_command(COMMANDS, &command_type, &params, confirm)?;
+    let expires_secs = int_field(&body, "expiresInSecs", 1, MAX_EXPIRES_SECS)?.unwrap_or(DEFAULT_EXPIRES_SECS);
+    let timeout_secs = int_field(&body, "timeoutSecs", 1, i64::from(spec.timeout_secs))?.unwrap_or(i64::from(spec.timeout_secs));
+    let now = crate::store::now_ms();
+    let new = NewCommand {
+        id: new_command_id(),
+        gateway_id: gateway.clone(),
+        command_type: spec.command_type.to_owned(),
+        params: value_to_json(&params),
+        confirm,
+        requested_by: actor(&headers),
+        now,
+        expires_at: now + expires_secs * 1000,
+        timeout_secs: timeout_secs as u32,
+    };
+    let row = state.store.call(move |c| store::create(c, &new)).await?;
+    log::info!("command {} ({}) for {gateway} queued by {}", row.id, row.command_type, row.requested_by);
+    state.commands.kick(Kick::Gateway(gateway));
+    let location = format!("/v1/commands/{}", row.id);
+    let mut resp = (StatusCode::CREATED, Json(command_json(&row, None))).into_response();
+    if let Ok(v) = header::HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Json_>, CommandApiError> {
+    let base = super::public_base_url(&state);
+    let found = state
+        .store
+        .call(move |c| -> Result<_, CommandStoreError> {
+            let Some(row) = store::get(c, &id)? else { return Ok(None) };
+            let audit = store::audit(c, &id)?;
+            let artifacts = super::artifact_list(c, &id, &base);
+            Ok(Some((row, audit, artifacts)))
+        })
+        .await?;
+    let Some((row, audit, artifacts)) = found else {
+        return Err(CommandApiError::new(StatusCode::NOT_FOUND, "no such command"));
+    };
+    let mut v = command_json(&row, artifacts);
+    v["audit"] = audit
+        .iter()
+        .map(|a| json!({"at": a.at, "actor": a.actor, "from": a.from_state, "to": a.to_state, "detail": a.detail}))
+        .collect();
+    Ok(Json(v))
+}
+
+async fn history(
+    State(state): State<AppState>,
+    Path(gateway): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Json_>, CommandApiError> {
+    let limit = match q.get("limit") {
+        None => 100,
+        Some(s) => s
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| CommandApiError::invalid("limit", "max", "limit must be 1..=1000"))?,
+    };
+    let before = match q.get("before") {
+        None => None,
+        Some(s) => {
+            Some(s.parse::<i64>().map_err(|_| CommandApiError::invalid("before", "type", "before must be a createdAt in ms"))?)
+        }
+    };
+    let gw = gateway.clone();
+    let rows = state.store.call(move |c| store::list_for_gateway(c, &gw, limit, before)).await?;
+    let commands: Vec<Json_> = rows.iter().map(|r| command_json(r, None)).collect();
+    Ok(Json(json!({ "gatewayId": gateway, "commands": commands })))
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Json_>, CommandApiError> {
+    let who = actor(&headers);
+    let now = crate::store::now_ms();
+    let outcome = state.store.call(move |c| store::request_cancel(c, &id, &who, now)).await?;
+    match outcome {
+        CancelOutcome::NotFound => Err(CommandApiError::new(StatusCode::NOT_FOUND, "no such command")),
+        CancelOutcome::AlreadyFinished(row) => Err(CommandApiError::new(
+            StatusCode::CONFLICT,
+            format!("command {} already finished ({})", row.id, row.state.as_str()),
+        )),
+        CancelOutcome::Cancelled(row) => Ok(Json(command_json(&row, None))),
+        CancelOutcome::Requested(row) => {
+            state.commands.kick(Kick::Cancel { gateway: row.gateway_id.clone(), id: row.id.clone() });
+            Ok(Json(command_json(&row, None)))
+        }
+    }
+}
+
+async fn registry() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], REGISTRY_JSON).into_response()
+}

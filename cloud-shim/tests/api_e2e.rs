@@ -1,0 +1,71 @@
+//! The HTTP API of the real binary: bearer-token auth, the HTTP ingest contract, errors as JSON.
+
+mod support;
+
+use scs_protocol::topics::topic;
+use scs_protocol::TopicKind;
+use scs_testkit::{Shim, ShimOpts};
+use support::telemetry;
+
+/// CBOR array of `[topic, payload]` pairs.
+fn batch(messages: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut e = minicbor::Encoder::new(Vec::new());
+    e.array(messages.len() as u64).unwrap();
+    for (t, p) in messages {
+        e.array(2).unwrap().str(t).unwrap().bytes(p).unwrap();
+    }
+    e.into_writer()
+}
+
+#[test]
+fn token_is_required_except_for_health() {
+    let shim = Shim::start(ShimOpts::default());
+    let anon = shim.api().with_token(None);
+    for path in ["/v1/sensors", "/v1/sensors/x", "/v1/sensors/x/metrics", "/v1/gateways/x/stats"] {
+        let r = anon.get(path);
+        assert_eq!(r.status, 401, "{path}");
+        assert!(r.json()["error"].as_str().unwrap().contains("token"), "{path}: {}", r.text());
+    }
+    assert_eq!(shim.api().with_token(Some("wrong")).get("/v1/sensors").status, 401);
+    assert_eq!(anon.post("/v1/ingest", "application/cbor", &batch(&[])).status, 401);
+    let h = anon.get("/healthz");
+    assert_eq!(h.status, 200);
+    assert_eq!(h.json()["status"], "ok");
+    assert_eq!(shim.api().get("/v1/sensors").status, 200);
+    let missing = shim.api().get("/v1/sensors/nope");
+    assert_eq!(missing.status, 404);
+    assert!(missing.json()["error"].is_string());
+}
+
+#[test]
+fn http_ingest_contract() {
+    let shim = Shim::start(ShimOpts::default());
+    let api = shim.api();
+    let t = topic("gw-http", TopicKind::Telemetry);
+    let body = batch(&[
+        (t.clone(), telemetry("gw-http", 1, 2)),
+        (t.clone(), telemetry("gw-http", 1, 2)),
+        (t.clone(), b"junk".to_vec()),
+        ("not/a/topic".to_owned(), vec![]),
+    ]);
+    let r = api.post("/v1/ingest", "application/cbor", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let statuses: Vec<&str> = v["results"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["stored", "duplicate", "rejected", "rejected"], "{v}");
+    assert_eq!(v["results"][0]["seq"], 1);
+    assert_eq!(v["results"][0]["topic"], t.as_str());
+    assert!(v["results"][2]["error"].as_str().unwrap().starts_with("malformed"), "{v}");
+    // Same again: everything stored is now a duplicate.
+    let again = api.post("/v1/ingest", "application/cbor", &body).json();
+    assert_eq!(again["results"][0]["status"], "duplicate");
+    assert_eq!(api.get_json("/v1/sensors/gw-http/metrics")["count"], 2);
+
+    let bad = api.post("/v1/ingest", "application/cbor", b"\x01\x02garbage");
+    assert_eq!(bad.status, 400);
+    assert!(bad.json()["error"].is_string());
+    let huge = api.post("/v1/ingest", "application/cbor", &vec![0u8; 9 * 1024 * 1024]);
+    assert_eq!(huge.status, 413);
+    let wrong_type = api.post("/v1/ingest", "application/json", b"[]");
+    assert_eq!(wrong_type.status, 415);
+}

@@ -1,0 +1,115 @@
+//! Several shims on one Mosquitto through MQTT shared subscriptions, with one store between them:
+//! either a third shim acting as the Worker (`--worker-url`, which also tests the Worker backend), or
+//! one SQLite file shared by both. Every message is stored exactly once and receipted.
+
+mod support;
+
+use std::time::Duration;
+
+use scs_protocol::TopicKind;
+use scs_testkit::{free_port, wait_until, Mosquitto, Shim, ShimOpts, TempDir};
+use support::{rows_per_batch, telemetry, TestGateway};
+
+const T: Duration = Duration::from_secs(30);
+const GATEWAYS: usize = 3;
+const PER_GATEWAY: u64 = 60;
+const METRICS: usize = 4;
+
+fn shim_on(broker: &Mosquitto, args: &[String], data_dir: Option<&std::path::Path>) -> Shim {
+    let mut opts = ShimOpts::with_broker(&broker.url());
+    opts.args = args.to_vec();
+    opts.args.extend(["--share-group".to_owned(), "scs-test".to_owned()]);
+    opts.data_dir = data_dir.map(Into::into);
+    Shim::start(opts)
+}
+
+/// Publishes PER_GATEWAY batches per gateway (plus a replay of the first ten), waits for every receipt.
+fn drive(broker: &Mosquitto) -> Vec<TestGateway> {
+    let gws: Vec<TestGateway> = (0..GATEWAYS).map(|i| TestGateway::connect(broker.port(), &format!("gw-s{i}"))).collect();
+    for seq in 1..=PER_GATEWAY {
+        for g in &gws {
+            g.publish(TopicKind::Telemetry, telemetry(&g.id, seq, METRICS));
+        }
+    }
+    for g in &gws {
+        assert!(g.wait_accepted(&(1..=PER_GATEWAY).collect::<Vec<_>>(), T), "{}: {:?}", g.id, g.receipts().len());
+    }
+    for seq in 1..=10 {
+        for g in &gws {
+            g.publish(TopicKind::Telemetry, telemetry(&g.id, seq, METRICS));
+        }
+    }
+    for g in &gws {
+        let target = PER_GATEWAY as usize + 10;
+        assert!(wait_until(T, || g.accepted().len() >= target), "replays receipted for {}", g.id);
+    }
+    gws
+}
+
+fn assert_stored_once(store: &Shim) {
+    for i in 0..GATEWAYS {
+        let gw = format!("gw-s{i}");
+        let stats = store.api().get_json(&format!("/v1/gateways/{gw}/stats"));
+        assert_eq!(stats["storedMessages"], PER_GATEWAY, "{stats}");
+        let v = store.api().get_json(&format!("/v1/sensors/{gw}/metrics?limit=10000"));
+        let rows = v["samples"].as_array().map_or(0, Vec::len);
+        assert_eq!(rows, PER_GATEWAY as usize * (rows_per_batch(METRICS) - 1), "no duplicate rows for {gw}");
+    }
+}
+
+fn processed(shim: &Shim) -> u64 {
+    let t = shim.api().get_json("/v1/stats");
+    t["process"]["stored"].as_u64().unwrap_or(0) + t["process"]["duplicates"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn two_shims_share_the_load_through_a_worker() {
+    let broker = Mosquitto::start();
+    let worker = Shim::start(ShimOpts::default());
+    let args = vec!["--worker-url".to_owned(), worker.http_url()];
+    let a = shim_on(&broker, &args, None);
+    let b = shim_on(&broker, &args, None);
+    let _gws = drive(&broker);
+    assert_stored_once(&worker);
+    let (pa, pb) = (processed(&a), processed(&b));
+    assert_eq!(pa + pb, (GATEWAYS as u64) * (PER_GATEWAY + 10), "each message handled by exactly one shim");
+    assert!(pa > 0 && pb > 0, "the shared subscription split the load: {pa} / {pb}");
+}
+
+#[test]
+fn two_shims_share_one_sqlite_file() {
+    let broker = Mosquitto::start();
+    let dir = TempDir::new("shared-store");
+    let a = shim_on(&broker, &[], Some(dir.path()));
+    let b = shim_on(&broker, &[], Some(dir.path()));
+    let _gws = drive(&broker);
+    assert_stored_once(&a);
+    assert_stored_once(&b);
+    let (pa, pb) = (processed(&a), processed(&b));
+    assert!(pa > 0 && pb > 0, "the shared subscription split the load: {pa} / {pb}");
+}
+
+#[test]
+fn worker_down_means_no_receipt_until_it_is_back() {
+    let broker = Mosquitto::start();
+    let worker_port = free_port();
+    let a = shim_on(&broker, &["--worker-url".to_owned(), format!("http://127.0.0.1:{worker_port}")], None);
+    let g = TestGateway::connect(broker.port(), "gw-wd");
+    g.publish(TopicKind::Telemetry, telemetry("gw-wd", 1, 2));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(g.accepted().is_empty(), "no receipt while the Worker is unreachable: {:?}", g.receipts());
+    let worker = Shim::start(ShimOpts { http_port: Some(worker_port), ..ShimOpts::default() });
+    // Like the agent: re-send what has no receipt yet, until it has one.
+    let ok = wait_until(T, || {
+        if g.accepted().contains(&1) {
+            return true;
+        }
+        g.publish(TopicKind::Telemetry, telemetry("gw-wd", 1, 2));
+        std::thread::sleep(Duration::from_millis(500));
+        false
+    });
+    assert!(ok, "receipt once the Worker answers");
+    let stats = worker.api().get_json("/v1/gateways/gw-wd/stats");
+    assert_eq!(stats["storedMessages"], 1, "{stats}");
+    drop(a);
+}
