@@ -332,6 +332,60 @@ pub fn parse(text: &str) -> Result<Config, String> {
     toml::from_str(text).map_err(|e| e.to_string())
 }
 
+/// Keys in a config file that no setting reads (typos, settings of another version). They are
+/// ignored rather than refused, so an older agent still starts with a newer file, but the agent
+/// logs them. Free-form tables (`devices.attrs`) and sections owned by other modules are not checked.
+pub fn unknown_keys(text: &str) -> Vec<String> {
+    let Ok(user) = text.parse::<toml::Table>() else { return Vec::new() };
+    let mut reference = Config { api_url: Some(String::new()), ..Default::default() };
+    reference.mqtt = MqttConfig {
+        ca_file: Some(PathBuf::new()),
+        client_cert_file: Some(PathBuf::new()),
+        client_key_file: Some(PathBuf::new()),
+        username: Some(String::new()),
+        password: Some(Secret::default()),
+        client_id: Some(String::new()),
+        ..Default::default()
+    };
+    let device = DeviceConfig {
+        name: Some(String::new()),
+        address: Some(String::new()),
+        port: Some(0),
+        vendor: Some(String::new()),
+        model: Some(String::new()),
+        serial: Some(String::new()),
+        username: Some(String::new()),
+        password: Some(Secret::default()),
+        ..Default::default()
+    };
+    let Ok(known) = toml::Table::try_from(&reference) else { return Vec::new() };
+    let Ok(device_keys) = toml::Table::try_from(&device) else { return Vec::new() };
+    let mut out = Vec::new();
+    for (k, v) in &user {
+        match (k.as_str(), known.get(k)) {
+            ("devices", _) => {
+                for (i, d) in v.as_array().map(Vec::as_slice).unwrap_or(&[]).iter().enumerate() {
+                    for dk in d.as_table().map(|t| t.keys().collect::<Vec<_>>()).unwrap_or_default() {
+                        if dk != "attrs" && !device_keys.contains_key(dk) {
+                            out.push(format!("devices[{i}].{dk}"));
+                        }
+                    }
+                }
+            }
+            (_, None) => out.push(k.clone()),
+            (section, Some(toml::Value::Table(known_section))) if section != "upload" => {
+                for sk in v.as_table().map(|t| t.keys().collect::<Vec<_>>()).unwrap_or_default() {
+                    if !known_section.contains_key(sk) {
+                        out.push(format!("{section}.{sk}"));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 fn apply(cfg: &mut Config, o: &Overrides) {
     if let Some(v) = &o.gateway_id {
         cfg.gateway_id = v.clone();
@@ -629,6 +683,14 @@ mod tests {
         assert_eq!(Settings::open(&db, &cfg, true).unwrap().interval_secs(), 10);
         assert_eq!(Settings::open(&db, &cfg, false).unwrap().interval_secs(), 10);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_listed_not_fatal() {
+        assert!(unknown_keys(EXAMPLE).is_empty(), "{:?}", unknown_keys(EXAMPLE));
+        let text = "gateway_id = \"gw\"\nintervall_secs = 5\n[mqtt]\nbrokr = \"x\"\npassword = \"p\"\n[[devices]]\nid = \"c\"\ntype = \"CAMERA\"\nadress = \"h\"\n[devices.attrs]\nanything = \"ok\"\n";
+        assert_eq!(unknown_keys(text), vec!["devices[0].adress", "intervall_secs", "mqtt.brokr"]);
+        assert!(parse(text).is_ok());
     }
 
     #[test]

@@ -80,6 +80,12 @@ pub fn start(o: &Overrides) -> Result<AgentContext, RunError> {
         Source::File(p) => log::info!("scs-agent {} starting: config {}", inventory::AGENT_VERSION, p.display()),
         Source::DefaultsOnly => log::info!("scs-agent {} starting: no config file, defaults + flags", inventory::AGENT_VERSION),
     }
+    if let Source::File(p) = &source {
+        let unknown = std::fs::read_to_string(p).map(|t| config::unknown_keys(&t)).unwrap_or_default();
+        if !unknown.is_empty() {
+            log::warn!("config {}: unknown keys ignored: {}", p.display(), unknown.join(", "));
+        }
+    }
     if let Some(f) = log_file {
         log::info!("logging to {}", f.display());
     }

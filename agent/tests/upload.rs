@@ -455,3 +455,35 @@ fn https_upload_with_a_ca_generated_here() {
     let _ = shim.kill();
     let _ = shim.wait();
 }
+
+#[test]
+fn expired_or_forged_upload_tokens_are_refused_by_the_shim() {
+    let shim = Shim::start(ShimOpts::default());
+    let tmp = TempDir::new("upload-expired");
+    let file = make_file(tmp.path(), "small.bin", 100_000, 9);
+    let r = shim.api().post_json("/v1/artifacts/grants", &serde_json::json!({ "commandId": "cmd-exp", "ttlSecs": 1 }));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = r.json();
+    let mut g = Grant {
+        url: v["url"].as_str().expect("url").into(),
+        token: v["token"].as_str().expect("token").into(),
+        artifact: v["artifact"].as_str().expect("artifact").into(),
+        // Claim a later expiry locally so the request reaches the shim, which must refuse it.
+        expires: u64::MAX / 2,
+        command: "cmd-exp".into(),
+    };
+    std::thread::sleep(Duration::from_millis(1200));
+    let url = format!("{}/v1/uploads", shim.http_url());
+    let out = finish(spawn_upload(&upload_args(&tmp.join("a"), &g, &url, &file, &[])), Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("403") && stderr.contains("expired"), "{stderr}");
+    // A token whose signature does not match (last hex digit flipped) is refused the same way.
+    let fresh = grant(&shim, "cmd-forged");
+    let last = fresh.token.chars().last().expect("token");
+    g = Grant { token: format!("{}{}", &fresh.token[..fresh.token.len() - 1], if last == '0' { '1' } else { '0' }), ..fresh };
+    let out = finish(spawn_upload(&upload_args(&tmp.join("b"), &g, &url, &file, &[])), Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("403") && stderr.contains("signature"), "{stderr}");
+}

@@ -61,6 +61,17 @@ fn run(label: &str, n: usize, shim: Shim, agent_broker: &str) -> Result<(), Stri
         "{}",
         json!({"bench": "command_roundtrip", "broker": label, "n": n, "p50_ms": p50, "p99_ms": p99, "max_ms": max, "target_p99_ms": 20})
     );
+    // Where the time goes, from the audit trail of one more command (shim clock, ms since creation).
+    let r = api.post_json(&format!("/v1/gateways/{gateway}/commands"), &json!({"type": "device.time"}));
+    let id = r.json()["id"].as_str().unwrap_or_default().to_owned();
+    std::thread::sleep(Duration::from_millis(500));
+    let v = api.get_json(&format!("/v1/commands/{id}"));
+    let created = v["createdAt"].as_i64().unwrap_or(0);
+    let steps: Vec<String> = v["audit"]
+        .as_array()
+        .map(|a| a.iter().map(|x| format!("{}+{}ms", x["to"].as_str().unwrap_or("?"), x["at"].as_i64().unwrap_or(0) - created)).collect())
+        .unwrap_or_default();
+    println!("  one command's audit trail ({label}): {}", steps.join(" "));
     drop(agent);
     drop(shim);
     Ok(())

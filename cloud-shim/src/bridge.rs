@@ -27,13 +27,17 @@ const MAX_INCOMING_PACKET: usize = 2 * 1024 * 1024;
 const MAX_OUTGOING_PACKET: usize = 256 * 1024;
 /// Requests (receipts, commands) buffered while the connection is busy or down.
 const REQUEST_CAPACITY: usize = 16_384;
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// A healthy event loop yields at least a ping every keep-alive; this much silence means it is wedged
+/// (rumqttc has known hangs after broker restarts), so the bridge drops the connection and reconnects.
+const STALL: Duration = Duration::from_secs(45);
 
 /// Creates the shim's MQTT client; `run` drives its event loop.
 pub fn client(config: &ServeConfig) -> (AsyncClient, EventLoop) {
     let (host, port) = config.mqtt_target();
     let id = format!("scs-shim-{}-{}", std::process::id(), crate::random::random_hex(4));
     let mut opts = MqttOptions::new(id, host, port);
-    opts.set_keep_alive(Duration::from_secs(30))
+    opts.set_keep_alive(KEEP_ALIVE)
         .set_clean_session(true)
         .set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET)
         .set_inflight(200)
@@ -66,16 +70,29 @@ impl Bridge {
     pub async fn run(self, mut eventloop: EventLoop) {
         let mut backoff = Duration::from_millis(100);
         let mut errors = LogThrottle::new(5, Duration::from_secs(60));
+        // Set on every CONNACK until the SUBSCRIBE is queued: with a full request channel (many receipts
+        // waiting) the first try fails, and a missed subscription would silently stop ingest.
+        let mut need_subscribe = false;
         loop {
-            match eventloop.poll().await {
+            if need_subscribe {
+                let subs = self.filters.iter().map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                // try_: the request channel is drained by this very loop, so awaiting could deadlock.
+                match self.client.try_subscribe_many(subs) {
+                    Ok(()) => need_subscribe = false,
+                    Err(e) => log::debug!("subscription not queued yet ({e}); retrying"),
+                }
+            }
+            let Ok(polled) = tokio::time::timeout(STALL, eventloop.poll()).await else {
+                log::warn!("no MQTT activity for {STALL:?}; dropping the connection and reconnecting");
+                self.health.set_mqtt_subscribed(false);
+                eventloop.clean();
+                continue;
+            };
+            match polled {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff = Duration::from_millis(100);
                     log::info!("connected to MQTT broker; subscribing to {:?}", self.filters);
-                    let subs = self.filters.iter().map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
-                    // try_: the request channel is drained by this very loop, so awaiting could deadlock.
-                    if let Err(e) = self.client.try_subscribe_many(subs) {
-                        log::error!("cannot queue MQTT subscription: {e}");
-                    }
+                    need_subscribe = true;
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
                     let failed = ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure));

@@ -25,7 +25,9 @@ SERVE OPTIONS:
                            [default: scs-shim with --broker; none with the embedded broker]
                            (--share-group none disables it)
     --worker-url URL       forward ingest to a Worker (or another shim) at URL/v1/ingest instead of
-                           writing the local store; receipts follow the Worker's answers
+                           writing the local store; receipts follow the Worker's answers. The read API
+                           of a forwarding shim shows only its local data: read from the Worker.
+    --worker-ca FILE       trust this PEM CA for --worker-url (private CA) instead of the public roots
     --tls-cert FILE        serve the HTTP API over HTTPS with this PEM certificate chain
     --tls-key FILE         ... and this PEM private key
     --public-url URL       externally visible base URL (for download and upload links)
@@ -64,6 +66,7 @@ pub struct ServeConfig {
     pub broker: BrokerMode,
     pub share_group: Option<String>,
     pub worker_url: Option<String>,
+    pub worker_ca: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub public_url: Option<String>,
@@ -98,6 +101,7 @@ impl ServeConfig {
         let mut broker = None;
         let mut share_group: Option<String> = None;
         let mut worker_url = None;
+        let mut worker_ca = None;
         let (mut tls_cert, mut tls_key, mut public_url) = (None, None, None);
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -125,6 +129,7 @@ impl ServeConfig {
                     }
                     worker_url = Some(v.trim_end_matches('/').to_owned());
                 }
+                "--worker-ca" => worker_ca = Some(PathBuf::from(value()?)),
                 "--tls-cert" => tls_cert = Some(PathBuf::from(value()?)),
                 "--tls-key" => tls_key = Some(PathBuf::from(value()?)),
                 "--public-url" => public_url = Some(value()?.trim_end_matches('/').to_owned()),
@@ -159,6 +164,7 @@ impl ServeConfig {
             broker: broker.unwrap_or(BrokerMode::Embedded(mqtt_listen)),
             share_group,
             worker_url,
+            worker_ca,
             tls_cert,
             tls_key,
             public_url,

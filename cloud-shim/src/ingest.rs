@@ -332,3 +332,101 @@ fn item_result(item: &Item, outcome: &Outcome) -> ItemResult {
     };
     ItemResult { topic: item.topic.clone(), seq, status: status.to_owned(), error }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scs_protocol::topics::topic;
+    use scs_protocol::TelemetryBatch;
+
+    /// Answers every message with the same outcome and counts the groups it saw.
+    struct Fixed(Outcome, Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Backend for Fixed {
+        fn store(&mut self, items: &[Item]) -> Vec<Outcome> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            vec![self.0.clone(); items.len()]
+        }
+    }
+
+    fn msg(seq: u64) -> (String, Vec<u8>) {
+        (topic("gw-1", TopicKind::Telemetry), encode(&TelemetryBatch::new("gw-1", 1, seq, 1)))
+    }
+
+    #[tokio::test]
+    async fn http_results_follow_the_backend_and_failures_are_errors() {
+        let groups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let h = start(Box::new(Fixed(Outcome::Stored, groups.clone())), None, Arc::new(Stats::default())).unwrap();
+        let r = h.ingest_http(vec![msg(1), msg(2)]).await.unwrap();
+        assert_eq!(
+            r.iter().map(|r| (r.seq, r.status.as_str())).collect::<Vec<_>>(),
+            vec![(Some(1), "stored"), (Some(2), "stored")]
+        );
+
+        let failing =
+            start(Box::new(Fixed(Outcome::Failed { error: "disk full".into() }, groups)), None, Arc::new(Stats::default()))
+                .unwrap();
+        match failing.ingest_http(vec![msg(3)]).await {
+            Err(IngestError::StoreFailed(e)) => assert_eq!(e, "disk full"),
+            other => panic!("a failed store must not look stored: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_submissions_share_groups() {
+        let groups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stats = Arc::new(Stats::default());
+        let h = start(Box::new(Fixed(Outcome::Duplicate, groups.clone())), None, stats.clone()).unwrap();
+        let calls: Vec<_> = (0..50u64)
+            .map(|i| {
+                let h = h.clone();
+                async move { h.ingest_http(vec![msg(i)]).await }
+            })
+            .collect();
+        for r in futures_join(calls).await {
+            assert_eq!(r.unwrap()[0].status, "duplicate");
+        }
+        assert_eq!(stats.get("gw-1").duplicates, 50);
+        assert!(groups.load(std::sync::atomic::Ordering::SeqCst) <= 50);
+    }
+
+    /// Minimal join_all without another crate.
+    async fn futures_join<F: std::future::Future + Send + 'static>(fs: Vec<F>) -> Vec<F::Output>
+    where
+        F::Output: Send + 'static,
+    {
+        let handles: Vec<_> = fs.into_iter().map(tokio::spawn).collect();
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn receipts_are_split_at_the_protocol_limit() {
+        let p = PendingReceipt {
+            accepted: (0..(MAX_RECEIPT_SEQS as u64 + 5)).collect(),
+            rejected: vec![7],
+            reason: Some("bad".into()),
+        };
+        let r = receipts_for(p);
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[0].accepted.len(), MAX_RECEIPT_SEQS);
+        assert_eq!(r[1].accepted.len(), 5);
+        assert_eq!((r[2].rejected.clone(), r[2].reason.as_deref()), (Some(vec![7]), Some("bad")));
+        for x in &r {
+            x.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn seq_beyond_the_store_range_is_rejected_with_a_receipt() {
+        let (t, _) = msg(0);
+        let item = Item::decode(t, encode(&TelemetryBatch::new("gw-1", 1, u64::MAX, 1)), Origin::Mqtt, 0);
+        match &item.decoded {
+            Decoded::Invalid(r) => assert_eq!((r.reason, r.receipt), ("seq_range", Some((1, u64::MAX)))),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -39,6 +39,8 @@ enum ServeError {
     Http { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Worker(#[from] store::worker::WorkerError),
     #[error("the ingest pipeline stopped; exiting so the shim is restarted")]
     IngestStopped,
 }
@@ -122,7 +124,7 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         Some(url) => {
             let worker_token = std::env::var("SCS_WORKER_TOKEN").ok().filter(|t| !t.is_empty()).unwrap_or_else(|| token.clone());
             log::info!("ingest forwards to the Worker at {url}");
-            Box::new(store::worker::WorkerBackend::new(url, &worker_token))
+            Box::new(store::worker::WorkerBackend::new(url, &worker_token, config.worker_ca.as_deref())?)
         }
         None => Box::new(store::sqlite_ingest::SqliteIngest::new(store.connect()?)),
     };

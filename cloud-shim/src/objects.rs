@@ -63,7 +63,7 @@ pub trait AppendWriter: Send {
 
 #[async_trait]
 pub trait ObjectStore: Send + Sync {
-    /// Creates an empty staged object, or keeps an existing one (idempotent).
+    /// Creates an empty staged object, replacing any leftover (only called for an upload not yet recorded).
     async fn stage(&self, key: &ObjectKey) -> Result<(), ObjectError>;
     /// Length of the staged object (committed bytes), `None` if there is none.
     async fn staged_len(&self, key: &ObjectKey) -> Result<Option<u64>, ObjectError>;
@@ -162,7 +162,7 @@ impl AppendWriter for FsAppendWriter {
 impl ObjectStore for FsObjectStore {
     async fn stage(&self, key: &ObjectKey) -> Result<(), ObjectError> {
         let path = self.staging(key);
-        tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await.map_err(io_err(key))?;
+        tokio::fs::OpenOptions::new().create(true).write(true).truncate(true).open(&path).await.map_err(io_err(key))?;
         sync_dir(&self.root.join("staging"), key).await
     }
 

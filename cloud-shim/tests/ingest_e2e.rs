@@ -47,7 +47,7 @@ fn ingest_roundtrip(shim: &Shim, mqtt_port: u16, gw: &str) {
 
     // Sensors: the gateway and its camera, linked by parentSensorId, gateway online.
     let sensors = shim.api().get_json(&format!("/v1/sensors?gatewayId={gw}"));
-    let list = sensors["sensors"].as_array().expect("sensors array");
+    let list = sensors.as_array().expect("sensors array");
     let find = |id: &str| list.iter().find(|s| s["id"] == id).cloned().unwrap_or(Value::Null);
     let gw_row = find(gw);
     assert_eq!(gw_row["type"], "EDGE_CONTROLLER", "{sensors}");
@@ -116,4 +116,26 @@ fn shim_restart_keeps_data_and_dedup() {
     assert!(g.wait_accepted(&[6, 7, 8], T), "{:?}", g.receipts());
     assert_eq!(metric_rows(&shim, "gw-restart"), 8 * (rows_per_batch(3) - 1));
     assert_eq!(stored_messages(&shim, "gw-restart"), 8);
+}
+
+#[test]
+fn broker_restart_resubscribes_and_ingest_continues() {
+    let mut broker = Mosquitto::start();
+    let shim = Shim::start(ShimOpts::with_broker(&broker.url()));
+    let g = TestGateway::connect(broker.port(), "gw-brk");
+    g.publish(TopicKind::Telemetry, telemetry("gw-brk", 1, 2));
+    assert!(g.wait_accepted(&[1], T));
+    broker.restart();
+    // Like the agent: keep sending what has no receipt until it has one.
+    let ok = scs_testkit::wait_until(Duration::from_secs(30), || {
+        if g.accepted().contains(&2) {
+            return true;
+        }
+        g.publish(TopicKind::Telemetry, telemetry("gw-brk", 2, 2));
+        std::thread::sleep(Duration::from_millis(300));
+        false
+    });
+    assert!(ok, "ingest resumed after the broker restart:\n{}", shim.logs());
+    assert_eq!(shim.api().get("/healthz").status, 200);
+    assert_eq!(stored_messages(&shim, "gw-brk"), 2);
 }

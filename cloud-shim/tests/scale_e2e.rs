@@ -113,3 +113,93 @@ fn worker_down_means_no_receipt_until_it_is_back() {
     assert_eq!(stats["storedMessages"], 1, "{stats}");
     drop(a);
 }
+
+/// PEM files of a fresh CA and a `localhost` certificate it signed: (ca.pem, cert.pem, key.pem).
+fn generate_tls(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "scs worker test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("leaf params")
+        .signed_by(&leaf_key, &issuer)
+        .expect("leaf cert");
+    let paths = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&paths.0, ca_cert.pem()).expect("write ca");
+    std::fs::write(&paths.1, leaf.pem()).expect("write cert");
+    std::fs::write(&paths.2, leaf_key.serialize_pem()).expect("write key");
+    paths
+}
+
+/// The Worker backend over HTTPS: a shim serving TLS with a private CA as the Worker, a forwarding shim
+/// trusting that CA (`--worker-ca`), and one that does not (its data stays unreceipted).
+#[test]
+fn worker_over_https_with_a_private_ca() {
+    let dir = TempDir::new("worker-tls");
+    let (ca, cert, key) = generate_tls(dir.path());
+    let (http_port, mqtt_port) = (free_port(), free_port());
+    let worker_data = dir.join("worker-data");
+    let args = [
+        "serve".into(),
+        "--data-dir".into(),
+        worker_data.clone().into_os_string(),
+        "--http".into(),
+        format!("127.0.0.1:{http_port}").into(),
+        "--mqtt-listen".into(),
+        format!("127.0.0.1:{mqtt_port}").into(),
+        "--tls-cert".into(),
+        cert.into_os_string(),
+        "--tls-key".into(),
+        key.into_os_string(),
+    ];
+    let env = vec![("SCS_API_TOKEN".to_owned(), scs_testkit::TEST_TOKEN.to_owned()), ("RUST_LOG".to_owned(), "info".to_owned())];
+    let mut worker =
+        scs_testkit::Process::spawn("worker", &scs_testkit::bin_path("scs-cloud-shim"), args.to_vec(), env, dir.path());
+    let pem = std::fs::read(&ca).expect("read ca");
+    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|i| match i.expect("pem") {
+            ureq::tls::PemItem::Certificate(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+        .unversioned_rustls_crypto_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .build();
+    let https: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).tls_config(tls).build().into();
+    let health = format!("https://localhost:{http_port}/healthz");
+    let up = wait_until(T, || https.get(&health).call().map(|r| r.status() == 200).unwrap_or(false));
+    if !up {
+        worker.print_log_tails(40);
+        panic!("TLS worker not ready");
+    }
+
+    let broker = Mosquitto::start();
+    let url = format!("https://localhost:{http_port}");
+    let trusting = shim_on(&broker, &["--worker-url".into(), url.clone(), "--worker-ca".into(), ca.display().to_string()], None);
+    let g = TestGateway::connect(broker.port(), "gw-tls");
+    g.publish(TopicKind::Telemetry, telemetry("gw-tls", 1, 2));
+    assert!(g.wait_accepted(&[1], T), "receipt through the HTTPS worker: {:?}", g.receipts());
+    drop(trusting);
+
+    let untrusting = shim_on(&broker, &["--worker-url".into(), url], None);
+    let g2 = TestGateway::connect(broker.port(), "gw-tls-2");
+    g2.publish(TopicKind::Telemetry, telemetry("gw-tls-2", 1, 2));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(g2.accepted().is_empty(), "a worker with an untrusted certificate stores nothing, so no receipt");
+    drop(untrusting);
+
+    let conn = rusqlite::Connection::open(worker_data.join("scs.db")).expect("worker db");
+    let stored: Vec<String> = conn
+        .prepare("SELECT gateway_id FROM ingest_receipts ORDER BY gateway_id")
+        .expect("query")
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .map(|r| r.expect("row"))
+        .collect();
+    assert_eq!(stored, vec!["gw-tls".to_owned()]);
+    worker.kill();
+}

@@ -83,10 +83,14 @@ pub fn bin_path(name: &str) -> PathBuf {
     if let Some(v) = std::env::var_os(format!("CARGO_BIN_EXE_{name}")) {
         candidates.push(v.into());
     }
-    // Test executables live in target/<profile>/deps/; binaries one level up.
+    // Test executables live in target/<profile>/deps/ and examples in target/<profile>/examples/, with the
+    // binaries one level up; a bench binary in target/<profile>/ has them beside it.
     if let Ok(exe) = std::env::current_exe() {
-        if let Some(profile_dir) = exe.parent().and_then(|deps| deps.parent()) {
-            candidates.push(profile_dir.join(name));
+        if let Some(dir) = exe.parent() {
+            match dir.file_name().and_then(|n| n.to_str()) {
+                Some("deps" | "examples") => candidates.extend(dir.parent().map(|p| p.join(name))),
+                _ => candidates.push(dir.join(name)),
+            }
         }
     }
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));

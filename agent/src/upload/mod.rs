@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod http;
 pub mod progress;
+pub mod wire;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use scs_protocol::{ArtifactMeta, UploadGrant};
 use serde::{Deserialize, Serialize};
-use ureq::http::StatusCode;
 
 use crate::spool::{Spool, SpoolError, SpooledFile};
 use http::{PatchError, ServerState, UploadTarget};
+use wire::{Client, WireError};
 use progress::{Progress, ProgressDb};
 
 /// `[upload]` section of the agent config.
@@ -108,6 +109,18 @@ pub struct Artifact<'a> {
     pub content_type: &'a str,
 }
 
+/// HTTP statuses the upload protocol gives meaning to.
+mod status {
+    pub const OK: u16 = 200;
+    pub const CREATED: u16 = 201;
+    pub const NO_CONTENT: u16 = 204;
+    pub const NOT_FOUND: u16 = 404;
+    pub const REQUEST_TIMEOUT: u16 = 408;
+    pub const CONFLICT: u16 = 409;
+    pub const UNPROCESSABLE: u16 = 422;
+    pub const TOO_MANY_REQUESTS: u16 = 429;
+}
+
 /// Why one pass over the protocol stopped.
 enum Stop {
     /// Worth another pass after a pause (network, 5xx, lost upload).
@@ -116,7 +129,7 @@ enum Stop {
 }
 
 pub struct Uploader {
-    agent: ureq::Agent,
+    client: Client,
     cfg: UploadConfig,
     db: ProgressDb,
     spool: Spool,
@@ -134,7 +147,7 @@ impl Uploader {
             source,
         })?;
         Ok(Uploader {
-            agent: http::build_agent(cfg)?,
+            client: http::build_client(cfg)?,
             cfg: cfg.clone(),
             db: ProgressDb::open(data_dir)?,
             spool: Spool::open(data_dir, cfg.spool_max_bytes)?,
@@ -196,7 +209,7 @@ impl Uploader {
     fn run(&self, a: &Artifact<'_>, cancel: &AtomicBool, deadline: Option<Instant>) -> Result<UploadReport, UploadError> {
         let artifact = &a.grant.artifact;
         let target = UploadTarget {
-            agent: &self.agent,
+            client: &self.client,
             url: format!("{}/{}", a.grant.url.trim_end_matches('/'), artifact),
             token: &a.grant.token,
         };
@@ -286,7 +299,7 @@ impl Uploader {
                 Err(PatchError::Http(e)) => return Err(network(artifact, &format!("PATCH at {offset}"), e)),
             };
             match r.status {
-                StatusCode::NO_CONTENT | StatusCode::OK | StatusCode::CONFLICT => match r.offset {
+                status::NO_CONTENT | status::OK | status::CONFLICT => match r.offset {
                     Some(o) if o <= size => offset = o,
                     _ => return Err(Stop::Retry(format!("PATCH answered {} without a usable Upload-Offset", r.status))),
                 },
@@ -305,11 +318,11 @@ impl Uploader {
             content_type: a.content_type.to_string(),
         };
         match r.status {
-            StatusCode::OK => Ok(http::meta_from_finalize(&r.body, &declared)),
-            StatusCode::UNPROCESSABLE_ENTITY => {
+            status::OK => Ok(http::meta_from_finalize(&r.body, &declared)),
+            status::UNPROCESSABLE => {
                 Err(Stop::Fatal(UploadError::ChecksumRejected { artifact: artifact.clone(), message: r.body }))
             }
-            StatusCode::CONFLICT => Err(Stop::Retry(format!("finalize: server has {:?} of {size} bytes", r.offset))),
+            status::CONFLICT => Err(Stop::Retry(format!("finalize: server has {:?} of {size} bytes", r.offset))),
             s => Err(classify(artifact, s, &r.body, "finalize")),
         }
     }
@@ -319,19 +332,20 @@ impl Uploader {
         let artifact = &a.grant.artifact;
         let r = t.head().map_err(|e| network(artifact, "HEAD", e))?;
         match r.status {
-            StatusCode::OK => {
+            status::OK => {
                 return match r.offset {
                     Some(o) if o >= a.file.size => Ok(ServerState::Complete),
                     Some(o) => Ok(ServerState::Offset(o)),
                     None => Err(Stop::Retry("HEAD without Upload-Offset".into())),
                 }
             }
-            StatusCode::NOT_FOUND => {}
-            s => return Err(classify(artifact, s, &r.body, "HEAD")),
+            s if s >= 500 || s == status::CONFLICT => return Err(classify(artifact, s, &r.body, "HEAD")),
+            // 404: not created yet. A refusal (401/403) has no body on HEAD: the create below gets the reason.
+            _ => {}
         }
         let r = t.create(a.name, a.file.size, &a.file.sha256, a.content_type).map_err(|e| network(artifact, "create", e))?;
         match r.status {
-            StatusCode::CREATED | StatusCode::OK => Ok(r.offset.map_or(ServerState::Offset(0), |o| {
+            status::CREATED | status::OK => Ok(r.offset.map_or(ServerState::Offset(0), |o| {
                 if o >= a.file.size && r.body.contains("\"complete\":true") {
                     ServerState::Complete
                 } else {
@@ -344,13 +358,11 @@ impl Uploader {
 }
 
 /// Transport errors are retried, except a TLS peer we cannot trust: retrying cannot fix a wrong CA.
-fn network(artifact: &str, what: &str, e: ureq::Error) -> Stop {
-    let tls = match &e {
-        ureq::Error::Rustls(r) => Some(r.clone()),
-        ureq::Error::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()).cloned(),
-        _ => None,
-    };
-    match tls {
+fn network(artifact: &str, what: &str, e: WireError) -> Stop {
+    if let WireError::Url(_) = e {
+        return Stop::Fatal(UploadError::Refused { artifact: artifact.to_string(), status: 0, message: format!("{what}: {e}") });
+    }
+    match e.tls().cloned() {
         Some(
             r @ (rustls::Error::InvalidCertificate(_)
             | rustls::Error::PeerIncompatible(_)
@@ -363,15 +375,15 @@ fn network(artifact: &str, what: &str, e: ureq::Error) -> Stop {
 /// 4xx answers are definitive, except those that describe a passing state: 404 (upload lost: create it
 /// again), 408 (stalled body), 409 (another request on the upload still running: the next HEAD resyncs)
 /// and 429; 5xx are worth retrying too.
-fn classify(artifact: &str, status: StatusCode, body: &str, what: &str) -> Stop {
-    let passing = [StatusCode::NOT_FOUND, StatusCode::REQUEST_TIMEOUT, StatusCode::CONFLICT, StatusCode::TOO_MANY_REQUESTS];
-    if status.is_server_error() || passing.contains(&status) {
+fn classify(artifact: &str, status: u16, body: &str, what: &str) -> Stop {
+    let passing = [status::NOT_FOUND, status::REQUEST_TIMEOUT, status::CONFLICT, status::TOO_MANY_REQUESTS];
+    if status >= 500 || passing.contains(&status) {
         Stop::Retry(format!("{what}: HTTP {status}"))
     } else {
         let message: String = body.chars().take(300).collect();
         Stop::Fatal(UploadError::Refused {
             artifact: artifact.to_string(),
-            status: status.as_u16(),
+            status,
             message: format!("{what}: {message}"),
         })
     }

@@ -29,11 +29,12 @@ struct ListParams {
     parent_sensor_id: Option<String>,
 }
 
-async fn list(State(state): State<AppState>, Query(p): Query<ListParams>) -> Result<Json<serde_json::Value>, ApiError> {
+/// A bare JSON array of sensors (the platform's sensor list shape).
+async fn list(State(state): State<AppState>, Query(p): Query<ListParams>) -> Result<Json<Vec<queries::SensorRow>>, ApiError> {
     let filter = SensorFilter { gateway: p.gateway_id, sensor_type: p.sensor_type, parent: p.parent_sensor_id };
     let sensors: Vec<queries::SensorRow> =
         state.store.call(move |c| queries::list_sensors(c, &filter)).await.map_err(ApiError::from)?;
-    Ok(Json(json!({ "sensors": sensors })))
+    Ok(Json(sensors))
 }
 
 async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {

@@ -21,7 +21,7 @@ struct Server {
     base: String,
     art: Artifacts,
     dir: PathBuf,
-    _rt: tokio::runtime::Runtime,
+    rt: tokio::runtime::Runtime,
 }
 
 impl Drop for Server {
@@ -60,7 +60,7 @@ fn start_with(tag: &str, max_bytes: u64, tls: Option<Arc<rustls::ServerConfig>>)
             drop(rt.spawn(async move { axum::serve(l, app).await }));
         }
     }
-    Server { base, art, dir, _rt: rt }
+    Server { base, art, dir, rt }
 }
 
 fn start(tag: &str) -> Server {
@@ -379,4 +379,25 @@ fn https_with_a_generated_ca() {
     let bad: ureq::Agent = ureq::Agent::config_builder().tls_config(untrusting).build().into();
     assert!(bad.get(&format!("{}/v1/artifacts/x?token=y", s.base)).call().is_err());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Crash leftovers heal: bytes moved to their final place without the metadata row, and a staged object
+/// left behind by a discard without its upload row.
+#[test]
+fn interrupted_finalize_and_orphan_objects_recover() {
+    let s = start("recover");
+    let data = pattern(200_000);
+    let (id, token) = grant(&s, "cmd-8");
+    assert_eq!(create(&s, &id, &token, "x", &data).status(), 201);
+    assert_eq!(patch(&s, &id, &token, 0, &data).status(), 204);
+    let key = crate::objects::ObjectKey::for_artifact(&id).expect("key");
+    s.rt.block_on(s.art.objects().finalize(&key)).expect("rename as a crashed finalize would");
+    let mut fin = finalize(&s, &id, &token);
+    assert_eq!(fin.status(), 200, "{:?}", body_json(&mut fin));
+
+    let (id2, token2) = grant(&s, "cmd-8");
+    std::fs::write(s.dir.join("objects/staging").join(&id2), b"stale bytes").expect("orphan");
+    let r = create(&s, &id2, &token2, "y", &data);
+    assert_eq!((r.status().as_u16(), header_u64(&r, "upload-offset")), (201, Some(0)));
+    assert_eq!(header_u64(&head(&s, &id2, &token2), "upload-offset"), Some(0), "leftover bytes replaced");
 }

@@ -199,14 +199,19 @@ fn store_inventory(tx: &Transaction<'_>, gateway: &str, inv: &Inventory, now: i6
     Ok(())
 }
 
+/// An offline status (the Last Will, or a retained one replayed when the shim subscribes) says nothing
+/// about when the gateway was last heard, so it leaves `last_seen` alone.
 fn set_gateway_status(tx: &Transaction<'_>, gateway: &str, state: GatewayState, now: i64) -> Result<(), rusqlite::Error> {
+    let seen = (state == GatewayState::Online).then_some(now);
     tx.prepare_cached(
         "INSERT INTO sensors (id, type, gateway_id, status, last_seen, created_at, updated_at)
-         VALUES (?1, 'EDGE_CONTROLLER', ?1, ?2, ?3, ?3, ?3)
+         VALUES (?1, 'EDGE_CONTROLLER', ?1, ?2, ?3, ?4, ?4)
          ON CONFLICT (id) DO UPDATE SET status = excluded.status,
-             last_seen = max(coalesce(sensors.last_seen, 0), excluded.last_seen), updated_at = excluded.updated_at",
+             last_seen = CASE WHEN excluded.last_seen IS NULL THEN sensors.last_seen
+                              ELSE max(coalesce(sensors.last_seen, 0), excluded.last_seen) END,
+             updated_at = excluded.updated_at",
     )?
-    .execute(params![gateway, state.as_str(), now])?;
+    .execute(params![gateway, state.as_str(), seen, now])?;
     Ok(())
 }
 

@@ -4,9 +4,11 @@
 //! Worker is down the group is retried with backoff, then reported failed (no receipt: the agent keeps
 //! the data and sends it again).
 
+use std::path::Path;
 use std::time::Duration;
 
 use thiserror::Error;
+use ureq::tls::{parse_pem, Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
 
 use crate::ingest::{Backend, Item, ItemResult, Outcome};
 
@@ -18,6 +20,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Error)]
 pub enum WorkerError {
+    #[error("worker CA file {path}: {reason}")]
+    Ca { path: String, reason: String },
     #[error("worker {url}: {source}")]
     Transport { url: String, source: ureq::Error },
     #[error("worker {url} answered HTTP {status}: {body}")]
@@ -32,7 +36,7 @@ impl WorkerError {
         match self {
             WorkerError::Transport { .. } => true,
             WorkerError::Status { status, .. } => *status >= 500 || *status == 429,
-            WorkerError::Answer { .. } => false,
+            WorkerError::Answer { .. } | WorkerError::Ca { .. } => false,
         }
     }
 }
@@ -50,14 +54,22 @@ pub struct WorkerBackend {
 
 impl WorkerBackend {
     /// `base` is the Worker's root URL (`https://api.example` → POSTs to `https://api.example/v1/ingest`).
-    pub fn new(base: &str, token: &str) -> WorkerBackend {
-        let config =
-            ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(30))).build();
-        WorkerBackend {
+    /// `ca`: a PEM file of CAs to trust instead of the public web roots (a private Worker endpoint).
+    pub fn new(base: &str, token: &str, ca: Option<&Path>) -> Result<WorkerBackend, WorkerError> {
+        let mut tls = TlsConfig::builder().provider(TlsProvider::Rustls);
+        if let Some(path) = ca {
+            tls = tls.root_certs(RootCerts::new_with_certs(&read_ca(path)?));
+        }
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .tls_config(tls.build())
+            .build();
+        Ok(WorkerBackend {
             agent: ureq::Agent::new_with_config(config),
             url: format!("{}/v1/ingest", base.trim_end_matches('/')),
             auth: format!("Bearer {token}"),
-        }
+        })
     }
 
     fn post(&self, items: &[Item]) -> Result<Vec<ItemResult>, WorkerError> {
@@ -108,6 +120,21 @@ impl WorkerBackend {
             }
         }
     }
+}
+
+fn read_ca(path: &Path) -> Result<Vec<Certificate<'static>>, WorkerError> {
+    let err = |reason: String| WorkerError::Ca { path: path.display().to_string(), reason };
+    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let mut certs = Vec::new();
+    for item in parse_pem(&pem) {
+        if let PemItem::Certificate(c) = item.map_err(|e| err(e.to_string()))? {
+            certs.push(c);
+        }
+    }
+    if certs.is_empty() {
+        return Err(err("no certificate in the file".into()));
+    }
+    Ok(certs)
 }
 
 impl Backend for WorkerBackend {

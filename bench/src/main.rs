@@ -1,0 +1,79 @@
+//! `scs-bench`: the measurements behind `scripts/bench` that need a program (issue 2 figures).
+//!
+//! ```text
+//! scs-bench size                                  encoded batch size, CBOR vs the same batch as JSON
+//! scs-bench raw-insert [--n N] [--dir DIR]        raw rusqlite insert baselines on DIR's disk
+//! scs-bench drain [--batches N] [--devices N] [--broker embedded|mosquitto]
+//!                                                 one day of a site's backlog through agent + shim
+//! scs-bench rss [--secs N] [--devices N]          agent RSS at steady state with N devices configured
+//! ```
+//! Each prints human lines and one machine line `BENCH <name> key=value ...` that scripts/bench collects.
+//! The real binaries come from the same target dir as this program (build them with the same profile).
+
+mod drain;
+mod outbox;
+mod raw_insert;
+mod rss;
+mod site;
+mod size;
+
+use std::process::ExitCode;
+
+/// `--key value` options after the subcommand.
+pub struct Opts(Vec<(String, String)>);
+
+impl Opts {
+    fn parse(args: &[String]) -> Result<Opts, String> {
+        let mut out = Vec::new();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let key = a.strip_prefix("--").ok_or_else(|| format!("unexpected argument {a:?}"))?;
+            let value = it.next().ok_or_else(|| format!("--{key} needs a value"))?;
+            out.push((key.to_owned(), value.clone()));
+        }
+        Ok(Opts(out))
+    }
+
+    pub fn str(&self, key: &str, default: &str) -> String {
+        self.0.iter().rev().find(|(k, _)| k == key).map_or_else(|| default.to_owned(), |(_, v)| v.clone())
+    }
+
+    pub fn num(&self, key: &str, default: u64) -> Result<u64, String> {
+        match self.0.iter().rev().find(|(k, _)| k == key) {
+            None => Ok(default),
+            Some((_, v)) => v.parse().map_err(|_| format!("--{key} takes a number, not {v:?}")),
+        }
+    }
+}
+
+const USAGE: &str = "usage: scs-bench size | raw-insert [--n N] [--dir DIR] | drain [--batches N] [--devices N] \
+                     [--broker embedded|mosquitto] | rss [--secs N] [--devices N]";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let opts = match Opts::parse(&args[1..]) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("scs-bench: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cmd.as_str() {
+        "size" => size::run(&opts),
+        "raw-insert" => raw_insert::run(&opts),
+        "drain" => drain::run(&opts),
+        "rss" => rss::run(&opts),
+        _ => Err(format!("unknown subcommand {cmd:?}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("scs-bench {cmd}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
