@@ -440,8 +440,18 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
     if cfg.mqtt.keep_alive_secs < 5 || cfg.mqtt.watchdog_secs <= cfg.mqtt.keep_alive_secs {
         return bad("mqtt.keep_alive_secs must be >= 5 and mqtt.watchdog_secs greater than it".into());
     }
-    if cfg.mqtt.connect_timeout_secs == 0 || cfg.mqtt.receipt_timeout_secs == 0 || cfg.mqtt.reconnect_max_secs == 0 {
-        return bad("mqtt timeouts must be positive".into());
+    let m = &cfg.mqtt;
+    for (name, v, max) in [
+        ("keep_alive_secs", m.keep_alive_secs, 3600),
+        ("connect_timeout_secs", m.connect_timeout_secs, 300),
+        ("receipt_timeout_secs", m.receipt_timeout_secs, 86_400),
+        ("reconnect_max_secs", m.reconnect_max_secs, 3600),
+        ("watchdog_secs", m.watchdog_secs, 86_400),
+        ("reconnect_min_ms", m.reconnect_min_ms.max(1), 3_600_000),
+    ] {
+        if v == 0 || v > max {
+            return bad(format!("mqtt.{name} must be 1..={max}, got {v}"));
+        }
     }
     if cfg.queue.max_rows == 0 || cfg.queue.max_bytes < scs_protocol::limits::MAX_UPLINK_BYTES as u64 {
         return bad(format!(

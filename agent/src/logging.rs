@@ -38,7 +38,8 @@ pub fn init(cfg: &LogConfig, data_dir: &Path) -> Option<PathBuf> {
         use std::io::Write as _;
         writeln!(buf, "[{} {:<5} {}] {}", utc_timestamp(crate::clock::now_ms()), record.level(), record.target(), record.args())
     });
-    b.target(env_logger::Target::Pipe(Box::new(Tee { file })));
+    let reopen = cfg.file.then(|| (data_dir.join(LOG_DIR), cfg.max_bytes));
+    b.target(env_logger::Target::Pipe(Box::new(Tee { file, reopen, retry_at: None })));
     if b.try_init().is_err() {
         return None;
     }
@@ -68,16 +69,29 @@ pub fn utc_timestamp(ms: u64) -> String {
 /// Writes each formatted record to stderr and, if open, to the rotating file.
 struct Tee {
     file: Option<RotatingFile>,
+    /// Where to reopen the file after a write error (disk full, directory removed), and when.
+    reopen: Option<(PathBuf, u64)>,
+    retry_at: Option<std::time::Instant>,
 }
+
+/// Pause between attempts to reopen the log file after an error.
+const REOPEN_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Write for Tee {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         // stderr failing (closed by a supervisor) must not stop the file log, and vice versa.
         let _ = io::stderr().write_all(buf);
+        if self.file.is_none() && self.retry_at.is_some_and(|t| std::time::Instant::now() >= t) {
+            self.retry_at = None;
+            if let Some((dir, max)) = &self.reopen {
+                self.file = RotatingFile::open(dir, *max).ok();
+            }
+        }
         if let Some(f) = &mut self.file {
             if f.write_record(buf).is_err() {
-                // Disk full or removed directory: keep logging to stderr rather than erroring.
+                // Disk full or removed directory: keep logging to stderr, try the file again later.
                 self.file = None;
+                self.retry_at = Some(std::time::Instant::now() + REOPEN_AFTER);
             }
         }
         Ok(buf.len())

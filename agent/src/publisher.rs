@@ -9,7 +9,9 @@
 //! * Reconnect: a new connection starts with an empty window and re-reads the outbox from the
 //!   start, so everything unreceipted is sent again (the cloud deduplicates by (gateway, boot, seq)).
 //! * A message without a receipt after `receipt_timeout` is published again (the cloud may have
-//!   lost it between PUBACK and its commit).
+//!   lost it between PUBACK and its commit); after three sends on one connection it is parked
+//!   (still queued, out of the window) until the next connection, so one message the cloud never
+//!   answers cannot stall everything behind it.
 //!
 //! The publisher never deletes anything: only [`Publisher::on_receipt`] does, through the queue.
 
@@ -51,11 +53,22 @@ struct Inner {
     state: Mutex<State>,
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    at: Instant,
+    sends: u32,
+}
+
+/// Sends of one message on one connection without a receipt before it is parked: it leaves the
+/// window (so it cannot block everything behind it) but stays queued and goes again on the next
+/// connection. A message the cloud silently ignores must not stall the whole outbox.
+const MAX_SENDS_PER_CONNECTION: u32 = 3;
+
 #[derive(Default)]
 struct State {
     sink: Option<Box<dyn Sink>>,
-    /// seq -> when it was last published on this connection.
-    inflight: BTreeMap<u64, Instant>,
+    /// seq -> when it was last published on this connection, and how often.
+    inflight: BTreeMap<u64, Sent>,
     /// First seq queued after this connection came up; below it is backlog.
     live_from: u64,
     live_next: u64,
@@ -151,12 +164,21 @@ impl Publisher {
         let topic_of = |kind: TopicKind| topic(&self.inner.gateway, kind);
 
         // 1. Re-send what waited too long for its receipt (still counted in the window).
-        let overdue: Vec<u64> =
-            st.inflight.iter().filter(|(_, t)| now.duration_since(**t) >= self.inner.receipt_timeout).map(|(s, _)| *s).collect();
+        let overdue: Vec<(u64, u32)> = st
+            .inflight
+            .iter()
+            .filter(|(_, s)| now.duration_since(s.at) >= self.inner.receipt_timeout)
+            .map(|(seq, s)| (*seq, s.sends))
+            .collect();
         if !overdue.is_empty() {
             log::info!("{} message(s) without receipt after {:?}: sending again", overdue.len(), self.inner.receipt_timeout);
         }
-        for seq in overdue {
+        for (seq, sends) in overdue {
+            if sends >= MAX_SENDS_PER_CONNECTION {
+                st.inflight.remove(&seq);
+                log::warn!("seq {seq}: no receipt after {sends} sends; kept queued, parked until the next connection");
+                continue;
+            }
             match q.get(seq)? {
                 None => {
                     st.inflight.remove(&seq); // receipted or dropped meanwhile
@@ -165,7 +187,7 @@ impl Publisher {
                     if sink.publish(&topic_of(m.kind), m.payload).is_err() {
                         return Ok(sent);
                     }
-                    st.inflight.insert(seq, now);
+                    st.inflight.insert(seq, Sent { at: now, sends: sends + 1 });
                     sent += 1;
                 }
             }
@@ -178,7 +200,7 @@ impl Publisher {
                 if sink.publish(&topic_of(m.kind), m.payload).is_err() {
                     return Ok(sent);
                 }
-                st.inflight.insert(m.seq, now);
+                st.inflight.insert(m.seq, Sent { at: now, sends: 1 });
                 st.live_next = m.seq + 1;
                 sent += 1;
             }
@@ -193,7 +215,7 @@ impl Publisher {
                 if sink.publish(&topic_of(m.kind), m.payload).is_err() {
                     return Ok(sent);
                 }
-                st.inflight.insert(m.seq, now);
+                st.inflight.insert(m.seq, Sent { at: now, sends: 1 });
                 st.backlog_next = m.seq + 1;
                 sent += 1;
             }
@@ -351,6 +373,28 @@ mod tests {
         f.p.pump().unwrap();
         assert_eq!(rec.take(), vec![2]);
         assert_eq!(f.p.inflight(), 1);
+    }
+
+    #[test]
+    fn a_message_never_receipted_is_parked_and_frees_its_slot() {
+        let f = fixture(1, Duration::from_millis(20));
+        put(&f.q, TopicKind::Telemetry); // 1: the cloud never answers for it
+        put(&f.q, TopicKind::Telemetry); // 2
+        let rec = Recorder::default();
+        f.p.connected(Box::new(rec.clone()));
+        f.p.pump().unwrap();
+        assert_eq!(rec.take(), vec![1]);
+        for _ in 0..MAX_SENDS_PER_CONNECTION {
+            std::thread::sleep(Duration::from_millis(25));
+            f.p.pump().unwrap();
+        }
+        // sent 3 times, then parked: seq 2 gets the slot; seq 1 is still queued
+        assert_eq!(rec.take(), vec![1, 1, 2]);
+        assert!(f.q.get(1).unwrap().is_some());
+        // a new connection tries it again
+        f.p.connected(Box::new(rec.clone()));
+        f.p.pump().unwrap();
+        assert_eq!(rec.take(), vec![1]);
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub enum RunError {
     Transport(#[from] TransportError),
     #[error("starting thread {name}: {source}")]
     Thread { name: &'static str, source: std::io::Error },
+    #[error("another scs-agent already runs with data dir {0} (lock file agent.lock is held)")]
+    AlreadyRunning(std::path::PathBuf),
     #[error("command executor: {0}")]
     Executor(String),
 }
@@ -75,6 +77,8 @@ pub fn collectors(cfg: &Config, ctx: &AgentContext) -> Collectors {
 pub fn start(o: &Overrides) -> Result<AgentContext, RunError> {
     let (cfg, source) = config::load(o)?;
     std::fs::create_dir_all(&cfg.data_dir).map_err(|source| RunError::DataDir { path: cfg.data_dir.clone(), source })?;
+    // Held until the process exits.
+    let _ = DATA_DIR_LOCK.set(lock_data_dir(&cfg.data_dir)?);
     let log_file = crate::logging::init(&cfg.log, &cfg.data_dir);
     match &source {
         Source::File(p) => log::info!("scs-agent {} starting: config {}", inventory::AGENT_VERSION, p.display()),
@@ -124,6 +128,27 @@ pub fn start(o: &Overrides) -> Result<AgentContext, RunError> {
         shutdown: Shutdown::default(),
         started: Instant::now(),
     })
+}
+
+static DATA_DIR_LOCK: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+
+/// Takes an exclusive lock on `{data_dir}/agent.lock`, so two agents never share one outbox (they
+/// would publish the same seqs under different boot ids). The kernel drops it when the process
+/// dies, however it dies.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, RunError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("agent.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| RunError::DataDir { path: path.clone(), source })?;
+    // SAFETY: flock on a file descriptor we own; no memory is passed.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(RunError::AlreadyRunning(dir.to_owned()));
+    }
+    Ok(f)
 }
 
 fn spawn(name: &'static str, f: impl FnOnce() + Send + 'static) -> Result<std::thread::JoinHandle<()>, RunError> {

@@ -164,9 +164,9 @@ fn download_sha(shim: &Shim, command: &str) -> (String, u64) {
     (ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect(), total)
 }
 
-/// A loopback TCP proxy in front of the shim. The first connection can be cut (both directions closed)
-/// once `cut_after` client bytes went through, or stalled there until `release` is set; later
-/// connections pass untouched. Counts the client→server bytes of every connection.
+/// A loopback TCP proxy in front of the shim. Once `n` client→server bytes went through in total (over
+/// all connections), the connection carrying byte `n` is cut (both directions closed) or stalled until
+/// `release` is set, then closed; this happens once, later traffic passes untouched.
 struct Proxy {
     port: u16,
     forwarded: Arc<AtomicU64>,
@@ -187,15 +187,14 @@ impl Proxy {
         let forwarded = Arc::new(AtomicU64::new(0));
         let release = Arc::new(AtomicBool::new(false));
         let stalled = Arc::new(AtomicBool::new(false));
+        let fired = Arc::new(AtomicBool::new(false));
         let (f, r, s) = (forwarded.clone(), release.clone(), stalled.clone());
         std::thread::spawn(move || {
-            let mut first = true;
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)) else { continue };
-                let fault = if std::mem::take(&mut first) { Some(fault) } else { None };
-                let (f, r, s) = (f.clone(), r.clone(), s.clone());
-                std::thread::spawn(move || pump(client, server, fault, &f, &r, &s));
+                let (f, r, s, fired) = (f.clone(), r.clone(), s.clone(), fired.clone());
+                std::thread::spawn(move || pump(client, server, fault, &f, &fired, &r, &s));
             }
         });
         Proxy { port, forwarded, release, stalled }
@@ -209,8 +208,9 @@ impl Proxy {
 fn pump(
     mut client: TcpStream,
     mut server: TcpStream,
-    fault: Option<Fault>,
+    fault: Fault,
     forwarded: &AtomicU64,
+    fired: &AtomicBool,
     release: &AtomicBool,
     stalled: &AtomicBool,
 ) {
@@ -221,16 +221,18 @@ fn pump(
         let _ = c2.shutdown(Shutdown::Write);
     });
     let limit = match fault {
-        Some(Fault::Cut(n)) | Some(Fault::Stall(n)) => n,
-        None => u64::MAX,
+        Fault::Cut(n) | Fault::Stall(n) => n,
     };
-    let mut passed = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let want = (limit - passed).min(buf.len() as u64) as usize;
-        if want == 0 {
+        // Connections are sequential here (the uploader sends one request at a time), so the shared
+        // total decides which connection meets the fault.
+        let room = if fired.load(Ordering::SeqCst) { u64::MAX } else { limit.saturating_sub(forwarded.load(Ordering::SeqCst)) };
+        if room == 0 {
+            fired.store(true, Ordering::SeqCst);
             break;
         }
+        let want = room.min(buf.len() as u64) as usize;
         let n = match client.read(&mut buf[..want]) {
             Ok(0) | Err(_) => {
                 let _ = server.shutdown(Shutdown::Write);
@@ -241,11 +243,10 @@ fn pump(
         if server.write_all(&buf[..n]).is_err() {
             return;
         }
-        passed += n as u64;
-        forwarded.fetch_add(n as u64, Ordering::Relaxed);
+        forwarded.fetch_add(n as u64, Ordering::SeqCst);
     }
     // The fault point: stall (until released), then drop both sides as a broken network would.
-    if let Some(Fault::Stall(_)) = fault {
+    if let Fault::Stall(_) = fault {
         stalled.store(true, Ordering::SeqCst);
         while !release.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(20));

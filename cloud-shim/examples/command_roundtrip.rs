@@ -69,7 +69,11 @@ fn run(label: &str, n: usize, shim: Shim, agent_broker: &str) -> Result<(), Stri
     let created = v["createdAt"].as_i64().unwrap_or(0);
     let steps: Vec<String> = v["audit"]
         .as_array()
-        .map(|a| a.iter().map(|x| format!("{}+{}ms", x["to"].as_str().unwrap_or("?"), x["at"].as_i64().unwrap_or(0) - created)).collect())
+        .map(|a| {
+            a.iter()
+                .map(|x| format!("{}+{}ms", x["to"].as_str().unwrap_or("?"), x["at"].as_i64().unwrap_or(0) - created))
+                .collect()
+        })
         .unwrap_or_default();
     println!("  one command's audit trail ({label}): {}", steps.join(" "));
     drop(agent);
@@ -104,7 +108,9 @@ fn main() {
         }
     }
     if which == "mosquitto" || which == "both" {
-        let m = Mosquitto::start();
+        // Mosquitto's default leaves Nagle on for its client sockets: a command written right after a
+        // small PUBACK waits for the gateway's delayed ACK (~40 ms). Production brokers should set this too.
+        let m = Mosquitto::start_with("set_tcp_nodelay true\n");
         let mut shim = Shim::start(ShimOpts::with_broker(&m.url()));
         shim.wait_ready(Duration::from_secs(20));
         if let Err(e) = run("mosquitto", n, shim, &m.url()) {

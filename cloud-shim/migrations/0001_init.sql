@@ -13,6 +13,7 @@ CREATE TABLE sensors (
     gateway_id       TEXT NOT NULL,                   -- the gateway that announced it
     status           TEXT NOT NULL DEFAULT 'unknown', -- online | offline | unknown
     last_seen        INTEGER,
+    announced_seq    INTEGER,                         -- seq of the inventory that last described it
     created_at       INTEGER NOT NULL,
     updated_at       INTEGER NOT NULL
 );
@@ -30,6 +31,8 @@ CREATE TABLE metrics (
     gateway_id TEXT NOT NULL
 );
 CREATE INDEX metrics_sensor_name_ts ON metrics (sensor_id, name, ts);
+-- "Latest samples of a sensor" without a metric name must not sort every sample the sensor ever had.
+CREATE INDEX metrics_sensor_ts ON metrics (sensor_id, ts);
 
 -- Every receipted uplink message ever stored: the primary key is the deduplication rule.
 CREATE TABLE ingest_receipts (

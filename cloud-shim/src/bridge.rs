@@ -7,15 +7,19 @@
 //! Nothing a gateway sends can stop this loop: decoding errors are ingest's business (counted and
 //! rejected), connection errors are logged at a limited rate and followed by a reconnect with backoff.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode, TlsConfiguration, Transport};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use scs_protocol::topics::{shared, STATUS_FILTER_ALL, UPLINK_FILTER_ALL};
 use scs_protocol::{decode_uplink, GatewayState, TopicKind, Uplink};
+use thiserror::Error;
 use tokio::sync::broadcast;
 
-use crate::config::ServeConfig;
+use crate::config::{BrokerMode, ServeConfig};
 use crate::ingest::IngestHandle;
 use crate::rejection::UNKNOWN_GATEWAY;
 use crate::state::{GatewayEvent, Health, Presence};
@@ -32,17 +36,59 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// (rumqttc has known hangs after broker restarts), so the bridge drops the connection and reconnects.
 const STALL: Duration = Duration::from_secs(45);
 
+#[derive(Debug, Error)]
+pub enum BridgeError {
+    #[error("broker CA file {path}: {reason}")]
+    Ca { path: PathBuf, reason: String },
+    #[error("TLS setup for the broker: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// TLS to an `mqtts://` broker: rustls with ring, verified against `ca` or the public web roots.
+fn tls_transport(ca: Option<&Path>) -> Result<Transport, BridgeError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let err = |reason: String| BridgeError::Ca { path: path.to_owned(), reason };
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .map_err(|e| err(e.to_string()))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| err(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(err("no certificate in the file".into()));
+            }
+            for c in certs {
+                roots.add(c).map_err(|e| err(e.to_string()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(config))))
+}
+
 /// Creates the shim's MQTT client; `run` drives its event loop.
-pub fn client(config: &ServeConfig) -> (AsyncClient, EventLoop) {
+pub fn client(config: &ServeConfig) -> Result<(AsyncClient, EventLoop), BridgeError> {
     let (host, port) = config.mqtt_target();
     let id = format!("scs-shim-{}-{}", std::process::id(), crate::random::random_hex(4));
     let mut opts = MqttOptions::new(id, host, port);
+    if let BrokerMode::External { tls: true, .. } = config.broker {
+        opts.set_transport(tls_transport(config.broker_ca.as_deref())?);
+    }
     opts.set_keep_alive(KEEP_ALIVE)
         .set_clean_session(true)
         .set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET)
         .set_inflight(200)
         .set_request_channel_capacity(REQUEST_CAPACITY);
-    AsyncClient::new(opts, REQUEST_CAPACITY)
+    let (client, mut eventloop) = AsyncClient::new(opts, REQUEST_CAPACITY);
+    // Receipts and commands are small: without TCP_NODELAY, Nagle + delayed ACK adds ~40 ms per exchange.
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
+    Ok((client, eventloop))
 }
 
 /// Filters the bridge subscribes to.

@@ -20,7 +20,9 @@ SERVE OPTIONS:
     --data-dir DIR         where scs.db (SQLite, D1 schema) and artifacts live      [default: ./scs-data]
     --http ADDR            HTTP API listen address                                 [default: 127.0.0.1:8080]
     --mqtt-listen ADDR     embedded MQTT broker listen address (loopback default)  [default: 127.0.0.1:1883]
-    --broker URL           use an external broker (mqtt://HOST:PORT) instead of the embedded one
+    --broker URL           use an external broker (mqtt://HOST:PORT, or mqtts://HOST:PORT for TLS)
+                           instead of the embedded one
+    --broker-ca FILE       PEM CA(s) to verify an mqtts:// broker [default: the public web roots]
     --share-group NAME     subscribe to uplinks through $share/NAME/... so several shims split the load
                            [default: scs-shim with --broker; none with the embedded broker]
                            (--share-group none disables it)
@@ -55,8 +57,8 @@ pub enum ConfigError {
 pub enum BrokerMode {
     /// In-process rumqttd on this address.
     Embedded(SocketAddr),
-    /// Someone else's broker.
-    External { host: String, port: u16 },
+    /// Someone else's broker; `tls` for `mqtts://`.
+    External { host: String, port: u16, tls: bool },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +66,7 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub http: SocketAddr,
     pub broker: BrokerMode,
+    pub broker_ca: Option<PathBuf>,
     pub share_group: Option<String>,
     pub worker_url: Option<String>,
     pub worker_ca: Option<PathBuf>,
@@ -76,20 +79,25 @@ fn addr(option: &'static str, v: &str) -> Result<SocketAddr, ConfigError> {
     v.parse().map_err(|e: std::net::AddrParseError| ConfigError::Invalid { option, value: v.into(), reason: e.to_string() })
 }
 
-/// `mqtt://HOST:PORT` (port defaults to 1883).
+/// `mqtt://HOST:PORT` (port defaults to 1883) or `mqtts://HOST:PORT` (TLS, port defaults to 8883).
 pub fn parse_broker_url(v: &str) -> Result<BrokerMode, ConfigError> {
     let invalid = |reason: &str| ConfigError::Invalid { option: "--broker", value: v.into(), reason: reason.into() };
-    let rest =
-        v.strip_prefix("mqtt://").or_else(|| v.strip_prefix("tcp://")).ok_or_else(|| invalid("expected mqtt://HOST:PORT"))?;
+    let (rest, tls) = if let Some(r) = v.strip_prefix("mqtts://").or_else(|| v.strip_prefix("ssl://")) {
+        (r, true)
+    } else if let Some(r) = v.strip_prefix("mqtt://").or_else(|| v.strip_prefix("tcp://")) {
+        (r, false)
+    } else {
+        return Err(invalid("expected mqtt://HOST:PORT or mqtts://HOST:PORT"));
+    };
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) => (h, p.parse::<u16>().map_err(|_| invalid("bad port"))?),
-        None => (rest, 1883),
+        None => (rest, if tls { 8883 } else { 1883 }),
     };
     if host.is_empty() {
         return Err(invalid("missing host"));
     }
-    Ok(BrokerMode::External { host: host.trim_start_matches('[').trim_end_matches(']').to_owned(), port })
+    Ok(BrokerMode::External { host: host.trim_start_matches('[').trim_end_matches(']').to_owned(), port, tls })
 }
 
 impl ServeConfig {
@@ -99,6 +107,7 @@ impl ServeConfig {
         let mut http = addr("--http", "127.0.0.1:8080")?;
         let mut mqtt_listen = addr("--mqtt-listen", "127.0.0.1:1883")?;
         let mut broker = None;
+        let mut broker_ca = None;
         let mut share_group: Option<String> = None;
         let mut worker_url = None;
         let mut worker_ca = None;
@@ -117,6 +126,7 @@ impl ServeConfig {
                 "--http" => http = addr("--http", &value()?)?,
                 "--mqtt-listen" => mqtt_listen = addr("--mqtt-listen", &value()?)?,
                 "--broker" => broker = Some(parse_broker_url(&value()?)?),
+                "--broker-ca" => broker_ca = Some(PathBuf::from(value()?)),
                 "--share-group" => share_group = Some(value()?),
                 "--worker-url" => {
                     let v = value()?;
@@ -162,6 +172,7 @@ impl ServeConfig {
             data_dir,
             http,
             broker: broker.unwrap_or(BrokerMode::Embedded(mqtt_listen)),
+            broker_ca,
             share_group,
             worker_url,
             worker_ca,
@@ -179,7 +190,7 @@ impl ServeConfig {
                 let ip = if a.ip().is_unspecified() { std::net::Ipv4Addr::LOCALHOST.into() } else { a.ip() };
                 (ip.to_string(), a.port())
             }
-            BrokerMode::External { host, port } => (host.clone(), *port),
+            BrokerMode::External { host, port, .. } => (host.clone(), *port),
         }
     }
 }
@@ -202,7 +213,9 @@ mod tests {
     #[test]
     fn external_broker_shares_by_default() {
         let c = parse(&["--broker", "mqtt://127.0.0.1:1999", "--http=127.0.0.1:9"]).unwrap();
-        assert_eq!(c.broker, BrokerMode::External { host: "127.0.0.1".into(), port: 1999 });
+        assert_eq!(c.broker, BrokerMode::External { host: "127.0.0.1".into(), port: 1999, tls: false });
+        let t = parse(&["--broker", "mqtts://mq.example"]).unwrap();
+        assert_eq!(t.broker, BrokerMode::External { host: "mq.example".into(), port: 8883, tls: true });
         assert_eq!(c.share_group.as_deref(), Some(DEFAULT_SHARE_GROUP));
         assert_eq!(parse(&["--broker", "mqtt://h", "--share-group", "none"]).unwrap().share_group, None);
         assert_eq!(parse(&["--broker", "mqtt://h"]).unwrap().mqtt_target(), ("h".into(), 1883));

@@ -41,6 +41,8 @@ enum ServeError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Worker(#[from] store::worker::WorkerError),
+    #[error(transparent)]
+    Bridge(#[from] bridge::BridgeError),
     #[error("the ingest pipeline stopped; exiting so the shim is restarted")]
     IngestStopped,
 }
@@ -117,8 +119,9 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     if let BrokerMode::Embedded(addr) = config.broker {
         broker::start(addr)?;
     }
-    let http = tokio::net::TcpListener::bind(config.http).await.map_err(|source| ServeError::Http { addr: config.http, source })?;
-    let (mqtt, eventloop) = bridge::client(&config);
+    let http =
+        tokio::net::TcpListener::bind(config.http).await.map_err(|source| ServeError::Http { addr: config.http, source })?;
+    let (mqtt, eventloop) = bridge::client(&config)?;
     let stats = Arc::new(Stats::default());
     let backend: Box<dyn ingest::Backend> = match &config.worker_url {
         Some(url) => {

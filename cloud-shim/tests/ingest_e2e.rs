@@ -139,3 +139,24 @@ fn broker_restart_resubscribes_and_ingest_continues() {
     assert_eq!(shim.api().get("/healthz").status, 200);
     assert_eq!(stored_messages(&shim, "gw-brk"), 2);
 }
+
+/// `--broker mqtts://...` with `--broker-ca`: the shim's own connection to Mosquitto is TLS, verified
+/// against a CA generated here; gateways use the plain listener of the same broker.
+#[test]
+fn mosquitto_over_tls() {
+    let dir = scs_testkit::TempDir::new("broker-tls");
+    let (ca, cert, key) = support::generate_tls(dir.path());
+    let tls_port = scs_testkit::free_port();
+    let broker = Mosquitto::start_with(&format!(
+        "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+        ca.display(),
+        cert.display(),
+        key.display()
+    ));
+    let mut opts = ShimOpts::with_broker(&format!("mqtts://localhost:{tls_port}"));
+    opts.args = vec!["--broker-ca".into(), ca.display().to_string()];
+    let shim = Shim::start(opts);
+    let g = TestGateway::connect(broker.port(), "gw-mqtts");
+    g.publish(TopicKind::Telemetry, telemetry("gw-mqtts", 1, 2));
+    assert!(g.wait_accepted(&[1], T), "ingest and receipt over the TLS connection:\n{}", shim.logs());
+}

@@ -114,32 +114,12 @@ fn worker_down_means_no_receipt_until_it_is_back() {
     drop(a);
 }
 
-/// PEM files of a fresh CA and a `localhost` certificate it signed: (ca.pem, cert.pem, key.pem).
-fn generate_tls(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let ca_key = rcgen::KeyPair::generate().expect("ca key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "scs worker test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .expect("leaf params")
-        .signed_by(&leaf_key, &issuer)
-        .expect("leaf cert");
-    let paths = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&paths.0, ca_cert.pem()).expect("write ca");
-    std::fs::write(&paths.1, leaf.pem()).expect("write cert");
-    std::fs::write(&paths.2, leaf_key.serialize_pem()).expect("write key");
-    paths
-}
-
 /// The Worker backend over HTTPS: a shim serving TLS with a private CA as the Worker, a forwarding shim
 /// trusting that CA (`--worker-ca`), and one that does not (its data stays unreceipted).
 #[test]
 fn worker_over_https_with_a_private_ca() {
     let dir = TempDir::new("worker-tls");
-    let (ca, cert, key) = generate_tls(dir.path());
+    let (ca, cert, key) = support::generate_tls(dir.path());
     let (http_port, mqtt_port) = (free_port(), free_port());
     let worker_data = dir.join("worker-data");
     let args = [

@@ -102,7 +102,7 @@ impl Backoff {
 
     pub fn next_delay(&mut self) -> Duration {
         let base = self.cur;
-        self.cur = (self.cur * 2).min(self.max);
+        self.cur = self.cur.saturating_mul(2).min(self.max);
         self.rng = crate::clock::splitmix(self.rng);
         let half = base / 2;
         let jitter_ms = if half.as_millis() > 0 { self.rng % (half.as_millis() as u64 + 1) } else { 0 };
@@ -125,6 +125,10 @@ impl Sink for MqttSink {
             .map_err(|e| SinkError { topic: topic.to_owned(), reason: e.to_string() })
     }
 }
+
+/// A connection up at least this long counts as healthy: the next reconnect starts from the
+/// shortest backoff again.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 /// Why one connection's life ended.
 enum End {
@@ -229,15 +233,24 @@ impl MqttTransport {
             let mut conn = conn;
             let mut net = NetworkOptions::new();
             net.set_connection_timeout(self.cfg.connect_timeout_secs);
+            // Small messages (command updates, acks) must not wait for Nagle + delayed ACK (~40 ms).
+            net.set_tcp_nodelay(true);
             conn.eventloop.set_network_options(net);
 
-            let (end, was_connected) = self.drive(&client, &mut conn, &mut backoff);
+            let (end, up_for) = self.drive(&client, &mut conn);
+            let was_connected = up_for.is_some();
+            // Only a connection that stayed up a while resets the backoff: one the broker drops
+            // right after CONNACK (auth hook, overload) must not turn into a reconnect storm.
+            if up_for.is_some_and(|d| d >= STABLE_AFTER) {
+                backoff.reset();
+            }
             self.publisher.disconnected();
             self.metrics.connected.store(false, Ordering::Relaxed);
             drop(conn);
             match end {
                 End::Shutdown => return,
-                End::Lost(reason) => log::warn!("mqtt: connection to {} lost: {reason}", self.url.host),
+                End::Lost(reason) if was_connected => log::warn!("mqtt: connection to {} lost: {reason}", self.url.host),
+                End::Lost(reason) => log::warn!("mqtt: connect to {}:{} failed: {reason}", self.url.host, self.url.port),
                 End::Stalled(reason) => {
                     AgentMetrics::add(&self.metrics.watchdog_resets, 1);
                     log::warn!("mqtt watchdog: {reason}; recreating the client");
@@ -258,21 +271,23 @@ impl MqttTransport {
         }
     }
 
-    /// Runs one client until the connection ends. Returns why, and whether it had been up.
-    fn drive(&mut self, client: &Client, conn: &mut Connection, backoff: &mut Backoff) -> (End, bool) {
+    /// Runs one client until the connection ends. Returns why, and how long it had been up.
+    fn drive(&mut self, client: &Client, conn: &mut Connection) -> (End, Option<Duration>) {
         let watchdog = Duration::from_secs(self.cfg.watchdog_secs);
         // A connect attempt is bounded by rumqttc's connection timeout; give it slack before the
         // watchdog calls it stuck (and never cancel a connect that is still within its timeout).
         let connect_wait = Duration::from_secs(self.cfg.connect_timeout_secs + 5);
-        let mut connected = false;
+        let mut connected_at: Option<Instant> = None;
         let mut last_rx = Instant::now();
         loop {
             self.heartbeat();
+            let connected = connected_at.is_some();
+            let up_for = connected_at.map(|t| t.elapsed());
             if self.shutdown.requested() {
                 if connected {
                     self.say_goodbye(client, conn);
                 }
-                return (End::Shutdown, connected);
+                return (End::Shutdown, up_for);
             }
             let wait = if connected { Duration::from_secs(1) } else { connect_wait };
             match conn.recv_timeout(wait) {
@@ -281,29 +296,32 @@ impl MqttTransport {
                     match packet {
                         Packet::ConnAck(_) => {
                             if let Err(e) = self.on_connack(client) {
-                                return (End::Lost(format!("setting up the session: {e}")), connected);
+                                return (End::Lost(format!("setting up the session: {e}")), up_for);
                             }
-                            connected = true;
-                            backoff.reset();
+                            connected_at = Some(Instant::now());
                         }
                         Packet::Publish(p) => self.on_downlink(&p.topic, &p.payload),
                         _ => {}
                     }
                 }
                 Ok(Ok(Event::Outgoing(_))) => {}
-                Ok(Err(e)) => return (End::Lost(e.to_string()), connected),
+                Ok(Err(e)) => return (End::Lost(e.to_string()), connected_at.map(|t| t.elapsed())),
                 Err(RecvTimeoutError::Timeout) => {
                     if !connected {
                         return (
                             End::Stalled(format!("connect to {} did not finish in {:?}", self.url.host, connect_wait)),
-                            false,
+                            None,
                         );
                     }
                 }
-                Err(RecvTimeoutError::Disconnected) => return (End::Lost("client request channel closed".into()), connected),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return (End::Lost("client request channel closed".into()), connected_at.map(|t| t.elapsed()))
+                }
             }
-            if connected && last_rx.elapsed() > watchdog {
-                return (End::Stalled(format!("nothing from the broker for {:?}", last_rx.elapsed())), true);
+            if let Some(t) = connected_at {
+                if last_rx.elapsed() > watchdog {
+                    return (End::Stalled(format!("nothing from the broker for {:?}", last_rx.elapsed())), Some(t.elapsed()));
+                }
             }
         }
     }

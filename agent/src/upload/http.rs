@@ -1,40 +1,68 @@
-//! The upload protocol's four requests over the small client in `wire.rs` (blocking, streaming bodies),
-//! and the HTTPS setup: rustls with the ring provider, roots from the configured CA file or the system
+//! The upload protocol's four requests over ureq (blocking, streaming bodies), and the HTTPS setup:
+//! rustls with the ring provider installed explicitly, roots from the configured CA file or the system
 //! bundle (no compiled-in root store, which keeps the binary small).
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::RootCertStore;
 use scs_protocol::ArtifactMeta;
+use ureq::http::Response;
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
+use ureq::{Body, SendBody};
 
-use super::wire::{self, Body, Client, Url, WireError};
 use super::{UploadConfig, UploadError};
 
 /// Where distributions keep the system CA bundle (Debian/Yocto/Buildroot, Fedora, BSD-style).
 const SYSTEM_BUNDLES: &[&str] = &["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
 
-pub fn build_client(cfg: &UploadConfig) -> Result<Client, UploadError> {
+pub fn build_agent(cfg: &UploadConfig) -> Result<ureq::Agent, UploadError> {
     let roots = load_roots(cfg.ca_file.as_deref())?;
-    Client::new(roots, Duration::from_secs(cfg.connect_timeout_secs), Duration::from_secs(cfg.io_timeout_secs))
-        .map_err(|e| UploadError::CaFile { path: cfg.ca_file.clone().unwrap_or_default(), reason: e.to_string() })
+    let tls = TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .root_certs(RootCerts::new_with_certs(&roots))
+        .build();
+    Ok(ureq::Agent::config_builder()
+        .tls_config(tls)
+        .http_status_as_error(false)
+        // Uploads go to the configured cloud, never through an environment proxy picked up by accident.
+        .proxy(None)
+        .timeout_connect(Some(Duration::from_secs(cfg.connect_timeout_secs)))
+        .timeout_per_read(Some(Duration::from_secs(cfg.io_timeout_secs)))
+        .timeout_per_write(Some(Duration::from_secs(cfg.io_timeout_secs)))
+        .user_agent(concat!("scs-agent/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into())
 }
 
 /// The CA file's certificates, or the system bundle's; empty when neither exists (plain HTTP still works,
 /// HTTPS then fails the handshake with a clear "unknown issuer").
-fn load_roots(ca_file: Option<&Path>) -> Result<RootCertStore, UploadError> {
+fn load_roots(ca_file: Option<&Path>) -> Result<Vec<Certificate<'static>>, UploadError> {
     let path: Option<PathBuf> = match ca_file {
         Some(p) => Some(p.to_path_buf()),
         None => SYSTEM_BUNDLES.iter().map(PathBuf::from).find(|p| p.exists()),
     };
     let Some(path) = path else {
         log::warn!("no CA file configured and no system CA bundle found; HTTPS uploads will fail");
-        return Ok(RootCertStore::empty());
+        return Ok(Vec::new());
     };
-    wire::load_roots(&path).map_err(|reason| UploadError::CaFile { path, reason })
+    let pem = std::fs::read(&path).map_err(|source| UploadError::CaFile { path: path.clone(), reason: source.to_string() })?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => return Err(UploadError::CaFile { path, reason: e.to_string() }),
+        }
+    }
+    if certs.is_empty() {
+        return Err(UploadError::CaFile { path, reason: "no certificate in file".into() });
+    }
+    Ok(certs)
 }
 
 /// What the server says about an upload.
@@ -51,40 +79,36 @@ pub struct Reply {
     pub body: String,
 }
 
-fn reply(resp: wire::Response) -> Reply {
-    let offset = resp.header("upload-offset").and_then(|v| v.trim().parse().ok());
-    Reply { status: resp.status, offset, body: resp.body }
+fn reply(mut resp: Response<Body>) -> Reply {
+    let offset = resp.headers().get("upload-offset").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
+    // Error bodies are small JSON; cap what we read so a misbehaving server cannot grow our memory.
+    let body = resp.body_mut().with_config().limit(64 * 1024).read_to_string().unwrap_or_default();
+    Reply { status: resp.status().as_u16(), offset, body }
 }
 
 pub struct UploadTarget<'a> {
-    pub client: &'a Client,
+    pub agent: &'a ureq::Agent,
     /// `{grant.url}/{artifact}`.
     pub url: String,
     pub token: &'a str,
 }
 
 impl UploadTarget<'_> {
-    fn url(&self, suffix: &str) -> Result<Url, WireError> {
-        Url::parse(&format!("{}{suffix}", self.url))
-    }
-
     fn auth(&self) -> String {
         format!("Bearer {}", self.token)
     }
 
-    pub fn head(&self) -> Result<Reply, WireError> {
-        self.client.request("HEAD", &self.url("")?, &[("Authorization", &self.auth())], Body::Empty).map(reply)
+    pub fn head(&self) -> Result<Reply, ureq::Error> {
+        self.agent.head(&self.url).header("Authorization", &self.auth()).call().map(reply)
     }
 
-    pub fn create(&self, name: &str, size: u64, sha256: &str, content_type: &str) -> Result<Reply, WireError> {
+    pub fn create(&self, name: &str, size: u64, sha256: &str, content_type: &str) -> Result<Reply, ureq::Error> {
         let body = format!(
             "{{\"name\":{},\"size\":{size},\"sha256\":\"{sha256}\",\"contentType\":{}}}",
             json_string(name),
             json_string(content_type)
         );
-        let headers = [("Authorization", self.auth()), ("Content-Type", "application/json".to_string())];
-        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        self.client.request("POST", &self.url("")?, &h, Body::Bytes(body.as_bytes())).map(reply)
+        self.agent.post(&self.url).header("Authorization", &self.auth()).content_type("application/json").send(body).map(reply)
     }
 
     /// Sends `len` bytes of `path` starting at `offset`, streamed from the file (memory stays flat).
@@ -92,22 +116,27 @@ impl UploadTarget<'_> {
     pub fn patch(&self, path: &Path, offset: u64, len: u64, sent: &AtomicU64) -> Result<Reply, PatchError> {
         let mut file = File::open(path).map_err(PatchError::File)?;
         file.seek(SeekFrom::Start(offset)).map_err(PatchError::File)?;
-        let mut reader = Counting { inner: file, sent };
-        let (auth, off) = (self.auth(), offset.to_string());
-        let headers = [("Authorization", auth.as_str()), ("Upload-Offset", off.as_str()), ("Content-Type", "application/offset+octet-stream")];
-        let url = self.url("").map_err(PatchError::Http)?;
-        self.client.request("PATCH", &url, &headers, Body::Stream(&mut reader, len)).map(reply).map_err(PatchError::Http)
+        let mut reader = Counting { inner: file.take(len), sent };
+        self.agent
+            .patch(&self.url)
+            .header("Authorization", &self.auth())
+            .header("Upload-Offset", &offset.to_string())
+            .header("Content-Length", &len.to_string())
+            .content_type("application/offset+octet-stream")
+            .send(SendBody::from_reader(&mut reader))
+            .map(reply)
+            .map_err(PatchError::Http)
     }
 
-    pub fn finalize(&self) -> Result<Reply, WireError> {
-        self.client.request("POST", &self.url("/finalize")?, &[("Authorization", &self.auth())], Body::Empty).map(reply)
+    pub fn finalize(&self) -> Result<Reply, ureq::Error> {
+        self.agent.post(&format!("{}/finalize", self.url)).header("Authorization", &self.auth()).send_empty().map(reply)
     }
 }
 
 #[derive(Debug)]
 pub enum PatchError {
     File(io::Error),
-    Http(WireError),
+    Http(ureq::Error),
 }
 
 struct Counting<'a, R> {

@@ -10,7 +10,6 @@
 pub mod cli;
 pub mod http;
 pub mod progress;
-pub mod wire;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,7 +20,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::spool::{Spool, SpoolError, SpooledFile};
 use http::{PatchError, ServerState, UploadTarget};
-use wire::{Client, WireError};
 use progress::{Progress, ProgressDb};
 
 /// `[upload]` section of the agent config.
@@ -129,7 +127,7 @@ enum Stop {
 }
 
 pub struct Uploader {
-    client: Client,
+    agent: ureq::Agent,
     cfg: UploadConfig,
     db: ProgressDb,
     spool: Spool,
@@ -147,7 +145,7 @@ impl Uploader {
             source,
         })?;
         Ok(Uploader {
-            client: http::build_client(cfg)?,
+            agent: http::build_agent(cfg)?,
             cfg: cfg.clone(),
             db: ProgressDb::open(data_dir)?,
             spool: Spool::open(data_dir, cfg.spool_max_bytes)?,
@@ -209,7 +207,7 @@ impl Uploader {
     fn run(&self, a: &Artifact<'_>, cancel: &AtomicBool, deadline: Option<Instant>) -> Result<UploadReport, UploadError> {
         let artifact = &a.grant.artifact;
         let target = UploadTarget {
-            client: &self.client,
+            agent: &self.agent,
             url: format!("{}/{}", a.grant.url.trim_end_matches('/'), artifact),
             token: &a.grant.token,
         };
@@ -358,11 +356,20 @@ impl Uploader {
 }
 
 /// Transport errors are retried, except a TLS peer we cannot trust: retrying cannot fix a wrong CA.
-fn network(artifact: &str, what: &str, e: WireError) -> Stop {
-    if let WireError::Url(_) = e {
-        return Stop::Fatal(UploadError::Refused { artifact: artifact.to_string(), status: 0, message: format!("{what}: {e}") });
-    }
-    match e.tls().cloned() {
+fn network(artifact: &str, what: &str, e: ureq::Error) -> Stop {
+    let tls = match &e {
+        ureq::Error::Rustls(r) => Some(r.clone()),
+        ureq::Error::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()).cloned(),
+        ureq::Error::BadUri(_) => {
+            return Stop::Fatal(UploadError::Refused {
+                artifact: artifact.to_string(),
+                status: 0,
+                message: format!("{what}: {e}"),
+            })
+        }
+        _ => None,
+    };
+    match tls {
         Some(
             r @ (rustls::Error::InvalidCertificate(_)
             | rustls::Error::PeerIncompatible(_)
@@ -381,11 +388,7 @@ fn classify(artifact: &str, status: u16, body: &str, what: &str) -> Stop {
         Stop::Retry(format!("{what}: HTTP {status}"))
     } else {
         let message: String = body.chars().take(300).collect();
-        Stop::Fatal(UploadError::Refused {
-            artifact: artifact.to_string(),
-            status,
-            message: format!("{what}: {message}"),
-        })
+        Stop::Fatal(UploadError::Refused { artifact: artifact.to_string(), status, message: format!("{what}: {message}") })
     }
 }
 

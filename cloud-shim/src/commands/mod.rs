@@ -40,3 +40,17 @@ pub fn artifact_list(conn: &Connection, command_id: &str, base_url: &str) -> Opt
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::command_registry_gen::{COMMANDS, REGISTRY_JSON};
+
+    #[test]
+    fn generated_registry_is_consistent_and_served_json_matches_it() {
+        scs_protocol::registry::check_registry(COMMANDS).unwrap();
+        let served: serde_json::Value = serde_json::from_str(REGISTRY_JSON).unwrap();
+        let types: Vec<&str> = served.as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect();
+        let table: Vec<&str> = COMMANDS.iter().map(|c| c.command_type).collect();
+        assert_eq!(types, table);
+    }
+}

@@ -259,15 +259,16 @@ pub fn unmark_delivered(conn: &Connection, id: &str, now: i64, why: &str) -> Res
     Ok(())
 }
 
-/// Commands the gateway should be sent now, oldest first: `queued` ones, and with `resend` also
-/// `delivered` ones the agent has not acknowledged (after a reconnect a publish may have been lost;
-/// the agent runs an id at most once, so re-sending is safe).
+/// Commands the gateway should be sent now, oldest first: unexpired `queued` ones, and with `resend`
+/// also `delivered` ones the agent has not acknowledged (after a reconnect a publish may have been
+/// lost). Delivered ones are re-sent even past their expiry: the agent either knows the id (it ran at
+/// most once; its updates are on their way) or reports it `expired` — so no command stays `delivered`.
 pub fn pending_for(conn: &Connection, gateway: &str, resend: bool, now: i64) -> Result<Vec<CommandRow>, CommandStoreError> {
-    let states = if resend { "('queued', 'delivered')" } else { "('queued')" };
     let sql = format!(
-        "SELECT {COLUMNS} FROM commands WHERE gateway_id = ?1 AND state IN {states} AND expires_at > ?2 ORDER BY created_at, rowid"
+        "SELECT {COLUMNS} FROM commands WHERE gateway_id = ?1
+         AND ((state = 'queued' AND expires_at > ?2) OR (?3 AND state = 'delivered')) ORDER BY created_at, rowid"
     );
-    query_rows(conn, &sql, params![gateway, now])
+    query_rows(conn, &sql, params![gateway, now, resend])
 }
 
 /// Non-terminal commands on the gateway with a cancel still to be sent.
@@ -282,7 +283,7 @@ pub fn pending_cancels(conn: &Connection, gateway: &str) -> Result<Vec<CommandRo
 /// Gateways with queued commands (the session's work list after a restart).
 pub fn gateways_with_open_commands(conn: &Connection, now: i64) -> Result<Vec<String>, CommandStoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT DISTINCT gateway_id FROM commands WHERE (state IN ('queued', 'delivered') AND expires_at > ?1)
+        "SELECT DISTINCT gateway_id FROM commands WHERE (state = 'queued' AND expires_at > ?1) OR state = 'delivered'
          OR (cancel_requested_at IS NOT NULL AND state IN ('delivered', 'accepted', 'running'))",
     )?;
     let rows = stmt.query_map([now], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
@@ -500,6 +501,9 @@ mod tests {
         let ids = |v: Vec<CommandRow>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
         assert_eq!(ids(pending_for(&conn, "gw", false, 2000).unwrap()), ["q"]);
         assert_eq!(ids(pending_for(&conn, "gw", true, 2000).unwrap()), ["q", "d"]);
+        // Past the expiry only the delivered one is re-sent (the agent settles it); the queued one expires.
+        assert_eq!(ids(pending_for(&conn, "gw", true, 1_000_000).unwrap()), ["d"]);
+        assert_eq!(ids(pending_for(&conn, "gw", false, 1_000_000).unwrap()), Vec::<String>::new());
         assert!(
             matches!(request_cancel(&mut conn, "q", "bob", 2000).unwrap(), CancelOutcome::Cancelled(r) if r.state == CommandState::Cancelled)
         );

@@ -85,12 +85,17 @@ pub struct MetricQuery {
 /// Samples of one sensor in `[from, to]` (inclusive, ms), optionally one metric name.
 pub fn metrics(conn: &Connection, sensor: &str, q: &MetricQuery) -> Result<Vec<Sample>, StoreError> {
     let order = if q.newest_first { "DESC" } else { "ASC" };
+    // Two statements rather than `(?2 IS NULL OR name = ?2)`, which would keep SQLite off the
+    // (sensor_id, name, ts) index and scan every metric of the sensor.
+    let name_clause = if q.name.is_some() { "AND name = ?5" } else { "" };
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT name, label, ts, value FROM metrics
-         WHERE sensor_id = ?1 AND (?2 IS NULL OR name = ?2) AND ts >= ?3 AND ts <= ?4
-         ORDER BY ts {order}, rowid {order} LIMIT ?5"
+         WHERE sensor_id = ?1 {name_clause} AND ts >= ?2 AND ts <= ?3
+         ORDER BY ts {order}, rowid {order} LIMIT ?4"
     ))?;
-    let rows = stmt.query_map(params![sensor, q.name, q.from.unwrap_or(i64::MIN), q.to.unwrap_or(i64::MAX), q.limit], |r| {
+    let from = q.from.unwrap_or(i64::MIN);
+    let to = q.to.unwrap_or(i64::MAX);
+    let row = |r: &Row<'_>| {
         let label: String = r.get(1)?;
         let value = match r.get_ref(3)? {
             ValueRef::Integer(i) => Json::from(i),
@@ -98,8 +103,12 @@ pub fn metrics(conn: &Connection, sensor: &str, q: &MetricQuery) -> Result<Vec<S
             _ => Json::Null,
         };
         Ok(Sample { name: r.get(0)?, label: if label.is_empty() { None } else { Some(label) }, ts: r.get(2)?, value })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    };
+    let rows = match &q.name {
+        Some(name) => stmt.query_map(params![sensor, from, to, q.limit, name], row)?.collect::<Result<Vec<_>, _>>()?,
+        None => stmt.query_map(params![sensor, from, to, q.limit], row)?.collect::<Result<Vec<_>, _>>()?,
+    };
+    Ok(rows)
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -171,13 +171,20 @@ fn touch_sensor(tx: &Transaction<'_>, gateway: &str, sensor: &str, now: i64) -> 
 }
 
 fn store_inventory(tx: &Transaction<'_>, gateway: &str, inv: &Inventory, now: i64) -> Result<(), rusqlite::Error> {
+    // A gateway's seqs grow across boots, so an inventory older than the one that last described the
+    // sensor (a replay, or one processed late by another shim) does not overwrite it.
     let mut upsert = tx.prepare_cached(
-        "INSERT INTO sensors (id, type, parent_sensor_id, name, attrs, gateway_id, status, last_seen, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'unknown', ?7, ?7, ?7)
+        "INSERT INTO sensors (id, type, parent_sensor_id, name, attrs, gateway_id, status, last_seen, announced_seq,
+                              created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'unknown', ?7, ?8, ?7, ?7)
          ON CONFLICT (id) DO UPDATE SET type = excluded.type, parent_sensor_id = excluded.parent_sensor_id,
              name = excluded.name, attrs = excluded.attrs, gateway_id = excluded.gateway_id,
-             last_seen = max(coalesce(sensors.last_seen, 0), excluded.last_seen), updated_at = excluded.updated_at",
+             last_seen = max(coalesce(sensors.last_seen, 0), excluded.last_seen),
+             announced_seq = excluded.announced_seq, updated_at = excluded.updated_at
+         WHERE sensors.gateway_id <> excluded.gateway_id OR sensors.announced_seq IS NULL
+             OR excluded.announced_seq >= sensors.announced_seq",
     )?;
+    let seq = i64::try_from(inv.seq).unwrap_or(i64::MAX);
     for s in &inv.sensors {
         let mut attrs: BTreeMap<String, String> = s.attrs.clone().unwrap_or_default();
         // The agent's own description rides on the gateway's sensor row.
@@ -194,7 +201,7 @@ fn store_inventory(tx: &Transaction<'_>, gateway: &str, inv: &Inventory, now: i6
             }
         }
         let attrs = if attrs.is_empty() { None } else { serde_json::to_string(&attrs).ok() };
-        upsert.execute(params![s.id, s.sensor_type, s.parent, s.name, attrs, gateway, now])?;
+        upsert.execute(params![s.id, s.sensor_type, s.parent, s.name, attrs, gateway, now, seq])?;
     }
     Ok(())
 }
@@ -333,6 +340,20 @@ mod tests {
             .unwrap();
         assert_eq!(parent, "gw-1");
         assert_eq!(attrs, r#"{"vendor":"acme"}"#);
+
+        // An older inventory (lower seq) arriving late changes nothing; a newer one does.
+        let mut old = inv.clone();
+        old.seq = 5;
+        old.sensors[1].name = Some("stale".into());
+        assert_eq!(ingest_now(&mut conn, &topic("gw-1", TopicKind::Inventory), encode(&old)), Outcome::Stored);
+        let name: Option<String> = conn.query_row("SELECT name FROM sensors WHERE id = 'cam-1'", [], |r| r.get(0)).unwrap();
+        assert_eq!(name, None);
+        let mut newer = inv.clone();
+        newer.seq = 12;
+        newer.sensors[1].name = Some("Gate".into());
+        assert_eq!(ingest_now(&mut conn, &topic("gw-1", TopicKind::Inventory), encode(&newer)), Outcome::Stored);
+        let name: Option<String> = conn.query_row("SELECT name FROM sensors WHERE id = 'cam-1'", [], |r| r.get(0)).unwrap();
+        assert_eq!(name.as_deref(), Some("Gate"));
 
         let mut b = batch(11);
         b.gap = Some(Gap { dropped: 3, first_seq: 4, last_seq: 6 });
