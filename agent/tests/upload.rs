@@ -488,3 +488,47 @@ fn expired_or_forged_upload_tokens_are_refused_by_the_shim() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("403") && stderr.contains("signature"), "{stderr}");
 }
+
+/// `scs-agent run` finishes an upload a crashed process left behind (progress row + spool file), in the
+/// background, from the server's committed offset.
+#[test]
+fn agent_start_resumes_an_unfinished_upload() {
+    let shim = Shim::start(ShimOpts::default());
+    let tmp = TempDir::new("upload-daemon");
+    let size = 12 * MB;
+    let file = make_file(tmp.path(), "left.bin", size, 21);
+    let g = grant(&shim, "cmd-daemon");
+    let proxy = Proxy::start(shim.http_port(), Fault::Stall(5 * MB));
+    let data_dir = tmp.join("agent");
+    let mut first = spawn_upload(&upload_args(&data_dir, &g, &proxy.url(), &file, &[]));
+    assert!(wait_until(Duration::from_secs(60), || proxy.stalled.load(Ordering::SeqCst)), "upload never reached the stall point");
+    first.kill().expect("kill -9 the uploader");
+    let _ = first.wait();
+    proxy.release.store(true, Ordering::SeqCst);
+    let mut opts = scs_testkit::AgentOpts::new("gw-resume", &shim.mqtt_url());
+    opts.data_dir = Some(data_dir.clone());
+    let agent = scs_testkit::Agent::start(opts);
+    let done = wait_until(Duration::from_secs(30), || {
+        let list = shim.api().get_json("/v1/artifacts?commandId=cmd-daemon");
+        list["artifacts"].as_array().is_some_and(|a| !a.is_empty())
+    });
+    assert!(done, "the agent did not finish the upload after starting");
+    assert_eq!(download_sha(&shim, "cmd-daemon"), (sha256_file(&file), size));
+    // It continued from the committed offset (about 5 MB), not from zero.
+    let logs = agent.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains(&g.artifact) && l.contains("resumed from"))
+        .unwrap_or_else(|| panic!("no upload line in:\n{logs}"));
+    let from: u64 = line
+        .split("resumed from ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .expect("offset");
+    println!("agent start resumed the upload from {from}");
+    assert!(from > 4 * MB, "{line}");
+    assert!(wait_until(Duration::from_secs(5), || std::fs::read_dir(data_dir.join("spool"))
+        .map(|d| d.count() == 0)
+        .unwrap_or(true)));
+}

@@ -141,6 +141,9 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     };
     let public_url = config.public_url.clone().unwrap_or_else(|| {
         let scheme = if tls.is_some() { "https" } else { "http" };
+        if config.http.ip().is_unspecified() {
+            log::warn!("--http {} without --public-url: upload and download URLs will name an unroutable address", config.http);
+        }
         format!("{scheme}://{}", config.http)
     });
     let mut artifacts_cfg = artifacts::ArtifactsConfig::new(&config.data_dir, &public_url);

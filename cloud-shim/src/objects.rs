@@ -141,45 +141,12 @@ async fn sync_dir(dir: &Path, key: &ObjectKey) -> Result<(), ObjectError> {
 struct FsAppendWriter {
     key: ObjectKey,
     file: BufWriter<tokio::fs::File>,
-    /// File offset where this append started, bytes written since, and how many of those were already
-    /// handed to writeback.
-    start: u64,
-    written: u64,
-    kicked: u64,
-}
-
-/// Start writeback every this many bytes, so the fsync at commit has little left to flush and disk
-/// writes overlap with receiving the rest of the chunk.
-const WRITEBACK_STEP: u64 = 1 << 20;
-
-impl FsAppendWriter {
-    /// Asks the kernel to start writing out what we wrote so far (Linux `sync_file_range`, which does not
-    /// wait). Purely a performance hint: durability still comes from `sync_data` in `commit`.
-    async fn kick_writeback(&mut self) -> Result<(), ObjectError> {
-        self.file.flush().await.map_err(io_err(&self.key))?;
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::unix::io::AsRawFd;
-            let fd = self.file.get_ref().as_raw_fd();
-            let (from, len) = (self.start + self.kicked, self.written - self.kicked);
-            // SAFETY: plain syscall on a file descriptor we own; no memory is passed.
-            let _ =
-                unsafe { libc::sync_file_range(fd, from as libc::off64_t, len as libc::off64_t, libc::SYNC_FILE_RANGE_WRITE) };
-        }
-        self.kicked = self.written;
-        Ok(())
-    }
 }
 
 #[async_trait]
 impl AppendWriter for FsAppendWriter {
     async fn write(&mut self, data: &[u8]) -> Result<(), ObjectError> {
-        self.file.write_all(data).await.map_err(io_err(&self.key))?;
-        self.written += data.len() as u64;
-        if self.written - self.kicked >= WRITEBACK_STEP {
-            self.kick_writeback().await?;
-        }
-        Ok(())
+        self.file.write_all(data).await.map_err(io_err(&self.key))
     }
 
     async fn commit(mut self: Box<Self>) -> Result<u64, ObjectError> {
@@ -215,13 +182,7 @@ impl ObjectStore for FsObjectStore {
             return Err(ObjectError::OffsetMismatch { key: key.0.clone(), offset, len });
         }
         file.seek(SeekFrom::Start(offset)).await.map_err(io_err(key))?;
-        Ok(Box::new(FsAppendWriter {
-            key: key.clone(),
-            file: BufWriter::with_capacity(WRITE_BUFFER, file),
-            start: offset,
-            written: 0,
-            kicked: 0,
-        }))
+        Ok(Box::new(FsAppendWriter { key: key.clone(), file: BufWriter::with_capacity(WRITE_BUFFER, file) }))
     }
 
     async fn read_staged(&self, key: &ObjectKey) -> Result<ObjectReader, ObjectError> {
