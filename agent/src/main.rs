@@ -2,9 +2,9 @@
 
 mod cli;
 mod clock;
+mod collect;
 mod command_registry_gen;
 mod commands;
-mod collect;
 mod config;
 mod context;
 mod db;
@@ -13,9 +13,9 @@ mod logging;
 mod publisher;
 mod queue;
 mod runner;
-mod spool;
 mod sd_notify;
 mod self_test;
+mod spool;
 mod telemetry;
 mod transport;
 mod upload;

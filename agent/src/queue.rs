@@ -27,6 +27,8 @@
 //! Bounds. `max_rows` and `max_bytes` cap the outbox; an enqueue past them drops the oldest rows in
 //! the same transaction, counts them, and records the dropped seq range as the pending gap, which the
 //! next telemetry batch carries (taken in that batch's own transaction, so it is reported once).
+//! Known limit: if that batch is itself dropped later, its gap range goes with it; the cloud still
+//! sees the hole in the seqs, only without the agent's declaration.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

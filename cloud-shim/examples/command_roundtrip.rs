@@ -24,7 +24,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// One command: POST, then poll until it is terminal. Returns the elapsed milliseconds.
 fn round_trip(api: &Api, gateway: &str, i: usize) -> Result<f64, String> {
     // Alternating two cheap reads keeps a long run under each type's rate limit (600 per minute).
-    let command_type = if i % 2 == 0 { "device.time" } else { "device.info" };
+    let command_type = if i.is_multiple_of(2) { "device.time" } else { "device.info" };
     let start = Instant::now();
     let r = api.post_json(&format!("/v1/gateways/{gateway}/commands"), &json!({"type": command_type}));
     if !r.is_success() {
@@ -89,8 +89,8 @@ fn main() {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match (a.as_str(), args.next()) {
-            ("--n", Some(v)) => n = v.parse().expect("--n takes a number"),
-            ("--broker", Some(v)) => which = v,
+            ("--n", Some(v)) if v.parse::<usize>().is_ok_and(|x| x > 0) => n = v.parse().unwrap_or(n),
+            ("--broker", Some(v)) if ["embedded", "mosquitto", "both"].contains(&v.as_str()) => which = v,
             _ => {
                 eprintln!("usage: command_roundtrip [--n N] [--broker embedded|mosquitto|both]");
                 std::process::exit(2);

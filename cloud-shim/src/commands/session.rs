@@ -167,7 +167,7 @@ pub async fn deliver(state: &AppState, gateway: &str, resend: bool) {
             log::error!("command {}: {e}", row.id);
             continue;
         }
-        if let Err(e) = state.mqtt.publish(t.clone(), QoS::AtMostOnce, false, payload).await {
+        if let Err(e) = state.mqtt.publish(t.clone(), QoS::AtLeastOnce, false, payload).await {
             log::error!("command {} for {gateway}: publish failed: {e}", row.id);
             let id = row.id.clone();
             let why = format!("publish failed: {e}");
