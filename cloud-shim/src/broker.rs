@@ -4,9 +4,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings, Strategy};
 use thiserror::Error;
+
+use crate::broker_sockets;
 
 /// Largest publish the broker accepts. Above the protocol's 256 KiB uplink limit on purpose: slightly
 /// oversized messages reach the shim, which rejects and counts them per gateway.
@@ -44,8 +47,11 @@ fn config(listen: SocketAddr) -> Config {
     Config { id: 0, router, v4: Some(HashMap::from([("1".to_owned(), server)])), ..Config::default() }
 }
 
-/// Starts the broker on `listen` in its own threads. Returns once the port is known to be free; the
-/// bridge's first connection proves it is serving.
+/// How long `start` waits for rumqttd to bind before giving up on TCP_NODELAY (it normally takes a few ms).
+const LISTENER_WAIT: Duration = Duration::from_secs(2);
+
+/// Starts the broker on `listen` in its own threads. Returns once rumqttd's listener exists and has
+/// TCP_NODELAY (or a warning said why not); the bridge's first connection proves it is serving.
 pub fn start(listen: SocketAddr) -> Result<(), BrokerError> {
     // rumqttd binds inside its thread and only logs a failure; bind once here so a taken port is a
     // start-up error with a clear message instead of a shim that never becomes ready.
@@ -60,5 +66,15 @@ pub fn start(listen: SocketAddr) -> Result<(), BrokerError> {
         })
         .map_err(BrokerError::Thread)?;
     log::info!("embedded MQTT broker listening on {listen}");
+    // rumqttd leaves Nagle on for its clients, which adds a delayed ACK (~40 ms) to every command hop.
+    // Setting the option before the bridge connects means every broker connection has it.
+    match broker_sockets::disable_nagle(listen.port(), LISTENER_WAIT) {
+        Ok(r) => log::info!(
+            "embedded MQTT broker: TCP_NODELAY set on its listening socket, inherited by the connections it \
+             accepts ({} accepted earlier set directly)",
+            r.already_accepted
+        ),
+        Err(e) => log::warn!("embedded MQTT broker keeps Nagle on (~40 ms extra per command hop): {e}"),
+    }
     Ok(())
 }

@@ -5,6 +5,7 @@ mod api;
 mod artifacts;
 mod bridge;
 mod broker;
+mod broker_sockets;
 mod command_registry_gen;
 mod commands;
 mod config;

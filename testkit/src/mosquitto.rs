@@ -31,7 +31,7 @@ impl Mosquitto {
         let port = free_port();
         let conf = dir.join("mosquitto.conf");
         let text = format!(
-            "# written by scs-testkit\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+            "# written by scs-testkit\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\n\
              log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n\
              connection_messages true\n{extra_conf}\n"
         );
