@@ -8,6 +8,17 @@ use scs_testkit::{Agent, AgentOpts, Mosquitto, Shim, ShimOpts, TempDir};
 
 use crate::{outbox, site, Opts};
 
+/// CPU seconds (user + system) a process has used, from /proc (USER_HZ is 100 on Linux).
+pub fn cpu_secs(pid: Option<u32>) -> f64 {
+    let Some(pid) = pid else { return 0.0 };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 pub fn run(opts: &Opts) -> Result<(), String> {
     let batches = opts.num("batches", 8640)?;
     let devices = opts.num("devices", 64)? as usize;
@@ -75,6 +86,7 @@ pub fn run(opts: &Opts) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let secs = start.elapsed().as_secs_f64();
+    let (agent_cpu, shim_cpu) = (cpu_secs(agent.pid()), cpu_secs(shim.pid()));
     agent.kill();
     let store = outbox::open(&shim.db_path())?;
     let stored: i64 = store
@@ -91,8 +103,9 @@ pub fn run(opts: &Opts) -> Result<(), String> {
         records as f64 / secs,
         half.map_or(0.0, |h| h.as_secs_f64())
     );
+    println!("CPU during the drain: agent {agent_cpu:.1} s, shim {shim_cpu:.1} s (of {secs:.1} s wall)");
     println!(
-        "BENCH drain broker={broker} batches={batches} devices={devices} records={records} secs={secs:.2} batches_per_s={:.0} records_per_s={:.0}",
+        "BENCH drain broker={broker} batches={batches} devices={devices} records={records} secs={secs:.2} batches_per_s={:.0} records_per_s={:.0} agent_cpu_s={agent_cpu:.1} shim_cpu_s={shim_cpu:.1}",
         batches as f64 / secs,
         records as f64 / secs
     );

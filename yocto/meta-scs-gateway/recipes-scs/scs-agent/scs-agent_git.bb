@@ -18,7 +18,7 @@ SRCREV = "6f42634212b8bffbd31ac398543d69d82137c00c"
 
 require ${BPN}-crates.inc
 
-inherit cargo cargo-update-recipe-crates systemd useradd
+inherit cargo cargo-update-recipe-crates systemd update-rc.d useradd
 
 # The workspace also holds the cloud shim; the gateway needs only the agent.
 CARGO_BUILD_FLAGS:append = " --package scs-agent --bin scs-agent"
@@ -28,11 +28,21 @@ CARGO_BUILD_FLAGS:append = " --package scs-agent --bin scs-agent"
 # check. Cargo reads profile overrides from the environment, so this must be exported.
 export CARGO_PROFILE_RELEASE_STRIP = "false"
 
+# The repo's .cargo/config.toml trims the bundled SQLite through [env] LIBSQLITE3_FLAGS, but cargo reads
+# config files from its working directory upwards, and the cargo class runs it in ${B} (${WORKDIR}/build),
+# outside ${S}: export the same flags here. scripts/ci-packaging fails if the two values differ.
+export LIBSQLITE3_FLAGS = "-USQLITE_ENABLE_FTS3 -USQLITE_ENABLE_FTS3_PARENTHESIS -USQLITE_ENABLE_FTS5 -USQLITE_ENABLE_RTREE -USQLITE_ENABLE_DBSTAT_VTAB -USQLITE_SOUNDEX -USQLITE_ENABLE_LOAD_EXTENSION -DSQLITE_OMIT_LOAD_EXTENSION -DSQLITE_OMIT_DEPRECATED -DSQLITE_OMIT_SHARED_CACHE -DSQLITE_DEFAULT_MEMSTATUS=0 -DSQLITE_OMIT_JSON -USQLITE_ENABLE_STAT4"
+
 USERADD_PACKAGES = "${PN}"
 USERADD_PARAM:${PN} = "--system --user-group --home-dir ${localstatedir}/lib/scs-agent --no-create-home --shell ${base_sbindir}/nologin scs"
 
 SYSTEMD_SERVICE:${PN} = "scs-agent.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
+
+# Images with SysV init: /etc/init.d/scs-agent runs the agent under scs-agent-supervise, which restarts it
+# (systemd images get Restart=always from the unit instead).
+INITSCRIPT_NAME = "scs-agent"
+INITSCRIPT_PARAMS = "defaults 99"
 
 do_install:append() {
     # Unit and config come from the same checkout as the binary, so they always match its version.
@@ -42,6 +52,19 @@ do_install:append() {
         -e 's,/var/lib/,${localstatedir}/lib/,g' \
         ${S}/packaging/scs-agent.service > ${D}${systemd_system_unitdir}/scs-agent.service
     chmod 0644 ${D}${systemd_system_unitdir}/scs-agent.service
+
+    if ${@bb.utils.contains('DISTRO_FEATURES', 'sysvinit', 'true', 'false', d)}; then
+        install -d ${D}${INIT_D_DIR}
+        sed -e 's,/usr/bin/,${bindir}/,g' \
+            -e 's,/usr/sbin/,${sbindir}/,g' \
+            -e 's,/etc/scs/,${sysconfdir}/scs/,g' \
+            -e 's,/etc/default/,${sysconfdir}/default/,g' \
+            -e 's,/var/lib/,${localstatedir}/lib/,g' \
+            ${S}/packaging/S99scs-agent > ${D}${INIT_D_DIR}/scs-agent
+        chmod 0755 ${D}${INIT_D_DIR}/scs-agent
+        install -d ${D}${sbindir}
+        install -m 0755 ${S}/packaging/scs-agent-supervise ${D}${sbindir}/scs-agent-supervise
+    fi
 
     # Config is readable by the agent, writable only by root (scripts/provision runs as root).
     install -d -m 0750 -g scs ${D}${sysconfdir}/scs
