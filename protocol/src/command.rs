@@ -230,7 +230,10 @@ impl CommandUpdate {
             for art in a {
                 validate_id("artifact id", &art.id)?;
                 if art.sha256.len() != 64 || !art.sha256.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
-                    return Err(ProtocolError::Field { field: "artifacts.sha256", reason: "must be 64 lower-case hex digits".into() });
+                    return Err(ProtocolError::Field {
+                        field: "artifacts.sha256",
+                        reason: "must be 64 lower-case hex digits".into(),
+                    });
                 }
             }
         }

@@ -26,7 +26,11 @@ impl SensorType {
         if ok {
             Ok(())
         } else {
-            Err(ProtocolError::InvalidId { what: "sensor type", value: t.chars().take(40).collect(), rule: "1-32 characters from A-Z 0-9 _" })
+            Err(ProtocolError::InvalidId {
+                what: "sensor type",
+                value: t.chars().take(40).collect(),
+                rule: "1-32 characters from A-Z 0-9 _",
+            })
         }
     }
 }

@@ -21,15 +21,15 @@ pub const WELL_KNOWN: &[(u16, &str)] = &[
     (6, "mem.available_bytes"),
     (7, "mem.used_pct"),
     (8, "swap.used_bytes"),
-    (9, "disk.total_bytes"),  // label: mount point
-    (10, "disk.used_bytes"),  // label: mount point
-    (11, "disk.used_pct"),    // label: mount point
-    (12, "thermal.temp_c"),   // label: thermal zone type
+    (9, "disk.total_bytes"), // label: mount point
+    (10, "disk.used_bytes"), // label: mount point
+    (11, "disk.used_pct"),   // label: mount point
+    (12, "thermal.temp_c"),  // label: thermal zone type
     (13, "uptime.secs"),
-    (14, "net.rx_bytes"),     // label: interface
-    (15, "net.tx_bytes"),     // label: interface
-    (16, "net.rx_errors"),    // label: interface
-    (17, "net.tx_errors"),    // label: interface
+    (14, "net.rx_bytes"),  // label: interface
+    (15, "net.tx_bytes"),  // label: interface
+    (16, "net.rx_errors"), // label: interface
+    (17, "net.tx_errors"), // label: interface
     // the agent itself
     (32, "agent.rss_bytes"),
     (33, "agent.cpu_pct"),
@@ -46,7 +46,7 @@ pub const WELL_KNOWN: &[(u16, &str)] = &[
     (66, "camera.fps"),
     (67, "camera.bitrate_kbps"),
     (68, "nvr.disk_used_pct"),
-    (69, "nvr.recording"),     // label: channel
+    (69, "nvr.recording"), // label: channel
     (70, "device.temp_c"),
 ];
 
