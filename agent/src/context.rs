@@ -25,6 +25,22 @@ pub struct AgentContext {
 }
 
 impl AgentContext {
+    /// A context for this start: identity and data dir come from `config`; fresh counters and
+    /// shutdown flag.
+    pub fn new(config: Config, boot: u64, queue: Queue, settings: Settings) -> AgentContext {
+        AgentContext {
+            gateway_id: config.gateway_id.clone(),
+            boot,
+            data_dir: config.data_dir.clone(),
+            config: Arc::new(config),
+            queue,
+            settings,
+            metrics: Arc::new(AgentMetrics::default()),
+            shutdown: Shutdown::default(),
+            started: Instant::now(),
+        }
+    }
+
     /// `{data_dir}/agent.db`, the file every module opens its own connection to.
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join(crate::db::DB_FILE)

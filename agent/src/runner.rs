@@ -4,7 +4,6 @@
 //! (connection, downlinks, receipts), `publisher` (outbox -> MQTT window), and the command executor.
 
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use scs_protocol::Downlink;
@@ -117,17 +116,7 @@ pub fn start(o: &Overrides) -> Result<AgentContext, RunError> {
         s.bytes,
         s.next_seq
     );
-    Ok(AgentContext {
-        gateway_id: cfg.gateway_id.clone(),
-        boot,
-        data_dir: cfg.data_dir.clone(),
-        config: Arc::new(cfg),
-        queue,
-        settings,
-        metrics: Arc::new(AgentMetrics::default()),
-        shutdown: Shutdown::default(),
-        started: Instant::now(),
-    })
+    Ok(AgentContext::new(cfg, boot, queue, settings))
 }
 
 static DATA_DIR_LOCK: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();

@@ -9,21 +9,9 @@ use std::time::Duration;
 
 use scs_protocol::topics::topic;
 use scs_protocol::{decode_uplink, encode, GatewayState, Receipt, TopicKind, Uplink};
-use scs_testkit::{wait_for, wait_until, Agent, AgentOpts, Mosquitto, Subscription};
+use scs_testkit::{outbox_seqs, wait_for, wait_until, Agent, AgentOpts, Mosquitto, Subscription};
 
 const T: Duration = Duration::from_secs(20);
-
-/// Seqs currently in the agent's outbox (read-only; WAL lets us read while the agent writes).
-fn outbox_seqs(db: &Path) -> BTreeSet<u64> {
-    let Ok(conn) = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) else {
-        return BTreeSet::new();
-    };
-    let _ = conn.busy_timeout(Duration::from_secs(5));
-    let Ok(mut st) = conn.prepare("SELECT seq FROM outbox") else { return BTreeSet::new() };
-    st.query_map([], |r| r.get::<_, i64>(0))
-        .map(|rows| rows.filter_map(Result::ok).map(|s| s as u64).collect())
-        .unwrap_or_default()
-}
 
 /// Decoded uplinks (telemetry + inventory) seen so far in arrival order, as (boot, seq, message).
 fn uplinks(sub: &Subscription, gw: &str) -> Vec<(u64, u64, Uplink)> {

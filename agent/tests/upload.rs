@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use scs_testkit::{bin_path, wait_until, Shim, ShimOpts, TempDir};
+use scs_testkit::{bin_path, generate_tls, wait_until, Shim, ShimOpts, TempDir, TestTls};
 use serde_json::Value;
 
 const MB: u64 = 1_000_000;
@@ -363,21 +363,7 @@ fn two_gateways_upload_at_once() {
 #[test]
 fn https_upload_with_a_ca_generated_here() {
     let tmp = TempDir::new("upload-https");
-    let ca_key = rcgen::KeyPair::generate().expect("ca key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "scs upload test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .expect("leaf")
-        .signed_by(&leaf_key, &issuer)
-        .expect("leaf cert");
-    let (cert, key, ca) = (tmp.join("cert.pem"), tmp.join("key.pem"), tmp.join("ca.pem"));
-    std::fs::write(&cert, leaf.pem()).expect("cert");
-    std::fs::write(&key, leaf_key.serialize_pem()).expect("key");
-    std::fs::write(&ca, ca_cert.pem()).expect("ca");
+    let TestTls { ca, cert, key, ca_der } = generate_tls(tmp.path(), &["localhost"]);
 
     let port = scs_testkit::free_port();
     let public = format!("https://localhost:{port}");
@@ -405,7 +391,7 @@ fn https_upload_with_a_ca_generated_here() {
         .spawn()
         .expect("spawn shim");
     let tls = ureq::tls::TlsConfig::builder()
-        .root_certs(ureq::tls::RootCerts::new_with_certs(&[ureq::tls::Certificate::from_der(ca_cert.der()).to_owned()]))
+        .root_certs(ureq::tls::RootCerts::new_with_certs(&[ureq::tls::Certificate::from_der(&ca_der).to_owned()]))
         .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .build();
     let client: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).tls_config(tls).build().into();

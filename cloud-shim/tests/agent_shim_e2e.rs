@@ -2,24 +2,11 @@
 //! flows; every batch the agent committed reaches the store exactly once.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Duration;
 
-use scs_testkit::{wait_until, Agent, AgentOpts, Mosquitto, Shim, ShimOpts};
+use scs_testkit::{outbox_seqs, wait_until, Agent, AgentOpts, Mosquitto, Shim, ShimOpts};
 
 const T: Duration = Duration::from_secs(30);
-
-/// Seqs in the agent's outbox right now (read-only; WAL lets us read while the agent writes).
-fn outbox(db: &Path) -> BTreeSet<u64> {
-    let Ok(conn) = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) else {
-        return BTreeSet::new();
-    };
-    let _ = conn.busy_timeout(Duration::from_secs(5));
-    let Ok(mut st) = conn.prepare("SELECT seq FROM outbox") else { return BTreeSet::new() };
-    st.query_map([], |r| r.get::<_, i64>(0))
-        .map(|rows| rows.filter_map(Result::ok).map(|s| s as u64).collect())
-        .unwrap_or_default()
-}
 
 fn store_conn(shim: &Shim) -> rusqlite::Connection {
     let conn =
@@ -50,7 +37,7 @@ fn exactly_once_through_kills(shim: &mut Shim, broker_url: &str, gw: &str) {
     let mut agent = Agent::start(AgentOpts::new(gw, broker_url));
     let db = agent.db_path();
     let mut seen = BTreeSet::new();
-    let sample = |seen: &mut BTreeSet<u64>| seen.extend(outbox(&db));
+    let sample = |seen: &mut BTreeSet<u64>| seen.extend(outbox_seqs(&db));
     assert!(wait_until(T, || stored_seqs(shim, gw).len() >= 2), "agent data reaches the store:\n{}", agent.logs());
     for _ in 0..3 {
         sample(&mut seen);
@@ -75,9 +62,9 @@ fn exactly_once_through_kills(shim: &mut Shim, broker_url: &str, gw: &str) {
     let high = seen.iter().max().copied().unwrap_or(0);
     let drained = wait_until(T, || {
         sample(&mut seen);
-        outbox(&db).iter().all(|s| *s > high)
+        outbox_seqs(&db).iter().all(|s| *s > high)
     });
-    assert!(drained, "outbox drained up to seq {high}: still {:?}\nagent:\n{}", outbox(&db), agent.logs());
+    assert!(drained, "outbox drained up to seq {high}: still {:?}\nagent:\n{}", outbox_seqs(&db), agent.logs());
     agent.kill();
     let stored = stored_seqs(shim, gw);
     let lost: Vec<u64> = seen.difference(&stored).copied().collect();

@@ -145,7 +145,7 @@ fn broker_restart_resubscribes_and_ingest_continues() {
 #[test]
 fn mosquitto_over_tls() {
     let dir = scs_testkit::TempDir::new("broker-tls");
-    let (ca, cert, key) = support::generate_tls(dir.path());
+    let scs_testkit::TestTls { ca, cert, key, .. } = scs_testkit::generate_tls(dir.path(), &["localhost"]);
     let tls_port = scs_testkit::free_port();
     let broker = Mosquitto::start_with(&format!(
         "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",

@@ -119,7 +119,7 @@ fn worker_down_means_no_receipt_until_it_is_back() {
 #[test]
 fn worker_over_https_with_a_private_ca() {
     let dir = TempDir::new("worker-tls");
-    let (ca, cert, key) = support::generate_tls(dir.path());
+    let scs_testkit::TestTls { ca, cert, key, .. } = scs_testkit::generate_tls(dir.path(), &["localhost"]);
     let (http_port, mqtt_port) = (free_port(), free_port());
     let worker_data = dir.join("worker-data");
     let args = [

@@ -208,6 +208,18 @@ pub struct Safety {
     pub targets: &'static [&'static str],
 }
 
+impl Safety {
+    /// Not destructive, no confirmation, one at a time per gateway, no rate limit, gateway only: the
+    /// starting point for hand-written specs (test fixtures), which override what differs.
+    pub const HARMLESS_GATEWAY: Safety = Safety {
+        destructive: false,
+        requires_confirmation: false,
+        max_concurrent_per_gateway: 1,
+        rate_limit: None,
+        targets: &["gateway"],
+    };
+}
+
 /// Schema of one parameter (or of the items of an array parameter, whose `name` is empty).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ParamSpec {
@@ -621,13 +633,7 @@ mod tests {
         operation: Operation::Execute,
         timeout_secs: 10,
         artifact: false,
-        safety: Safety {
-            destructive: false,
-            requires_confirmation: false,
-            max_concurrent_per_gateway: 1,
-            rate_limit: None,
-            targets: &["gateway"],
-        },
+        safety: Safety::HARMLESS_GATEWAY,
         params: &PARAMS,
     };
     static DESTRUCTIVE: CommandSpec = CommandSpec {

@@ -1,10 +1,12 @@
 //! `scs-agent run` as a child process.
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::bin_path;
-use crate::process::Process;
+use crate::process::{delegate_to_process, Process};
 use crate::tempdir::TempDir;
 
 #[derive(Debug, Clone)]
@@ -107,23 +109,6 @@ impl Agent {
         self.dir.path()
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        self.proc.pid()
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.proc.is_running()
-    }
-
-    /// SIGTERM (graceful), SIGKILL after 10 s.
-    pub fn kill(&mut self) {
-        self.proc.kill();
-    }
-
-    pub fn kill9(&mut self) {
-        self.proc.kill9();
-    }
-
     /// Starts again with the same arguments and data dir.
     pub fn start_again(&mut self) {
         self.proc.start_again();
@@ -133,11 +118,18 @@ impl Agent {
         self.proc.restart();
     }
 
-    pub fn logs(&self) -> String {
-        self.proc.logs()
-    }
+    delegate_to_process!();
+}
 
-    pub fn process(&mut self) -> &mut Process {
-        &mut self.proc
-    }
+/// Seqs in the agent's outbox at `db` right now, empty while the file cannot be read yet. Read-only:
+/// WAL lets a test read while the agent writes.
+pub fn outbox_seqs(db: &Path) -> BTreeSet<u64> {
+    let Ok(conn) = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) else {
+        return BTreeSet::new();
+    };
+    let _ = conn.busy_timeout(Duration::from_secs(5));
+    let Ok(mut st) = conn.prepare("SELECT seq FROM outbox") else { return BTreeSet::new() };
+    st.query_map([], |r| r.get::<_, i64>(0))
+        .map(|rows| rows.filter_map(Result::ok).map(|s| s as u64).collect())
+        .unwrap_or_default()
 }

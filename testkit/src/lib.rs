@@ -34,18 +34,20 @@ mod mqtt_cli;
 mod process;
 mod shim;
 mod tempdir;
+mod tls;
 
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-pub use agent::{Agent, AgentOpts};
+pub use agent::{outbox_seqs, Agent, AgentOpts};
 pub use api::{Api, Reply};
 pub use mosquitto::Mosquitto;
 pub use mqtt_cli::{publish, publish_opts, PubOpts, Subscription};
 pub use process::Process;
 pub use shim::{Shim, ShimOpts};
 pub use tempdir::TempDir;
+pub use tls::{generate_tls, TestTls};
 
 /// Token the shims started by this kit accept (`SCS_API_TOKEN`), unless `ShimOpts::token` says otherwise.
 pub const TEST_TOKEN: &str = "test-token";

@@ -8,6 +8,38 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The handle methods `Agent` and `Shim` pass straight to their `proc: Process` field, written once.
+/// `start_again`/`restart` stay per type: a shim waits for readiness after starting, an agent does not.
+macro_rules! delegate_to_process {
+    () => {
+        pub fn pid(&self) -> Option<u32> {
+            self.proc.pid()
+        }
+
+        pub fn is_running(&mut self) -> bool {
+            self.proc.is_running()
+        }
+
+        /// SIGTERM (graceful), SIGKILL after 10 s.
+        pub fn kill(&mut self) {
+            self.proc.kill();
+        }
+
+        pub fn kill9(&mut self) {
+            self.proc.kill9();
+        }
+
+        pub fn logs(&self) -> String {
+            self.proc.logs()
+        }
+
+        pub fn process(&mut self) -> &mut Process {
+            &mut self.proc
+        }
+    };
+}
+pub(crate) use delegate_to_process;
+
 #[derive(Debug)]
 pub struct Process {
     name: String,

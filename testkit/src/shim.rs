@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::api::Api;
-use crate::process::Process;
+use crate::process::{delegate_to_process, Process};
 use crate::tempdir::TempDir;
 use crate::{bin_path, free_port, port_open, wait_until, TEST_TOKEN};
 
@@ -164,23 +164,6 @@ impl Shim {
         self.data_dir.join("scs.db")
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        self.proc.pid()
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.proc.is_running()
-    }
-
-    /// SIGTERM (graceful), SIGKILL after 10 s.
-    pub fn kill(&mut self) {
-        self.proc.kill();
-    }
-
-    pub fn kill9(&mut self) {
-        self.proc.kill9();
-    }
-
     /// Starts again with the same arguments and data dir, and waits until ready.
     pub fn start_again(&mut self) {
         self.proc.start_again();
@@ -192,11 +175,5 @@ impl Shim {
         self.start_again();
     }
 
-    pub fn logs(&self) -> String {
-        self.proc.logs()
-    }
-
-    pub fn process(&mut self) -> &mut Process {
-        &mut self.proc
-    }
+    delegate_to_process!();
 }

@@ -17,7 +17,7 @@ use scs_protocol::{
 use super::executor::{Executor, Options};
 use super::journal::Journal;
 use crate::config::{CommandsConfig, Config, Settings};
-use crate::context::{AgentContext, AgentMetrics, Shutdown};
+use crate::context::AgentContext;
 use crate::queue::{Queue, QueueOptions};
 
 const GW: &str = "gw-exec";
@@ -64,17 +64,7 @@ impl Rig {
         let db = dir.join("agent.db");
         let queue = Queue::open(&db, QueueOptions::from(&cfg.queue)).unwrap();
         let settings = Settings::open(&db, &cfg, false).unwrap();
-        let ctx = AgentContext {
-            gateway_id: GW.into(),
-            boot: crate::clock::random_u64() >> 12,
-            data_dir: dir.clone(),
-            config: Arc::new(cfg),
-            queue,
-            settings,
-            metrics: Arc::new(AgentMetrics::default()),
-            shutdown: Shutdown::default(),
-            started: Instant::now(),
-        };
+        let ctx = AgentContext::new(cfg, crate::clock::random_u64() >> 12, queue, settings);
         let restarts = Arc::new(AtomicU32::new(0));
         let r = Arc::clone(&restarts);
         let opts = Options {
@@ -358,13 +348,7 @@ fn rate_and_concurrency_limits_are_enforced() {
         operation: scs_protocol::registry::Operation::Execute,
         timeout_secs: 30,
         artifact: false,
-        safety: Safety {
-            destructive: true,
-            requires_confirmation: true,
-            max_concurrent_per_gateway: 1,
-            rate_limit: None,
-            targets: &["gateway"],
-        },
+        safety: Safety { destructive: true, requires_confirmation: true, ..Safety::HARMLESS_GATEWAY },
         params: &[],
     }];
     let rig = Rig::with_registry("conc", |_| argv(&["sleep", "30"]), &REBOOT_ONE_AT_A_TIME);

@@ -85,13 +85,7 @@ mod tests {
         operation: Operation::Execute,
         timeout_secs: 1,
         artifact: false,
-        safety: Safety {
-            destructive: false,
-            requires_confirmation: false,
-            max_concurrent_per_gateway: 1,
-            rate_limit: None,
-            targets: &["gateway"],
-        },
+        safety: Safety::HARMLESS_GATEWAY,
         params: &[],
     };
 

@@ -113,6 +113,17 @@ async fn lock(art: &Artifacts, id: &str) -> Result<tokio::sync::OwnedMutexGuard<
     }
 }
 
+/// [`authorize_upload`] then [`lock`], for handlers that check nothing else in between.
+async fn authorize_and_lock(
+    art: &Artifacts,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(ObjectKey, Claims, tokio::sync::OwnedMutexGuard<()>), Response> {
+    let (key, claims) = authorize_upload(art, headers, id)?;
+    let guard = lock(art, id).await?;
+    Ok((key, claims, guard))
+}
+
 fn offset_headers(offset: u64, length: u64) -> [(HeaderName, HeaderValue); 3] {
     [
         (HeaderName::from_static(UPLOAD_OFFSET), HeaderValue::from(offset)),
@@ -234,13 +245,9 @@ async fn create(State(art): State<Artifacts>, Path(id): Path<String>, headers: H
 }
 
 async fn offset(State(art): State<Artifacts>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    let (key, claims) = match authorize_upload(&art, &headers, &id) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
     // Waiting for an in-flight PATCH makes the reported offset a committed one.
-    let _guard = match lock(&art, &id).await {
-        Ok(g) => g,
+    let (key, claims, _guard) = match authorize_and_lock(&art, &headers, &id).await {
+        Ok(v) => v,
         Err(r) => return r,
     };
     match find(&art, &id).await {
@@ -401,12 +408,8 @@ async fn append(State(art): State<Artifacts>, Path(id): Path<String>, headers: H
 }
 
 async fn finalize(State(art): State<Artifacts>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    let (key, claims) = match authorize_upload(&art, &headers, &id) {
+    let (key, claims, _guard) = match authorize_and_lock(&art, &headers, &id).await {
         Ok(v) => v,
-        Err(r) => return r,
-    };
-    let _guard = match lock(&art, &id).await {
-        Ok(g) => g,
         Err(r) => return r,
     };
     let up = match find(&art, &id).await {

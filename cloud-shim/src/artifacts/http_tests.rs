@@ -338,26 +338,14 @@ fn cut_patch_commits_what_arrived() {
 
 #[test]
 fn https_with_a_generated_ca() {
-    let ca_key = rcgen::KeyPair::generate().expect("ca key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "scs test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .expect("leaf params")
-        .signed_by(&leaf_key, &issuer)
-        .expect("leaf cert");
     let dir = temp_dir("pem");
-    std::fs::write(dir.join("cert.pem"), leaf.pem()).expect("cert");
-    std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).expect("key");
-    let cfg = crate::tls::load_server_config(&dir.join("cert.pem"), &dir.join("key.pem")).expect("tls config");
+    let pem = scs_testkit::generate_tls(&dir, &["localhost", "127.0.0.1"]);
+    let cfg = crate::tls::load_server_config(&pem.cert, &pem.key).expect("tls config");
     let s = start_with("https", 1 << 20, Some(cfg));
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = ureq::tls::TlsConfig::builder()
-        .root_certs(ureq::tls::RootCerts::new_with_certs(&[ureq::tls::Certificate::from_der(ca_cert.der()).to_owned()]))
+        .root_certs(ureq::tls::RootCerts::new_with_certs(&[ureq::tls::Certificate::from_der(&pem.ca_der).to_owned()]))
         .unversioned_rustls_crypto_provider(provider.clone())
         .build();
     let https: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).tls_config(tls).build().into();

@@ -5,7 +5,8 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params_from_iter, Connection, OptionalExtension};
 use serde_json::{json, Value};
 use thiserror::Error;
 
@@ -39,6 +40,20 @@ pub struct ArtifactRow {
 }
 
 impl ArtifactRow {
+    /// The eight shared columns of `uploads` and `command_artifacts`, in column order (bound as ?1..?8).
+    fn column_values(&self) -> [SqlValue; 8] {
+        [
+            SqlValue::Text(self.id.clone()),
+            SqlValue::Text(self.command_id.clone()),
+            SqlValue::Text(self.name.clone()),
+            SqlValue::Integer(self.size as i64),
+            SqlValue::Text(self.sha256.clone()),
+            SqlValue::Text(self.content_type.clone()),
+            SqlValue::Text(self.object_key.clone()),
+            SqlValue::Integer(self.created_at as i64),
+        ]
+    }
+
     fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ArtifactRow> {
         Ok(ArtifactRow {
             id: r.get(0)?,
@@ -77,16 +92,7 @@ pub fn get_upload(conn: &Connection, id: &str) -> Result<Option<ArtifactRow>, St
 pub fn insert_upload(conn: &Connection, row: &ArtifactRow) -> Result<(), StoreError> {
     conn.execute(
         &format!("INSERT INTO uploads ({UPLOAD_COLS}, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)"),
-        params![
-            row.id,
-            row.command_id,
-            row.name,
-            row.size as i64,
-            row.sha256,
-            row.content_type,
-            row.object_key,
-            row.created_at as i64
-        ],
+        params_from_iter(row.column_values()),
     )
     .map(drop)
     .map_err(sql(&row.id))
@@ -107,17 +113,7 @@ pub fn complete_upload(conn: &mut Connection, row: &ArtifactRow, now: u64) -> Re
     let tx = conn.transaction().map_err(sql(&row.id))?;
     tx.execute(
         &format!("INSERT OR IGNORE INTO command_artifacts ({COLS}, completed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
-        params![
-            row.id,
-            row.command_id,
-            row.name,
-            row.size as i64,
-            row.sha256,
-            row.content_type,
-            row.object_key,
-            row.created_at as i64,
-            now as i64
-        ],
+        params_from_iter(row.column_values().into_iter().chain([SqlValue::Integer(now as i64)])),
     )
     .map_err(sql(&row.id))?;
     tx.execute("DELETE FROM uploads WHERE artifact_id = ?1", [&row.id]).map_err(sql(&row.id))?;

@@ -143,23 +143,3 @@ pub fn inventory(gw: &str, seq: u64) -> Vec<u8> {
 pub fn status(gw: &str, state: GatewayState) -> Vec<u8> {
     encode(&Status { v: 1, gateway: gw.to_owned(), state, boot: BOOT, ts: 1_700_000_000_000, version: Some("test".into()) })
 }
-
-/// PEM files of a fresh CA and a `localhost` certificate it signed: (ca.pem, cert.pem, key.pem).
-pub fn generate_tls(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let ca_key = rcgen::KeyPair::generate().expect("ca key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "scs worker test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .expect("leaf params")
-        .signed_by(&leaf_key, &issuer)
-        .expect("leaf cert");
-    let paths = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&paths.0, ca_cert.pem()).expect("write ca");
-    std::fs::write(&paths.1, leaf.pem()).expect("write cert");
-    std::fs::write(&paths.2, leaf_key.serialize_pem()).expect("write key");
-    paths
-}
