@@ -14,7 +14,7 @@ CVE_PRODUCT = "scs-agent"
 PV = "0.1.0+git"
 SRC_URI = "git://example.invalid/scs-gateway.git;protocol=https;branch=main"
 # Bump together with scs-agent-crates.inc (scripts/gen-yocto-crates) so the crates match this Cargo.lock.
-SRCREV = "6f42634212b8bffbd31ac398543d69d82137c00c"
+SRCREV = "290821086990bff821c187c73aa22648b58f0462"
 
 require ${BPN}-crates.inc
 
