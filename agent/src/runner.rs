@@ -6,8 +6,6 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use scs_protocol::Downlink;
-
 use crate::collect::agent::{AgentHealth, HealthCounters};
 use crate::collect::{Collectors, Roots};
 use crate::config::{self, Config, ConfigError, Overrides, Settings, Source};
@@ -145,7 +143,10 @@ fn spawn(name: &'static str, f: impl FnOnce() + Send + 'static) -> Result<std::t
 }
 
 /// Starts the command executor on the downlink channel (reports interrupted commands first).
-fn spawn_commands(ctx: &AgentContext, rx: mpsc::Receiver<Downlink>) -> Result<std::thread::JoinHandle<()>, RunError> {
+fn spawn_commands(
+    ctx: &AgentContext,
+    rx: mpsc::Receiver<crate::commands::Inbound>,
+) -> Result<std::thread::JoinHandle<()>, RunError> {
     crate::commands::Executor::spawn(ctx.clone(), rx).map_err(|e| RunError::Executor(e.to_string()))
 }
 
@@ -159,7 +160,7 @@ pub fn run(o: &Overrides) -> Result<(), RunError> {
         cfg.mqtt.inflight_window,
         Duration::from_secs(cfg.mqtt.receipt_timeout_secs),
     );
-    let (dl_tx, dl_rx) = mpsc::channel::<Downlink>();
+    let (dl_tx, dl_rx) = mpsc::channel::<crate::commands::Inbound>();
     let transport = MqttTransport::new(&ctx, publisher.clone(), dl_tx)?;
     let (mqtt_done_tx, mqtt_done) = mpsc::channel::<()>();
     let mqtt_thread = spawn("mqtt", move || {

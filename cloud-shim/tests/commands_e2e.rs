@@ -265,6 +265,9 @@ fn commands_injected_into_mqtt_are_validated_by_the_agent() {
     inject("inj-shell", "net.tcp_probe", Value::map([("host", "x;reboot".into()), ("port", Value::Int(22))]), false);
     inject("inj-reboot", "device.reboot", Value::map(Vec::<(&str, Value)>::new()), false);
     inject("inj-type", "device.format_disk", Value::map(Vec::<(&str, Value)>::new()), true);
+    // Fails the protocol checks (params must be a map) but has a readable id: rejected, not dropped.
+    inject("inj-params", "device.time", Value::Array(vec![Value::Int(1)]), false);
+    inject("inj-params", "device.time", Value::Text("again".into()), false);
     let t = topic(&site.gateway, TopicKind::CommandUpdate);
     let updates = || -> Vec<scs_protocol::CommandUpdate> {
         sub.messages()
@@ -275,8 +278,13 @@ fn commands_injected_into_mqtt_are_validated_by_the_agent() {
             })
             .collect()
     };
-    let expect =
-        [("inj-port", "port"), ("inj-shell", "pattern"), ("inj-reboot", "confirm"), ("inj-type", "unknown command type")];
+    let expect = [
+        ("inj-port", "port"),
+        ("inj-shell", "pattern"),
+        ("inj-reboot", "confirm"),
+        ("inj-type", "unknown command type"),
+        ("inj-params", "params"),
+    ];
     for (id, needle) in expect {
         let u = wait_for(WAIT, id, || updates().into_iter().find(|u| u.id == id));
         assert_eq!(u.state, CommandState::Rejected, "{u:?}");
@@ -284,6 +292,8 @@ fn commands_injected_into_mqtt_are_validated_by_the_agent() {
     }
     // Never accepted, never run.
     assert!(updates().iter().filter(|u| u.id.starts_with("inj-")).all(|u| u.state == CommandState::Rejected));
+    // The redelivered broken command is a duplicate: reported once.
+    assert_eq!(updates().iter().filter(|u| u.id == "inj-params").count(), 1, "{:?}", updates());
 }
 
 #[test]

@@ -191,6 +191,36 @@ pub struct CommandUpdate {
     pub artifacts: Option<Vec<ArtifactMeta>>,
 }
 
+/// Reads the command id (key 1) from a raw command payload without decoding the rest, so a
+/// command that fails [`crate::decode_downlink`] can still be answered with `rejected` under its
+/// own id. `None` unless the payload is a CBOR map whose key 1 is a text that passes `validate_id`.
+pub fn peek_command_id(payload: &[u8]) -> Option<String> {
+    use minicbor::data::Type;
+    let mut d = minicbor::Decoder::new(payload);
+    let len = d.map().ok()?;
+    let mut read = 0u64;
+    loop {
+        match len {
+            Some(n) if read >= n => return None,
+            None if d.datatype().ok()? == Type::Break => return None,
+            _ => {}
+        }
+        let is_id_key = match d.datatype().ok()? {
+            Type::U8 | Type::U16 | Type::U32 | Type::U64 => d.u64().ok()? == 1,
+            _ => {
+                d.skip().ok()?;
+                false
+            }
+        };
+        if is_id_key {
+            let id = d.str().ok()?;
+            return validate_id("command id", id).ok().map(|()| id.to_owned());
+        }
+        d.skip().ok()?;
+        read += 1;
+    }
+}
+
 impl CommandRequest {
     pub fn validate(&self) -> Result<(), ProtocolError> {
         crate::codec::check_version(self.v)?;
@@ -238,5 +268,70 @@ impl CommandUpdate {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::encode;
+
+    fn request(params: Value) -> CommandRequest {
+        CommandRequest {
+            v: crate::PROTOCOL_VERSION,
+            id: "cmd-7".into(),
+            command_type: "device.time".into(),
+            params,
+            issued: 1,
+            expires: 2,
+            timeout_secs: 3,
+            confirm: false,
+            upload: None,
+            requested_by: None,
+        }
+    }
+
+    #[test]
+    fn peek_finds_the_id_of_a_command_that_fails_validation() {
+        let broken = request(Value::Array(vec![Value::Int(1)]));
+        assert!(broken.validate().is_err());
+        assert_eq!(peek_command_id(&encode(&broken)).as_deref(), Some("cmd-7"));
+        let mut wrong_version = request(Value::map(Vec::<(&str, Value)>::new()));
+        wrong_version.v = 99;
+        assert_eq!(peek_command_id(&encode(&wrong_version)).as_deref(), Some("cmd-7"));
+    }
+
+    #[test]
+    fn peek_skips_other_keys_and_handles_indefinite_maps() {
+        // {0: [1, {"a": 2}], "x": 1, 1: "c-1"} with an indefinite-length outer map.
+        let mut e = minicbor::Encoder::new(Vec::new());
+        e.begin_map().expect("vec");
+        e.u8(0).expect("vec").array(2).expect("vec").u8(1).expect("vec");
+        e.map(1).expect("vec").str("a").expect("vec").u8(2).expect("vec");
+        e.str("x").expect("vec").u8(1).expect("vec");
+        e.u8(1).expect("vec").str("c-1").expect("vec");
+        e.end().expect("vec");
+        assert_eq!(peek_command_id(e.writer()).as_deref(), Some("c-1"));
+    }
+
+    #[test]
+    fn peek_refuses_payloads_without_a_valid_id() {
+        assert_eq!(peek_command_id(b""), None);
+        assert_eq!(peek_command_id(&[0xff, 0x00]), None);
+        assert_eq!(peek_command_id(&encode(&Value::Text("cmd-7".into()))), None);
+        let mut bad_id = request(Value::map(Vec::<(&str, Value)>::new()));
+        bad_id.id = "a/b#".into();
+        assert_eq!(peek_command_id(&encode(&bad_id)), None);
+        // Not a map; key 1 holding a number; a map without key 1.
+        assert_eq!(peek_command_id(&minicbor::to_vec(minicbor::data::Int::from(0u8)).expect("vec")), None);
+        let mut e = minicbor::Encoder::new(Vec::new());
+        e.map(2).expect("vec").u8(1).expect("vec").u8(5).expect("vec").u8(2).expect("vec").str("t").expect("vec");
+        assert_eq!(peek_command_id(e.writer()), None);
+        let mut e = minicbor::Encoder::new(Vec::new());
+        e.map(1).expect("vec").u8(0).expect("vec").u8(1).expect("vec");
+        assert_eq!(peek_command_id(e.writer()), None);
+        // A truncated map: the id key is never reached.
+        let full = encode(&request(Value::map(Vec::<(&str, Value)>::new())));
+        assert_eq!(peek_command_id(&full[..3]), None);
     }
 }

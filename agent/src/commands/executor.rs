@@ -6,6 +6,8 @@
 //! rule; rate or concurrency limit → `rejected`; otherwise `accepted`, then `running`, then one of
 //! `succeeded | failed | timed_out | cancelled`. The journal row is written before the matching update
 //! is queued, so a crash between the two is repaired at the next start ([`Journal::recover`]).
+//! A command that failed the protocol checks but has a readable id arrives as
+//! `Inbound::Invalid` and is journalled and reported `rejected` with the protocol error.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,12 +19,12 @@ use std::time::{Duration, Instant};
 use scs_protocol::limits::MAX_UPLINK_BYTES;
 use scs_protocol::registry::{check_command, CommandSpec};
 use scs_protocol::{
-    encode, ArtifactMeta, CommandCancel, CommandRequest, CommandState, CommandUpdate, Downlink, TopicKind, Value,
-    PROTOCOL_VERSION,
+    encode, ArtifactMeta, CommandCancel, CommandRequest, CommandState, CommandUpdate, TopicKind, Value, PROTOCOL_VERSION,
 };
 
 use super::journal::{Journal, JournalError, Pending, RESTARTING};
 use super::limits::{check_rate, Concurrency, Slot};
+use super::Inbound;
 use super::{agent_restart, runner, CommandError, Job, Output};
 use crate::context::{AgentContext, AgentMetrics};
 use crate::queue::QueueError;
@@ -117,11 +119,11 @@ pub struct Executor;
 impl Executor {
     /// Opens the journal, reports what an earlier agent process left unfinished, and starts the
     /// thread that consumes `rx` until it closes or shutdown is requested.
-    pub fn spawn(ctx: AgentContext, rx: Receiver<Downlink>) -> Result<JoinHandle<()>, ExecutorError> {
+    pub fn spawn(ctx: AgentContext, rx: Receiver<Inbound>) -> Result<JoinHandle<()>, ExecutorError> {
         Executor::spawn_with(ctx, rx, Options::default())
     }
 
-    pub fn spawn_with(ctx: AgentContext, rx: Receiver<Downlink>, opts: Options) -> Result<JoinHandle<()>, ExecutorError> {
+    pub fn spawn_with(ctx: AgentContext, rx: Receiver<Inbound>, opts: Options) -> Result<JoinHandle<()>, ExecutorError> {
         let journal = Journal::open(&ctx.db_path())?;
         let shared = Arc::new(Shared {
             ctx,
@@ -136,21 +138,25 @@ impl Executor {
 }
 
 impl Shared {
-    fn serve(self: Arc<Self>, rx: Receiver<Downlink>) {
+    fn serve(self: Arc<Self>, rx: Receiver<Inbound>) {
         loop {
             match rx.recv_timeout(Duration::from_millis(500)) {
-                Ok(Downlink::Command(req)) => {
+                Ok(Inbound::Command(req)) => {
                     let id = req.id.clone();
                     if let Err(e) = Arc::clone(&self).on_command(req) {
                         log::error!("command {id}: {e}");
                     }
                 }
-                Ok(Downlink::Cancel(c)) => {
+                Ok(Inbound::Cancel(c)) => {
                     if let Err(e) = self.on_cancel(&c) {
                         log::error!("cancel of command {}: {e}", c.id);
                     }
                 }
-                Ok(Downlink::Receipt(_)) => {}
+                Ok(Inbound::Invalid { id, error }) => {
+                    if let Err(e) = self.on_invalid_command(&id, error) {
+                        log::error!("command {id}: {e}");
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => {
                     if self.ctx.shutdown.requested() {
                         break;
@@ -277,6 +283,19 @@ impl Shared {
         }
         let slot = self.concurrency.try_acquire(spec).map_err(|r| (CommandState::Rejected, r))?;
         Ok((spec, params, slot))
+    }
+
+    /// A command that failed the protocol checks: `rejected` with the protocol error, once per id
+    /// (a redelivery, or an id already handled, is ignored like any duplicate command).
+    fn on_invalid_command(&self, id: &str, error: String) -> Result<(), ExecutorError> {
+        let journal = lock(&self.journal);
+        if !journal.insert(id, "", CommandState::Rejected, self.ctx.boot, crate::clock::now_ms())? {
+            log::info!("invalid command {id} delivered again: already handled, not reported twice");
+            return Ok(());
+        }
+        drop(journal);
+        log::warn!("command {id} rejected: {error}");
+        self.finish(id, Outcome::error(CommandState::Rejected, error))
     }
 
     fn on_cancel(&self, c: &CommandCancel) -> Result<(), ExecutorError> {

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use scs_protocol::registry::{CommandSpec, Safety};
 use scs_protocol::topics::topic;
 use scs_protocol::{
-    decode_uplink, CommandCancel, CommandRequest, CommandState, CommandUpdate, Downlink, TopicKind, Uplink, Value,
-    PROTOCOL_VERSION,
+    decode_uplink, CommandCancel, CommandRequest, CommandState, CommandUpdate, TopicKind, Uplink, Value, PROTOCOL_VERSION,
 };
 
 use super::executor::{Executor, Options};
 use super::journal::Journal;
+use super::Inbound;
 use crate::config::{CommandsConfig, Config, Settings};
 use crate::context::AgentContext;
 use crate::queue::{Queue, QueueOptions};
@@ -25,7 +25,7 @@ const GW: &str = "gw-exec";
 struct Rig {
     dir: PathBuf,
     ctx: AgentContext,
-    tx: Option<Sender<Downlink>>,
+    tx: Option<Sender<Inbound>>,
     handle: Option<JoinHandle<()>>,
     restarts: Arc<AtomicU32>,
     reboot: Vec<String>,
@@ -94,12 +94,12 @@ impl Rig {
         }
     }
 
-    fn send(&self, d: Downlink) {
+    fn send(&self, d: Inbound) {
         self.tx.as_ref().unwrap().send(d).unwrap();
     }
 
     fn command(&self, id: &str, ty: &str, params: Value, confirm: bool) {
-        self.send(Downlink::Command(request(id, ty, params, confirm, 0)));
+        self.send(Inbound::Command(request(id, ty, params, confirm, 0)));
     }
 
     /// Every command update queued so far, in seq order.
@@ -230,7 +230,7 @@ fn invalid_commands_are_rejected_with_field_and_rule() {
 
     let mut old = request("late", "device.info", empty(), false, 0);
     old.expires = crate::clock::now_ms() - 5_000;
-    rig.send(Downlink::Command(old));
+    rig.send(Inbound::Command(old));
     assert_eq!(rig.wait_terminal("late").state, CommandState::Expired);
 }
 
@@ -251,10 +251,25 @@ fn a_command_id_runs_at_most_once_across_redelivery_and_restart() {
 }
 
 #[test]
+fn a_command_failing_the_protocol_checks_is_rejected_once() {
+    let rig = Rig::new("invalid", harmless);
+    let invalid = || Inbound::Invalid { id: "bad1".into(), error: "invalid field params: must be a map".into() };
+    rig.send(invalid());
+    assert_eq!(rig.wait_terminal("bad1").error.as_deref(), Some("invalid field params: must be a map"));
+    // A redelivery, and even a valid command under the same id, are duplicates: never reported or run.
+    rig.send(invalid());
+    rig.command("bad1", "device.time", empty(), false);
+    // Commands are decided in order, so once this one is done the duplicates have been seen.
+    rig.command("after", "device.time", empty(), false);
+    rig.wait_terminal("after");
+    assert_eq!(rig.states("bad1"), [CommandState::Rejected]);
+}
+
+#[test]
 fn timeout_kills_the_child_process_group() {
     let rig = Rig::new("timeout", |d| argv(&["sh", "-c", "sleep 30 & echo $! > \"$0\"; wait", d.join("pid").to_str().unwrap()]));
     let pidfile = rig.dir.join("pid");
-    rig.send(Downlink::Command(request("slow", "device.reboot", empty(), true, 1)));
+    rig.send(Inbound::Command(request("slow", "device.reboot", empty(), true, 1)));
     let grandchild = wait_pid_file(&pidfile);
     assert!(alive(grandchild));
     let u = rig.wait_terminal("slow");
@@ -272,7 +287,7 @@ fn cancel_during_and_before_execution() {
     let pidfile = rig.dir.join("pid");
     rig.command("long", "device.reboot", empty(), true);
     let pid = wait_pid_file(&pidfile);
-    rig.send(Downlink::Cancel(CommandCancel { v: PROTOCOL_VERSION, id: "long".into() }));
+    rig.send(Inbound::Cancel(CommandCancel { v: PROTOCOL_VERSION, id: "long".into() }));
     let u = rig.wait_terminal("long");
     assert_eq!(u.state, CommandState::Cancelled);
     let end = Instant::now() + Duration::from_secs(3);
@@ -282,7 +297,7 @@ fn cancel_during_and_before_execution() {
     assert!(!alive(pid), "child {pid} survived the cancel");
 
     // Cancel first: the command that arrives later is not run.
-    rig.send(Downlink::Cancel(CommandCancel { v: PROTOCOL_VERSION, id: "early".into() }));
+    rig.send(Inbound::Cancel(CommandCancel { v: PROTOCOL_VERSION, id: "early".into() }));
     rig.command("early", "device.info", empty(), false);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(rig.states("early"), [CommandState::Cancelled]);
@@ -362,7 +377,7 @@ fn rate_and_concurrency_limits_are_enforced() {
     let u = rig.wait_terminal("b");
     assert_eq!(u.state, CommandState::Rejected);
     assert!(u.error.unwrap().contains("maxConcurrentPerGateway"));
-    rig.send(Downlink::Cancel(CommandCancel { v: PROTOCOL_VERSION, id: "a".into() }));
+    rig.send(Inbound::Cancel(CommandCancel { v: PROTOCOL_VERSION, id: "a".into() }));
     assert_eq!(rig.wait_terminal("a").state, CommandState::Cancelled);
     rig.command("c", "device.reboot", empty(), true);
     let end = Instant::now() + Duration::from_secs(5);
@@ -370,7 +385,7 @@ fn rate_and_concurrency_limits_are_enforced() {
         assert!(Instant::now() < end, "slot not released: {:?}", rig.states("c"));
         std::thread::sleep(Duration::from_millis(10));
     }
-    rig.send(Downlink::Cancel(CommandCancel { v: PROTOCOL_VERSION, id: "c".into() }));
+    rig.send(Inbound::Cancel(CommandCancel { v: PROTOCOL_VERSION, id: "c".into() }));
     rig.wait_terminal("c");
 }
 

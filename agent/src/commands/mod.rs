@@ -1,6 +1,6 @@
 //! Remote commands: validation against the generated registry, the durable `commands` journal
 //! (a command id runs at most once), limits, timeouts and cancellation, and one file per command
-//! family. The executor ([`Executor::spawn`]) consumes `Downlink::Command`/`Downlink::Cancel` from the
+//! family. The executor ([`Executor::spawn`]) consumes [`Inbound`] commands and cancels from the
 //! MQTT transport and reports every state change through the outbox (`TopicKind::CommandUpdate`).
 
 pub mod agent_restart;
@@ -27,6 +27,15 @@ use scs_protocol::registry::CommandSpec;
 use scs_protocol::{ArtifactMeta, UploadGrant, Value};
 
 use crate::context::AgentContext;
+
+/// What the MQTT transport hands the executor: decoded commands and cancels, and commands that failed the
+/// protocol checks but carry a readable id, which are answered `rejected` rather than dropped unseen.
+#[derive(Debug)]
+pub enum Inbound {
+    Command(scs_protocol::CommandRequest),
+    Cancel(scs_protocol::CommandCancel),
+    Invalid { id: String, error: String },
+}
 
 pub use executor::Executor;
 

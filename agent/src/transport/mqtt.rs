@@ -7,7 +7,8 @@
 //! * on CONNACK: subscribes to `down/#`, publishes the retained `online` status (the `offline`
 //!   status is registered as Last Will), then hands the client to the [`Publisher`];
 //! * decodes every downlink with `scs_protocol::decode_downlink`: receipts are applied to the queue
-//!   here, commands and cancels go to the command executor's channel;
+//!   here, commands and cancels go to the command executor's channel, and so does an invalid command
+//!   with a readable id (`Downlink::InvalidCommand`, answered `rejected`);
 //! * liveness watchdog: no packet from the broker for `watchdog_secs` (pings included), or a
 //!   connect that does not finish, tears the client down and starts over — rumqttc has known
 //!   hangs after broker restarts where its event loop stops making progress without an error;
@@ -18,6 +19,7 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::commands::Inbound;
 use rumqttc::{
     Client, Connection, Event, LastWill, MqttOptions, NetworkOptions, Packet, QoS, RecvTimeoutError, TlsConfiguration, Transport,
 };
@@ -144,14 +146,14 @@ pub struct MqttTransport {
     url: BrokerUrl,
     tls: Option<TlsConfiguration>,
     publisher: Publisher,
-    downlink: Sender<Downlink>,
+    downlink: Sender<Inbound>,
     metrics: Arc<AgentMetrics>,
     shutdown: Shutdown,
     downlink_closed_logged: bool,
 }
 
 impl MqttTransport {
-    pub fn new(ctx: &AgentContext, publisher: Publisher, downlink: Sender<Downlink>) -> Result<MqttTransport, TransportError> {
+    pub fn new(ctx: &AgentContext, publisher: Publisher, downlink: Sender<Inbound>) -> Result<MqttTransport, TransportError> {
         let cfg = ctx.config.mqtt.clone();
         let url =
             BrokerUrl::parse(&cfg.broker).map_err(|reason| TransportError::Url { gateway: ctx.gateway_id.clone(), reason })?;
@@ -356,17 +358,34 @@ impl MqttTransport {
                     log::error!("applying receipt for {} seqs: {e}", r.accepted.len());
                 }
             }
-            Ok((_, dl)) => {
-                if self.downlink.send(dl).is_err() && !self.downlink_closed_logged {
-                    self.downlink_closed_logged = true;
-                    log::error!("command executor is not running; dropping commands for gateway {}", self.gateway);
-                }
-            }
+            Ok((_, Downlink::Command(c))) => self.forward_to_executor(Inbound::Command(c)),
+            Ok((_, Downlink::Cancel(c))) => self.forward_to_executor(Inbound::Cancel(c)),
             Err(e) => {
                 AgentMetrics::add(&self.metrics.downlink_invalid, 1);
+                // A broken command with a readable id is answered `rejected`, so the cloud learns why.
+                if let Some(id) = self.command_id_of_invalid(topic_name, payload) {
+                    log::warn!("invalid command {id} on {topic_name} for gateway {}: {e}", self.gateway);
+                    return self.forward_to_executor(Inbound::Invalid { id, error: e.to_string() });
+                }
                 log::warn!("invalid downlink on {topic_name} ({} bytes) for gateway {}: {e}", payload.len(), self.gateway);
             }
         }
+    }
+
+    fn forward_to_executor(&mut self, dl: Inbound) {
+        if self.downlink.send(dl).is_err() && !self.downlink_closed_logged {
+            self.downlink_closed_logged = true;
+            log::error!("command executor is not running; dropping commands for gateway {}", self.gateway);
+        }
+    }
+
+    /// The id of an undecodable message on this gateway's command topic, if it has a valid one.
+    fn command_id_of_invalid(&self, topic_name: &str, payload: &[u8]) -> Option<String> {
+        let t = scs_protocol::topics::Topic::parse(topic_name).ok()?;
+        if t.kind != TopicKind::Command || t.gateway != self.gateway {
+            return None;
+        }
+        scs_protocol::command::peek_command_id(payload)
     }
 
     /// Clean shutdown: retained `offline` status, then DISCONNECT (so the broker drops the will).
