@@ -2,7 +2,10 @@
 //! change to the unix socket named by `$NOTIFY_SOCKET`.
 //!
 //! Outside systemd (no `$NOTIFY_SOCKET`, e.g. BusyBox init or a shell) every call is a cheap no-op, so
-//! callers never need to know how the agent was started.
+//! callers never need to know how the agent was started. The one exception is the watchdog: the BusyBox
+//! supervisor (`packaging/scs-agent-supervise`) sets `$WATCHDOG_USEC` as systemd does, plus
+//! `$SCS_HEARTBEAT_FILE`, and each watchdog ping then also writes the system uptime in whole seconds to
+//! that file, which the supervisor compares with its own reading of `/proc/uptime`.
 //!
 //! Usage from the main loop:
 //! ```ignore
@@ -16,7 +19,7 @@
 
 use std::io;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Why a notification could not be delivered. The agent logs it and carries on: a failed ping only
@@ -120,6 +123,27 @@ pub fn notify_ready() {
 /// progress, so a hung MQTT loop stops the pings and systemd restarts the agent.
 pub fn notify_watchdog() {
     notify_logged("WATCHDOG=1");
+    if let Some(path) = std::env::var_os("SCS_HEARTBEAT_FILE").filter(|p| !p.is_empty()) {
+        if let Err(e) = write_heartbeat(Path::new(&path), Path::new("/proc/uptime")) {
+            log::warn!("watchdog heartbeat {}: {e}", Path::new(&path).display());
+        }
+    }
+}
+
+/// Writes the whole seconds of `uptime` (a `/proc/uptime` file) to `path`, replacing it atomically so the
+/// supervisor never reads a half-written number. Uptime rather than wall time: the clock of a gateway that
+/// booted at 1970 jumps when NTP sets it, uptime does not.
+fn write_heartbeat(path: &Path, uptime: &Path) -> io::Result<()> {
+    let text = std::fs::read_to_string(uptime)?;
+    let secs = text
+        .split(|c: char| c == '.' || c.is_whitespace())
+        .next()
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("unexpected {}: {text:?}", uptime.display())))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, format!("{secs}\n"))?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Free-form one-line status shown by `systemctl status scs-agent`.
@@ -205,6 +229,25 @@ mod tests {
         let target = NotifyTarget::Path(temp_dir().join("nobody-listens.sock"));
         let err = target.send("READY=1").unwrap_err();
         assert!(err.to_string().contains("nobody-listens.sock"), "{err}");
+    }
+
+    #[test]
+    fn heartbeat_is_the_whole_uptime_seconds_replaced_atomically() {
+        let dir = temp_dir();
+        let uptime = dir.join("uptime");
+        let beat = dir.join("heartbeat");
+        std::fs::write(&uptime, "12345.67 54321.00\n").unwrap();
+        write_heartbeat(&beat, &uptime).unwrap();
+        assert_eq!(std::fs::read_to_string(&beat).unwrap(), "12345\n");
+        std::fs::write(&uptime, "12400.01 54321.00\n").unwrap();
+        write_heartbeat(&beat, &uptime).unwrap();
+        assert_eq!(std::fs::read_to_string(&beat).unwrap(), "12400\n");
+        assert!(!dir.join("heartbeat.tmp").exists());
+        std::fs::write(&uptime, "garbage").unwrap();
+        assert!(write_heartbeat(&beat, &uptime).is_err());
+        // A failed read leaves the last good beat in place, so the supervisor judges by it.
+        assert_eq!(std::fs::read_to_string(&beat).unwrap(), "12400\n");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
