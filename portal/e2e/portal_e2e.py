@@ -11,7 +11,7 @@ import time
 import traceback
 import urllib.request
 
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
@@ -46,7 +46,8 @@ def shot(d, name):
 
 
 def wait(d, cond, timeout=20):
-    return WebDriverWait(d, timeout, poll_frequency=0.1).until(cond)
+    # Polled pages redraw their tables: an element found a moment ago may be gone; look again.
+    return WebDriverWait(d, timeout, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException]).until(cond)
 
 
 def css(d, sel, timeout=20):
@@ -104,7 +105,7 @@ vendor = "Example"
 [devices.attrs]
 channels = "16"
 """
-    cloud.start_agent(GW, devices)
+    agent = cloud.start_agent(GW, devices)
     api = cloud.api
     d = None
     try:
@@ -147,9 +148,11 @@ channels = "16"
             no_token_in_url(d, token)
             assert d.execute_script("return sessionStorage.getItem('scs.apiToken')") == token
             assert d.execute_script("return localStorage.length") == 0 and d.execute_script("return document.cookie") == ""
-            row = d.find_element(By.CSS_SELECTOR, f'#fleet-body a[href="/gateways/{GW}"]').find_element(By.XPATH, "./ancestor::tr")
+            def row_text(_):
+                return d.find_element(By.CSS_SELECTOR, f'#fleet-body a[href="/gateways/{GW}"]').find_element(By.XPATH, "./ancestor::tr").text
+
             # The NVR's probe target (the shim's port) answers, the camera's (port 9) does not.
-            wait(d, lambda _: "1 online" in row.text and "1 down" in row.text and "of 2" in row.text)
+            wait(d, lambda _: all(t in row_text(_) for t in ("online", "1 online", "1 down", "of 2")))
             shot(d, "03-fleet")
             axe(d, "fleet")
 
@@ -260,6 +263,22 @@ channels = "16"
                 shot(d, f"09-phone{path.replace('/', '-') or '-fleet'}")
             d.set_window_size(1280, 900)
 
+        @step("live: the gateway going offline shows on the open fleet page without a reload")
+        def live():
+            d.get(base + "/")
+            css(d, f'#fleet-body a[href="/gateways/{GW}"]')
+            d.execute_script("window.__marker = 'same-page'")
+            agent.terminate()
+            agent.wait(timeout=20)
+
+            def offline(_):
+                r = d.find_element(By.CSS_SELECTOR, f'#fleet-body a[href="/gateways/{GW}"]').find_element(By.XPATH, "./ancestor::tr")
+                return r.find_element(By.CSS_SELECTOR, ".badge").text == "offline"
+
+            wait(d, offline, timeout=40)
+            assert d.execute_script("return window.__marker") == "same-page", "the page was reloaded"
+            shot(d, "11-fleet-live-offline")
+
         @step("a token the API refuses mid-session returns to the login form with a message")
         def revoked():
             d.get(base + "/")
@@ -273,7 +292,7 @@ channels = "16"
 
         print("skip camera snapshot image: the registry has no camera.snapshot command yet", flush=True)
         for s in (static_files, wrong_token, sign_in, keyboard, gateway_page, device_page, read_command,
-                  invalid_params, destructive, history, phone, revoked):
+                  invalid_params, destructive, history, phone, live, revoked):
             s()
     finally:
         if d is not None:

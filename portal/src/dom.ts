@@ -59,9 +59,16 @@ export function link(href: string, text: Child, attrs?: Record<string, AttrValue
   return h("a", { href, "data-link": "", ...attrs }, text);
 }
 
+// Formatters are built once: toLocaleString builds a new one per call, which shows on a 1,000-row table.
+const intFmt = new Intl.NumberFormat();
+const fracFmt = new Map<number, Intl.NumberFormat>();
+
 export function fmtNumber(v: unknown, digits = 1): string {
   if (typeof v !== "number") return v === null || v === undefined ? "—" : String(v);
-  return Number.isInteger(v) ? v.toLocaleString() : v.toLocaleString(undefined, { maximumFractionDigits: digits });
+  if (Number.isInteger(v)) return intFmt.format(v);
+  let f = fracFmt.get(digits);
+  if (!f) fracFmt.set(digits, (f = new Intl.NumberFormat(undefined, { maximumFractionDigits: digits })));
+  return f.format(v);
 }
 
 export function fmtBytes(v: unknown): string {

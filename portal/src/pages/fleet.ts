@@ -60,6 +60,8 @@ async function loadFleet(): Promise<Fleet> {
   }
 }
 
+const PAGE_ROWS = 100;
+
 type SortKey = "id" | "status" | "lastSeen" | "backlog" | "problems";
 
 export function filterFleet(list: FleetGateway[], q: string, status: string, problemsOnly: boolean, sort: SortKey): FleetGateway[] {
@@ -149,12 +151,24 @@ export const fleetPage: Page = (root, ctx) => {
     body,
   );
   let data: Fleet | null = null;
+  // Rows in the table at once: the full list is filtered and sorted, then shown a page at a time, which keeps
+  // a 1,000-gateway fleet quick to lay out (problems sort first, so they are on the first page).
+  let limit = PAGE_ROWS;
+  const pager = h("div", { class: "actions pager" });
   const draw = () => {
     if (!data) return;
     const shown = filterFleet(data.gateways, q.value, status.value, problems.checked, sort.value as SortKey);
     const online = data.gateways.filter(isOnline).length;
     const attention = data.gateways.filter(hasProblem).length;
-    summary.textContent = `${data.gateways.length} gateways: ${online} online, ${data.gateways.length - online} offline, ${attention} need attention. Showing ${shown.length}.`;
+    const visible = shown.slice(0, limit);
+    summary.textContent = `${data.gateways.length} gateways: ${online} online, ${data.gateways.length - online} offline, ${attention} need attention. Showing ${visible.length} of ${shown.length}.`;
+    pager.replaceChildren();
+    if (shown.length > visible.length) {
+      pager.append(
+        h("button", { type: "button", id: "fleet-more", onclick: () => ((limit += PAGE_ROWS), draw()) }, `Show ${Math.min(PAGE_ROWS, shown.length - visible.length)} more`),
+        h("button", { type: "button", id: "fleet-all", onclick: () => ((limit = Infinity), draw()) }, `Show all ${shown.length}`),
+      );
+    }
     if (data.gateways.length === 0) {
       body.replaceChildren(empty("No gateways yet. A gateway appears here after its agent has sent its first inventory."));
       return;
@@ -172,11 +186,15 @@ export const fleetPage: Page = (root, ctx) => {
         null,
         h("tr", null, ...["Gateway", "Status", "Last seen", "Backlog", "Gaps (dropped)", "Rejected", "Children", "Open commands", "Agent"].map((t) => h("th", { scope: "col" }, t))),
       ),
-      h("tbody", null, ...shown.map(row)),
+      h("tbody", null, ...visible.map(row)),
     );
-    body.replaceChildren(tableWrap("Gateways", table));
+    body.replaceChildren(tableWrap("Gateways", table), pager);
   };
-  for (const el of [q, status, problems, sort]) el.addEventListener("input", draw);
+  for (const el of [q, status, problems, sort])
+    el.addEventListener("input", () => {
+      limit = PAGE_ROWS;
+      draw();
+    });
   const poller = ctx.poll(POLL_SECS, async () => {
     try {
       data = await loadFleet();
