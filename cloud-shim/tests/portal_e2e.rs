@@ -135,7 +135,9 @@ fn portal_is_served_at_root_and_cannot_be_left() {
     assert_eq!(root.status, 200);
     assert!(root.text().contains("PORTAL-SHELL"));
     assert!(root.content_type.as_deref().unwrap().starts_with("text/html"), "{:?}", root.content_type);
-    assert!(raw_get(shim.http_port(), "/").1.to_lowercase().contains("cache-control: no-cache"));
+    let (_, shell) = raw_get(shim.http_port(), "/");
+    assert!(shell.to_lowercase().contains("cache-control: no-cache"));
+    assert!(shell.to_lowercase().contains("content-security-policy: default-src 'self'; script-src 'self'"), "{shell}");
     let js = anon.get("/assets/app-1234.js");
     assert_eq!(js.status, 200);
     assert!(js.content_type.as_deref().unwrap().starts_with("text/javascript"));

@@ -15,6 +15,13 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use crate::state::AppState;
 
+/// Policy for the portal's HTML: only its own scripts, no framing. Connections and images may go to other
+/// origins because the API base URL is configurable and artifact links can be absolute (`--public-url`).
+/// Inline style attributes stay allowed: the chart library positions its elements with them.
+const SHELL_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+    img-src 'self' data: blob: http: https:; connect-src 'self' http: https:; frame-ancestors 'none'; \
+    base-uri 'none'; form-action 'self'; object-src 'none'";
+
 /// Installed location of the portal (Debian package).
 pub const SYSTEM_PORTAL_DIR: &str = "/usr/share/scs-cloud-shim/portal";
 /// Development location, relative to the working directory.
@@ -126,6 +133,9 @@ async fn send_file(path: &Path) -> Response {
             h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
             h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
             h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+            if content_type(path).starts_with("text/html") {
+                h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(SHELL_CSP));
+            }
             resp
         }
         Err(e) => {
