@@ -211,6 +211,22 @@ channels = "16"
             shot(d, "06-command-result")
             axe(d, "command")
 
+        @step("an artifact command (diag.log_bundle): the file downloads through its tokenized URL")
+        def artifact():
+            d.get(base + f"/gateways/{GW}/commands?type=diag.log_bundle")
+            css(d, "#p-include")
+            d.find_element(By.CSS_SELECTOR, '#p-include input[value="logs"]').click()
+            d.find_element(By.CSS_SELECTOR, "#cmd-form button[type=submit]").click()
+            wait(d, lambda drv: "/commands/" in drv.current_url and "/gateways/" not in drv.current_url)
+            text_in(d, "#cmd-state", "succeeded", timeout=90)
+            link = wait(d, EC.visibility_of_element_located((By.CSS_SELECTOR, "ul.artifacts a[href]")), timeout=30)
+            href = link.get_attribute("href")
+            assert "token=" in href and token not in href, href
+            with urllib.request.urlopen(href) as r:
+                body = r.read()
+            assert r.status == 200 and body[:2] == b"\x1f\x8b", (r.status, body[:8])
+            shot(d, "07-command-artifact")
+
         @step("the form refuses invalid parameters in the browser, before anything is sent")
         def invalid_params():
             d.get(base + f"/gateways/{GW}/commands")
@@ -223,7 +239,7 @@ channels = "16"
             text_in(d, "#p-port-err", "must be at most 65535, got 70000")
             assert "/gateways/" in d.current_url
             assert len(api.get(f"/v1/gateways/{GW}/commands")[1]["commands"]) == before, "a command was sent"
-            shot(d, "07-form-errors")
+            shot(d, "07b-form-errors")
 
         @step("a destructive command (device.reboot) is not sent until confirmed by naming the gateway")
         def destructive():
@@ -291,7 +307,7 @@ channels = "16"
             shot(d, "10-login-after-401")
 
         print("skip camera snapshot image: the registry has no camera.snapshot command yet", flush=True)
-        for s in (static_files, wrong_token, sign_in, keyboard, gateway_page, device_page, read_command,
+        for s in (static_files, wrong_token, sign_in, keyboard, gateway_page, device_page, read_command, artifact,
                   invalid_params, destructive, history, phone, live, revoked):
             s()
     finally:

@@ -71,3 +71,27 @@ describe("device snapshot", () => {
     expect(latestImage([cmd("c4", { deviceId: "cam-1" }, 4, "application/gzip")])).toBeNull();
   });
 });
+
+describe("NVR tables from metrics", () => {
+  it("lists disks and channels when nvr.* metrics exist, nothing otherwise", async () => {
+    const { nvrTables } = await import("../src/pages/device");
+    const { latestBy } = await import("../src/metrics");
+    const latest = latestBy([
+      { name: "nvr.disk_used_pct", label: "hdd2", ts: 1, value: 40 },
+      { name: "nvr.disk_used_pct", label: "hdd1", ts: 1, value: 80 },
+      { name: "nvr.disk_used_pct", label: "hdd1", ts: 2, value: 81.5 },
+      { name: "nvr.recording", label: "10", ts: 2, value: 0 },
+      { name: "nvr.recording", label: "2", ts: 2, value: 1 },
+    ]);
+    const host = document.createElement("div");
+    host.append(...nvrTables(latest));
+    const rows = [...host.querySelectorAll("tbody tr")].map((r) => [...r.querySelectorAll("td")].slice(0, 2).map((c) => c.textContent));
+    expect(rows).toEqual([
+      ["hdd1", "81.5 %"],
+      ["hdd2", "40 %"],
+      ["2", "recording"],
+      ["10", "not recording"],
+    ]);
+    expect(nvrTables(latestBy([{ name: "device.online", ts: 1, value: 1 }]))).toEqual([]);
+  });
+});

@@ -25,7 +25,7 @@ export function latestImage(cmds: Command[]): { cmd: Command; url: string; name:
 
 /** NVR tables from metrics when the device reports them: HDDs (nvr.disk_used_pct per label) and
  * channels (nvr.recording per label). */
-function nvrTables(latest: Map<string, Sample>): HTMLElement[] {
+export function nvrTables(latest: Map<string, Sample>): HTMLElement[] {
   const out: HTMLElement[] = [];
   const rows = (name: string) => [...latest.values()].filter((s) => s.name === name).sort((a, b) => (a.label ?? "").localeCompare(b.label ?? "", undefined, { numeric: true }));
   const disks = rows("nvr.disk_used_pct");
