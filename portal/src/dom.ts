@@ -52,7 +52,8 @@ export function errorBox(what: string, e: unknown, retry?: () => void): HTMLElem
 
 /** A horizontally scrollable table region that keyboard users can scroll too. */
 export function tableWrap(label: string, table: HTMLTableElement): HTMLElement {
-  return h("div", { class: "table-wrap", role: "region", "aria-label": label, tabindex: 0 }, table);
+  // "(table)" keeps the region's name distinct from the section heading it usually repeats.
+  return h("div", { class: "table-wrap", role: "region", "aria-label": `${label} (table)`, tabindex: 0 }, table);
 }
 
 export function link(href: string, text: Child, attrs?: Record<string, AttrValue>): HTMLAnchorElement {
