@@ -33,6 +33,8 @@ SERVE OPTIONS:
     --tls-cert FILE        serve the HTTP API over HTTPS with this PEM certificate chain
     --tls-key FILE         ... and this PEM private key
     --public-url URL       externally visible base URL (for download and upload links)
+    --portal-dir DIR       serve the built operators' portal from DIR at /  (none: serve nothing)
+                           [default: portal/dist if present, else /usr/share/scs-cloud-shim/portal]
 
 ENVIRONMENT:
     SCS_API_TOKEN          bearer token clients (and forwarding shims) must send. If unset, the shim
@@ -73,6 +75,8 @@ pub struct ServeConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub public_url: Option<String>,
+    /// Built portal served at `/` (`api::portal`); `None` serves nothing there.
+    pub portal_dir: Option<PathBuf>,
 }
 
 fn addr(option: &'static str, v: &str) -> Result<SocketAddr, ConfigError> {
@@ -112,6 +116,7 @@ impl ServeConfig {
         let mut worker_url = None;
         let mut worker_ca = None;
         let (mut tls_cert, mut tls_key, mut public_url) = (None, None, None);
+        let mut portal_dir: Option<Option<PathBuf>> = None;
         let mut it = args.iter();
         while let Some(a) = it.next() {
             // Both `--opt value` and `--opt=value`.
@@ -143,6 +148,7 @@ impl ServeConfig {
                 "--tls-cert" => tls_cert = Some(PathBuf::from(value()?)),
                 "--tls-key" => tls_key = Some(PathBuf::from(value()?)),
                 "--public-url" => public_url = Some(value()?.trim_end_matches('/').to_owned()),
+                "--portal-dir" => portal_dir = Some(Some(PathBuf::from(value()?)).filter(|p| p.as_os_str() != "none")),
                 other => return Err(ConfigError::Unknown(other.to_owned())),
             }
         }
@@ -179,6 +185,7 @@ impl ServeConfig {
             tls_cert,
             tls_key,
             public_url,
+            portal_dir: portal_dir.unwrap_or_else(crate::api::portal::default_dir),
         })
     }
 

@@ -4,9 +4,11 @@
 
 pub mod auth;
 pub mod error;
+pub mod fleet;
 pub mod gateways;
 pub mod health;
 pub mod ingest;
+pub mod portal;
 pub mod sensors;
 
 use axum::middleware;
@@ -19,13 +21,10 @@ pub fn router(state: AppState) -> Router {
         .merge(sensors::routes())
         .merge(ingest::routes())
         .merge(gateways::routes())
+        .merge(fleet::routes())
         .merge(crate::commands::api::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     let public =
         Router::new().merge(health::routes()).merge(crate::artifacts::api::routes()).merge(crate::commands::api::public_routes());
-    Router::new().merge(public).merge(protected).fallback(not_found).with_state(state)
-}
-
-async fn not_found() -> error::ApiError {
-    error::ApiError::not_found("no such endpoint")
+    Router::new().merge(public).merge(protected).fallback(portal::fallback).with_state(state)
 }

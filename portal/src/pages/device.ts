@@ -1,0 +1,189 @@
+import { h, badge, errorBox, loading, empty, tableWrap, link, fmtNumber } from "../dom";
+import { get, enc, ApiError, apiUrl, type Sensor, type Command, type Sample } from "../api";
+import { timeEl } from "../time";
+import { chartCard } from "../chart";
+import { rangeSelect, samples, latestBy } from "../metrics";
+import { attrsTable } from "./gateway";
+import { POLL_SECS } from "../config";
+import { COMMANDS } from "../command-registry.gen";
+import type { Page } from "../app";
+
+/** Commands whose parameters name this device (a snapshot of a camera, ...), newest first. */
+export function commandsForDevice(cmds: Command[], deviceId: string): Command[] {
+  return cmds.filter((c) => Object.values(c.params ?? {}).some((v) => v === deviceId));
+}
+
+/** The newest image artifact among the commands, for the inline snapshot. */
+export function latestImage(cmds: Command[]): { cmd: Command; url: string; name: string } | null {
+  for (const c of [...cmds].sort((a, b) => b.updatedAt - a.updatedAt)) {
+    for (const a of c.artifacts ?? []) {
+      if (a.contentType.startsWith("image/") && a.url) return { cmd: c, url: apiUrl(a.url), name: a.name };
+    }
+  }
+  return null;
+}
+
+/** NVR tables from metrics when the device reports them: HDDs (nvr.disk_used_pct per label) and
+ * channels (nvr.recording per label). */
+export function nvrTables(latest: Map<string, Sample>): HTMLElement[] {
+  const out: HTMLElement[] = [];
+  const rows = (name: string) => [...latest.values()].filter((s) => s.name === name).sort((a, b) => (a.label ?? "").localeCompare(b.label ?? "", undefined, { numeric: true }));
+  const disks = rows("nvr.disk_used_pct");
+  if (disks.length) {
+    out.push(
+      h("h3", null, "Disks"),
+      tableWrap(
+        "NVR disks",
+        h(
+          "table",
+          { class: "data" },
+          h("thead", null, h("tr", null, ...["Disk", "Used", "Reported"].map((t) => h("th", { scope: "col" }, t)))),
+          h("tbody", null, ...disks.map((s) => h("tr", null, h("td", null, s.label || "disk"), h("td", { class: "num" }, `${fmtNumber(s.value)} %`), h("td", null, timeEl(s.ts))))),
+        ),
+      ),
+    );
+  }
+  const chans = rows("nvr.recording");
+  if (chans.length) {
+    out.push(
+      h("h3", null, "Channels"),
+      tableWrap(
+        "NVR channels",
+        h(
+          "table",
+          { class: "data" },
+          h("thead", null, h("tr", null, ...["Channel", "Recording", "Reported"].map((t) => h("th", { scope: "col" }, t)))),
+          h("tbody", null, ...chans.map((s) => h("tr", null, h("td", null, s.label || "channel"), h("td", null, badge(s.value ? "recording" : "not recording", s.value ? "online" : "offline")), h("td", null, timeEl(s.ts))))),
+        ),
+      ),
+    );
+  }
+  return out;
+}
+
+export const devicePage: Page = (root, ctx) => {
+  const id = ctx.params.id ?? "";
+  ctx.setTitle(`Device ${id}`);
+  const crumbs = h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, link("/", "Fleet"), " / ", id);
+  const info = h("section", { class: "card", "aria-labelledby": "dev-info-h" }, h("h2", { id: "dev-info-h" }, "Identity"), loading("the device"));
+  let range = 3600;
+  const chartsBody = h("div", { class: "charts" }, loading("metrics"));
+  const charts = h(
+    "section",
+    { class: "card wide", "aria-labelledby": "dev-charts-h" },
+    h("div", { class: "section-head" }, h("h2", { id: "dev-charts-h" }, "Health and metrics"), rangeSelect("dev-range", range, (s) => ((range = s), void poller.now()))),
+    chartsBody,
+  );
+  const tables = h("section", { class: "card", "aria-labelledby": "dev-tables-h" }, h("h2", { id: "dev-tables-h" }, "Latest values"), loading("latest values"));
+  const snap = h("section", { class: "card", "aria-labelledby": "dev-snap-h" }, h("h2", { id: "dev-snap-h" }, "Snapshot and commands"), loading("commands"));
+  root.append(crumbs, h("h1", null, "Device ", h("span", { class: "mono" }, id)), h("div", { class: "grid" }, info, charts, tables, snap));
+  const setBody = (sec: HTMLElement, ...nodes: Node[]) => {
+    const title = sec.querySelector(".section-head") ?? sec.querySelector("h2");
+    sec.replaceChildren(...(title ? [title] : []), ...nodes);
+  };
+  let destroyers: (() => void)[] = [];
+  ctx.onLeave(() => destroyers.forEach((d) => d()));
+
+  const poller = ctx.poll(POLL_SECS * 2, async () => {
+    let dev: Sensor;
+    try {
+      dev = await get<Sensor>(`/v1/sensors/${enc(id)}`);
+    } catch (e) {
+      setBody(info, e instanceof ApiError && e.status === 404 ? empty(`No device ${id} is known.`) : errorBox("the device", e));
+      return;
+    }
+    if (dev.parentSensorId === null && dev.gatewayId === dev.id) {
+      ctx.navigate(`/gateways/${enc(id)}`);
+      return;
+    }
+    crumbs.replaceChildren(link("/", "Fleet"), " / ", link(`/gateways/${enc(dev.gatewayId)}`, dev.gatewayId), " / ", id);
+    setBody(
+      info,
+      h(
+        "dl",
+        { class: "attrs" },
+        h("dt", null, "Status"),
+        h("dd", { id: "dev-health" }, badge(dev.status)),
+        h("dt", null, "Last seen"),
+        h("dd", null, timeEl(dev.lastSeen)),
+        h("dt", null, "Name"),
+        h("dd", null, dev.name ?? "—"),
+        h("dt", null, "Type"),
+        h("dd", null, dev.type),
+        h("dt", null, "Parent"),
+        h("dd", null, dev.parentSensorId ? link(dev.parentSensorId === dev.gatewayId ? `/gateways/${enc(dev.parentSensorId)}` : `/devices/${enc(dev.parentSensorId)}`, dev.parentSensorId) : "—"),
+      ),
+      h("h3", null, "Attributes"),
+      attrsTable(dev.attrs, "Device attributes"),
+    );
+    const [m, cmds] = await Promise.allSettled([
+      samples(id, null, range),
+      get<{ commands: Command[] }>(`/v1/gateways/${enc(dev.gatewayId)}/commands?limit=100`),
+    ]);
+    destroyers.forEach((d) => d());
+    destroyers = [];
+    if (m.status === "fulfilled") {
+      const byName = new Map<string, Sample[]>();
+      for (const s of m.value.samples) {
+        let l = byName.get(s.name);
+        if (!l) byName.set(s.name, (l = []));
+        l.push(s);
+      }
+      // Health first: reachability, then the rest by name.
+      const names = [...byName.keys()].sort((a, b) => Number(b === "device.online") - Number(a === "device.online") || a.localeCompare(b));
+      const cards = names.map((n) => {
+        const c = chartCard(n === "device.online" ? "Online (1) / offline (0)" : n, byName.get(n) ?? [], { truncated: m.value.truncated });
+        c.el.dataset.metric = n;
+        destroyers.push(c.destroy);
+        return c.el;
+      });
+      chartsBody.replaceChildren(...(cards.length ? cards : [empty("No metrics stored for this device in this range.")]));
+      const latest = latestBy(m.value.samples);
+      const probe = latest.get("device.online\u0000");
+      if (probe) {
+        document.getElementById("dev-health")?.replaceChildren(badge(probe.value ? "online" : "offline"), " probed ", timeEl(probe.ts, true));
+      }
+      const nvr = nvrTables(latest);
+      const list = [...latest.values()].sort((a, b) => a.name.localeCompare(b.name) || (a.label ?? "").localeCompare(b.label ?? ""));
+      setBody(
+        tables,
+        ...nvr,
+        list.length
+          ? tableWrap(
+              "Latest values",
+              h(
+                "table",
+                { class: "data" },
+                h("thead", null, h("tr", null, ...["Metric", "Label", "Value", "At"].map((t) => h("th", { scope: "col" }, t)))),
+                h("tbody", null, ...list.map((s) => h("tr", null, h("td", null, s.name), h("td", null, s.label ?? ""), h("td", { class: "num" }, fmtNumber(s.value, 2)), h("td", null, timeEl(s.ts))))),
+              ),
+            )
+          : empty("No values in this range."),
+      );
+    } else {
+      chartsBody.replaceChildren(errorBox("metrics", m.reason));
+      setBody(tables, errorBox("latest values", m.reason));
+    }
+    const cls = dev.type.toLowerCase();
+    const targeting = COMMANDS.filter((c) => c.safety.targets.includes(cls));
+    const nodes: Node[] = [];
+    if (cmds.status === "fulfilled") {
+      const mine = commandsForDevice(cmds.value.commands, id);
+      const img = latestImage(mine);
+      nodes.push(
+        img
+          ? h("figure", { class: "snapshot" }, h("img", { src: img.url, alt: `Latest snapshot of ${dev.name ?? id}` }), h("figcaption", null, `${img.name}, `, timeEl(img.cmd.updatedAt)))
+          : empty("No snapshot image for this device."),
+      );
+      if (mine.length)
+        nodes.push(h("h3", null, "Commands for this device"), h("ul", null, ...mine.slice(0, 10).map((c) => h("li", null, link(`/commands/${enc(c.id)}`, c.type), " ", badge(c.state), " ", timeEl(c.createdAt)))));
+    } else nodes.push(errorBox("commands", cmds.reason));
+    nodes.push(
+      targeting.length
+        ? h("p", null, link(`/gateways/${enc(dev.gatewayId)}/commands`, `Run a command (${targeting.map((c) => c.type).join(", ")})`))
+        : h("p", { class: "muted" }, `No command in the registry targets ${dev.type} devices yet; gateway commands are on the `, link(`/gateways/${enc(dev.gatewayId)}/commands`, "gateway's commands page"), "."),
+    );
+    setBody(snap, ...nodes);
+    ctx.updated();
+  });
+};
