@@ -6,7 +6,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use scs_testkit::{Agent, AgentOpts, Mosquitto, Shim, ShimOpts, TempDir};
 
-use crate::{outbox, site, Opts};
+use crate::opts::Opts;
+use crate::{outbox, site};
 
 /// CPU seconds (user + system) a process has used, from /proc (USER_HZ is 100 on Linux).
 pub fn cpu_secs(pid: Option<u32>) -> f64 {

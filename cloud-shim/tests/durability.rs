@@ -17,12 +17,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use scs_protocol::telemetry::DeviceReport;
 use scs_protocol::{decode_uplink, encode, Metric, TelemetryBatch, TopicKind, Uplink};
 use scs_testkit::{publish, wait_until, Agent, AgentOpts, Mosquitto, Shim, ShimOpts, Subscription};
+
+/// The shim's own clock, so test data is stamped exactly as the shim stamps it.
+#[path = "../src/clock.rs"]
+mod clock;
+use clock::{now_ms, now_ms_u64};
 
 /// Agent settings that keep the tests in seconds: quick reconnects and resends.
 const AGENT_TOML: &str = r#"
@@ -136,13 +141,9 @@ fn assert_exactly_once(agent: &Agent, shim: &Shim, gw: &str, capture: Option<&Su
     eprintln!("exactly once: {} committed seqs, {} stored rows, outbox empty", committed.len(), rows.len());
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 /// A realistic batch: the gateway plus `children` devices with a handful of metrics each.
 fn batch(gw: &str, boot: u64, seq: u64, children: usize) -> Vec<u8> {
-    let ts = now_ms();
+    let ts = now_ms_u64();
     let mut b = TelemetryBatch::new(gw, boot, seq, ts);
     let mut host = vec![
         Metric::new("cpu.usage_pct", 12.5),
@@ -173,7 +174,7 @@ fn prefill_outbox(agent: &Agent, count: u64, children: usize) -> (u64, u64) {
         let payload = batch(agent.gateway_id(), boot, seq, children);
         tx.execute(
             "INSERT INTO outbox (seq, kind, created_ms, size, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![seq as i64, TopicKind::Telemetry.code(), now_ms() as i64, payload.len() as i64, payload],
+            params![seq as i64, TopicKind::Telemetry.code(), now_ms(), payload.len() as i64, payload],
         )
         .expect("insert into outbox (schema changed?)");
     }
