@@ -173,7 +173,10 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         store: state.store.clone(),
         mqtt: mqtt.clone(),
         presence: state.presence.clone(),
-        grants: state.artifacts.clone(),
+        grants: {
+            let artifacts = state.artifacts.clone();
+            Arc::new(move |command_id: &str, valid_for| artifacts.mint_upload_grant(command_id, valid_for))
+        },
     };
     // Subscribes to gateway events before the bridge can fire any.
     commands::session::start(session_handles, events.subscribe(), command_sessions_rx);

@@ -20,7 +20,6 @@ use tokio::sync::mpsc;
 
 use super::store::{self, CommandRow, CommandStoreError};
 use super::value_json::json_to_value;
-use crate::artifacts::Artifacts;
 use crate::clock::now_ms;
 use crate::command_registry_gen::COMMANDS;
 use crate::presence::{GatewayEvent, Presence};
@@ -60,6 +59,9 @@ impl Sessions {
     }
 }
 
+/// Mints an upload grant for an artifact of a command, valid for the given time.
+pub type GrantMinter = Arc<dyn Fn(&str, Duration) -> UploadGrant + Send + Sync>;
+
 /// What the session task works with, and nothing more.
 #[derive(Clone)]
 pub struct SessionHandles {
@@ -69,8 +71,8 @@ pub struct SessionHandles {
     pub mqtt: AsyncClient,
     /// Which gateways are online now.
     pub presence: Arc<Presence>,
-    /// Mints upload grants for artifact-producing commands.
-    pub grants: Artifacts,
+    /// Upload grants for artifact-producing commands (the artifact service's, in the running shim).
+    pub grants: GrantMinter,
 }
 
 /// Starts the session task. Pass a receiver subscribed before the MQTT bridge starts, so no status is
@@ -144,7 +146,7 @@ fn upload_grant(state: &SessionHandles, row: &CommandRow) -> Option<UploadGrant>
         return None;
     }
     let horizon_ms = (row.expires_at - now_ms()).max(0) as u64 + u64::from(row.timeout_secs) * 1000;
-    Some(state.grants.mint_upload_grant(&row.id, Duration::from_millis(horizon_ms) + Duration::from_secs(600)))
+    Some((state.grants)(&row.id, Duration::from_millis(horizon_ms) + Duration::from_secs(600)))
 }
 
 fn request_for(state: &SessionHandles, row: &CommandRow) -> CommandRequest {
