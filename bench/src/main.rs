@@ -1,4 +1,4 @@
-//! `scs-bench`: the measurements behind `scripts/bench` that need a program (issue 2 figures).
+//! `scs-bench`: the measurements behind `scripts/bench` that need a program.
 //!
 //! ```text
 //! scs-bench size                                  encoded batch size, CBOR vs the same batch as JSON
@@ -11,6 +11,7 @@
 //! The real binaries come from the same target dir as this program (build them with the same profile).
 
 mod drain;
+mod opts;
 mod outbox;
 mod raw_insert;
 mod rss;
@@ -19,32 +20,7 @@ mod size;
 
 use std::process::ExitCode;
 
-/// `--key value` options after the subcommand.
-pub struct Opts(Vec<(String, String)>);
-
-impl Opts {
-    fn parse(args: &[String]) -> Result<Opts, String> {
-        let mut out = Vec::new();
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let key = a.strip_prefix("--").ok_or_else(|| format!("unexpected argument {a:?}"))?;
-            let value = it.next().ok_or_else(|| format!("--{key} needs a value"))?;
-            out.push((key.to_owned(), value.clone()));
-        }
-        Ok(Opts(out))
-    }
-
-    pub fn str(&self, key: &str, default: &str) -> String {
-        self.0.iter().rev().find(|(k, _)| k == key).map_or_else(|| default.to_owned(), |(_, v)| v.clone())
-    }
-
-    pub fn num(&self, key: &str, default: u64) -> Result<u64, String> {
-        match self.0.iter().rev().find(|(k, _)| k == key) {
-            None => Ok(default),
-            Some((_, v)) => v.parse().map_err(|_| format!("--{key} takes a number, not {v:?}")),
-        }
-    }
-}
+use crate::opts::Opts;
 
 const USAGE: &str = "usage: scs-bench size | raw-insert [--n N] [--dir DIR] | drain [--batches N] [--devices N] \
                      [--broker embedded|mosquitto] | rss [--secs N] [--devices N]";

@@ -52,6 +52,8 @@ pub enum ConfigError {
     MissingValue(String),
     #[error("invalid {option} {value:?}: {reason}")]
     Invalid { option: &'static str, value: String, reason: String },
+    #[error("invalid {option} {value:?}: {source}")]
+    Address { option: &'static str, value: String, source: std::net::AddrParseError },
 }
 
 /// Where the shim's MQTT connection goes.
@@ -80,7 +82,7 @@ pub struct ServeConfig {
 }
 
 fn addr(option: &'static str, v: &str) -> Result<SocketAddr, ConfigError> {
-    v.parse().map_err(|e: std::net::AddrParseError| ConfigError::Invalid { option, value: v.into(), reason: e.to_string() })
+    v.parse().map_err(|source| ConfigError::Address { option, value: v.into(), source })
 }
 
 /// `mqtt://HOST:PORT` (port defaults to 1883) or `mqtts://HOST:PORT` (TLS, port defaults to 8883).

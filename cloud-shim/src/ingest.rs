@@ -21,9 +21,12 @@ use scs_protocol::{decode_uplink, encode, Receipt, TopicKind, Uplink};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::clock::now_ms;
 use crate::rejection::Rejection;
 use crate::stats::{Count, LogThrottle, Stats};
-use crate::store::now_ms;
+
+pub mod sqlite;
+pub mod worker;
 
 /// Messages per group at most (one SQLite transaction / one Worker request).
 const MAX_GROUP_ITEMS: usize = 2048;

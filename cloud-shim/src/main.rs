@@ -6,11 +6,13 @@ mod artifacts;
 mod bridge;
 mod broker;
 mod broker_sockets;
+mod clock;
 mod command_registry_gen;
 mod commands;
 mod config;
 mod ingest;
 mod objects;
+mod presence;
 mod random;
 mod rejection;
 mod state;
@@ -24,7 +26,8 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use crate::config::{BrokerMode, ConfigError, ServeConfig, USAGE};
-use crate::state::{AppState, Health, Presence};
+use crate::presence::Presence;
+use crate::state::{AppState, Health};
 use crate::stats::Stats;
 use crate::store::Store;
 
@@ -41,9 +44,13 @@ enum ServeError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
-    Worker(#[from] store::worker::WorkerError),
+    Worker(#[from] ingest::worker::WorkerError),
     #[error(transparent)]
     Bridge(#[from] bridge::BridgeError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("artifacts: {0}")]
+    Artifacts(#[from] artifacts::ArtifactError),
     #[error("the ingest pipeline stopped; exiting so the shim is restarted")]
     IngestStopped,
 }
@@ -128,18 +135,18 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         Some(url) => {
             let worker_token = std::env::var("SCS_WORKER_TOKEN").ok().filter(|t| !t.is_empty()).unwrap_or_else(|| token.clone());
             log::info!("ingest forwards to the Worker at {url}");
-            Box::new(store::worker::WorkerBackend::new(url, &worker_token, config.worker_ca.as_deref())?)
+            Box::new(ingest::worker::WorkerBackend::new(url, &worker_token, config.worker_ca.as_deref())?)
         }
-        None => Box::new(store::sqlite_ingest::SqliteIngest::new(store.connect()?)),
+        None => Box::new(ingest::sqlite::SqliteIngest::new(store.connect()?)),
     };
     let ingest = ingest::start(backend, Some(mqtt.clone()), stats.clone())?;
     let (events, _) = tokio::sync::broadcast::channel(1024);
-    // Artifacts (engineer D): URLs handed to gateways and clients use --public-url when set (reverse proxy),
-    // else the address this shim listens on.
     let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::load_server_config(cert, key).map_err(|e| std::io::Error::other(e.to_string()))?),
+        (Some(cert), Some(key)) => Some(tls::load_server_config(cert, key)?),
         _ => None,
     };
+    // URLs handed to gateways and clients use --public-url when set (reverse proxy), else the address
+    // this shim listens on.
     let public_url = config.public_url.clone().unwrap_or_else(|| {
         let scheme = if tls.is_some() { "https" } else { "http" };
         if config.http.ip().is_unspecified() {
@@ -149,13 +156,11 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     });
     let mut artifacts_cfg = artifacts::ArtifactsConfig::new(&config.data_dir, &public_url);
     artifacts_cfg.api_token = Some(token.clone());
-    let artifacts = artifacts::Artifacts::open(artifacts_cfg).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let artifacts = artifacts::Artifacts::open(artifacts_cfg)?;
     let (command_sessions, command_sessions_rx) = commands::Sessions::new();
     let state = AppState {
         store,
         config: Arc::new(config.clone()),
-        mqtt: mqtt.clone(),
-        events: events.clone(),
         ingest: ingest.clone(),
         stats,
         presence: Arc::new(Presence::default()),
@@ -164,8 +169,17 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         artifacts,
         commands: command_sessions,
     };
+    let session_handles = commands::session::SessionHandles {
+        store: state.store.clone(),
+        mqtt: mqtt.clone(),
+        presence: state.presence.clone(),
+        grants: {
+            let artifacts = state.artifacts.clone();
+            Arc::new(move |command_id: &str, valid_for| artifacts.mint_upload_grant(command_id, valid_for))
+        },
+    };
     // Subscribes to gateway events before the bridge can fire any.
-    commands::session::start(state.clone(), command_sessions_rx);
+    commands::session::start(session_handles, events.subscribe(), command_sessions_rx);
     let bridge = bridge::Bridge {
         client: mqtt,
         ingest,

@@ -9,6 +9,11 @@ use scs_protocol::{decode_uplink, encode, CommandRequest, CommandState, TopicKin
 use scs_testkit::{wait_for, wait_until, Agent, AgentOpts, Api, Mosquitto, Shim, ShimOpts};
 use serde_json::{json, Value as Json};
 
+/// The shim's own clock, so commands are stamped as the shim stamps them.
+#[path = "../src/clock.rs"]
+mod clock;
+use clock::{now_ms, now_ms_u64};
+
 const WAIT: Duration = Duration::from_secs(20);
 
 /// A shim and (optionally running) agent for one gateway.
@@ -130,8 +135,7 @@ fn every_builtin(mut site: Site) {
 
     let time = site.run(json!({"type": "device.time", "params": {}}));
     let gw_ms = time["result"]["utcMs"].as_i64().unwrap();
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-    assert!((now_ms - gw_ms).abs() < 60_000, "{time}");
+    assert!((now_ms() - gw_ms).abs() < 60_000, "{time}");
 
     let iv = site.run(json!({"type": "telemetry.set_interval", "params": {"intervalSecs": 7}}));
     assert_eq!(iv["result"]["intervalSecs"], 7);
@@ -245,7 +249,7 @@ fn commands_injected_into_mqtt_are_validated_by_the_agent() {
     site.start_agent();
     // Online once a command through the shim has gone round.
     site.run(json!({"type": "device.time"}));
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let now = now_ms_u64();
     let inject = |id: &str, ty: &str, params: Value, confirm: bool| {
         let req = CommandRequest {
             v: PROTOCOL_VERSION,
@@ -347,7 +351,7 @@ fn duplicate_delivery_is_not_executed_twice() {
     let v = site.wait_terminal(&id);
     assert_eq!(v["state"], "succeeded", "{v}");
     // Redeliver the very same request straight through the broker, before and after an agent restart.
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let now = now_ms_u64();
     let req = CommandRequest {
         v: PROTOCOL_VERSION,
         id: id.clone(),

@@ -17,12 +17,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 use scs_protocol::telemetry::DeviceReport;
 use scs_protocol::{decode_uplink, encode, Metric, TelemetryBatch, TopicKind, Uplink};
-use scs_testkit::{publish, wait_until, Agent, AgentOpts, Mosquitto, Shim, ShimOpts, Subscription};
+use scs_testkit::{
+    append_to_outbox, outbox_next_seq, publish, wait_until, Agent, AgentOpts, Mosquitto, Shim, ShimOpts, Subscription,
+};
+
+/// The shim's own clock, so test data is stamped exactly as the shim stamps it.
+#[path = "../src/clock.rs"]
+mod clock;
+use clock::{now_ms, now_ms_u64};
 
 /// Agent settings that keep the tests in seconds: quick reconnects and resends.
 const AGENT_TOML: &str = r#"
@@ -44,18 +51,9 @@ fn open(path: &Path) -> Connection {
     c
 }
 
-/// The agent's seq counter: every seq below it was committed (none is ever reused). As the queue itself
-/// computes it: `meta.next_seq` is written when receipts delete rows, and max(outbox.seq) + 1 covers the
-/// rows enqueued since.
-fn next_seq_in(c: &Connection) -> u64 {
-    let meta: Option<i64> =
-        c.query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |r| r.get(0)).optional().expect("read meta.next_seq");
-    let max: Option<i64> = c.query_row("SELECT max(seq) FROM outbox", [], |r| r.get(0)).expect("max(seq)");
-    (meta.unwrap_or(1).max(max.map_or(0, |m| m + 1)) as u64).max(1)
-}
-
+/// The agent's seq counter: every seq below it was committed.
 fn agent_next_seq(agent: &Agent) -> u64 {
-    next_seq_in(&open(&agent.db_path()))
+    outbox_next_seq(&open(&agent.db_path())).expect("read the agent's seq counter")
 }
 
 fn agent_outbox_len(agent: &Agent) -> u64 {
@@ -136,13 +134,9 @@ fn assert_exactly_once(agent: &Agent, shim: &Shim, gw: &str, capture: Option<&Su
     eprintln!("exactly once: {} committed seqs, {} stored rows, outbox empty", committed.len(), rows.len());
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 /// A realistic batch: the gateway plus `children` devices with a handful of metrics each.
 fn batch(gw: &str, boot: u64, seq: u64, children: usize) -> Vec<u8> {
-    let ts = now_ms();
+    let ts = now_ms_u64();
     let mut b = TelemetryBatch::new(gw, boot, seq, ts);
     let mut host = vec![
         Metric::new("cpu.usage_pct", 12.5),
@@ -165,25 +159,11 @@ fn batch(gw: &str, boot: u64, seq: u64, children: usize) -> Vec<u8> {
 /// Appends `count` committed telemetry batches to a stopped agent's outbox, exactly as its queue stores
 /// them (seq from `meta.next_seq`, which is advanced in the same transaction). Returns the seq range.
 fn prefill_outbox(agent: &Agent, count: u64, children: usize) -> (u64, u64) {
-    let mut c = open(&agent.db_path());
-    let tx = c.transaction().expect("begin");
-    let first = next_seq_in(&tx);
     let boot = 0x5eed_0000_0000_0001u64;
-    for seq in first..first + count {
-        let payload = batch(agent.gateway_id(), boot, seq, children);
-        tx.execute(
-            "INSERT INTO outbox (seq, kind, created_ms, size, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![seq as i64, TopicKind::Telemetry.code(), now_ms() as i64, payload.len() as i64, payload],
-        )
-        .expect("insert into outbox (schema changed?)");
-    }
-    tx.execute(
-        "INSERT INTO meta (key, value) VALUES ('next_seq', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        [(first + count) as i64],
-    )
-    .expect("advance next_seq");
-    tx.commit().expect("commit");
-    (first, first + count - 1)
+    append_to_outbox(&agent.db_path(), TopicKind::Telemetry.code(), count, now_ms(), |seq| {
+        batch(agent.gateway_id(), boot, seq, children)
+    })
+    .expect("append to the agent's outbox (schema changed?)")
 }
 
 /// Small deterministic jitter so kill points differ between iterations without a rand dependency.

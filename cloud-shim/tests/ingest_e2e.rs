@@ -126,15 +126,8 @@ fn broker_restart_resubscribes_and_ingest_continues() {
     g.publish(TopicKind::Telemetry, telemetry("gw-brk", 1, 2));
     assert!(g.wait_accepted(&[1], T));
     broker.restart();
-    // Like the agent: keep sending what has no receipt until it has one.
-    let ok = scs_testkit::wait_until(Duration::from_secs(30), || {
-        if g.accepted().contains(&2) {
-            return true;
-        }
-        g.publish(TopicKind::Telemetry, telemetry("gw-brk", 2, 2));
-        std::thread::sleep(Duration::from_millis(300));
-        false
-    });
+    let msg = telemetry("gw-brk", 2, 2);
+    let ok = g.resend_until_accepted(TopicKind::Telemetry, 2, &msg, Duration::from_millis(300), Duration::from_secs(30));
     assert!(ok, "ingest resumed after the broker restart:\n{}", shim.logs());
     assert_eq!(shim.api().get("/healthz").status, 200);
     assert_eq!(stored_messages(&shim, "gw-brk"), 2);

@@ -88,15 +88,8 @@ fn giant_packet_does_not_stop_ingest() {
     let shim = Shim::start(ShimOpts::with_broker(&broker.url()));
     let g = TestGateway::connect(broker.port(), "gw-giant");
     publish(broker.port(), "scs/v1/gw-giant/up/telemetry", &vec![0u8; 3 * 1024 * 1024]);
-    // Like the agent: re-send until receipted (a message in flight during the reconnect may be lost).
-    let ok = scs_testkit::wait_until(T, || {
-        if g.accepted().contains(&1) {
-            return true;
-        }
-        g.publish(TopicKind::Telemetry, telemetry("gw-giant", 1, 2));
-        std::thread::sleep(Duration::from_millis(300));
-        false
-    });
+    let msg = telemetry("gw-giant", 1, 2);
+    let ok = g.resend_until_accepted(TopicKind::Telemetry, 1, &msg, Duration::from_millis(300), T);
     assert!(ok, "ingest resumed after the giant packet");
     let unknown = shim.api().get_json("/v1/gateways/_unknown/stats");
     assert_eq!(unknown["process"]["rejectedByReason"]["too_large"], 1, "{unknown}");

@@ -99,15 +99,8 @@ fn worker_down_means_no_receipt_until_it_is_back() {
     std::thread::sleep(Duration::from_millis(1500));
     assert!(g.accepted().is_empty(), "no receipt while the Worker is unreachable: {:?}", g.receipts());
     let worker = Shim::start(ShimOpts { http_port: Some(worker_port), ..ShimOpts::default() });
-    // Like the agent: re-send what has no receipt yet, until it has one.
-    let ok = wait_until(T, || {
-        if g.accepted().contains(&1) {
-            return true;
-        }
-        g.publish(TopicKind::Telemetry, telemetry("gw-wd", 1, 2));
-        std::thread::sleep(Duration::from_millis(500));
-        false
-    });
+    let msg = telemetry("gw-wd", 1, 2);
+    let ok = g.resend_until_accepted(TopicKind::Telemetry, 1, &msg, Duration::from_millis(500), T);
     assert!(ok, "receipt once the Worker answers");
     let stats = worker.api().get_json("/v1/gateways/gw-wd/stats");
     assert_eq!(stats["storedMessages"], 1, "{stats}");

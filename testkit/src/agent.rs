@@ -1,9 +1,7 @@
 //! `scs-agent run` as a child process.
 
-use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::bin_path;
 use crate::process::{delegate_to_process, Process};
@@ -119,17 +117,4 @@ impl Agent {
     }
 
     delegate_to_process!();
-}
-
-/// Seqs in the agent's outbox at `db` right now, empty while the file cannot be read yet. Read-only:
-/// WAL lets a test read while the agent writes.
-pub fn outbox_seqs(db: &Path) -> BTreeSet<u64> {
-    let Ok(conn) = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) else {
-        return BTreeSet::new();
-    };
-    let _ = conn.busy_timeout(Duration::from_secs(5));
-    let Ok(mut st) = conn.prepare("SELECT seq FROM outbox") else { return BTreeSet::new() };
-    st.query_map([], |r| r.get::<_, i64>(0))
-        .map(|rows| rows.filter_map(Result::ok).map(|s| s as u64).collect())
-        .unwrap_or_default()
 }

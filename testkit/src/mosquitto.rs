@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::mqtt_cli::Subscription;
 use crate::process::Process;
 use crate::tempdir::TempDir;
-use crate::{free_port, port_open, wait_until};
+use crate::{free_port, port_open};
 
 const MOSQUITTO_PATHS: [&str; 3] = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"];
 
@@ -45,18 +45,7 @@ impl Mosquitto {
 
     fn wait_listening(&mut self) {
         let port = self.port;
-        let proc = &mut self.proc;
-        let ok = wait_until(Duration::from_secs(10), || {
-            if !proc.is_running() {
-                proc.print_log_tails(40);
-                panic!("mosquitto exited at start (port {port})");
-            }
-            port_open(port)
-        });
-        if !ok {
-            self.proc.print_log_tails(40);
-            panic!("mosquitto did not listen on 127.0.0.1:{port} within 10 s");
-        }
+        self.proc.wait_ready(Duration::from_secs(10), &format!("listening on 127.0.0.1:{port}"), || port_open(port));
     }
 
     pub fn port(&self) -> u16 {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::api::Api;
 use crate::process::{delegate_to_process, Process};
 use crate::tempdir::TempDir;
-use crate::{bin_path, free_port, port_open, wait_until, TEST_TOKEN};
+use crate::{bin_path, free_port, port_open, TEST_TOKEN};
 
 #[derive(Debug, Clone)]
 pub struct ShimOpts {
@@ -104,18 +104,9 @@ impl Shim {
     pub fn wait_ready(&mut self, timeout: Duration) {
         let api = self.api();
         let mqtt_port = self.mqtt_port;
-        let proc = &mut self.proc;
-        let ok = wait_until(timeout, || {
-            if !proc.is_running() {
-                proc.print_log_tails(60);
-                panic!("scs-cloud-shim exited during start-up");
-            }
+        self.proc.wait_ready(timeout, "ready (GET /healthz 200, MQTT port open)", || {
             api.try_get("/healthz").map(|r| r.status == 200).unwrap_or(false) && mqtt_port.is_none_or(port_open)
         });
-        if !ok {
-            self.proc.print_log_tails(60);
-            panic!("scs-cloud-shim not ready within {timeout:?}");
-        }
     }
 
     pub fn http_port(&self) -> u16 {

@@ -159,7 +159,7 @@ impl Artifacts {
             Ok(r) => r,
             Err(e) => Err(store::StoreError::Sql {
                 artifact: String::new(),
-                source: rusqlite::Error::ToSqlConversionFailure(Box::new(std::io::Error::other(e.to_string()))),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
             }),
         }
     }

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,11 +20,13 @@ use scs_protocol::ids::validate_id;
 use scs_protocol::registry::{check_command, CheckError};
 use serde_json::{json, Value as Json_};
 
-use super::session::Kick;
+use super::session::{Kick, Sessions};
 use super::store::{self, CancelOutcome, CommandRow, CommandStoreError, NewCommand};
 use super::value_json::{json_to_value, value_to_json};
+use crate::artifacts::Artifacts;
+use crate::clock::now_ms;
 use crate::command_registry_gen::{COMMANDS, REGISTRY_JSON};
-use crate::state::AppState;
+use crate::store::Store;
 
 /// Default time a command may wait for an offline gateway.
 pub const DEFAULT_EXPIRES_SECS: i64 = 3600;
@@ -33,7 +35,20 @@ pub const MAX_EXPIRES_SECS: i64 = 7 * 24 * 3600;
 const MAX_BODY: usize = 64 * 1024;
 const HEADER_USER: &str = "x-scs-user";
 
-pub fn routes() -> Router<AppState> {
+/// What the command API needs from the running shim: the database, the session task's wake-up handle,
+/// and the artifact service for download links. The router's state provides it through [`FromRef`].
+#[derive(Clone)]
+pub struct CommandApi {
+    pub store: Store,
+    pub sessions: Sessions,
+    pub artifacts: Artifacts,
+}
+
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    CommandApi: FromRef<S>,
+{
     Router::new()
         .route("/v1/gateways/{id}/commands", post(create).get(history))
         .route("/v1/commands/{id}", get(show))
@@ -41,7 +56,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Routes that need no token.
-pub fn public_routes() -> Router<AppState> {
+pub fn public_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new().route("/v1/registry", get(registry))
 }
 
@@ -160,7 +175,7 @@ fn int_field(body: &Json_, name: &str, min: i64, max: i64) -> Result<Option<i64>
 }
 
 async fn create(
-    State(state): State<AppState>,
+    State(state): State<CommandApi>,
     Path(gateway): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -188,7 +203,7 @@ async fn create(
     let (spec, params) = check_command(COMMANDS, &command_type, &params, confirm)?;
     let expires_secs = int_field(&body, "expiresInSecs", 1, MAX_EXPIRES_SECS)?.unwrap_or(DEFAULT_EXPIRES_SECS);
     let timeout_secs = int_field(&body, "timeoutSecs", 1, i64::from(spec.timeout_secs))?.unwrap_or(i64::from(spec.timeout_secs));
-    let now = crate::store::now_ms();
+    let now = now_ms();
     let new = NewCommand {
         id: new_command_id(),
         gateway_id: gateway.clone(),
@@ -202,7 +217,7 @@ async fn create(
     };
     let row = state.store.call(move |c| store::create(c, &new)).await?;
     log::info!("command {} ({}) for {gateway} queued by {}", row.id, row.command_type, row.requested_by);
-    state.commands.kick(Kick::Gateway(gateway));
+    state.sessions.kick(Kick::Gateway(gateway));
     let location = format!("/v1/commands/{}", row.id);
     let mut resp = (StatusCode::CREATED, Json(command_json(&row, None))).into_response();
     if let Ok(v) = header::HeaderValue::from_str(&location) {
@@ -211,8 +226,8 @@ async fn create(
     Ok(resp)
 }
 
-async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Json_>, CommandApiError> {
-    let base = super::public_base_url(&state);
+async fn show(State(state): State<CommandApi>, Path(id): Path<String>) -> Result<Json<Json_>, CommandApiError> {
+    let base = state.artifacts.config().public_url.clone();
     let found = state
         .store
         .call(move |c| -> Result<_, CommandStoreError> {
@@ -234,7 +249,7 @@ async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<J
 }
 
 async fn history(
-    State(state): State<AppState>,
+    State(state): State<CommandApi>,
     Path(gateway): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Json_>, CommandApiError> {
@@ -259,12 +274,12 @@ async fn history(
 }
 
 async fn cancel(
-    State(state): State<AppState>,
+    State(state): State<CommandApi>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Json_>, CommandApiError> {
     let who = actor(&headers);
-    let now = crate::store::now_ms();
+    let now = now_ms();
     let outcome = state.store.call(move |c| store::request_cancel(c, &id, &who, now)).await?;
     match outcome {
         CancelOutcome::NotFound => Err(CommandApiError::new(StatusCode::NOT_FOUND, "no such command")),
@@ -274,7 +289,7 @@ async fn cancel(
         )),
         CancelOutcome::Cancelled(row) => Ok(Json(command_json(&row, None))),
         CancelOutcome::Requested(row) => {
-            state.commands.kick(Kick::Cancel { gateway: row.gateway_id.clone(), id: row.id.clone() });
+            state.sessions.kick(Kick::Cancel { gateway: row.gateway_id.clone(), id: row.id.clone() });
             Ok(Json(command_json(&row, None)))
         }
     }

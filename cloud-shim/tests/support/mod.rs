@@ -83,6 +83,19 @@ impl TestGateway {
         })
     }
 
+    /// Like the agent: publishes message `seq` again every `every` until a receipt accepts it (one sent
+    /// while the connection was going down may be lost).
+    pub fn resend_until_accepted(&self, kind: TopicKind, seq: u64, payload: &[u8], every: Duration, timeout: Duration) -> bool {
+        scs_testkit::wait_until(timeout, || {
+            if self.accepted().contains(&seq) {
+                return true;
+            }
+            self.publish(kind, payload.to_vec());
+            std::thread::sleep(every);
+            false
+        })
+    }
+
     pub fn wait_rejected(&self, seq: u64, timeout: Duration) -> bool {
         scs_testkit::wait_until(timeout, || self.rejected().contains(&seq))
     }

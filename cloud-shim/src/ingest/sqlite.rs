@@ -7,9 +7,10 @@ use std::collections::{BTreeMap, HashSet};
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 use scs_protocol::{GatewayState, Inventory, MetricValue, SensorType, TelemetryBatch, Uplink};
 
-use super::boot_hex;
-use crate::ingest::{Backend, Decoded, Item, Outcome};
+use super::{Backend, Decoded, Item, Outcome};
+use crate::commands::store::{apply_update, CommandStoreError};
 use crate::rejection::Rejection;
+use crate::store::boot_hex;
 
 const MAX_STORED_TEXT: usize = 300;
 
@@ -17,7 +18,7 @@ const MAX_STORED_TEXT: usize = 300;
 /// receipted, so the agent retries); command-store errors reject it for good.
 enum ItemError {
     Sql(rusqlite::Error),
-    Command(crate::commands::store::CommandStoreError),
+    Command(CommandStoreError),
 }
 
 impl From<rusqlite::Error> for ItemError {
@@ -113,7 +114,7 @@ fn apply(tx: &Transaction<'_>, gateway: &str, msg: &Uplink, now: i64) -> Result<
     match msg {
         Uplink::Telemetry(b) => store_telemetry(tx, gateway, b, now)?,
         Uplink::Inventory(inv) => store_inventory(tx, gateway, inv, now)?,
-        Uplink::Command(u) => crate::commands::store::apply_update(tx, gateway, u).map_err(ItemError::Command)?,
+        Uplink::Command(u) => apply_update(tx, gateway, u).map_err(ItemError::Command)?,
         Uplink::Status(_) => {}
     }
     Ok(Outcome::Stored)
@@ -240,7 +241,7 @@ fn record_rejection(tx: &Transaction<'_>, r: &Rejection, topic: &str, now: i64) 
 /// Used by tests and benches that feed the store directly.
 #[cfg(test)]
 pub fn ingest_now(conn: &mut Connection, topic: &str, payload: Vec<u8>) -> Outcome {
-    let item = Item::decode(topic.to_owned(), payload, crate::ingest::Origin::Mqtt, super::now_ms());
+    let item = Item::decode(topic.to_owned(), payload, super::Origin::Mqtt, crate::clock::now_ms());
     store_group(conn, std::slice::from_ref(&item)).unwrap().remove(0)
 }
 
