@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // `upload-file`: spool + resumable upload of one file, for diagnostics, tests and bench.
     if args.first().map(String::as_str) == Some("upload-file") {
-        return ExitCode::from(upload::cli::main(&args[1..]) as u8);
+        return ExitCode::from(upload::cli::main(args.get(1..).unwrap_or_default()) as u8);
     }
     let cmd = match cli::parse(&args) {
         Ok(c) => c,

@@ -126,13 +126,12 @@ impl Publisher {
     pub fn on_receipt(&self, r: &Receipt) -> Result<AckOutcome, QueueError> {
         let rejected: &[u64] = r.rejected.as_deref().unwrap_or(&[]);
         let out = self.inner.queue.ack(&r.accepted, rejected)?;
-        if !rejected.is_empty() {
+        if let Some(first) = rejected.first() {
             log::warn!(
-                "cloud rejected {} message(s) of gateway {} for good: {} (first seq {})",
+                "cloud rejected {} message(s) of gateway {} for good: {} (first seq {first})",
                 rejected.len(),
                 self.inner.gateway,
                 r.reason.as_deref().unwrap_or("no reason given"),
-                rejected[0]
             );
         }
         {

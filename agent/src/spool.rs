@@ -254,11 +254,10 @@ pub fn spool_error(e: &io::Error) -> Option<&SpoolError> {
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    use std::fmt::Write;
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
+        let _ = write!(s, "{b:02x}"); // writing to a String cannot fail
     }
     s
 }

@@ -3,6 +3,9 @@
 //! in `docs/protocol.cddl` with the independent `cddl` crate — never with our own decoder.
 //! Mutated copies of the same real payloads (a field of the wrong type, truncation) must fail validation.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use std::time::Duration;
 
 use scs_protocol::{encode, CommandRequest, Value};

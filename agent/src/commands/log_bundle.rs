@@ -286,7 +286,9 @@ impl<W: Write> Tar<W> {
         if name.len() > 100 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "tar entry name longer than 100 bytes"));
         }
-        h[..name.len()].copy_from_slice(name);
+        for (d, s) in h.iter_mut().zip(name) {
+            *d = *s;
+        }
         octal(&mut h[100..108], 0o644);
         octal(&mut h[108..116], 0);
         octal(&mut h[116..124], 0);
@@ -305,9 +307,9 @@ impl<W: Write> Tar<W> {
     }
 
     fn pad(&mut self, size: u64) -> io::Result<()> {
-        let rem = (size % 512) as usize;
+        let rem = size % 512;
         if rem != 0 {
-            self.out.write_all(&[0u8; 512][..512 - rem])?;
+            io::copy(&mut io::repeat(0).take(512 - rem), &mut self.out)?;
         }
         Ok(())
     }
@@ -323,12 +325,7 @@ impl<W: Write> Tar<W> {
     fn add_reader(&mut self, name: &str, size: u64, r: impl Read) -> io::Result<()> {
         self.header(name, size)?;
         let copied = io::copy(&mut r.take(size), &mut self.out)?;
-        let mut missing = size - copied;
-        while missing > 0 {
-            let n = missing.min(512) as usize;
-            self.out.write_all(&[0u8; 512][..n])?;
-            missing -= n as u64;
-        }
+        io::copy(&mut io::repeat(0).take(size - copied), &mut self.out)?;
         self.pad(size)
     }
 
@@ -340,11 +337,13 @@ impl<W: Write> Tar<W> {
 
 /// Zero-padded octal with a trailing NUL, filling the field.
 fn octal(field: &mut [u8], v: u64) {
-    let digits = field.len() - 1;
-    let s = format!("{v:0digits$o}");
-    let s = &s.as_bytes()[s.len().saturating_sub(digits)..];
-    field[..digits].copy_from_slice(s);
-    field[digits] = 0;
+    let Some((nul, digits)) = field.split_last_mut() else { return };
+    *nul = 0;
+    let s = format!("{v:0width$o}", width = digits.len());
+    // Right-aligned: a value too large for the field keeps its lowest digits.
+    for (d, c) in digits.iter_mut().rev().zip(s.bytes().rev()) {
+        *d = c;
+    }
 }
 
 #[cfg(test)]

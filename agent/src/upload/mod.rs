@@ -405,7 +405,7 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
         if n == 0 {
             break;
         }
-        ctx.update(&buf[..n]);
+        ctx.update(buf.get(..n).unwrap_or_default());
     }
     Ok(crate::spool::hex(ctx.finish().as_ref()))
 }
