@@ -68,14 +68,14 @@ pub fn run(job: &Job) -> Result<Output, CommandError> {
         proc_root: ctx.config.collect.proc_root.clone(),
         etc_root: PathBuf::from("/etc"),
     };
-    let uploader = Uploader::new(&ctx.data_dir, &ctx.config.upload).map_err(|e| CommandError::Failed(e.to_string()))?;
+    let uploader = Uploader::new(&ctx.data_dir, &ctx.config.upload)?;
     let name = format!("log-bundle-{}-{}.tar.gz", ctx.gateway_id, now_secs());
     let (file, summary) = build(uploader.spool(), &sources, since, max_bytes, &include, &|| job.should_stop())?;
     let art = Artifact { command_id: &job.id, grant, file: &file, name: &name, content_type: CONTENT_TYPE };
     let report = match uploader.upload(&art, &job.cancel, Some(job.deadline)) {
         Ok(r) => r,
         Err(_) if job.should_stop() => return Err(CommandError::Stopped),
-        Err(e) => return Err(CommandError::Failed(e.to_string())),
+        Err(e) => return Err(e.into()),
     };
     let strings = |v: &[String]| Value::Array(v.iter().cloned().map(Value::Text).collect());
     let mut result = std::collections::BTreeMap::new();
@@ -110,7 +110,7 @@ pub fn build(
     stop: &dyn Fn() -> bool,
 ) -> Result<(SpooledFile, BundleSummary), CommandError> {
     let wants = |p: &str| include.iter().any(|i| i == p);
-    let writer = spool.writer("log bundle").map_err(|e| CommandError::Failed(e.to_string()))?;
+    let writer = spool.writer("log bundle")?;
     let mut tar = Tar { out: GzEncoder::new(writer, Compression::default()), mtime: now_secs() };
     let mut summary = BundleSummary::default();
     let prefix = format!("log-bundle-{}", src.gateway_id);
@@ -208,7 +208,7 @@ pub fn build(
     add(&mut tar, "manifest.txt", manifest.as_bytes(), &mut summary)?;
     let gz = tar.finish().map_err(|e| failed_io("finishing the bundle", e))?;
     let writer = gz.finish().map_err(|e| failed_io("compressing the bundle", e))?;
-    let file = writer.finish().map_err(|e| CommandError::Failed(e.to_string()))?;
+    let file = writer.finish()?;
     if file.size > max_bytes {
         spool.remove(&file);
         return Err(CommandError::Failed(format!("bundle of {} bytes exceeds maxBytes {max_bytes}", file.size)));

@@ -32,7 +32,7 @@ pub fn run(job: &Job) -> Result<Output, CommandError> {
                 ("error", Value::from(e.to_string())),
             ])))
         }
-        Err(e) => return Err(CommandError::Failed(e.to_string())),
+        Err(e) => return Err(e.into()),
     };
     let resolve_ms = round_ms(resolved_at.elapsed());
     let Some(addr) = addrs.first().copied() else {
