@@ -47,8 +47,7 @@ pub enum CliError {
 }
 
 pub fn parse(args: &[String]) -> Result<Command, CliError> {
-    let Some(cmd) = args.first() else { return Ok(Command::Help) };
-    let rest = &args[1..];
+    let Some((cmd, rest)) = args.split_first() else { return Ok(Command::Help) };
     match cmd.as_str() {
         "run" => Ok(Command::Run(parse_flags(rest)?)),
         "print-config" => Ok(Command::PrintConfig(parse_flags(rest)?)),

@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::{Config, Settings};
+use crate::config::Config;
 use crate::queue::Queue;
+use crate::settings::Settings;
 
 #[derive(Clone)]
 pub struct AgentContext {

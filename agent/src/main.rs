@@ -10,13 +10,16 @@ mod context;
 mod db;
 mod inventory;
 mod logging;
+mod net_probe;
 mod publisher;
 mod queue;
 mod runner;
 mod sd_notify;
 mod self_test;
+mod settings;
 mod spool;
 mod telemetry;
+mod tls;
 mod transport;
 mod upload;
 
@@ -26,9 +29,9 @@ use cli::Command;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    // `upload-file` (engineer D): spool + resumable upload of one file, for diagnostics, tests and bench.
+    // `upload-file`: spool + resumable upload of one file, for diagnostics, tests and bench.
     if args.first().map(String::as_str) == Some("upload-file") {
-        return ExitCode::from(upload::cli::main(&args[1..]) as u8);
+        return ExitCode::from(upload::cli::main(args.get(1..).unwrap_or_default()) as u8);
     }
     let cmd = match cli::parse(&args) {
         Ok(c) => c,

@@ -446,8 +446,8 @@ fn drop_oldest(tx: &Connection, keep: u64, depth: u64, bytes: u64, opts: QueueOp
         freed += size;
     }
     let n = victims.len() as u64;
-    let first = to_u64(victims[0].0);
-    let last = to_u64(victims[victims.len() - 1].0);
+    let (Some(&(first, _)), Some(&(last, _))) = (victims.first(), victims.last()) else { return Ok((0, 0)) };
+    let (first, last) = (to_u64(first), to_u64(last));
     let pending = meta_get(tx, "gap_dropped")?.map(to_u64).unwrap_or(0);
     let gap_first = if pending > 0 { meta_get(tx, "gap_first")?.map(to_u64).unwrap_or(first).min(first) } else { first };
     let gap_last = if pending > 0 { meta_get(tx, "gap_last")?.map(to_u64).unwrap_or(last).max(last) } else { last };

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use crate::collect::agent::{AgentHealth, HealthCounters};
 use crate::collect::{Collectors, Roots};
-use crate::config::{self, Config, ConfigError, Overrides, Settings, Source};
+use crate::config::{self, Config, ConfigError, Overrides, Source};
 use crate::context::{AgentContext, AgentMetrics, Shutdown};
 use crate::inventory::{self, Announcer};
 use crate::publisher::Publisher;
 use crate::queue::{Queue, QueueError};
+use crate::settings::{Settings, SettingsError};
 use crate::transport::mqtt::{self, MqttTransport, TransportError};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,8 @@ pub enum RunError {
     #[error("creating data dir {path}: {source}")]
     DataDir { path: std::path::PathBuf, source: std::io::Error },
     #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
     Queue(#[from] QueueError),
     #[error(transparent)]
     Transport(#[from] TransportError),
@@ -30,7 +33,7 @@ pub enum RunError {
     #[error("another scs-agent already runs with data dir {0} (lock file agent.lock is held)")]
     AlreadyRunning(std::path::PathBuf),
     #[error("command executor: {0}")]
-    Executor(String),
+    Executor(#[from] crate::commands::executor::ExecutorError),
 }
 
 /// Builds the collectors from the config.
@@ -147,7 +150,7 @@ fn spawn_commands(
     ctx: &AgentContext,
     rx: mpsc::Receiver<crate::commands::Inbound>,
 ) -> Result<std::thread::JoinHandle<()>, RunError> {
-    crate::commands::Executor::spawn(ctx.clone(), rx).map_err(|e| RunError::Executor(e.to_string()))
+    Ok(crate::commands::Executor::spawn(ctx.clone(), rx)?)
 }
 
 pub fn run(o: &Overrides) -> Result<(), RunError> {
@@ -225,7 +228,7 @@ pub fn telemetry_loop(ctx: &AgentContext) {
     let mut last_ping: Option<Instant> = None;
     while !ctx.shutdown.requested() {
         let now = Instant::now();
-        let interval = Duration::from_secs(config::interval_secs(ctx));
+        let interval = Duration::from_secs(ctx.settings.interval_secs());
         // A shorter interval set remotely takes effect now, not after the old one runs out.
         next_tick = next_tick.min(last_tick + interval);
         if now >= next_tick {
@@ -233,9 +236,9 @@ pub fn telemetry_loop(ctx: &AgentContext) {
             next_tick = now + interval;
             let report = collectors.collect_all();
             match crate::telemetry::enqueue(&ctx.queue, &ctx.gateway_id, ctx.boot, &report) {
-                Ok(seq) => {
+                Ok(seqs) => {
                     log::debug!(
-                        "telemetry seq {seq}: {} gateway metrics, {} devices",
+                        "telemetry seqs {seqs:?}: {} gateway metrics, {} devices",
                         report.gateway.len(),
                         report.children.len()
                     );

@@ -2,6 +2,9 @@
 //! at half of $WATCHDOG_USEC while its MQTT loop turns (here: while it keeps retrying a closed port,
 //! the normal offline state), and STOPPING=1 on SIGTERM. Our socket stands in for systemd.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use std::net::TcpListener;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;

@@ -4,6 +4,9 @@
 //! resumes from the server's committed offset after restart; the spool cap refuses an oversized artifact;
 //! two gateways upload at once; HTTPS with a CA generated here.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

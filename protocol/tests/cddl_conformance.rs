@@ -2,6 +2,9 @@
 //! independent `cddl` crate; hand-broken encodings do not. Real agent and shim output is checked in
 //! agent/tests/cddl_conformance.rs.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use std::collections::BTreeMap;
 
 use minicbor::Encoder;

@@ -135,6 +135,12 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
     }
 }
 
+/// Milliseconds since the Unix epoch, for message timestamps built by tests (the agent's own clock
+/// lives in its binary, out of a test's reach).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
 /// `RUST_LOG` for started processes: the caller's `SCS_TEST_LOG`, else `info`.
 pub(crate) fn default_rust_log() -> String {
     std::env::var("SCS_TEST_LOG").unwrap_or_else(|_| "info".to_owned())

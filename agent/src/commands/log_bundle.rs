@@ -68,14 +68,14 @@ pub fn run(job: &Job) -> Result<Output, CommandError> {
         proc_root: ctx.config.collect.proc_root.clone(),
         etc_root: PathBuf::from("/etc"),
     };
-    let uploader = Uploader::new(&ctx.data_dir, &ctx.config.upload).map_err(|e| CommandError::Failed(e.to_string()))?;
+    let uploader = Uploader::new(&ctx.data_dir, &ctx.config.upload)?;
     let name = format!("log-bundle-{}-{}.tar.gz", ctx.gateway_id, now_secs());
     let (file, summary) = build(uploader.spool(), &sources, since, max_bytes, &include, &|| job.should_stop())?;
     let art = Artifact { command_id: &job.id, grant, file: &file, name: &name, content_type: CONTENT_TYPE };
     let report = match uploader.upload(&art, &job.cancel, Some(job.deadline)) {
         Ok(r) => r,
         Err(_) if job.should_stop() => return Err(CommandError::Stopped),
-        Err(e) => return Err(CommandError::Failed(e.to_string())),
+        Err(e) => return Err(e.into()),
     };
     let strings = |v: &[String]| Value::Array(v.iter().cloned().map(Value::Text).collect());
     let mut result = std::collections::BTreeMap::new();
@@ -110,7 +110,7 @@ pub fn build(
     stop: &dyn Fn() -> bool,
 ) -> Result<(SpooledFile, BundleSummary), CommandError> {
     let wants = |p: &str| include.iter().any(|i| i == p);
-    let writer = spool.writer("log bundle").map_err(|e| CommandError::Failed(e.to_string()))?;
+    let writer = spool.writer("log bundle")?;
     let mut tar = Tar { out: GzEncoder::new(writer, Compression::default()), mtime: now_secs() };
     let mut summary = BundleSummary::default();
     let prefix = format!("log-bundle-{}", src.gateway_id);
@@ -208,7 +208,7 @@ pub fn build(
     add(&mut tar, "manifest.txt", manifest.as_bytes(), &mut summary)?;
     let gz = tar.finish().map_err(|e| failed_io("finishing the bundle", e))?;
     let writer = gz.finish().map_err(|e| failed_io("compressing the bundle", e))?;
-    let file = writer.finish().map_err(|e| CommandError::Failed(e.to_string()))?;
+    let file = writer.finish()?;
     if file.size > max_bytes {
         spool.remove(&file);
         return Err(CommandError::Failed(format!("bundle of {} bytes exceeds maxBytes {max_bytes}", file.size)));
@@ -286,7 +286,9 @@ impl<W: Write> Tar<W> {
         if name.len() > 100 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "tar entry name longer than 100 bytes"));
         }
-        h[..name.len()].copy_from_slice(name);
+        for (d, s) in h.iter_mut().zip(name) {
+            *d = *s;
+        }
         octal(&mut h[100..108], 0o644);
         octal(&mut h[108..116], 0);
         octal(&mut h[116..124], 0);
@@ -305,9 +307,9 @@ impl<W: Write> Tar<W> {
     }
 
     fn pad(&mut self, size: u64) -> io::Result<()> {
-        let rem = (size % 512) as usize;
+        let rem = size % 512;
         if rem != 0 {
-            self.out.write_all(&[0u8; 512][..512 - rem])?;
+            io::copy(&mut io::repeat(0).take(512 - rem), &mut self.out)?;
         }
         Ok(())
     }
@@ -323,12 +325,7 @@ impl<W: Write> Tar<W> {
     fn add_reader(&mut self, name: &str, size: u64, r: impl Read) -> io::Result<()> {
         self.header(name, size)?;
         let copied = io::copy(&mut r.take(size), &mut self.out)?;
-        let mut missing = size - copied;
-        while missing > 0 {
-            let n = missing.min(512) as usize;
-            self.out.write_all(&[0u8; 512][..n])?;
-            missing -= n as u64;
-        }
+        io::copy(&mut io::repeat(0).take(size - copied), &mut self.out)?;
         self.pad(size)
     }
 
@@ -340,11 +337,13 @@ impl<W: Write> Tar<W> {
 
 /// Zero-padded octal with a trailing NUL, filling the field.
 fn octal(field: &mut [u8], v: u64) {
-    let digits = field.len() - 1;
-    let s = format!("{v:0digits$o}");
-    let s = &s.as_bytes()[s.len().saturating_sub(digits)..];
-    field[..digits].copy_from_slice(s);
-    field[digits] = 0;
+    let Some((nul, digits)) = field.split_last_mut() else { return };
+    *nul = 0;
+    let s = format!("{v:0width$o}", width = digits.len());
+    // Right-aligned: a value too large for the field keeps its lowest digits.
+    for (d, c) in digits.iter_mut().rev().zip(s.bytes().rev()) {
+        *d = c;
+    }
 }
 
 #[cfg(test)]

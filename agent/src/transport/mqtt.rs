@@ -37,6 +37,8 @@ pub enum TransportError {
     Url { gateway: String, reason: String },
     #[error("gateway {gateway}: TLS setup: {reason}")]
     Tls { gateway: String, reason: String },
+    #[error("gateway {gateway}: MQTT TLS roots: {source}")]
+    Ca { gateway: String, source: crate::tls::CaError },
 }
 
 /// Installs rustls' ring provider as the process default (once; later calls are no-ops). Every
@@ -51,25 +53,8 @@ pub fn tls_config(cfg: &MqttConfig, gateway: &str) -> Result<TlsConfiguration, T
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let err = |reason: String| TransportError::Tls { gateway: gateway.to_owned(), reason };
-    let mut roots = rustls::RootCertStore::empty();
-    match &cfg.ca_file {
-        Some(ca) => {
-            for cert in CertificateDer::pem_file_iter(ca).map_err(|e| err(format!("{}: {e}", ca.display())))? {
-                let cert = cert.map_err(|e| err(format!("{}: {e}", ca.display())))?;
-                roots.add(cert).map_err(|e| err(format!("{}: {e}", ca.display())))?;
-            }
-            if roots.is_empty() {
-                return Err(err(format!("{}: no certificate found", ca.display())));
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(found.certs);
-            if roots.is_empty() {
-                return Err(err("no system CA certificates found; set mqtt.ca_file".into()));
-            }
-        }
-    }
+    let roots = crate::tls::root_store(cfg.ca_file.as_deref())
+        .map_err(|source| TransportError::Ca { gateway: gateway.to_owned(), source })?;
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| err(e.to_string()))?
@@ -434,7 +419,7 @@ mod tests {
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "").unwrap();
         let cfg = MqttConfig { ca_file: Some(empty), ..Default::default() };
-        assert!(matches!(tls_config(&cfg, "gw"), Err(TransportError::Tls { .. })));
+        assert!(matches!(tls_config(&cfg, "gw"), Err(TransportError::Ca { .. })));
         let cfg = MqttConfig { ca_file: Some(dir.join("missing.pem")), ..Default::default() };
         assert!(tls_config(&cfg, "gw").is_err());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -4,20 +4,17 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use scs_protocol::ArtifactMeta;
 use ureq::http::Response;
-use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
+use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 use ureq::{Body, SendBody};
 
 use super::{UploadConfig, UploadError};
-
-/// Where distributions keep the system CA bundle (Debian/Yocto/Buildroot, Fedora, BSD-style).
-const SYSTEM_BUNDLES: &[&str] = &["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
 
 pub fn build_agent(cfg: &UploadConfig) -> Result<ureq::Agent, UploadError> {
     let roots = load_roots(cfg.ca_file.as_deref())?;
@@ -39,30 +36,18 @@ pub fn build_agent(cfg: &UploadConfig) -> Result<ureq::Agent, UploadError> {
         .into())
 }
 
-/// The CA file's certificates, or the system bundle's; empty when neither exists (plain HTTP still works,
+/// The CA file's certificates, or the system store's; none when neither exists (plain HTTP still works,
 /// HTTPS then fails the handshake with a clear "unknown issuer").
 fn load_roots(ca_file: Option<&Path>) -> Result<Vec<Certificate<'static>>, UploadError> {
-    let path: Option<PathBuf> = match ca_file {
-        Some(p) => Some(p.to_path_buf()),
-        None => SYSTEM_BUNDLES.iter().map(PathBuf::from).find(|p| p.exists()),
-    };
-    let Some(path) = path else {
-        log::warn!("no CA file configured and no system CA bundle found; HTTPS uploads will fail");
-        return Ok(Vec::new());
-    };
-    let pem = std::fs::read(&path).map_err(|source| UploadError::CaFile { path: path.clone(), reason: source.to_string() })?;
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(&pem) {
-        match item {
-            Ok(PemItem::Certificate(c)) => certs.push(c),
-            Ok(_) => {}
-            Err(e) => return Err(UploadError::CaFile { path, reason: e.to_string() }),
+    let certs = match crate::tls::ca_certs(ca_file) {
+        Ok(c) => c,
+        Err(crate::tls::CaError::NoSystemRoots) => {
+            log::warn!("no CA file configured and no system CA certificates found; HTTPS uploads will fail");
+            Vec::new()
         }
-    }
-    if certs.is_empty() {
-        return Err(UploadError::CaFile { path, reason: "no certificate in file".into() });
-    }
-    Ok(certs)
+        Err(e) => return Err(e.into()),
+    };
+    Ok(certs.iter().map(|c| Certificate::from_der(c.as_ref()).to_owned()).collect())
 }
 
 /// What the server says about an upload.

@@ -57,8 +57,8 @@ impl Default for UploadConfig {
 pub enum UploadError {
     #[error(transparent)]
     Spool(#[from] SpoolError),
-    #[error("CA file {path}: {reason}")]
-    CaFile { path: PathBuf, reason: String },
+    #[error("upload TLS roots: {0}")]
+    Ca(#[from] crate::tls::CaError),
     #[error("upload progress table: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("artifact {artifact}: reading spool file {path}: {source}")]
@@ -131,10 +131,6 @@ pub struct Uploader {
     cfg: UploadConfig,
     db: ProgressDb,
     spool: Spool,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl Uploader {
@@ -220,7 +216,7 @@ impl Uploader {
             if cancel.load(Ordering::Relaxed) {
                 return Err(UploadError::Cancelled { artifact: artifact.clone() });
             }
-            if now_ms() >= a.grant.expires {
+            if crate::clock::now_ms() >= a.grant.expires {
                 return Err(UploadError::Expired { artifact: artifact.clone() });
             }
             let before = sent.load(Ordering::Relaxed);
@@ -409,7 +405,7 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
         if n == 0 {
             break;
         }
-        ctx.update(&buf[..n]);
+        ctx.update(buf.get(..n).unwrap_or_default());
     }
     Ok(crate::spool::hex(ctx.finish().as_ref()))
 }
