@@ -187,7 +187,7 @@ impl ServeConfig {
             tls_cert,
             tls_key,
             public_url,
-            portal_dir: portal_dir.unwrap_or_else(crate::api::portal::default_dir),
+            portal_dir: portal_dir.unwrap_or_else(default_portal_dir),
         })
     }
 
@@ -202,6 +202,17 @@ impl ServeConfig {
             BrokerMode::External { host, port, .. } => (host.clone(), *port),
         }
     }
+}
+
+/// Installed location of the portal (Debian package).
+const SYSTEM_PORTAL_DIR: &str = "/usr/share/scs-cloud-shim/portal";
+/// Development location, relative to the working directory.
+const DEV_PORTAL_DIR: &str = "portal/dist";
+
+/// The portal directory when `--portal-dir` is not given: `portal/dist` under the working directory if it
+/// exists, else the installed copy if it exists, else none (nothing is served at `/`).
+fn default_portal_dir() -> Option<PathBuf> {
+    [DEV_PORTAL_DIR, SYSTEM_PORTAL_DIR].iter().map(PathBuf::from).find(|p| p.join("index.html").is_file())
 }
 
 #[cfg(test)]
