@@ -9,6 +9,7 @@ mod broker_sockets;
 mod command_registry_gen;
 mod commands;
 mod config;
+mod identity;
 mod ingest;
 mod objects;
 mod random;
@@ -46,22 +47,39 @@ enum ServeError {
     Bridge(#[from] bridge::BridgeError),
     #[error("the ingest pipeline stopped; exiting so the shim is restarted")]
     IngestStopped,
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("serve") => {}
+        Some(cmd @ ("gateways" | "mosquitto-config")) => {
+            let rest = args.get(1..).unwrap_or_default();
+            let result = if cmd == "gateways" { identity::cli::gateways(rest) } else { identity::cli::mosquitto_config(rest) };
+            return match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e @ identity::cli::CliError::Usage(_)) => {
+                    eprintln!("scs-cloud-shim {cmd}: {e}");
+                    ExitCode::from(2)
+                }
+                Err(e) => {
+                    eprintln!("scs-cloud-shim {cmd}: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Some("version" | "--version" | "-V") => {
             println!("scs-cloud-shim {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
         Some("help" | "--help" | "-h") => {
-            print!("{USAGE}");
+            print!("{USAGE}{}", identity::cli::USAGE);
             return ExitCode::SUCCESS;
         }
         _ => {
-            eprint!("{USAGE}");
+            eprint!("{USAGE}{}", identity::cli::USAGE);
             return ExitCode::from(2);
         }
     }
@@ -117,12 +135,16 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let token = api_token();
     let store = Store::open(&config.data_dir)?;
     log::info!("store {}", store.path().display());
+    let registry = identity::Registry::open(store.path())?;
+    let signer = identity::Signer::new(identity::keys::cloud_signing_key(&config.data_dir)?);
+    let shim_secret = identity::keys::shim_mqtt_secret(&config.data_dir)?;
+    log::info!("{} gateways provisioned", registry.len());
     if let BrokerMode::Embedded(addr) = config.broker {
-        broker::start(addr)?;
+        broker::start(addr, broker::BrokerAuth { registry: registry.clone(), shim_secret: shim_secret.clone() })?;
     }
     let http =
         tokio::net::TcpListener::bind(config.http).await.map_err(|source| ServeError::Http { addr: config.http, source })?;
-    let (mqtt, eventloop) = bridge::client(&config)?;
+    let (mqtt, eventloop) = bridge::client(&config, &shim_secret)?;
     let stats = Arc::new(Stats::default());
     let backend: Box<dyn ingest::Backend> = match &config.worker_url {
         Some(url) => {
@@ -130,9 +152,13 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             log::info!("ingest forwards to the Worker at {url}");
             Box::new(store::worker::WorkerBackend::new(url, &worker_token, config.worker_ca.as_deref())?)
         }
-        None => Box::new(store::sqlite_ingest::SqliteIngest::new(store.connect()?)),
+        None => Box::new(store::sqlite_ingest::SqliteIngest::new(
+            store.connect()?,
+            store::sqlite_ingest::Limits { max_children: config.max_children },
+        )),
     };
-    let ingest = ingest::start(backend, Some(mqtt.clone()), stats.clone())?;
+    let receipts = ingest::ReceiptSender { client: mqtt.clone(), signer: signer.clone() };
+    let ingest = ingest::start(backend, Some(receipts), stats.clone(), registry.clone())?;
     let (events, _) = tokio::sync::broadcast::channel(1024);
     // Artifacts (engineer D): URLs handed to gateways and clients use --public-url when set (reverse proxy),
     // else the address this shim listens on.
@@ -147,6 +173,16 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         }
         format!("{scheme}://{}", config.http)
     });
+    // `gateways add` puts these in bundles by default.
+    let broker_url = match &config.broker {
+        BrokerMode::Embedded(_) => {
+            let (host, port) = config.mqtt_target();
+            format!("mqtt://{host}:{port}")
+        }
+        BrokerMode::External { host, port, tls } => format!("{}://{host}:{port}", if *tls { "mqtts" } else { "mqtt" }),
+    };
+    identity::cli::Endpoints { broker_url, api_url: public_url.clone(), max_gateways: config.max_gateways }
+        .write(&config.data_dir)?;
     let mut artifacts_cfg = artifacts::ArtifactsConfig::new(&config.data_dir, &public_url);
     artifacts_cfg.api_token = Some(token.clone());
     let artifacts = artifacts::Artifacts::open(artifacts_cfg).map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -163,6 +199,8 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         api_token: token.into(),
         artifacts,
         commands: command_sessions,
+        signer,
+        registry: registry.clone(),
     };
     // Subscribes to gateway events before the bridge can fire any.
     commands::session::start(state.clone(), command_sessions_rx);
@@ -174,6 +212,7 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         health: state.health.clone(),
         stats: state.stats.clone(),
         filters: bridge::filters(config.share_group.as_deref()),
+        registry,
     };
     // The bridge returns only if ingest died; then stop serving and exit non-zero so the supervisor
     // restarts the shim instead of keeping one that answers HTTP but stores nothing.

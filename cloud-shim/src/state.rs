@@ -42,6 +42,11 @@ pub struct AppState {
     pub artifacts: crate::artifacts::Artifacts,
     /// Wakes the command session task (engineer C).
     pub commands: crate::commands::Sessions,
+    /// Signs commands and cancels with the cloud key.
+    pub signer: crate::identity::Signer,
+    /// Provisioned gateways (read live), for the gateway identity checks of the upload endpoints.
+    #[allow(dead_code, reason = "read by the upload endpoints' gateway check")]
+    pub registry: crate::identity::Registry,
 }
 
 impl axum::extract::FromRef<AppState> for crate::artifacts::Artifacts {
