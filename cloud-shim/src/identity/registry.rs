@@ -49,8 +49,11 @@ struct Inner {
 }
 
 impl Inner {
-    fn refresh(&mut self) -> Result<(), rusqlite::Error> {
-        if self.checked.is_some_and(|t| t.elapsed() < RECHECK) {
+    /// Reloads the copy if another connection committed since the last check. `force` skips the
+    /// [`RECHECK`] throttle (used on a miss, so a gateway added a moment ago is found at once; the check
+    /// is one cheap pragma unless something changed).
+    fn refresh(&mut self, force: bool) -> Result<(), rusqlite::Error> {
+        if !force && self.checked.is_some_and(|t| t.elapsed() < RECHECK) {
             return Ok(());
         }
         self.checked = Some(Instant::now());
@@ -87,7 +90,7 @@ impl Registry {
         let conn = Connection::open(db).map_err(IdentityError::Sqlite)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(IdentityError::Sqlite)?;
         let mut inner = Inner { conn, data_version: None, checked: None, gateways: HashMap::new() };
-        inner.refresh().map_err(IdentityError::Sqlite)?;
+        inner.refresh(true).map_err(IdentityError::Sqlite)?;
         Ok(Registry { inner: Arc::new(Mutex::new(inner)) })
     }
 
@@ -95,7 +98,8 @@ impl Registry {
     /// database error the last copy answers, so a busy database does not lock every gateway out.
     pub fn lookup(&self, gateway: &str) -> Option<GatewayEntry> {
         let mut inner = self.inner.lock().ok()?;
-        if let Err(e) = inner.refresh() {
+        let force = !inner.gateways.contains_key(gateway);
+        if let Err(e) = inner.refresh(force) {
             log::warn!("gateway registry refresh failed (answering from the last copy): {e}");
         }
         inner.gateways.get(gateway).cloned()
@@ -112,7 +116,7 @@ impl Registry {
         self.inner
             .lock()
             .map(|mut i| {
-                let _ = i.refresh();
+                let _ = i.refresh(true);
                 i.gateways.len()
             })
             .unwrap_or(0)
