@@ -46,7 +46,7 @@ fn shim_ingest_rate() {
         None => Shim::start(ShimOpts { rust_log: "warn".into(), ..ShimOpts::default() }),
     };
     let port = mosquitto.as_ref().map_or_else(|| shim.mqtt_port().expect("embedded broker"), Mosquitto::port);
-    let gws: Vec<TestGateway> = (0..gateways).map(|i| TestGateway::connect(port, &format!("gw-bench-{i}"))).collect();
+    let gws: Vec<TestGateway> = (0..gateways).map(|i| TestGateway::connect(&shim, port, &format!("gw-bench-{i}"))).collect();
     // Encode up front: the figure is the shim's, not the encoder's.
     let payloads: Vec<Vec<Vec<u8>>> =
         gws.iter().map(|g| (1..=batches).map(|s| batch(&g.id, s, devices, per_device)).collect()).collect();

@@ -107,3 +107,21 @@ pub fn shim_observer_auth(data_dir: &Path) -> Option<MqttAuth> {
     let secret = std::fs::read_to_string(data_dir.join("keys").join("shim-mqtt.secret")).ok()?;
     Some(MqttAuth::password("scs-shim", secret.trim(), Some("scs-shim-testkit")))
 }
+
+/// Copies gateway `id`'s row of the `gateways` table from one shim data dir to another (both migrated),
+/// for set-ups where several shims verify the same gateways (forwarding shims and their Worker).
+pub fn copy_gateway(from_data_dir: &Path, to_data_dir: &Path, id: &str) {
+    let from = rusqlite::Connection::open(from_data_dir.join("scs.db")).expect("open source scs.db");
+    let row: (Vec<u8>, String, String, i64) = from
+        .query_row("SELECT public_key, mqtt_password_sha256, status, created_ms FROM gateways WHERE id = ?1", [id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .unwrap_or_else(|e| panic!("gateway {id} in {}: {e}", from_data_dir.display()));
+    let to = rusqlite::Connection::open(to_data_dir.join("scs.db")).expect("open target scs.db");
+    to.busy_timeout(std::time::Duration::from_secs(5)).expect("busy timeout");
+    to.execute(
+        "INSERT OR REPLACE INTO gateways (id, public_key, mqtt_password_sha256, status, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        rusqlite::params![id, row.0, row.1, row.2, row.3],
+    )
+    .unwrap_or_else(|e| panic!("copy gateway {id} to {}: {e}", to_data_dir.display()));
+}

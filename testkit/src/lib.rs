@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 pub use agent::{outbox_seqs, Agent, AgentOpts};
 pub use api::{Api, Reply};
-pub use identity::{gateways_add, gateways_revoke, shim_observer_auth, GatewayCreds};
+pub use identity::{copy_gateway, gateways_add, gateways_revoke, shim_observer_auth, GatewayCreds};
 pub use mosquitto::Mosquitto;
 pub use mqtt_cli::{publish, publish_opts, set_port_auth, try_publish_opts, MqttAuth, PubOpts, Subscription};
 pub use process::Process;

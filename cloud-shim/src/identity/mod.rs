@@ -17,6 +17,10 @@ use thiserror::Error;
 
 pub use registry::Registry;
 
+/// Largest signed uplink: the protocol's message limit plus the COSE_Sign1 envelope (headers, kid,
+/// 64-byte signature).
+pub const MAX_SIGNED_UPLINK: usize = scs_protocol::limits::MAX_UPLINK_BYTES + 256;
+
 /// Key id of the cloud's signature on downlink messages.
 pub const CLOUD_KID: &[u8] = b"cloud";
 
@@ -69,6 +73,10 @@ pub fn verify_uplink<'a>(registry: &Registry, topic: &str, bytes: &'a [u8]) -> R
     let Ok(t) = Topic::parse(topic) else { return Ok(None) };
     let gateway = t.gateway;
     let refuse = |reason: &'static str, error: String| Unverified { gateway: gateway.clone(), reason, error };
+    // Oversized input is refused before any key lookup or signature work.
+    if bytes.len() > MAX_SIGNED_UPLINK {
+        return Err(refuse("too_large", format!("uplink of {} bytes exceeds {MAX_SIGNED_UPLINK}", bytes.len())));
+    }
     let entry = match registry.lookup(&gateway) {
         None => return Err(refuse("unknown_gateway", format!("gateway {gateway} is not provisioned"))),
         Some(e) if !e.active => return Err(refuse("revoked", format!("gateway {gateway} is revoked"))),

@@ -29,6 +29,16 @@ impl TestGateway {
         TestGateway::connect_with(port, shim.add_gateway(id))
     }
 
+    /// Provisions `id` on `shims[0]` and makes the others verify it too (forwarding shims and their
+    /// Worker), then connects as with [`TestGateway::connect`].
+    pub fn connect_on(shims: &[&Shim], port: u16, id: &str) -> TestGateway {
+        let creds = shims[0].add_gateway(id);
+        for other in &shims[1..] {
+            scs_testkit::copy_gateway(shims[0].data_dir(), other.data_dir(), id);
+        }
+        TestGateway::connect_with(port, creds)
+    }
+
     pub fn connect_with(port: u16, creds: GatewayCreds) -> TestGateway {
         let id = creds.id.clone();
         let id = id.as_str();
