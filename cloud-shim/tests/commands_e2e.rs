@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use scs_protocol::topics::topic;
 use scs_protocol::{decode_uplink, encode, CommandRequest, CommandState, TopicKind, Uplink, Value, PROTOCOL_VERSION};
-use scs_testkit::{wait_for, wait_until, Agent, AgentOpts, Api, Mosquitto, Shim, ShimOpts};
+use scs_testkit::{wait_for, wait_until, Agent, Api, Mosquitto, Shim, ShimOpts};
 use serde_json::{json, Value as Json};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -45,7 +45,8 @@ impl Site {
     }
 
     fn start_agent(&mut self) {
-        let mut o = AgentOpts::new(&self.gateway, &self.agent_broker);
+        let mut o = self.shim.agent_opts(&self.gateway);
+        o.broker = self.agent_broker.clone();
         o.config_toml = Some(self.agent_config.clone());
         self.agent = Some(Agent::start(o));
     }

@@ -106,8 +106,12 @@ impl Shim {
 
     /// Provisions gateway `id` on this shim (`scs-cloud-shim gateways add`, bundle in the shim's temp dir,
     /// URLs defaulting to this shim's addresses).
+    /// Calling it again for the same id returns the same credentials (the bundle is kept).
     pub fn add_gateway(&self, id: &str) -> GatewayCreds {
         let out = self._dir.join(format!("{id}.bundle.toml"));
+        if out.exists() {
+            return GatewayCreds::read(&out);
+        }
         crate::identity::gateways_add(&self.data_dir, id, &out, None)
     }
 
