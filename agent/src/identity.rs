@@ -34,7 +34,8 @@ pub enum IdentityError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("identity {path}: {size} bytes is more than a bundle can be ({MAX_BUNDLE_BYTES})")]
     TooLarge { path: PathBuf, size: u64 },
-    #[error("identity {path}: not a valid provisioning bundle: {source}")]
+    // Only the parser's message and position: its default rendering quotes the line, which may hold a key.
+    #[error("identity {path}: not a valid provisioning bundle: {} (at byte {})", source.message(), source.span().map_or(0, |s| s.start))]
     Parse { path: PathBuf, source: toml::de::Error },
     #[error("identity {path} (gateway {gateway:?}): field {field}: {reason}")]
     Invalid { path: PathBuf, gateway: String, field: &'static str, reason: String },
@@ -219,6 +220,14 @@ pub fn provision(bundle: &Path, data_dir: &Path) -> Result<Identity, IdentityErr
         let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
         // The mode given at creation is filtered by the umask; set it explicitly.
         f.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(io(&tmp))?;
+        // Run as root for an agent that runs as its own user: the file belongs to the data dir's owner,
+        // or the agent could not read its own key.
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::fs::metadata(data_dir).map_err(io(data_dir))?;
+        let mine = f.metadata().map_err(io(&tmp))?;
+        if (mine.uid(), mine.gid()) != (dir.uid(), dir.gid()) {
+            std::os::unix::fs::fchown(&f, Some(dir.uid()), Some(dir.gid())).map_err(io(&tmp))?;
+        }
         f.write_all(text.as_bytes()).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
     }

@@ -64,6 +64,11 @@ fn bad_bundles_are_refused_with_the_field_named() {
         assert!(!msg.contains(&k.password), "{msg}");
     }
     assert!(matches!(Identity::parse("gateway_id = 1", Path::new("b")), Err(IdentityError::Parse { .. })));
+    // A broken line holding a key is not quoted back in the error.
+    let key_b64 = STANDARD.encode(&k.gateway_pkcs8);
+    let broken = good.replace(&format!("signing_key = \"{key_b64}\""), &format!("signing_key = \"{key_b64}"));
+    let msg = Identity::parse(&broken, Path::new("b")).unwrap_err().to_string();
+    assert!(!msg.contains(&key_b64), "{msg}");
     assert!(matches!(Identity::parse("", Path::new("b")), Err(IdentityError::Parse { .. })));
 }
 
