@@ -83,6 +83,10 @@ impl Agent {
         }
         args.push("--data-dir".into());
         args.push(data_dir.clone().into_os_string());
+        // A data dir without a provisioned identity runs in development mode (unsigned messages).
+        if !data_dir.join("identity.toml").exists() {
+            args.push("--insecure-no-identity".into());
+        }
         if let Some(n) = opts.interval_secs {
             args.push("--interval-secs".into());
             args.push(n.to_string().into());
