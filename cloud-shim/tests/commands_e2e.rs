@@ -247,6 +247,8 @@ fn commands_injected_into_mqtt_are_validated_by_the_agent() {
     // Online once a command through the shim has gone round.
     site.run(json!({"type": "device.time"}));
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let cloud_pk8 = std::fs::read(site.shim.data_dir().join("keys/cloud-sign.pk8")).expect("cloud key");
+    let cloud = scs_protocol::cose::SigningKey::from_pkcs8(&cloud_pk8).expect("cloud key is PKCS#8");
     let inject = |id: &str, ty: &str, params: Value, confirm: bool| {
         let req = CommandRequest {
             v: PROTOCOL_VERSION,
@@ -260,7 +262,9 @@ fn commands_injected_into_mqtt_are_validated_by_the_agent() {
             upload: None,
             requested_by: Some("intruder".into()),
         };
-        scs_testkit::publish(port, &topic(&site.gateway, TopicKind::Command), &encode(&req));
+        // Signed with the cloud key as the shim would: what is tested is the agent's own validation.
+        let t = topic(&site.gateway, TopicKind::Command);
+        scs_testkit::publish(port, &t, &scs_protocol::cose::sign1(&cloud, b"cloud", t.as_bytes(), &encode(&req)));
     };
     inject("inj-port", "net.tcp_probe", Value::map([("host", "127.0.0.1".into()), ("port", Value::Int(70000))]), false);
     inject("inj-shell", "net.tcp_probe", Value::map([("host", "x;reboot".into()), ("port", Value::Int(22))]), false);
@@ -270,10 +274,11 @@ fn commands_injected_into_mqtt_are_validated_by_the_agent() {
     inject("inj-params", "device.time", Value::Array(vec![Value::Int(1)]), false);
     inject("inj-params", "device.time", Value::Text("again".into()), false);
     let t = topic(&site.gateway, TopicKind::CommandUpdate);
+    let creds = site.shim.add_gateway(&site.gateway);
     let updates = || -> Vec<scs_protocol::CommandUpdate> {
         sub.messages()
             .into_iter()
-            .filter_map(|(_, p)| match decode_uplink(&t, &p) {
+            .filter_map(|(_, p)| match decode_uplink(&t, creds.open(&t, &p)?) {
                 Ok((_, Uplink::Command(u))) => Some(u),
                 _ => None,
             })

@@ -54,6 +54,19 @@ impl GatewayCreds {
         sign1(&self.key, self.id.as_bytes(), topic.as_bytes(), payload)
     }
 
+    /// The gateway's public key, to verify what it sent.
+    pub fn verifying_key(&self) -> scs_protocol::cose::VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    /// The payload of a message this gateway signed for `topic`, `None` if it does not verify.
+    pub fn open<'a>(&self, topic: &str, signed: &'a [u8]) -> Option<&'a [u8]> {
+        let key = self.verifying_key();
+        scs_protocol::cose::verify1(signed, topic.as_bytes(), |kid| (kid == self.id.as_bytes()).then_some(key))
+            .ok()
+            .map(|v| v.payload)
+    }
+
     /// Signs with this gateway's key but names `kid` (for forgery tests).
     pub fn sign_as(&self, kid: &str, topic: &str, payload: &[u8]) -> Vec<u8> {
         sign1(&self.key, kid.as_bytes(), topic.as_bytes(), payload)
