@@ -88,10 +88,23 @@ fn wait_drained(agent: &Agent, shim_db: &Path, gw: &str) -> bool {
     })
 }
 
+/// The message inside a captured COSE_Sign1 (not verified: these tests observe durability; the
+/// shim verifies what it stores and security_e2e covers the signatures).
+fn cose_payload(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut d = minicbor::Decoder::new(bytes);
+    if d.tag().ok()? != minicbor::data::Tag::new(18) || d.array().ok()? != Some(4) {
+        return None;
+    }
+    d.skip().ok()?;
+    d.skip().ok()?;
+    Some(d.bytes().ok()?.to_vec())
+}
+
 /// Samples per `(boot hex, seq)` of every distinct receipted uplink message a subscriber saw.
 fn samples_seen(sub: &Subscription) -> BTreeMap<(String, u64), usize> {
     let mut m = BTreeMap::new();
     for (topic, payload) in sub.messages() {
+        let Some(payload) = cose_payload(&payload) else { continue };
         if let Ok((_, msg)) = decode_uplink(&topic, &payload) {
             let samples = match &msg {
                 Uplink::Telemetry(b) => b.sample_count(),
@@ -288,6 +301,7 @@ fn broker_down_then_up_backlog_drains_oldest_first_without_agent_restart() {
     let mut order = Vec::new();
     let mut seen = BTreeSet::new();
     for (topic, payload) in capture.messages() {
+        let Some(payload) = cose_payload(&payload) else { continue };
         if let Ok((_, msg)) = decode_uplink(&topic, &payload) {
             if let Some((_, seq)) = msg.boot_seq() {
                 if seq >= down_at && seq <= backlog_last && seen.insert(seq) {

@@ -388,3 +388,100 @@ fn bundle_and_key_files_are_private() {
     assert!(!shim.logs().contains(&creds.password), "MQTT password in the shim's log");
     assert!(!shim.logs().contains("wrong-password-xyz"), "attempted password in the shim's log");
 }
+
+/// Attacks 4 and 5 and command replays against the real agent, through the real shim. The shim is
+/// stopped so the agent's queue fills; forged receipts naming every seq and forged, replayed and expired
+/// commands are published to gw-1's downlink; the agent deletes nothing and runs nothing; once the
+/// shim is back, every seq is stored exactly once (no gap).
+#[test]
+fn real_agent_ignores_forged_receipts_and_commands() {
+    let broker = Mosquitto::start();
+    let mut shim = Shim::start(ShimOpts::with_broker(&broker.url()));
+    let mut opts = shim.agent_opts("gw-1");
+    opts.interval_secs = Some(1);
+    let agent = scs_testkit::Agent::start(opts);
+    let creds = shim.add_gateway("gw-1");
+    let evil = shim.add_gateway("evil");
+    wait_for(T, "gw-1 data stored", || (!stored_seqs(&shim, "gw-1").is_empty()).then_some(()));
+    let port = broker.port();
+    let updates = Subscription::start(port, &["scs/v1/gw-1/up/command"]);
+    let cloud_pk8 = std::fs::read(shim.data_dir().join("keys/cloud-sign.pk8")).unwrap();
+    let cloud = scs_protocol::cose::SigningKey::from_pkcs8(&cloud_pk8).unwrap();
+    shim.kill();
+    wait_for(T, "a backlog in the agent's queue", || (scs_testkit::outbox_seqs(&agent.db_path()).len() >= 3).then_some(()));
+
+    // Attack 4: receipts accepting every seq, unsigned, signed by evil as "cloud", and a real cloud
+    // receipt for another gateway replayed on gw-1's topic.
+    let rt = topic("gw-1", TopicKind::Receipt);
+    let all = scs_protocol::Receipt::accepted((1..=500).collect());
+    let receipt = encode(&all);
+    scs_testkit::publish(port, &rt, &receipt);
+    scs_testkit::publish(port, &rt, &evil.sign_as("cloud", &rt, &receipt));
+    let other = topic("evil", TopicKind::Receipt);
+    scs_testkit::publish(port, &rt, &scs_protocol::cose::sign1(&cloud, b"cloud", other.as_bytes(), &receipt));
+
+    // Attack 5: commands that would run (reboot with confirm, device.info), forged or replayed or expired.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let cmd = |id: &str, ty: &str, confirm: bool, expires: u64| {
+        encode(&scs_protocol::CommandRequest {
+            v: scs_protocol::PROTOCOL_VERSION,
+            id: id.into(),
+            command_type: ty.into(),
+            params: scs_protocol::Value::map(Vec::<(&str, scs_protocol::Value)>::new()),
+            issued: now,
+            expires,
+            timeout_secs: 10,
+            confirm,
+            upload: None,
+            requested_by: Some("intruder".into()),
+        })
+    };
+    let ct = topic("gw-1", TopicKind::Command);
+    let other_ct = topic("evil", TopicKind::Command);
+    scs_testkit::publish(port, &ct, &cmd("atk-plain", "device.info", false, now + 60_000));
+    scs_testkit::publish(port, &ct, &evil.sign_as("cloud", &ct, &cmd("atk-reboot", "device.reboot", true, now + 60_000)));
+    let for_evil =
+        scs_protocol::cose::sign1(&cloud, b"cloud", other_ct.as_bytes(), &cmd("atk-replay", "device.info", false, now + 60_000));
+    scs_testkit::publish(port, &ct, &for_evil);
+    let expired = scs_protocol::cose::sign1(&cloud, b"cloud", ct.as_bytes(), &cmd("atk-expired", "device.info", false, now - 1));
+    scs_testkit::publish(port, &ct, &expired);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(scs_testkit::outbox_seqs(&agent.db_path()).len() >= 3, "forged receipts emptied the agent's queue");
+    let seen: Vec<scs_protocol::CommandUpdate> = updates
+        .messages()
+        .into_iter()
+        .filter_map(|(t, p)| match scs_protocol::decode_uplink(&t, creds.open(&t, &p)?) {
+            Ok((_, scs_protocol::Uplink::Command(u))) => Some(u),
+            _ => None,
+        })
+        .collect();
+    for u in &seen {
+        assert!(
+            !matches!(
+                u.state,
+                scs_protocol::CommandState::Accepted
+                    | scs_protocol::CommandState::Running
+                    | scs_protocol::CommandState::Succeeded
+            ),
+            "the agent acted on a forged, replayed or expired command: {u:?}"
+        );
+        assert_eq!(u.id, "atk-expired", "only the genuine (expired) command may be answered: {u:?}");
+    }
+
+    // Back online: every seq the agent produced is stored exactly once. The only seq allowed to be
+    // missing is the agent's answer to the expired command, which the shim refuses (no such command).
+    shim.start_again();
+    let stored = wait_for(Duration::from_secs(30), "the backlog receipted", || {
+        let s = stored_seqs(&shim, "gw-1");
+        (scs_testkit::outbox_seqs(&agent.db_path()).is_empty() && s.len() > 3).then_some(s)
+    });
+    let mut unique = stored.clone();
+    unique.dedup();
+    assert_eq!(unique, stored, "every seq exactly once");
+    let max = *stored.last().unwrap();
+    let missing: Vec<i64> = (1..=max).filter(|s| !stored.contains(s)).collect();
+    assert_eq!(missing.len() as i64, rejections(&shim, "gw-1", "command_update"), "missing {missing:?}");
+    assert!(missing.len() <= 1, "data lost: {missing:?}");
+    assert_eq!(count(&shim, "SELECT count(*) FROM gaps WHERE gateway_id = 'gw-1'"), 0, "no data dropped");
+    let _ = json!(null);
+}
