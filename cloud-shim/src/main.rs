@@ -52,6 +52,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("serve") => {}
+        Some("tokens") => return api::tokens::cli(&args[1..]),
         Some("version" | "--version" | "-V") => {
             println!("scs-cloud-shim {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
@@ -147,8 +148,7 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         }
         format!("{scheme}://{}", config.http)
     });
-    let mut artifacts_cfg = artifacts::ArtifactsConfig::new(&config.data_dir, &public_url);
-    artifacts_cfg.api_token = Some(token.clone());
+    let artifacts_cfg = artifacts::ArtifactsConfig::new(&config.data_dir, &public_url);
     let artifacts = artifacts::Artifacts::open(artifacts_cfg).map_err(|e| std::io::Error::other(e.to_string()))?;
     let (command_sessions, command_sessions_rx) = commands::Sessions::new();
     let state = AppState {
