@@ -116,7 +116,7 @@ pub fn basic(headers: &HeaderMap) -> Option<(String, String)> {
 /// `(scheme, credentials)` of the Authorization header.
 fn authorization(headers: &HeaderMap) -> Option<(&str, &str)> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim_start();
-    v.split_once(|c: char| c == ' ' || c == '\t')
+    v.split_once([' ', '\t'])
 }
 
 /// Lower-case hex SHA-256, the stored form of API tokens and MQTT passwords.
