@@ -70,6 +70,7 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Some("tokens") => return api::tokens::cli(&args[1..]),
         Some("version" | "--version" | "-V") => {
             println!("scs-cloud-shim {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
@@ -183,8 +184,7 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     };
     identity::cli::Endpoints { broker_url, api_url: public_url.clone(), max_gateways: config.max_gateways }
         .write(&config.data_dir)?;
-    let mut artifacts_cfg = artifacts::ArtifactsConfig::new(&config.data_dir, &public_url);
-    artifacts_cfg.api_token = Some(token.clone());
+    let artifacts_cfg = artifacts::ArtifactsConfig::new(&config.data_dir, &public_url);
     let artifacts = artifacts::Artifacts::open(artifacts_cfg).map_err(|e| std::io::Error::other(e.to_string()))?;
     let (command_sessions, command_sessions_rx) = commands::Sessions::new();
     let state = AppState {
