@@ -485,3 +485,35 @@ fn real_agent_ignores_forged_receipts_and_commands() {
     assert_eq!(count(&shim, "SELECT count(*) FROM gaps WHERE gateway_id = 'gw-1'"), 0, "no data dropped");
     let _ = json!(null);
 }
+
+/// Attack 8 on the shim's side: made-up gateways create nothing, and one gateway's inventory cannot
+/// grow past `--max-children` sensors; both are counted.
+#[test]
+fn fake_gateways_and_sensor_floods_are_bounded() {
+    let shim = Shim::start(ShimOpts { args: vec!["--max-children".into(), "100".into()], ..ShimOpts::default() });
+    let api = shim.api();
+    let fakes: Vec<(String, Vec<u8>)> = (0..1000)
+        .map(|i| {
+            let gw = format!("fake-{i}");
+            (topic(&gw, TopicKind::Telemetry), telemetry(&gw, 1, 1))
+        })
+        .collect();
+    let refs: Vec<(&str, &[u8])> = fakes.iter().map(|(t, p)| (t.as_str(), p.as_slice())).collect();
+    let r = api.post("/v1/ingest", "application/cbor", &http_batch(&refs)).json();
+    let results = r["results"].as_array().expect("results");
+    assert!(results.iter().all(|x| x["status"] == "rejected"), "a made-up gateway's uplink was accepted");
+    assert_eq!(count(&shim, "SELECT count(*) FROM sensors"), 0);
+
+    let gw = shim.add_gateway("gw-flood");
+    let t = topic("gw-flood", TopicKind::Inventory);
+    let sensors = std::iter::once(("gw-flood".to_owned(), "EDGE_CONTROLLER", None))
+        .chain((0..300).map(|i| (format!("gw-flood-cam-{i}"), "CAMERA", Some("gw-flood".to_owned()))))
+        .map(|(id, ty, parent)| scs_protocol::SensorInfo { id, sensor_type: ty.into(), parent, name: None, attrs: None })
+        .collect();
+    let inv = scs_protocol::Inventory { v: 1, gateway: "gw-flood".into(), boot: 1, seq: 1, ts: 1, sensors, agent: None };
+    let signed = gw.sign(&t, &encode(&inv));
+    let r = api.post("/v1/ingest", "application/cbor", &http_batch(&[(t.as_str(), signed.as_slice())])).json();
+    assert_eq!(r["results"][0]["status"], "stored", "{r}");
+    assert_eq!(count(&shim, "SELECT count(*) FROM sensors WHERE gateway_id = 'gw-flood'"), 101, "itself + 100 children");
+    assert_eq!(rejections(&shim, "gw-flood", "too_many_sensors"), 200);
+}
