@@ -200,7 +200,6 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         artifacts,
         commands: command_sessions,
         signer,
-        registry: registry.clone(),
     };
     // Subscribes to gateway events before the bridge can fire any.
     commands::session::start(state.clone(), command_sessions_rx);

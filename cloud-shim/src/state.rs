@@ -44,9 +44,6 @@ pub struct AppState {
     pub commands: crate::commands::Sessions,
     /// Signs commands and cancels with the cloud key.
     pub signer: crate::identity::Signer,
-    /// Provisioned gateways (read live), for the gateway identity checks of the upload endpoints.
-    #[allow(dead_code, reason = "read by the upload endpoints' gateway check")]
-    pub registry: crate::identity::Registry,
 }
 
 impl axum::extract::FromRef<AppState> for crate::artifacts::Artifacts {
