@@ -27,6 +27,8 @@ pub enum ConfigError {
     Id(#[source] scs_protocol::ProtocolError),
     #[error("invalid config: device {device}: {source}")]
     Device { device: String, source: scs_protocol::ProtocolError },
+    #[error(transparent)]
+    Identity(Box<crate::identity::IdentityError>),
 }
 
 /// A value that must not be printed: serializes and debug-prints as `<redacted>`.
@@ -286,6 +288,8 @@ pub struct Overrides {
     pub interval_secs: Option<u64>,
     pub api_url: Option<String>,
     pub log_level: Option<String>,
+    /// `--insecure-no-identity`: run without a provisioned identity (unsigned messages; development only).
+    pub insecure_no_identity: bool,
 }
 
 /// Where the effective configuration came from, for the startup log line.
@@ -295,8 +299,17 @@ pub enum Source {
     DefaultsOnly,
 }
 
-/// Loads defaults < file < flags and validates the result.
+/// Loads defaults < file < flags and validates the result (`identity::load_config` adds the identity).
+#[cfg(test)]
 pub fn load(o: &Overrides) -> Result<(Config, Source), ConfigError> {
+    load_with(o, |_| Ok(()))
+}
+
+/// Like [`load`], with `between` applied after the file and before the flags (the installed identity).
+pub fn load_with(
+    o: &Overrides,
+    between: impl FnOnce(&mut Config) -> Result<(), ConfigError>,
+) -> Result<(Config, Source), ConfigError> {
     let (mut cfg, source) = match &o.config {
         Some(p) => (read_file(p)?, Source::File(p.clone())),
         None => {
@@ -308,6 +321,7 @@ pub fn load(o: &Overrides) -> Result<(Config, Source), ConfigError> {
             }
         }
     };
+    between(&mut cfg)?;
     apply(&mut cfg, o);
     if cfg.gateway_id.is_empty() {
         cfg.gateway_id = hostname_id(&cfg.collect.proc_root).unwrap_or_default();

@@ -8,6 +8,7 @@ mod commands;
 mod config;
 mod context;
 mod db;
+mod identity;
 mod inventory;
 mod logging;
 mod net_probe;
@@ -49,13 +50,29 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::PrintConfig(o) => match config::load(&o) {
-            Ok((cfg, _)) => {
+        Command::PrintConfig(o) => match identity::load_config(&o) {
+            Ok((cfg, _, _)) => {
                 print!("{}", config::redacted_toml(&cfg));
                 ExitCode::SUCCESS
             }
             Err(e) => {
                 eprintln!("scs-agent: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Provision { bundle, data_dir } => match identity::provision(&bundle, &data_dir) {
+            Ok(id) => {
+                println!(
+                    "scs-agent: installed the identity of gateway {} in {} (broker {}, api {})",
+                    id.gateway_id,
+                    identity::path_in(&data_dir).display(),
+                    id.broker_url,
+                    id.api_url
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("scs-agent: provision refused: {e}");
                 ExitCode::FAILURE
             }
         },

@@ -10,6 +10,7 @@ use crate::collect::agent::{AgentHealth, HealthCounters};
 use crate::collect::{Collectors, Roots};
 use crate::config::{self, Config, ConfigError, Overrides, Source};
 use crate::context::{AgentContext, AgentMetrics, Shutdown};
+use crate::identity::Security;
 use crate::inventory::{self, Announcer};
 use crate::publisher::Publisher;
 use crate::queue::{Queue, QueueError};
@@ -34,6 +35,11 @@ pub enum RunError {
     AlreadyRunning(std::path::PathBuf),
     #[error("command executor: {0}")]
     Executor(#[from] crate::commands::executor::ExecutorError),
+    #[error(
+        "gateway {gateway}: no identity in {path} (install one with `scs-agent provision BUNDLE --data-dir {dir}`); \
+         refusing to connect unauthenticated (--insecure-no-identity is for development only)"
+    )]
+    NoIdentity { gateway: String, path: std::path::PathBuf, dir: std::path::PathBuf },
 }
 
 /// Builds the collectors from the config.
@@ -73,9 +79,20 @@ pub fn collectors(cfg: &Config, ctx: &AgentContext) -> Collectors {
     Collectors::new(list)
 }
 
-/// Opens everything and returns the shared context (no threads started yet).
-pub fn start(o: &Overrides) -> Result<AgentContext, RunError> {
-    let (cfg, source) = config::load(o)?;
+/// Opens everything and returns the shared context and the transport's keys (no threads started yet).
+pub fn start(o: &Overrides) -> Result<(AgentContext, Security), RunError> {
+    let (cfg, source, identity) = crate::identity::load_config(o)?;
+    let security = match &identity {
+        Some(id) => Security::from_identity(id),
+        None if o.insecure_no_identity => Security::insecure(&cfg.gateway_id),
+        None => {
+            return Err(RunError::NoIdentity {
+                gateway: cfg.gateway_id.clone(),
+                path: crate::identity::path_in(&cfg.data_dir),
+                dir: cfg.data_dir.clone(),
+            })
+        }
+    };
     std::fs::create_dir_all(&cfg.data_dir).map_err(|source| RunError::DataDir { path: cfg.data_dir.clone(), source })?;
     // Held until the process exits.
     let _ = DATA_DIR_LOCK.set(lock_data_dir(&cfg.data_dir)?);
@@ -93,17 +110,31 @@ pub fn start(o: &Overrides) -> Result<AgentContext, RunError> {
     if let Some(f) = log_file {
         log::info!("logging to {}", f.display());
     }
+    match &identity {
+        Some(id) => log::info!(
+            "identity: gateway {} from {}, signing key {:?}",
+            id.gateway_id,
+            crate::identity::path_in(&cfg.data_dir).display(),
+            id.signing_key.verifying_key()
+        ),
+        None => log::warn!(
+            "gateway {}: running WITHOUT an identity (--insecure-no-identity): messages are unsigned and \
+             commands and receipts are not verified",
+            cfg.gateway_id
+        ),
+    }
     mqtt::install_crypto_provider();
     if let Err(e) = Shutdown::install_signal_handlers() {
         log::warn!("cannot install signal handlers ({e}); SIGTERM will kill without a clean disconnect");
     }
     let db = cfg.data_dir.join(crate::db::DB_FILE);
-    let queue = match Queue::open(&db, (&cfg.queue).into()) {
+    let sealer = Some(security.sealer.clone());
+    let queue = match Queue::open_sealed(&db, (&cfg.queue).into(), sealer.clone()) {
         Err(e) if e.is_corrupt() => {
             // A damaged file would fail every restart; keep it for analysis and start afresh.
             let aside = crate::db::quarantine(&db).map_err(|source| RunError::DataDir { path: db.clone(), source })?;
             log::error!("{e}: moved to {} and starting with an empty database", aside.display());
-            Queue::open(&db, (&cfg.queue).into())?
+            Queue::open_sealed(&db, (&cfg.queue).into(), sealer)?
         }
         other => other?,
     };
@@ -117,7 +148,7 @@ pub fn start(o: &Overrides) -> Result<AgentContext, RunError> {
         s.bytes,
         s.next_seq
     );
-    Ok(AgentContext::new(cfg, boot, queue, settings))
+    Ok((AgentContext::new(cfg, boot, queue, settings), security))
 }
 
 static DATA_DIR_LOCK: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
@@ -154,7 +185,7 @@ fn spawn_commands(
 }
 
 pub fn run(o: &Overrides) -> Result<(), RunError> {
-    let ctx = start(o)?;
+    let (ctx, security) = start(o)?;
     let cfg = ctx.config.clone();
     let publisher = Publisher::new(
         ctx.queue.clone(),
@@ -164,7 +195,7 @@ pub fn run(o: &Overrides) -> Result<(), RunError> {
         Duration::from_secs(cfg.mqtt.receipt_timeout_secs),
     );
     let (dl_tx, dl_rx) = mpsc::channel::<crate::commands::Inbound>();
-    let transport = MqttTransport::new(&ctx, publisher.clone(), dl_tx)?;
+    let transport = MqttTransport::new(&ctx, publisher.clone(), dl_tx, security)?;
     let (mqtt_done_tx, mqtt_done) = mpsc::channel::<()>();
     let mqtt_thread = spawn("mqtt", move || {
         transport.run();

@@ -17,6 +17,10 @@ pub enum CaError {
     Refused { path: PathBuf, source: rustls::Error },
     #[error("no system CA certificates found; configure a CA file")]
     NoSystemRoots,
+    #[error("provisioned CA certificate: {0}")]
+    PemText(String),
+    #[error("provisioned CA certificate refused: {0}")]
+    PemRefused(#[source] rustls::Error),
 }
 
 /// Every certificate of the PEM file `ca_file`, or, without one, the system's CA certificates
@@ -63,6 +67,31 @@ pub fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, CaErr
         }
     }
     Ok(roots)
+}
+
+/// A root store from PEM text (a provisioning bundle's `broker_ca_pem`).
+pub fn root_store_from_pem(pem: &str) -> Result<rustls::RootCertStore, CaError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in pem_certs(pem).map_err(CaError::PemText)? {
+        roots.add(c).map_err(CaError::PemRefused)?;
+    }
+    Ok(roots)
+}
+
+/// Every certificate in a PEM text; an error if there is none or one does not parse.
+pub fn pem_certs(pem: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("no certificate found".into());
+    }
+    Ok(certs)
+}
+
+/// The private key in a PEM text (PKCS#8, SEC1 or PKCS#1). The error never quotes the text.
+pub fn pem_key(pem: &str) -> Result<rustls::pki_types::PrivateKeyDer<'static>, String> {
+    rustls::pki_types::PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

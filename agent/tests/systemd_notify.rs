@@ -54,6 +54,7 @@ fn start_agent(dir: &Scratch, watchdog_usec: &str) -> (UnixDatagram, Killed) {
         .arg(&cfg)
         .arg("--data-dir")
         .arg(dir.0.join("data"))
+        .arg("--insecure-no-identity")
         .env("NOTIFY_SOCKET", &sock_path)
         .env("WATCHDOG_USEC", watchdog_usec)
         .env_remove("WATCHDOG_PID")

@@ -6,6 +6,7 @@
 //! scs-bench drain [--batches N] [--devices N] [--broker embedded|mosquitto]
 //!                                                 one day of a site's backlog through agent + shim
 //! scs-bench rss [--secs N] [--devices N]          agent RSS at steady state with N devices configured
+//! scs-bench sign [--n N] [--devices N] [--dir DIR] COSE_Sign1 sign/verify cost per batch vs encode+enqueue
 //! ```
 //! Each prints human lines and one machine line `BENCH <name> key=value ...` that scripts/bench collects.
 //! The real binaries come from the same target dir as this program (build them with the same profile).
@@ -15,6 +16,7 @@ mod opts;
 mod outbox;
 mod raw_insert;
 mod rss;
+mod sign;
 mod site;
 mod size;
 
@@ -23,7 +25,7 @@ use std::process::ExitCode;
 use crate::opts::Opts;
 
 const USAGE: &str = "usage: scs-bench size | raw-insert [--n N] [--dir DIR] | drain [--batches N] [--devices N] \
-                     [--broker embedded|mosquitto] | rss [--secs N] [--devices N]";
+                     [--broker embedded|mosquitto] | rss [--secs N] [--devices N] | sign [--n N] [--devices N] [--dir DIR]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         "raw-insert" => raw_insert::run(&opts),
         "drain" => drain::run(&opts),
         "rss" => rss::run(&opts),
+        "sign" => sign::run(&opts),
         _ => Err(format!("unknown subcommand {cmd:?}")),
     };
     match result {

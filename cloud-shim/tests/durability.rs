@@ -86,10 +86,23 @@ fn wait_drained(agent: &Agent, shim_db: &Path, gw: &str) -> bool {
     })
 }
 
+/// The message inside a captured COSE_Sign1 (not verified: these tests observe durability; the
+/// shim verifies what it stores and security_e2e covers the signatures).
+fn cose_payload(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut d = minicbor::Decoder::new(bytes);
+    if d.tag().ok()? != minicbor::data::Tag::new(18) || d.array().ok()? != Some(4) {
+        return None;
+    }
+    d.skip().ok()?;
+    d.skip().ok()?;
+    Some(d.bytes().ok()?.to_vec())
+}
+
 /// Samples per `(boot hex, seq)` of every distinct receipted uplink message a subscriber saw.
 fn samples_seen(sub: &Subscription) -> BTreeMap<(String, u64), usize> {
     let mut m = BTreeMap::new();
     for (topic, payload) in sub.messages() {
+        let Some(payload) = cose_payload(&payload) else { continue };
         if let Ok((_, msg)) = decode_uplink(&topic, &payload) {
             let samples = match &msg {
                 Uplink::Telemetry(b) => b.sample_count(),
@@ -172,8 +185,9 @@ fn jitter_ms(i: u64, lo: u64, hi: u64) -> u64 {
     lo + x % (hi - lo)
 }
 
-fn agent_opts(gw: &str, broker: &str) -> AgentOpts {
-    let mut o = AgentOpts::new(gw, broker);
+/// Options for an agent provisioned on `shim` (its bundle names the shim's broker).
+fn agent_opts(shim: &Shim, gw: &str) -> AgentOpts {
+    let mut o = shim.agent_opts(gw);
     o.config_toml = Some(AGENT_TOML.to_owned());
     o
 }
@@ -184,7 +198,7 @@ fn agent_opts(gw: &str, broker: &str) -> AgentOpts {
 /// varying points `kills` times, then a clean drain.
 fn kill9_agent_repeatedly(shim: &Shim, broker_port: u16, gw: &str, backlog: u64, kills: u64) {
     let capture = Subscription::start(broker_port, &[&format!("scs/v1/{gw}/up/#")]);
-    let mut agent = Agent::start(agent_opts(gw, &shim.mqtt_url()));
+    let mut agent = Agent::start(agent_opts(shim, gw));
     assert!(
         wait_until(Duration::from_secs(20), || stored(&shim.db_path(), gw).len() >= 2),
         "the agent's first messages never reached the store"
@@ -237,7 +251,7 @@ fn broker_down_then_up_backlog_drains_oldest_first_without_agent_restart() {
     let gw = "gw-dur-brk";
     let mut broker = Mosquitto::start_with("max_queued_messages 100000\n");
     let shim = Shim::start(ShimOpts::with_broker(&broker.url()));
-    let mut opts = agent_opts(gw, &broker.url());
+    let mut opts = agent_opts(&shim, gw);
     // Reconnect no sooner than 1.5 s, so the capturing subscriber is back before the backlog flows.
     opts.config_toml = Some(
         AGENT_TOML
@@ -267,6 +281,7 @@ fn broker_down_then_up_backlog_drains_oldest_first_without_agent_restart() {
     let mut order = Vec::new();
     let mut seen = BTreeSet::new();
     for (topic, payload) in capture.messages() {
+        let Some(payload) = cose_payload(&payload) else { continue };
         if let Ok((_, msg)) = decode_uplink(&topic, &payload) {
             if let Some((_, seq)) = msg.boot_seq() {
                 if seq >= down_at && seq <= backlog_last && seen.insert(seq) {
@@ -287,7 +302,7 @@ fn broker_down_then_up_backlog_drains_oldest_first_without_agent_restart() {
 fn shim_killed_mid_stream(mut shim: Shim, broker_port: u16, gw: &str) {
     let capture_external = shim.mqtt_port().is_none();
     let capture = capture_external.then(|| Subscription::start(broker_port, &[&format!("scs/v1/{gw}/up/#")]));
-    let mut agent = Agent::start(agent_opts(gw, &shim.mqtt_url()));
+    let mut agent = Agent::start(agent_opts(&shim, gw));
     assert!(wait_until(Duration::from_secs(20), || stored(&shim.db_path(), gw).len() >= 2), "no data before the crash");
     agent.kill9();
     prefill_outbox(&agent, 1000, 8);
@@ -333,7 +348,7 @@ fn shim_killed_mid_stream_embedded_broker() {
 
 fn hostile_payloads_with_real_agent(shim: &Shim, port: u16, gw: &str, oversized: bool) {
     let capture = Subscription::start(port, &[&format!("scs/v1/{gw}/up/telemetry")]);
-    let agent = Agent::start(agent_opts(gw, &shim.mqtt_url()));
+    let agent = Agent::start(agent_opts(shim, gw));
     let real = capture.wait_for_topic("/up/telemetry", Duration::from_secs(20)).expect("a real telemetry batch");
     let api = shim.api();
     let rejected = || api.get_json(&format!("/v1/gateways/{gw}/stats"))["rejected"].as_u64().unwrap_or(0);

@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod command;
+pub mod cose;
 pub mod error;
 pub mod ids;
 pub mod inventory;

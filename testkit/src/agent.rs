@@ -21,6 +21,9 @@ pub struct AgentOpts {
     pub config_toml: Option<String>,
     /// `--api-url` (artifact uploads).
     pub api_url: Option<String>,
+    /// Provisioning bundle (`scs-cloud-shim gateways add`): installed with `scs-agent provision` before
+    /// the first start, and then the agent runs without `--gateway-id`/`--broker` (they come from it).
+    pub bundle: Option<PathBuf>,
     /// Extra arguments appended after the standard ones.
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -37,6 +40,7 @@ impl AgentOpts {
             interval_secs: Some(1),
             config_toml: None,
             api_url: None,
+            bundle: None,
             args: Vec::new(),
             env: Vec::new(),
             rust_log: crate::default_rust_log(),
@@ -66,9 +70,21 @@ impl Agent {
             args.push("--config".into());
             args.push(path.into_os_string());
         }
-        args.extend(["--gateway-id".into(), OsString::from(&opts.gateway_id), "--broker".into(), OsString::from(&opts.broker)]);
+        match &opts.bundle {
+            Some(bundle) => provision(bundle, &data_dir),
+            None => args.extend([
+                "--gateway-id".into(),
+                OsString::from(&opts.gateway_id),
+                "--broker".into(),
+                OsString::from(&opts.broker),
+            ]),
+        }
         args.push("--data-dir".into());
         args.push(data_dir.clone().into_os_string());
+        // A data dir without a provisioned identity runs in development mode (unsigned messages).
+        if !data_dir.join("identity.toml").exists() {
+            args.push("--insecure-no-identity".into());
+        }
         if let Some(n) = opts.interval_secs {
             args.push("--interval-secs".into());
             args.push(n.to_string().into());
@@ -117,4 +133,22 @@ impl Agent {
     }
 
     delegate_to_process!();
+}
+
+/// `scs-agent provision BUNDLE --data-dir DIR`; panics with its output on failure.
+pub fn provision(bundle: &Path, data_dir: &Path) {
+    let o = std::process::Command::new(bin_path("scs-agent"))
+        .arg("provision")
+        .arg(bundle)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("run scs-agent provision");
+    assert!(
+        o.status.success(),
+        "scs-agent provision {} failed: {}{}",
+        bundle.display(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

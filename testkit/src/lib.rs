@@ -29,6 +29,7 @@
 mod agent;
 mod api;
 pub mod cddl;
+mod identity;
 mod mosquitto;
 mod mqtt_cli;
 mod outbox;
@@ -43,8 +44,9 @@ use std::time::{Duration, Instant};
 
 pub use agent::{Agent, AgentOpts};
 pub use api::{Api, Reply};
+pub use identity::{copy_gateway, gateways_add, gateways_revoke, shim_observer_auth, GatewayCreds};
 pub use mosquitto::Mosquitto;
-pub use mqtt_cli::{publish, publish_opts, PubOpts, Subscription};
+pub use mqtt_cli::{publish, publish_opts, set_port_auth, try_publish_opts, MqttAuth, PubOpts, Subscription};
 pub use outbox::{append_to_outbox, outbox_next_seq, outbox_seqs};
 pub use process::Process;
 pub use shim::{Shim, ShimOpts};

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::api::Api;
+use crate::identity::GatewayCreds;
 use crate::process::{delegate_to_process, Process};
 use crate::tempdir::TempDir;
 use crate::{bin_path, free_port, port_open, TEST_TOKEN};
@@ -96,7 +97,35 @@ impl Shim {
         let proc = Process::spawn("scs-cloud-shim", &bin_path("scs-cloud-shim"), args, env, dir.path());
         let mut shim = Shim { proc, http_port, mqtt_port, broker: opts.broker.clone(), data_dir, token: opts.token, _dir: dir };
         shim.wait_ready(Duration::from_secs(30));
+        // Watching traffic on the embedded broker needs a login: tests use the shim's own.
+        if let (Some(port), Some(auth)) = (shim.mqtt_port, crate::identity::shim_observer_auth(&shim.data_dir)) {
+            crate::mqtt_cli::set_port_auth(port, auth);
+        }
         shim
+    }
+
+    /// Provisions gateway `id` on this shim (`scs-cloud-shim gateways add`, bundle in the shim's temp dir,
+    /// URLs defaulting to this shim's addresses).
+    /// Calling it again for the same id returns the same credentials (the bundle is kept).
+    pub fn add_gateway(&self, id: &str) -> GatewayCreds {
+        let out = self._dir.join(format!("{id}.bundle.toml"));
+        if out.exists() {
+            return GatewayCreds::read(&out);
+        }
+        crate::identity::gateways_add(&self.data_dir, id, &out, None)
+    }
+
+    /// `scs-cloud-shim gateways revoke id` on this shim's data dir.
+    pub fn revoke_gateway(&self, id: &str) {
+        crate::identity::gateways_revoke(&self.data_dir, id);
+    }
+
+    /// Agent options for gateway `id`, provisioned on this shim with a bundle (`scs-agent provision`).
+    pub fn agent_opts(&self, id: &str) -> crate::AgentOpts {
+        let creds = self.add_gateway(id);
+        let mut opts = crate::AgentOpts::new(id, &self.mqtt_url());
+        opts.bundle = Some(creds.bundle);
+        opts
     }
 
     /// Waits until the shim answers `GET /healthz` with 200 (and its embedded broker listens); panics with

@@ -265,7 +265,8 @@ impl Shared {
         req: &CommandRequest,
         now: u64,
     ) -> Result<(&'static CommandSpec, Value, Slot), (CommandState, String)> {
-        if req.expires != 0 && now > req.expires {
+        // `expires` 0 is not "never": every command the cloud sends carries a real expiry.
+        if now > req.expires || req.expires == 0 {
             let late = (now - req.expires) / 1000;
             return Err((CommandState::Expired, format!("arrived {late} s after it expired")));
         }

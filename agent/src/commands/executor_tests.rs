@@ -249,6 +249,12 @@ fn invalid_commands_are_rejected_with_field_and_rule() {
     old.expires = crate::clock::now_ms() - 5_000;
     rig.send(Inbound::Command(old));
     assert_eq!(rig.wait_terminal("late").state, CommandState::Expired);
+
+    // `expires` 0 is not "never expires".
+    let mut zero = request("zero-expiry", "device.info", empty(), false, 0);
+    zero.expires = 0;
+    rig.send(Inbound::Command(zero));
+    assert_eq!(rig.wait_terminal("zero-expiry").state, CommandState::Expired);
 }
 
 #[test]

@@ -73,6 +73,8 @@ pub struct SessionHandles {
     pub presence: Arc<Presence>,
     /// Upload grants for artifact-producing commands (the artifact service's, in the running shim).
     pub grants: GrantMinter,
+    /// Signs commands and cancels with the cloud key.
+    pub signer: crate::identity::Signer,
 }
 
 /// Starts the session task. Pass a receiver subscribed before the MQTT bridge starts, so no status is
@@ -178,7 +180,8 @@ pub async fn deliver(state: &SessionHandles, gateway: &str, resend: bool) {
     };
     let t = topic(gateway, TopicKind::Command);
     for row in rows {
-        let payload = encode(&request_for(state, &row));
+        // Signed and bound to this gateway's command topic: the agent runs nothing else.
+        let payload = state.signer.sign(&t, &encode(&request_for(state, &row)));
         let id = row.id.clone();
         // Marked first so the audit trail reads queued → delivered → accepted even when the agent
         // answers faster than this task.
@@ -221,7 +224,9 @@ async fn send_cancel(state: &SessionHandles, gateway: &str, id: &str) {
 
 async fn publish_cancel(state: &SessionHandles, gateway: &str, id: &str) {
     let msg = CommandCancel { v: PROTOCOL_VERSION, id: id.to_owned() };
-    match state.mqtt.publish(topic(gateway, TopicKind::Cancel), QoS::AtLeastOnce, false, encode(&msg)).await {
+    let t = topic(gateway, TopicKind::Cancel);
+    let signed = state.signer.sign(&t, &encode(&msg));
+    match state.mqtt.publish(t, QoS::AtLeastOnce, false, signed).await {
         Ok(()) => log::info!("cancel of command {id} published to {gateway}"),
         Err(e) => log::error!("cancel of command {id} for {gateway}: publish failed: {e}"),
     }

@@ -260,7 +260,10 @@ mod tests {
 
     #[test]
     fn chunks_respect_the_request_limit() {
-        let item = |n: usize| Item::decode("t".into(), vec![0; n], Origin::Mqtt, 0);
+        let dir = crate::store::test_support::TestDir::new("worker-chunks");
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let reg = crate::identity::Registry::open(store.path()).unwrap();
+        let item = |n: usize| Item::decode("t".into(), vec![0; n], Origin::Mqtt, 0, &reg);
         let items = vec![item(4 << 20), item(4 << 20), item(10), item(10)];
         let c = chunks(&items);
         assert_eq!(c.iter().map(|c| c.len()).collect::<Vec<_>>(), vec![1, 3]);
