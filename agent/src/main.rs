@@ -1,5 +1,6 @@
 //! `scs-agent`: SCS Gateway edge agent. See ARCHITECTURE.md for the map.
 
+mod broker_url;
 mod cli;
 mod clock;
 mod collect;
@@ -16,6 +17,7 @@ mod publisher;
 mod queue;
 mod runner;
 mod sd_notify;
+mod secret;
 mod self_test;
 mod settings;
 mod spool;
@@ -50,7 +52,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::PrintConfig(o) => match identity::load_config(&o) {
+        Command::PrintConfig(o) => match config::load_with_identity(&o) {
             Ok((cfg, _, _)) => {
                 print!("{}", config::redacted_toml(&cfg));
                 ExitCode::SUCCESS

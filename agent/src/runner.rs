@@ -10,11 +10,11 @@ use crate::collect::agent::{AgentHealth, HealthCounters};
 use crate::collect::{Collectors, Roots};
 use crate::config::{self, Config, ConfigError, Overrides, Source};
 use crate::context::{AgentContext, AgentMetrics, Shutdown};
-use crate::identity::Security;
 use crate::inventory::{self, Announcer};
 use crate::publisher::Publisher;
 use crate::queue::{Queue, QueueError};
 use crate::settings::{Settings, SettingsError};
+use crate::transport::mqtt::Security;
 use crate::transport::mqtt::{self, MqttTransport, TransportError};
 
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +81,7 @@ pub fn collectors(cfg: &Config, ctx: &AgentContext) -> Collectors {
 
 /// Opens everything and returns the shared context and the transport's keys (no threads started yet).
 pub fn start(o: &Overrides) -> Result<(AgentContext, Security), RunError> {
-    let (cfg, source, identity) = crate::identity::load_config(o)?;
+    let (cfg, source, identity) = crate::config::load_with_identity(o)?;
     let security = match &identity {
         Some(id) => Security::from_identity(id),
         None if o.insecure_no_identity => Security::insecure(&cfg.gateway_id),
