@@ -8,7 +8,6 @@ mod commands;
 mod config;
 mod context;
 mod db;
-#[allow(dead_code, reason = "the runner starts the scheduler in the next change")]
 mod devices;
 mod inventory;
 mod logging;

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::config::DeviceConfig;
+use crate::config::{Config, DeviceConfig};
 
 /// Which protocol family talks to a device (`driver = ...` in `[[devices]]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,11 +45,6 @@ impl Driver {
             "" | "none" | "tcp" => Driver::Reach,
             _ => return None,
         })
-    }
-
-    /// Drivers that speak ONVIF on the management tier.
-    pub fn uses_onvif(self) -> bool {
-        matches!(self, Driver::Onvif | Driver::Auto)
     }
 }
 
@@ -112,6 +107,7 @@ pub enum ErrorClass {
     Refused,
     Unreachable,
     Dns,
+    #[allow(dead_code, reason = "part of the metric contract; no probe speaks TLS to devices yet")]
     Tls,
     Auth,
     /// The device answered with a protocol-level error (SOAP fault, RTSP/HTTP error status).
@@ -265,11 +261,56 @@ impl StateCache {
         f(map.entry(id.to_owned()).or_default())
     }
 
+    #[cfg(test)]
     pub fn get(&self, id: &str) -> Option<DeviceState> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner).get(id).cloned()
     }
 
     pub fn snapshot(&self) -> HashMap<String, DeviceState> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+/// Starts the probe thread for the configured devices with an address. Reach runs at the telemetry
+/// interval (within 1-60 s) so every batch carries a fresh online state; the other tiers use the
+/// defaults operators run. `None` when no device has an address or the thread cannot start (logged;
+/// the agent runs on without device probes rather than not at all).
+pub fn start(cfg: &Config, telemetry_interval: Duration, cache: &StateCache) -> Option<scheduler::Scheduler> {
+    let specs: Vec<DeviceSpec> = cfg
+        .devices
+        .iter()
+        .filter_map(|d| DeviceSpec::from_config(d, Driver::parse(d.driver.as_deref().unwrap_or("")).unwrap_or(Driver::Reach)))
+        .collect();
+    if specs.is_empty() {
+        return None;
+    }
+    let sc = scheduler::SchedulerConfig {
+        concurrency: cfg.collect.probe_concurrency.max(1),
+        reach: telemetry_interval.clamp(Duration::from_secs(1), Duration::from_secs(60)),
+        reach_timeout: Duration::from_millis(cfg.collect.probe_timeout_ms.max(1)),
+        ..scheduler::SchedulerConfig::default()
+    };
+    match scheduler::Scheduler::start(specs, sc, cache.clone()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::error!("device probes not started: {e}");
+            None
+        }
+    }
+}
+
+/// Wire code of an [`ErrorClass`] in the `device.probe_class` metric (documented in docs/devices.md).
+pub fn class_code(c: ErrorClass) -> i64 {
+    match c {
+        ErrorClass::Ok => 0,
+        ErrorClass::Timeout => 1,
+        ErrorClass::Refused => 2,
+        ErrorClass::Unreachable => 3,
+        ErrorClass::Dns => 4,
+        ErrorClass::Tls => 5,
+        ErrorClass::Auth => 6,
+        ErrorClass::Fault => 7,
+        ErrorClass::Parse => 8,
+        ErrorClass::Protocol => 9,
     }
 }

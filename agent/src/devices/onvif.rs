@@ -8,7 +8,7 @@
 //! GetCapabilities is the fallback. Faults arrive with HTTP 200, 400 or 500 and any prefixes: the
 //! body is checked for a Fault element whatever the status.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -415,11 +415,6 @@ impl<'a> Client<'a> {
 /// Default timeout for one SOAP exchange.
 pub fn default_limits() -> Limits {
     Limits { timeout: Duration::from_secs(8), ..Limits::default() }
-}
-
-/// Deadline helper shared by callers that bound a whole round.
-pub fn deadline_in(d: Duration) -> Instant {
-    Instant::now() + d
 }
 
 #[cfg(test)]

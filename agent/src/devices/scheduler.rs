@@ -68,7 +68,8 @@ impl Scheduler {
         let (tx, rx) = smol::channel::bounded::<()>(1);
         let thread = std::thread::Builder::new().name("devices".into()).spawn(move || {
             let ex = LocalExecutor::new();
-            let shared = Rc::new(Shared { global: Semaphore::new(cfg.concurrency.max(1)), cfg, cache });
+            let n = cfg.concurrency.max(1);
+            let shared = Rc::new(Shared { reach: Semaphore::new(n), sessions: Semaphore::new(n), cfg, cache });
             for spec in specs {
                 let dev = Rc::new(Device {
                     slots: Semaphore::new(shared.cfg.slots_per_device.max(1)),
@@ -102,7 +103,11 @@ impl Drop for Scheduler {
 }
 
 struct Shared {
-    global: Semaphore,
+    /// Reach probes in flight: separate from sessions so slow application probes (black-holed
+    /// devices holding a slot for a whole timeout) never delay the online state.
+    reach: Semaphore,
+    /// Application sessions in flight across all devices.
+    sessions: Semaphore,
     cfg: SchedulerConfig,
     cache: StateCache,
 }
@@ -153,9 +158,10 @@ fn backoff(base: Duration, streak: u32, cap: Duration) -> Duration {
 async fn tier_loop(shared: Rc<Shared>, dev: Rc<Device>, tier: Tier) {
     let cfg = &shared.cfg;
     let every = interval(cfg, tier);
-    // First run staggered over part of the interval (reach early, the rest after reach has had a go).
+    // Reach runs at once (a connect is cheap and the first telemetry batch wants it); the
+    // application tiers start staggered so a restart does not log in to every camera at once.
     let first = match tier {
-        Tier::Reach => every.min(Duration::from_secs(5)),
+        Tier::Reach => Duration::ZERO,
         _ => every.min(Duration::from_secs(20)),
     };
     let mut delay = first.mul_f64((crate::clock::random_u64() % 1000) as f64 / 1000.0);
@@ -175,12 +181,23 @@ async fn tier_loop(shared: Rc<Shared>, dev: Rc<Device>, tier: Tier) {
                 continue;
             }
         }
-        let result = {
-            let _global = shared.global.acquire().await;
-            let _slot = if tier == Tier::Reach { None } else { Some(dev.slots.acquire().await) };
+        let result = if tier == Tier::Reach {
+            let _permit = shared.reach.acquire().await;
+            run_tier(&shared, &dev, tier).await
+        } else {
+            let _permit = shared.sessions.acquire().await;
+            let _slot = dev.slots.acquire().await;
             run_tier(&shared, &dev, tier).await
         };
+        let Some(result) = result else {
+            // Nothing to probe on this tier yet (no stream URI known): look again later.
+            delay = jitter(every);
+            continue;
+        };
         let class = result.class;
+        if class != ErrorClass::Ok {
+            log::debug!("device {}: {} probe: {} after {:?}", dev.spec.id, tier.as_str(), class.as_str(), result.duration);
+        }
         shared.cache.update(&dev.spec.id, |s| {
             s.record(result);
             if class == ErrorClass::Auth {
@@ -222,7 +239,7 @@ async fn tier_loop(shared: Rc<Shared>, dev: Rc<Device>, tier: Tier) {
     }
 }
 
-async fn run_tier(shared: &Shared, dev: &Device, tier: Tier) -> ProbeResult {
+async fn run_tier(shared: &Shared, dev: &Device, tier: Tier) -> Option<ProbeResult> {
     let start = Instant::now();
     let cfg = &shared.cfg;
     let id = &dev.spec.id;
@@ -240,10 +257,10 @@ async fn run_tier(shared: &Shared, dev: &Device, tier: Tier) -> ProbeResult {
             }
         },
         Tier::Management => management(shared, dev).await,
-        Tier::Stream => stream(shared, dev).await,
-        Tier::Sample => sample(shared, dev).await,
+        Tier::Stream => stream(shared, dev).await?,
+        Tier::Sample => sample(shared, dev).await?,
     };
-    ProbeResult { tier, class, duration: start.elapsed(), ts_ms: crate::clock::now_ms() }
+    Some(ProbeResult { tier, class, duration: start.elapsed(), ts_ms: crate::clock::now_ms() })
 }
 
 async fn management(shared: &Shared, dev: &Device) -> ErrorClass {
@@ -292,10 +309,10 @@ fn stream_targets(dev: &Device) -> Vec<StreamInfo> {
     v
 }
 
-async fn stream(shared: &Shared, dev: &Device) -> ErrorClass {
+async fn stream(shared: &Shared, dev: &Device) -> Option<ErrorClass> {
     let targets = stream_targets(dev);
     if targets.is_empty() {
-        return ErrorClass::Protocol;
+        return None;
     }
     let mut worst = ErrorClass::Ok;
     let mut out = Vec::with_capacity(targets.len());
@@ -326,12 +343,12 @@ async fn stream(shared: &Shared, dev: &Device) -> ErrorClass {
     }
     dev.streams.replace(out.clone());
     shared.cache.update(&dev.spec.id, |s| s.streams = out);
-    worst
+    Some(worst)
 }
 
-async fn sample(shared: &Shared, dev: &Device) -> ErrorClass {
-    let Some(t) = stream_targets(dev).into_iter().next() else { return ErrorClass::Protocol };
-    match rtsp::sample(&t.uri, dev.spec.credentials(), shared.cfg.limits, shared.cfg.sample_window).await {
+async fn sample(shared: &Shared, dev: &Device) -> Option<ErrorClass> {
+    let t = stream_targets(dev).into_iter().next()?;
+    Some(match rtsp::sample(&t.uri, dev.spec.credentials(), shared.cfg.limits, shared.cfg.sample_window).await {
         Ok((_, m)) => {
             shared.cache.update(&dev.spec.id, |s| s.sample = Some(m));
             ErrorClass::Ok
@@ -340,7 +357,7 @@ async fn sample(shared: &Shared, dev: &Device) -> ErrorClass {
             log::info!("device {}: sample {}: {e}", dev.spec.id, t.profile);
             e.class()
         }
-    }
+    })
 }
 
 #[cfg(test)]
