@@ -10,6 +10,8 @@ pub mod http;
 pub mod onvif;
 pub mod rtsp;
 pub mod scheduler;
+#[allow(dead_code, reason = "site.discover/site.adopt commands will drive it")]
+pub mod wsdiscovery;
 pub mod xml;
 
 #[cfg(test)]

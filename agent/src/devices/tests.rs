@@ -279,3 +279,29 @@ fn black_holed_devices_do_not_starve_a_healthy_one() {
     });
     drop(sched);
 }
+
+#[test]
+fn unicast_ws_discovery_in_both_dialects_dedupes_by_endpoint() {
+    use super::wsdiscovery::{unicast_probe, Dialect};
+    use scs_testkit::fakes::wsdiscovery::{DiscoveryOpts, FakeDiscovery};
+    for (dialect_2009, dialect) in [(false, Dialect::V2005), (true, Dialect::V2009)] {
+        for metadata_version in [Some(3), None] {
+            let fake =
+                FakeDiscovery::start(DiscoveryOpts { dialect_2009, metadata_version, repeats: 3, ..DiscoveryOpts::default() });
+            let found = smol::block_on(unicast_probe(fake.addr(), dialect, Duration::from_millis(500))).unwrap();
+            assert_eq!(found.len(), 1, "three identical answers, one device: {found:?}");
+            let m = found.first().unwrap();
+            assert_eq!(m.endpoint, "urn:uuid:4f1a2b3c-0000-4000-8000-00408c123456");
+            assert_eq!(m.xaddrs, ["http://192.0.2.1/onvif/device_service", "http://127.0.0.1:8080/onvif/device_service"]);
+            assert!(m.types.iter().any(|t| t.ends_with("NetworkVideoTransmitter")));
+            assert!(m.scopes.contains(&"onvif://www.onvif.org/hardware/FC-1080".to_owned()));
+            assert_eq!(m.metadata_version, metadata_version);
+        }
+    }
+    // Nobody answers: a timeout, in bounded time.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let start = Instant::now();
+    let e = smol::block_on(unicast_probe(silent.local_addr().unwrap(), Dialect::V2005, Duration::from_millis(300))).unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Timeout);
+    assert!(start.elapsed() < Duration::from_secs(2));
+}

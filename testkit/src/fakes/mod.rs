@@ -5,6 +5,7 @@
 pub mod http;
 pub mod onvif;
 pub mod rtsp;
+pub mod wsdiscovery;
 
 use base64::Engine as _;
 use md5::Digest as _;
