@@ -255,8 +255,8 @@ fn wrong_password_backs_off_hard_and_never_retries_in_a_loop() {
 
 #[test]
 fn black_holed_devices_do_not_starve_a_healthy_one() {
-    // 64 devices that accept and never answer, at concurrency 4: the healthy camera still gets its
-    // management round within a few intervals.
+    // 64 devices that accept and never answer, at the default concurrency (16): the healthy camera
+    // still gets its management round within a few rounds of the black holes' timeouts.
     let holes: Vec<FakeOnvif> =
         (0..64).map(|_| FakeOnvif::start(OnvifOpts { misbehave: Misbehave::Silent, ..OnvifOpts::default() })).collect();
     let rtsp = FakeRtsp::start(RtspOpts::default());
@@ -265,7 +265,7 @@ fn black_holed_devices_do_not_starve_a_healthy_one() {
         holes.iter().enumerate().map(|(i, h)| spec(&format!("hole-{i}"), h.target(), Driver::Onvif, "cam-pass")).collect();
     specs.push(spec("cam-ok", cam.target(), Driver::Onvif, "cam-pass"));
     let cache = StateCache::default();
-    let cfg = SchedulerConfig { concurrency: 4, ..fast_config() };
+    let cfg = SchedulerConfig { concurrency: 16, ..fast_config() };
     let sched = Scheduler::start(specs, cfg, cache.clone()).unwrap();
     wait(&cache, "healthy camera identity", |c| c.get("cam-ok").is_some_and(|s| s.identity.is_some()));
     wait(&cache, "black holes classified as timeouts", |c| {
@@ -277,6 +277,23 @@ fn black_holed_devices_do_not_starve_a_healthy_one() {
         let snap = c.snapshot();
         snap.len() == 65 && snap.values().all(|s| s.last.get(Tier::Reach.as_str()).is_some_and(|r| r.ts_ms >= fresh))
     });
+    // The telemetry collector reads the cache: 65 devices, 64 of them hanging, cost no waiting.
+    let configs: Vec<crate::config::DeviceConfig> = (0..64)
+        .map(|i| format!("hole-{i}"))
+        .chain(["cam-ok".to_owned()])
+        .map(|id| crate::config::DeviceConfig {
+            id,
+            device_type: "CAMERA".into(),
+            address: Some("127.0.0.1:1".into()),
+            ..Default::default()
+        })
+        .collect();
+    let mut collector = crate::collect::devices::Devices::new(&configs, cache.clone());
+    let start = Instant::now();
+    let mut report = crate::collect::Report::default();
+    crate::collect::Collector::collect(&mut collector, &mut report).unwrap();
+    assert!(start.elapsed() < Duration::from_millis(50), "collect took {:?}", start.elapsed());
+    assert_eq!(report.children.len(), 65);
     drop(sched);
 }
 
