@@ -6,6 +6,8 @@
 //! Every probe result carries an [`ErrorClass`]: "auth broken" and "down" are different states.
 
 pub mod digest;
+#[allow(dead_code, reason = "NVR metrics and the scheduler's hikvision tier come next")]
+pub mod hikvision;
 pub mod http;
 pub mod onvif;
 pub mod rtsp;

@@ -322,3 +322,28 @@ fn unicast_ws_discovery_in_both_dialects_dedupes_by_endpoint() {
     assert_eq!(e.class(), ErrorClass::Timeout);
     assert!(start.elapsed() < Duration::from_secs(2));
 }
+
+#[test]
+fn hikvision_isapi_identity_status_and_disks_with_digest() {
+    use super::hikvision::Client as Isapi;
+    use scs_testkit::fakes::isapi::{FakeIsapi, IsapiOpts};
+    let nvr = FakeIsapi::start(IsapiOpts::default());
+    let creds = Credentials { user: "admin", pass: "nvr-pass" };
+    let mut c = Isapi::new(&nvr.target(), Some(creds), limits(3000));
+    let id = smol::block_on(c.device_info()).unwrap();
+    assert_eq!(id.model, "DS-7608NI-K2/8P");
+    assert_eq!(id.firmware, "V4.30.085 build 210528");
+    assert!(id.serial.starts_with("DS-7608NI"));
+    let st = smol::block_on(c.status()).unwrap();
+    assert_eq!((st.cpu_pct, st.uptime_s), (Some(17.0), Some(86_400)));
+    assert_eq!((st.mem_used_mb, st.mem_free_mb), (Some(210.5), Some(301.5)));
+    let hdds = smol::block_on(c.storage()).unwrap();
+    let summary: Vec<_> = hdds.iter().map(|h| (h.id.as_str(), h.status.as_str(), h.free_mb)).collect();
+    assert_eq!(summary, [("1", "ok", Some(120_000)), ("2", "error", Some(0))]);
+    assert_eq!(nvr.auth_failures.load(Ordering::SeqCst), 0, "digest state reused with increasing nc");
+
+    let mut bad = Isapi::new(&nvr.target(), Some(BAD), limits(3000));
+    let e = smol::block_on(bad.device_info()).unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Auth, "{e}");
+    assert_eq!(nvr.auth_failures.load(Ordering::SeqCst), 1);
+}

@@ -3,6 +3,7 @@
 //! stopped when its handle drops.
 
 pub mod http;
+pub mod isapi;
 pub mod onvif;
 pub mod rtsp;
 pub mod wsdiscovery;
