@@ -55,6 +55,10 @@ pub const WELL_KNOWN: &[(u16, &str)] = &[
     (74, "device.clock_offset_s"),
     (75, "camera.stream_ok"), // label: media profile token
     (76, "camera.rtp_loss_pct"),
+    (77, "device.cpu_pct"),
+    (78, "device.mem_used_pct"),
+    (79, "device.uptime_secs"),
+    (80, "nvr.hdd_ok"), // label: disk id
 ];
 
 pub fn name_of(id: u16) -> Option<&'static str> {

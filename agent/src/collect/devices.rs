@@ -67,6 +67,29 @@ impl Collector for Devices {
                     metrics.push(Metric::labelled("camera.stream_ok", label(&st.profile), i64::from(c == ErrorClass::Ok)));
                 }
             }
+            if let Some(h) = &s.health {
+                if let Some(v) = h.cpu_pct {
+                    metrics.push(Metric::new("device.cpu_pct", v));
+                }
+                if let (Some(used), Some(free)) = (h.mem_used_mb, h.mem_free_mb) {
+                    if used + free > 0.0 {
+                        metrics.push(Metric::new("device.mem_used_pct", (used * 1000.0 / (used + free)).round() / 10.0));
+                    }
+                }
+                if let Some(u) = h.uptime_s {
+                    metrics.push(Metric::new("device.uptime_secs", u));
+                }
+            }
+            for d in &s.hdds {
+                let ok = d.status.eq_ignore_ascii_case("ok");
+                metrics.push(Metric::labelled("nvr.hdd_ok", label(&d.id), i64::from(ok)));
+                if let (Some(cap), Some(free)) = (d.capacity_mb, d.free_mb) {
+                    if cap > 0 {
+                        let used = (cap.saturating_sub(free)) as f64 * 1000.0 / cap as f64;
+                        metrics.push(Metric::labelled("nvr.disk_used_pct", label(&d.id), used.round() / 10.0));
+                    }
+                }
+            }
             if let Some(m) = s.sample {
                 metrics.push(Metric::new("camera.fps", (m.fps * 10.0).round() / 10.0));
                 metrics.push(Metric::new("camera.bitrate_kbps", m.kbit_s.round()));

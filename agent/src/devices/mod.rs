@@ -6,7 +6,6 @@
 //! Every probe result carries an [`ErrorClass`]: "auth broken" and "down" are different states.
 
 pub mod digest;
-#[allow(dead_code, reason = "NVR metrics and the scheduler's hikvision tier come next")]
 pub mod hikvision;
 pub mod http;
 pub mod onvif;
@@ -229,6 +228,10 @@ pub struct DeviceState {
     pub clock_offset_s: Option<i64>,
     pub snapshot_uri: Option<String>,
     pub streams: Vec<StreamInfo>,
+    /// CPU, memory and uptime where the device reports them (ISAPI System/status).
+    pub health: Option<hikvision::Status>,
+    /// NVR disks (ISAPI ContentMgmt/Storage).
+    pub hdds: Vec<hikvision::Hdd>,
     /// Last sampled PLAY of the first stream.
     pub sample: Option<rtsp::Sample>,
     /// Set after an authentication failure; cleared by the next authenticated success.

@@ -18,7 +18,7 @@ use smol::lock::Semaphore;
 use smol::{LocalExecutor, Timer};
 
 use super::http::{self, Limits};
-use super::{onvif, rtsp, DeviceSpec, Driver, ErrorClass, ProbeResult, StateCache, StreamInfo, Tier};
+use super::{hikvision, onvif, rtsp, DeviceSpec, Driver, ErrorClass, ProbeResult, StateCache, StreamInfo, Tier};
 
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
@@ -127,8 +127,9 @@ fn tiers_for(driver: Driver, cfg: &SchedulerConfig) -> Vec<Tier> {
     match driver {
         Driver::Onvif | Driver::Auto => t.extend([Tier::Management, Tier::Stream]),
         Driver::Rtsp => t.push(Tier::Stream),
-        // Vendor management drivers are not wired into the scheduler yet: reach only.
-        Driver::Hikvision | Driver::Dahua | Driver::Reach => {}
+        Driver::Hikvision => t.push(Tier::Management),
+        // Dahua CGI is not implemented yet: reach only.
+        Driver::Dahua | Driver::Reach => {}
     }
     if cfg.sample.is_some() && t.contains(&Tier::Stream) {
         t.push(Tier::Sample);
@@ -264,6 +265,9 @@ async fn run_tier(shared: &Shared, dev: &Device, tier: Tier) -> Option<ProbeResu
 }
 
 async fn management(shared: &Shared, dev: &Device) -> ErrorClass {
+    if dev.spec.driver == Driver::Hikvision {
+        return isapi_management(shared, dev).await;
+    }
     let spec = &dev.spec;
     let mut client = onvif::Client::new(&spec.target, spec.credentials(), shared.cfg.limits);
     // The whole round is bounded too: a device answering each call just under the per-call timeout
@@ -287,6 +291,37 @@ async fn management(shared: &Shared, dev: &Device) -> ErrorClass {
                 s.clock_offset_s = Some(m.clock_offset_s);
                 s.snapshot_uri = m.snapshot_uri;
                 s.streams = streams;
+            });
+            ErrorClass::Ok
+        }
+        Some(Err(e)) => {
+            log::info!("device {}: management: {e}", spec.id);
+            e.class()
+        }
+    }
+}
+
+async fn isapi_management(shared: &Shared, dev: &Device) -> ErrorClass {
+    let spec = &dev.spec;
+    let mut c = hikvision::Client::new(&spec.target, spec.credentials(), shared.cfg.limits);
+    let round = async {
+        let identity = c.device_info().await?;
+        let health = c.status().await?;
+        // Cameras have no ContentMgmt: a 404 there is not a failure of the device.
+        let hdds = match c.storage().await {
+            Ok(h) => h,
+            Err(e) if e.class() == ErrorClass::Fault => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        Ok::<_, hikvision::IsapiError>((identity, health, hdds))
+    };
+    match http::until(Instant::now() + shared.cfg.limits.timeout.saturating_mul(3), round).await {
+        None => ErrorClass::Timeout,
+        Some(Ok((identity, health, hdds))) => {
+            shared.cache.update(&spec.id, |s| {
+                s.identity = Some(identity);
+                s.health = Some(health);
+                s.hdds = hdds;
             });
             ErrorClass::Ok
         }

@@ -347,3 +347,33 @@ fn hikvision_isapi_identity_status_and_disks_with_digest() {
     assert_eq!(e.class(), ErrorClass::Auth, "{e}");
     assert_eq!(nvr.auth_failures.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn scheduler_reads_an_isapi_nvr_and_the_collector_reports_its_disks() {
+    use scs_testkit::fakes::isapi::{FakeIsapi, IsapiOpts};
+    let nvr = FakeIsapi::start(IsapiOpts::default());
+    let cache = StateCache::default();
+    let sched =
+        Scheduler::start(vec![spec("nvr-1", nvr.target(), Driver::Hikvision, "nvr-pass")], fast_config(), cache.clone()).unwrap();
+    wait(&cache, "NVR identity and disks", |c| c.get("nvr-1").is_some_and(|s| s.identity.is_some() && s.hdds.len() == 2));
+    let cfg = crate::config::DeviceConfig {
+        id: "nvr-1".into(),
+        device_type: "NVR".into(),
+        address: Some(nvr.target()),
+        ..Default::default()
+    };
+    let mut collector = crate::collect::devices::Devices::new(&[cfg], cache.clone());
+    let mut report = crate::collect::Report::default();
+    crate::collect::Collector::collect(&mut collector, &mut report).unwrap();
+    let m = &report.children.first().unwrap().metrics;
+    let v = |n: &str, l: Option<&str>| crate::collect::fixture::value(m, n, l);
+    assert_eq!(v("device.online", None), Some(1.0));
+    assert_eq!(v("device.cpu_pct", None), Some(17.0));
+    assert_eq!(v("device.uptime_secs", None), Some(86_400.0));
+    assert_eq!(v("nvr.hdd_ok", Some("1")), Some(1.0));
+    assert_eq!(v("nvr.hdd_ok", Some("2")), Some(0.0));
+    assert_eq!(v("nvr.disk_used_pct", Some("1")), Some(96.9));
+    assert_eq!(v("device.probe_class", Some("management")), Some(0.0));
+    assert_eq!(v("device.auth_ok", None), Some(1.0));
+    drop(sched);
+}
