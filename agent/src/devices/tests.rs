@@ -377,3 +377,22 @@ fn scheduler_reads_an_isapi_nvr_and_the_collector_reports_its_disks() {
     assert_eq!(v("device.auth_ok", None), Some(1.0));
     drop(sched);
 }
+
+#[test]
+fn config_driver_is_validated_and_the_password_never_printed() {
+    let text = |driver: &str| {
+        format!("gateway_id = \"gw\"\n[[devices]]\nid = \"cam-1\"\ntype = \"CAMERA\"\naddress = \"127.0.0.1:80\"\ndriver = \"{driver}\"\nusername = \"u\"\npassword = \"pw-cam\"\n")
+    };
+    for d in ["onvif", "hikvision", "dahua", "rtsp", "auto"] {
+        let cfg = crate::config::parse(&text(d)).unwrap();
+        crate::config::validate(&cfg).unwrap();
+        assert!(crate::config::unknown_keys(&text(d)).is_empty());
+        let d0 = cfg.devices.first().unwrap();
+        let spec = DeviceSpec::from_config(d0, Driver::parse(d0.driver.as_deref().unwrap()).unwrap()).unwrap();
+        assert!(!format!("{spec:?}").contains("pw-cam"));
+        assert!(!crate::config::redacted_toml(&cfg).contains("pw-cam"));
+    }
+    let cfg = crate::config::parse(&text("axis")).unwrap();
+    let e = crate::config::validate(&cfg).unwrap_err().to_string();
+    assert!(e.contains("cam-1") && e.contains("driver"), "{e}");
+}
