@@ -228,6 +228,9 @@ pub struct DeviceConfig {
     pub model: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
+    /// Probe driver: `onvif`, `hikvision`, `dahua`, `rtsp` or `auto`; absent = reachability only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
     /// Credentials for the device's own API (used by device probes and commands).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
@@ -338,6 +341,7 @@ pub fn unknown_keys(text: &str) -> Vec<String> {
         vendor: Some(String::new()),
         model: Some(String::new()),
         serial: Some(String::new()),
+        driver: Some(String::new()),
         username: Some(String::new()),
         password: Some(Secret::default()),
         ..Default::default()
@@ -452,6 +456,9 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
         SensorType::validate(&d.device_type).map_err(|source| ConfigError::Device { device: d.id.clone(), source })?;
         if d.id == cfg.gateway_id || !seen.insert(d.id.as_str()) {
             return bad(format!("device id {:?} is used twice (or equals the gateway id)", d.id));
+        }
+        if crate::devices::Driver::parse(d.driver.as_deref().unwrap_or("")).is_none() {
+            return bad(format!("device {}: driver must be onvif, hikvision, dahua, rtsp or auto", d.id));
         }
         if d.attrs.len() > scs_protocol::limits::MAX_ATTRS_PER_SENSOR - 8 {
             return bad(format!("device {}: too many attrs", d.id));

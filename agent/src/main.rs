@@ -9,6 +9,7 @@ mod commands;
 mod config;
 mod context;
 mod db;
+mod devices;
 mod identity;
 mod inventory;
 mod logging;

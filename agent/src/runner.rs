@@ -43,7 +43,7 @@ pub enum RunError {
 }
 
 /// Builds the collectors from the config.
-pub fn collectors(cfg: &Config, ctx: &AgentContext) -> Collectors {
+pub fn collectors(cfg: &Config, ctx: &AgentContext, device_state: &crate::devices::StateCache) -> Collectors {
     let roots = Roots { proc: cfg.collect.proc_root.clone(), sys: cfg.collect.sys_root.clone() };
     let queue = ctx.queue.clone();
     let metrics = ctx.metrics.clone();
@@ -70,11 +70,7 @@ pub fn collectors(cfg: &Config, ctx: &AgentContext) -> Collectors {
         Box::new(uptime::Uptime::new(&roots)),
         Box::new(network::Network::new(&roots, &cfg.collect.interfaces)),
         Box::new(AgentHealth::new(&roots, ctx.started, Box::new(counters))),
-        Box::new(devices::Devices::new(
-            &cfg.devices,
-            Duration::from_millis(cfg.collect.probe_timeout_ms),
-            cfg.collect.probe_concurrency,
-        )),
+        Box::new(devices::Devices::new(&cfg.devices, device_state.clone())),
     ];
     Collectors::new(list)
 }
@@ -241,7 +237,11 @@ pub fn run(o: &Overrides) -> Result<(), RunError> {
 pub fn telemetry_loop(ctx: &AgentContext) {
     let cfg = &ctx.config;
     let roots = Roots { proc: cfg.collect.proc_root.clone(), sys: cfg.collect.sys_root.clone() };
-    let mut collectors = collectors(cfg, ctx);
+    // Device probes run on their own thread; the collector below only reads their cached results,
+    // so a dead camera never delays this loop or the watchdog.
+    let device_state = crate::devices::StateCache::default();
+    let _probes = crate::devices::start(cfg, Duration::from_secs(ctx.settings.interval_secs()), &device_state);
+    let mut collectors = collectors(cfg, ctx, &device_state);
     let mut announcer = Announcer::new(&ctx.gateway_id, ctx.boot);
     let agent_info = inventory::agent_info(&roots);
     if let Err(e) = announcer.announce(&ctx.queue, inventory::sensors(cfg), agent_info.clone()) {
