@@ -457,7 +457,7 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
         if d.id == cfg.gateway_id || !seen.insert(d.id.as_str()) {
             return bad(format!("device id {:?} is used twice (or equals the gateway id)", d.id));
         }
-        if crate::devices::Driver::parse(d.driver.as_deref().unwrap_or("")).is_none() {
+        if Driver::parse(d.driver.as_deref().unwrap_or("")).is_none() {
             return bad(format!("device {}: driver must be onvif, hikvision, dahua, rtsp or auto", d.id));
         }
         if d.attrs.len() > scs_protocol::limits::MAX_ATTRS_PER_SENSOR - 8 {
@@ -465,6 +465,33 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// Which protocol family talks to a device (`driver = ...` in `[[devices]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    Onvif,
+    Hikvision,
+    Dahua,
+    Rtsp,
+    /// ONVIF first; vendor APIs are tried when ONVIF is absent.
+    Auto,
+    /// No driver configured: reachability only.
+    Reach,
+}
+
+impl Driver {
+    pub fn parse(s: &str) -> Option<Driver> {
+        Some(match s {
+            "onvif" => Driver::Onvif,
+            "hikvision" => Driver::Hikvision,
+            "dahua" => Driver::Dahua,
+            "rtsp" => Driver::Rtsp,
+            "auto" => Driver::Auto,
+            "" | "none" | "tcp" => Driver::Reach,
+            _ => return None,
+        })
+    }
 }
 
 /// The effective config as TOML with every secret shown as `<redacted>`.

@@ -22,34 +22,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+pub use crate::config::Driver;
 use crate::config::{Config, DeviceConfig};
-
-/// Which protocol family talks to a device (`driver = ...` in `[[devices]]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Driver {
-    Onvif,
-    Hikvision,
-    Dahua,
-    Rtsp,
-    /// ONVIF first; vendor APIs are tried when ONVIF is absent.
-    Auto,
-    /// No driver configured: reachability only.
-    Reach,
-}
-
-impl Driver {
-    pub fn parse(s: &str) -> Option<Driver> {
-        Some(match s {
-            "onvif" => Driver::Onvif,
-            "hikvision" => Driver::Hikvision,
-            "dahua" => Driver::Dahua,
-            "rtsp" => Driver::Rtsp,
-            "auto" => Driver::Auto,
-            "" | "none" | "tcp" => Driver::Reach,
-            _ => return None,
-        })
-    }
-}
 
 /// One device as the probes see it, built from the config.
 #[derive(Clone, PartialEq)]
