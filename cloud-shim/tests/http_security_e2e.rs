@@ -438,6 +438,8 @@ fn errors_are_json_and_expiry_is_validated() {
 fn non_finite_metric_values_are_refused() {
     let shim = Shim::start(ShimOpts::default());
     let api = shim.api();
+    // A provisioned gateway signing its uplinks, so the refusal can only come from the values.
+    let gw = shim.add_gateway("gw-inf");
     let t = topic("gw-inf", TopicKind::Telemetry);
     let mut messages = Vec::new();
     for (seq, v) in [(1u64, f64::INFINITY), (2, f64::NEG_INFINITY), (3, f64::NAN), (4, 21.5)] {
@@ -447,7 +449,7 @@ fn non_finite_metric_values_are_refused() {
             ts: 1_700_000_000_000 + seq,
             metrics: vec![Metric::new("temp.c", v)],
         });
-        messages.push((t.clone(), encode(&b)));
+        messages.push((t.clone(), gw.sign(&t, &encode(&b))));
     }
     let mut e = minicbor::Encoder::new(Vec::new());
     e.array(messages.len() as u64).expect("cbor");

@@ -44,16 +44,23 @@ fn fleet_summarises_every_gateway_in_one_request() {
     let shim = Shim::start(ShimOpts::default());
     let api = shim.api();
     let (ta, tb) = (topic("gw-a", TopicKind::Telemetry), topic("gw-b", TopicKind::Telemetry));
+    let (ia, ib) = (topic("gw-a", TopicKind::Inventory), topic("gw-b", TopicKind::Inventory));
+    // Uplinks are accepted only when signed by their provisioned gateway; the junk is signed too, so it is
+    // refused for its content.
+    let (gw_a, gw_b) = (shim.add_gateway("gw-a"), shim.add_gateway("gw-b"));
     let body = batch(&[
-        (topic("gw-a", TopicKind::Inventory), inventory("gw-a", 1)),
-        (ta.clone(), telemetry_with_backlog("gw-a", 2, 5, None)),
-        (ta.clone(), telemetry_with_backlog("gw-a", 3, 7, Some((4, 10, 13)))),
-        (ta.clone(), b"junk".to_vec()),
-        (topic("gw-b", TopicKind::Inventory), inventory("gw-b", 1)),
-        (tb, telemetry_with_backlog("gw-b", 2, 0, None)),
+        (ia.clone(), gw_a.sign(&ia, &inventory("gw-a", 1))),
+        (ta.clone(), gw_a.sign(&ta, &telemetry_with_backlog("gw-a", 2, 5, None))),
+        (ta.clone(), gw_a.sign(&ta, &telemetry_with_backlog("gw-a", 3, 7, Some((4, 10, 13))))),
+        (ta.clone(), gw_a.sign(&ta, b"junk")),
+        (ib.clone(), gw_b.sign(&ib, &inventory("gw-b", 1))),
+        (tb.clone(), gw_b.sign(&tb, &telemetry_with_backlog("gw-b", 2, 0, None))),
     ]);
     let r = api.post("/v1/ingest", "application/cbor", &body);
     assert_eq!(r.status, 200, "{}", r.text());
+    let results = r.json()["results"].clone();
+    let statuses: Vec<&str> = results.as_array().unwrap().iter().map(|x| x["status"].as_str().unwrap_or("?")).collect();
+    assert_eq!(statuses, ["stored", "stored", "stored", "rejected", "stored", "stored"], "{results}");
 
     assert_eq!(api.with_token(None).get("/v1/fleet").status, 401, "the fleet needs the token");
     let fleet = api.get_json("/v1/fleet");
