@@ -72,6 +72,12 @@ impl GatewayCreds {
         sign1(&self.key, kid.as_bytes(), topic.as_bytes(), payload)
     }
 
+    /// Installs this gateway's bundle in an agent data dir (`scs-agent provision`), as for a gateway whose
+    /// agent is not started through [`crate::Agent`] (e.g. `scs-agent upload-file`); panics on failure.
+    pub fn install(&self, data_dir: &Path) {
+        crate::agent::provision(&self.bundle, data_dir);
+    }
+
     /// Login as this gateway on the embedded broker (client id `scs-agent-{id}` unless `client_id`).
     pub fn auth(&self, client_id: Option<&str>) -> MqttAuth {
         let id = client_id.map(str::to_owned).unwrap_or_else(|| format!("scs-agent-{}", self.id));
