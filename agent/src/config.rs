@@ -77,6 +77,8 @@ pub struct Config {
     pub commands: CommandsConfig,
     /// Artifact spool and uploads (engineer D).
     pub upload: crate::upload::UploadConfig,
+    /// Agent self-updates and image-update handoff.
+    pub update: crate::update::UpdateConfig,
     pub devices: Vec<DeviceConfig>,
 }
 
@@ -93,6 +95,7 @@ impl Default for Config {
             collect: CollectConfig::default(),
             commands: CommandsConfig::default(),
             upload: crate::upload::UploadConfig::default(),
+            update: crate::update::UpdateConfig::default(),
             devices: Vec::new(),
         }
     }

@@ -18,6 +18,7 @@ mod self_test;
 mod spool;
 mod telemetry;
 mod transport;
+mod update;
 mod upload;
 
 use std::process::ExitCode;
