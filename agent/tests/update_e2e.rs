@@ -272,10 +272,10 @@ impl Site {
     }
 
     fn send(&self, ty: &str, params: Value) -> String {
-        let r = self.shim.api().post_json(
-            &format!("/v1/gateways/{}/commands", self.gw),
-            &json!({"type": ty, "params": params, "confirm": true}),
-        );
+        let r = self
+            .shim
+            .api()
+            .post_json(&format!("/v1/gateways/{}/commands", self.gw), &json!({"type": ty, "params": params, "confirm": true}));
         assert!(r.is_success(), "create {ty}: {} {}", r.status, r.text());
         r.json()["id"].as_str().unwrap().to_string()
     }
@@ -311,11 +311,42 @@ impl Site {
     }
 }
 
+/// An offer made the release way: `scripts/build-release --gen-test-key` and `--sign-update` (OpenSSL),
+/// the agent then trusting that public key. `None` when openssl is not installed.
+fn offer_from_build_release(site: &Site, version: &str, script: &str) -> Option<Value> {
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("openssl not installed: signing in the test instead of with scripts/build-release");
+        return None;
+    }
+    let dir = site.dir.join("release");
+    let tool = workspace().join("scripts/build-release");
+    assert!(Command::new(&tool).arg("--gen-test-key").arg(&dir).status().unwrap().success());
+    let bin = dir.join("scs-agent");
+    std::fs::write(&bin, script).unwrap();
+    let ok = Command::new(&tool)
+        .env("SCS_RELEASE_KEY_FILE", dir.join("release-key.pem"))
+        .env("SCS_UPDATE_TARGET", "test")
+        .arg("--sign-update")
+        .arg(&bin)
+        .arg(version)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join(format!("scs-agent-{version}-test.update.json"))).unwrap()).unwrap();
+    let body = std::fs::read(dir.join(manifest["file"].as_str().unwrap())).unwrap();
+    std::fs::copy(dir.join("release-key.pub"), site.dir.join("release-key.pub")).unwrap();
+    let url = site.files.put(&format!("/releases/{}", manifest["file"].as_str().unwrap()), body);
+    Some(json!({"version": manifest["version"], "url": url, "size": manifest["size"], "sha256": manifest["sha256"],
+        "signature": manifest["signature"]}))
+}
+
 #[test]
 fn update_succeeds_resuming_a_cut_download() {
     let site = Site::start("gw-upd-ok", "");
     site.files.cut.store(true, Ordering::SeqCst);
-    let offer = site.offer("2.0.0", &Site::healthy_script(), None);
+    let offer = offer_from_build_release(&site, "2.0.0", &Site::healthy_script())
+        .unwrap_or_else(|| site.offer("2.0.0", &Site::healthy_script(), None));
     let id = site.send("agent.update", offer);
     let c = site.wait_terminal(&id);
     assert_eq!(c["state"], "succeeded", "{c}\n{}", site.output());
@@ -378,11 +409,12 @@ fn kill_9_at_each_step_leaves_a_working_agent() {
     let offer = site.offer("4.0.0", &script, None);
     let id = site.send("agent.update", offer.clone());
     let spool = site.data.join("spool");
-    let partial = || {
-        std::fs::read_dir(&spool).into_iter().flatten().flatten().any(|e| {
-            e.file_name().to_string_lossy().ends_with(".download") && e.metadata().map(|m| m.len() > 0).unwrap_or(false)
-        })
-    };
+    let partial =
+        || {
+            std::fs::read_dir(&spool).into_iter().flatten().flatten().any(|e| {
+                e.file_name().to_string_lossy().ends_with(".download") && e.metadata().map(|m| m.len() > 0).unwrap_or(false)
+            })
+        };
     assert!(wait_until(T, partial), "download never started");
     site.agent.kill9();
     let c = site.wait_terminal(&id);
@@ -398,10 +430,7 @@ fn kill_9_at_each_step_leaves_a_working_agent() {
     assert!(wait_until(T, || site.bin("current").exists()), "the new binary never became current");
     site.assert_working();
     // 3. After the restart into the new binary, before it confirms: abandoned, previous binary runs.
-    let slow = format!(
-        "#!/bin/sh\nexec '{}' \"$@\" --broker mqtt://127.0.0.1:9\n",
-        bin_path("scs-agent").display()
-    );
+    let slow = format!("#!/bin/sh\nexec '{}' \"$@\" --broker mqtt://127.0.0.1:9\n", bin_path("scs-agent").display());
     let id = site.send("agent.update", site.offer("4.1.0", &slow, None));
     assert!(wait_until(T, || site.bin("next.tries").exists()), "the trial never started");
     std::thread::sleep(Duration::from_millis(500));

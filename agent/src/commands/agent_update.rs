@@ -82,7 +82,11 @@ fn failed(e: impl std::fmt::Display) -> CommandError {
 pub enum Recovered {
     /// Not decided yet (this process is the new binary on trial): leave the row as it is.
     Wait,
-    Outcome { state: CommandState, result: Value, error: Option<String> },
+    Outcome {
+        state: CommandState,
+        result: Value,
+        error: Option<String>,
+    },
 }
 
 /// Decides the outcome of command `id` from the files in `{data_dir}/bin`; `None` when the layout

@@ -32,7 +32,8 @@ pub fn run(job: &Job) -> Result<Output, CommandError> {
     let size = u64::try_from(job.require_int("size")?).map_err(|_| CommandError::Failed("size must be positive".into()))?;
     let sha256 = job.require_str("sha256")?;
     let reboot = job.params.get("reboot").and_then(Value::as_bool).unwrap_or(true);
-    let tool = tool_argv(cfg).ok_or_else(|| CommandError::Failed("this image has no update tool ([update] image_tool = \"none\")".into()))?;
+    let tool = tool_argv(cfg)
+        .ok_or_else(|| CommandError::Failed("this image has no update tool ([update] image_tool = \"none\")".into()))?;
     let booted_before = if cfg.image_tool == ImageTool::Rauc { rauc_slot(job, cfg).ok().flatten() } else { None };
     let bundle = fetch(job, url, size, sha256)?;
     if let Err(e) = verify_file(&bundle, size, sha256) {
@@ -137,9 +138,10 @@ pub struct RaucStatus {
 
 impl RaucStatus {
     pub fn parse(json: &str) -> Option<RaucStatus> {
-        let v: toml::Value = json_value(json)?;
+        let v = json_value(json).filter(toml::Value::is_table)?;
         let s = |v: &toml::Value, k: &str| v.get(k).and_then(toml::Value::as_str).map(str::to_owned);
-        let mut st = RaucStatus { booted: s(&v, "booted"), boot_primary: s(&v, "boot_primary"), booted_slot: None, boot_status: None };
+        let mut st =
+            RaucStatus { booted: s(&v, "booted"), boot_primary: s(&v, "boot_primary"), booted_slot: None, boot_status: None };
         // "slots": [ { "rootfs.0": { "state": "booted", "boot_status": "good", ... } }, ... ]
         for entry in v.get("slots").and_then(toml::Value::as_array).map(Vec::as_slice).unwrap_or_default() {
             for (name, slot) in entry.as_table().into_iter().flatten() {
@@ -297,7 +299,11 @@ pub fn recovered(ctx: &AgentContext, id: &str) -> Option<Recovered> {
             ("previousSlot", Value::from(before)),
         ];
         if !before.is_empty() && slot == before {
-            (CommandState::Failed, fields, Some(format!("the gateway booted the previous slot {slot} again (bootloader fallback)")))
+            (
+                CommandState::Failed,
+                fields,
+                Some(format!("the gateway booted the previous slot {slot} again (bootloader fallback)")),
+            )
         } else if good {
             (CommandState::Succeeded, fields, None)
         } else {
@@ -308,7 +314,11 @@ pub fn recovered(ctx: &AgentContext, id: &str) -> Option<Recovered> {
             .args(cfg.swupdate_state_command.get(1..).unwrap_or_default())
             .output();
         let ustate = out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
-        let fields = vec![("tool", Value::from("swupdate")), ("ustate", Value::from(ustate.as_str())), ("markedGood", Value::Bool(ustate == "0"))];
+        let fields = vec![
+            ("tool", Value::from("swupdate")),
+            ("ustate", Value::from(ustate.as_str())),
+            ("markedGood", Value::Bool(ustate == "0")),
+        ];
         match ustate.as_str() {
             "0" => (CommandState::Succeeded, fields, None),
             "3" => (CommandState::Failed, fields, Some("SWUpdate reports the update failed (ustate 3)".into())),

@@ -52,13 +52,7 @@ pub fn spool_path(spool_dir: &Path, sha256: &str) -> PathBuf {
 /// Downloads `url` to `dest` until it holds `size` bytes, resuming from what is already there;
 /// transient errors are retried with backoff until `stop()` says the job must end. Returns the bytes
 /// this call fetched.
-pub fn download(
-    cfg: &UploadConfig,
-    url: &str,
-    dest: &Path,
-    size: u64,
-    stop: &dyn Fn() -> bool,
-) -> Result<u64, DownloadError> {
+pub fn download(cfg: &UploadConfig, url: &str, dest: &Path, size: u64, stop: &dyn Fn() -> bool) -> Result<u64, DownloadError> {
     let agent = crate::upload::http::build_agent(cfg)?;
     let mut backoff = Duration::from_millis(500);
     let max_backoff = Duration::from_secs(cfg.retry_max_secs.max(1));
@@ -75,7 +69,9 @@ pub fn download(
         let last = match fetch_from(&agent, url, dest, have, size, &mut fetched) {
             Ok(()) => continue,
             Err(e @ (DownloadError::TooLong { .. } | DownloadError::File { .. })) => return Err(e),
-            Err(DownloadError::Status { status, .. }) if (400..500).contains(&status) && status != 408 && status != 429 && status != 416 => {
+            Err(DownloadError::Status { status, .. })
+                if (400..500).contains(&status) && status != 408 && status != 429 && status != 416 =>
+            {
                 return Err(DownloadError::Status { url: url.to_owned(), status })
             }
             Err(e) => e.to_string(),
@@ -93,14 +89,7 @@ pub fn download(
 }
 
 /// One GET from offset `have`; appends what arrives (flushed to disk as it comes).
-fn fetch_from(
-    agent: &ureq::Agent,
-    url: &str,
-    dest: &Path,
-    have: u64,
-    size: u64,
-    fetched: &mut u64,
-) -> Result<(), DownloadError> {
+fn fetch_from(agent: &ureq::Agent, url: &str, dest: &Path, have: u64, size: u64, fetched: &mut u64) -> Result<(), DownloadError> {
     let mut req = agent.get(url);
     if have > 0 {
         req = req.header("Range", &format!("bytes={have}-"));
@@ -118,6 +107,11 @@ fn fetch_from(
         _ => return Err(DownloadError::Status { url: url.to_owned(), status }),
     };
     let want = size - start;
+    let declared = resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > want) {
+        // A different (larger) file than the one offered: retrying cannot help.
+        return Err(DownloadError::TooLong { url: url.to_owned(), size });
+    }
     // One byte more than wanted, to notice a server that sends too much.
     let mut body = resp.body_mut().with_config().limit(want + 1).reader();
     let mut buf = vec![0u8; 64 * 1024];

@@ -53,13 +53,8 @@ impl Layout {
         let target = self.path(&format!("scs-agent-{version}"));
         let tmp = self.path(&format!(".scs-agent-{version}.tmp"));
         let mut src = File::open(from).map_err(err("opening", from))?;
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o755)
-            .open(&tmp)
-            .map_err(err("creating", &tmp))?;
+        let mut out =
+            OpenOptions::new().write(true).create(true).truncate(true).mode(0o755).open(&tmp).map_err(err("creating", &tmp))?;
         io::copy(&mut src, &mut out).map_err(err("writing", &tmp))?;
         out.set_permissions(fs::Permissions::from_mode(0o755)).map_err(err("chmod", &tmp))?;
         out.sync_all().map_err(err("syncing", &tmp))?;
@@ -129,9 +124,7 @@ impl Layout {
 
     pub fn pending(&self) -> Option<Pending> {
         let text = read_small(&self.path("pending"))?;
-        let field = |k: &str| {
-            text.lines().find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('='))).map(str::to_owned)
-        };
+        let field = |k: &str| text.lines().find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('='))).map(str::to_owned);
         Some(Pending {
             command_id: field("command")?,
             version: field("version")?,

@@ -169,31 +169,14 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Decodes lower- or upper-case hex.
-pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    let t = text.trim().as_bytes();
-    if t.len() % 2 != 0 {
-        return None;
-    }
-    t.chunks(2)
-        .map(|p| {
-            let s = std::str::from_utf8(p).ok()?;
-            u8::from_str_radix(s, 16).ok()
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn base64_and_hex() {
+    fn base64() {
         assert_eq!(base64_decode("aGVsbG8=").as_deref(), Some(&b"hello"[..]));
         assert_eq!(base64_decode("aGVsbG8\n").as_deref(), Some(&b"hello"[..]));
         assert_eq!(base64_decode("a*"), None);
-        assert_eq!(hex_decode("00ff10").as_deref(), Some(&[0u8, 255, 16][..]));
-        assert_eq!(hex_decode("0"), None);
-        assert_eq!(hex_decode("zz"), None);
     }
 }
