@@ -9,7 +9,11 @@ pub const USAGE: &str = "\
 usage: scs-agent <command> [flags]
 
 commands:
-  run            collect telemetry and publish it (default config /etc/scs/agent.toml)
+  run            collect telemetry and publish it (default config /etc/scs/agent.toml); the gateway id,
+                 broker, credentials and keys come from {data-dir}/identity.toml
+  provision BUNDLE --data-dir DIR
+                 check a provisioning bundle (from `scs-cloud-shim gateways add`) and install it as
+                 DIR/identity.toml (DIR mode 0700, file 0600)
   self-test      check SQLite, CBOR, TLS crypto and the config parser; prints \"N passed, N failed\"
   print-config   print the effective configuration (secrets redacted) and exit
   version        print the agent version
@@ -23,6 +27,8 @@ flags (run, print-config; they override the config file):
   --interval-secs N      telemetry interval
   --api-url URL          cloud HTTP API base URL (artifact uploads)
   --log-level FILTER     e.g. info, debug, scs_agent=debug (RUST_LOG overrides)
+  --insecure-no-identity run without identity.toml: unsigned messages, unverified commands and
+                         receipts (development only; never on a real network)
 ";
 
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +37,7 @@ pub enum Command {
     SelfTest,
     Version,
     PrintConfig(Overrides),
+    Provision { bundle: PathBuf, data_dir: PathBuf },
     Help,
 }
 
@@ -47,16 +54,36 @@ pub enum CliError {
 }
 
 pub fn parse(args: &[String]) -> Result<Command, CliError> {
-    let Some(cmd) = args.first() else { return Ok(Command::Help) };
-    let rest = &args[1..];
+    let Some((cmd, rest)) = args.split_first() else { return Ok(Command::Help) };
     match cmd.as_str() {
         "run" => Ok(Command::Run(parse_flags(rest)?)),
         "print-config" => Ok(Command::PrintConfig(parse_flags(rest)?)),
+        "provision" => parse_provision(rest),
         "self-test" => Ok(Command::SelfTest),
         "version" | "--version" | "-V" => Ok(Command::Version),
         "help" | "--help" | "-h" => Ok(Command::Help),
         other => Err(CliError::UnknownCommand(other.to_owned())),
     }
+}
+
+fn parse_provision(args: &[String]) -> Result<Command, CliError> {
+    let mut bundle = None;
+    let mut data_dir = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        if let Some(v) = arg.strip_prefix("--data-dir=") {
+            data_dir = Some(PathBuf::from(v));
+        } else if arg == "--data-dir" {
+            data_dir = Some(PathBuf::from(it.next().ok_or_else(|| CliError::MissingValue(arg.clone()))?));
+        } else if arg.starts_with("--") || bundle.is_some() {
+            return Err(CliError::UnknownFlag(arg.clone()));
+        } else {
+            bundle = Some(PathBuf::from(arg));
+        }
+    }
+    let bundle = bundle.ok_or_else(|| CliError::MissingValue("provision BUNDLE".into()))?;
+    let data_dir = data_dir.ok_or_else(|| CliError::MissingValue("--data-dir".into()))?;
+    Ok(Command::Provision { bundle, data_dir })
 }
 
 fn parse_flags(args: &[String]) -> Result<Overrides, CliError> {
@@ -67,6 +94,10 @@ fn parse_flags(args: &[String]) -> Result<Overrides, CliError> {
             Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
             _ => (arg.clone(), None),
         };
+        if flag == "--insecure-no-identity" && inline.is_none() {
+            o.insecure_no_identity = true;
+            continue;
+        }
         let known =
             ["--config", "--gateway-id", "--broker", "--ca-file", "--data-dir", "--interval-secs", "--api-url", "--log-level"];
         if !known.contains(&flag.as_str()) {
@@ -122,5 +153,24 @@ mod tests {
         assert_eq!(parse(&args("self-test")), Ok(Command::SelfTest));
         assert_eq!(parse(&[]), Ok(Command::Help));
         assert!(matches!(parse(&args("print-config --config /x.toml")), Ok(Command::PrintConfig(_))));
+    }
+
+    #[test]
+    fn provision_and_insecure_flag() {
+        assert_eq!(
+            parse(&args("provision /b.toml --data-dir /var/lib/x")),
+            Ok(Command::Provision { bundle: "/b.toml".into(), data_dir: "/var/lib/x".into() })
+        );
+        assert_eq!(
+            parse(&args("provision --data-dir=/d /b.toml")),
+            Ok(Command::Provision { bundle: "/b.toml".into(), data_dir: "/d".into() })
+        );
+        assert!(matches!(parse(&args("provision /b.toml")), Err(CliError::MissingValue(_))));
+        assert!(matches!(parse(&args("provision --data-dir /d")), Err(CliError::MissingValue(_))));
+        assert!(matches!(parse(&args("provision /a /b --data-dir /d")), Err(CliError::UnknownFlag(_))));
+        let Ok(Command::Run(o)) = parse(&args("run --insecure-no-identity --data-dir /d")) else { panic!("run") };
+        assert!(o.insecure_no_identity);
+        let Ok(Command::Run(o)) = parse(&args("run --data-dir /d")) else { panic!("run") };
+        assert!(!o.insecure_no_identity);
     }
 }

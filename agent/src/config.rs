@@ -1,21 +1,14 @@
 //! Agent configuration: built-in defaults, then the TOML file, then command-line flags (each layer
 //! overrides the one before). Secrets are wrapped in [`Secret`] so printing the effective config
 //! (`print-config`, the remote "read config" command, log bundles) never shows them.
-//!
-//! Also owns the `settings` table: values changed remotely at run time (the telemetry interval) are
-//! persisted there and win over the file until changed again.
+//! Values changed remotely at run time live in `settings.rs`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, OptionalExtension};
 use scs_protocol::ids::validate_id;
 use scs_protocol::SensorType;
 use serde::{Deserialize, Serialize, Serializer};
-
-use crate::context::AgentContext;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/scs/agent.toml";
 pub const MIN_INTERVAL_SECS: u64 = 1;
@@ -30,8 +23,12 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid config: {0}")]
     Invalid(String),
-    #[error("settings table in {path}: {source}")]
-    Settings { path: PathBuf, source: rusqlite::Error },
+    #[error("invalid config: {0}")]
+    Id(#[source] scs_protocol::ProtocolError),
+    #[error("invalid config: device {device}: {source}")]
+    Device { device: String, source: scs_protocol::ProtocolError },
+    #[error(transparent)]
+    Identity(Box<crate::identity::IdentityError>),
 }
 
 /// A value that must not be printed: serializes and debug-prints as `<redacted>`.
@@ -75,7 +72,7 @@ pub struct Config {
     pub log: LogConfig,
     pub collect: CollectConfig,
     pub commands: CommandsConfig,
-    /// Artifact spool and uploads (engineer D).
+    /// Artifact spool and uploads.
     pub upload: crate::upload::UploadConfig,
     /// Agent self-updates and image-update handoff.
     pub update: crate::update::UpdateConfig,
@@ -277,10 +274,8 @@ impl DeviceConfig {
         let has_port = if let Some(rest) = addr.strip_prefix('[') { rest.contains("]:") } else { addr.matches(':').count() == 1 };
         if has_port {
             Some(addr.to_owned())
-        } else if addr.contains(':') && !addr.starts_with('[') {
-            Some(format!("[{addr}]:{}", self.port.unwrap_or(80)))
         } else {
-            Some(format!("{addr}:{}", self.port.unwrap_or(80)))
+            Some(crate::net_probe::host_port(addr, self.port.unwrap_or(80)))
         }
     }
 }
@@ -296,6 +291,8 @@ pub struct Overrides {
     pub interval_secs: Option<u64>,
     pub api_url: Option<String>,
     pub log_level: Option<String>,
+    /// `--insecure-no-identity`: run without a provisioned identity (unsigned messages; development only).
+    pub insecure_no_identity: bool,
 }
 
 /// Where the effective configuration came from, for the startup log line.
@@ -305,8 +302,17 @@ pub enum Source {
     DefaultsOnly,
 }
 
-/// Loads defaults < file < flags and validates the result.
+/// Loads defaults < file < flags and validates the result (`identity::load_config` adds the identity).
+#[cfg(test)]
 pub fn load(o: &Overrides) -> Result<(Config, Source), ConfigError> {
+    load_with(o, |_| Ok(()))
+}
+
+/// Like [`load`], with `between` applied after the file and before the flags (the installed identity).
+pub fn load_with(
+    o: &Overrides,
+    between: impl FnOnce(&mut Config) -> Result<(), ConfigError>,
+) -> Result<(Config, Source), ConfigError> {
     let (mut cfg, source) = match &o.config {
         Some(p) => (read_file(p)?, Source::File(p.clone())),
         None => {
@@ -318,6 +324,7 @@ pub fn load(o: &Overrides) -> Result<(Config, Source), ConfigError> {
             }
         }
     };
+    between(&mut cfg)?;
     apply(&mut cfg, o);
     if cfg.gateway_id.is_empty() {
         cfg.gateway_id = hostname_id(&cfg.collect.proc_root).unwrap_or_default();
@@ -426,7 +433,7 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
     if cfg.gateway_id.is_empty() {
         return bad("gateway_id is not set (config file, --gateway-id, or a usable hostname)".into());
     }
-    validate_id("gateway id", &cfg.gateway_id).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    validate_id("gateway id", &cfg.gateway_id).map_err(ConfigError::Id)?;
     if !(MIN_INTERVAL_SECS..=MAX_INTERVAL_SECS).contains(&cfg.interval_secs) {
         return bad(format!("interval_secs must be {MIN_INTERVAL_SECS}..={MAX_INTERVAL_SECS}, got {}", cfg.interval_secs));
     }
@@ -467,8 +474,8 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
     }
     let mut seen = std::collections::HashSet::new();
     for d in &cfg.devices {
-        validate_id("device id", &d.id).map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        SensorType::validate(&d.device_type).map_err(|e| ConfigError::Invalid(format!("device {}: {e}", d.id)))?;
+        validate_id("device id", &d.id).map_err(ConfigError::Id)?;
+        SensorType::validate(&d.device_type).map_err(|source| ConfigError::Device { device: d.id.clone(), source })?;
         if d.id == cfg.gateway_id || !seen.insert(d.id.as_str()) {
             return bad(format!("device id {:?} is used twice (or equals the gateway id)", d.id));
         }
@@ -522,83 +529,6 @@ impl BrokerUrl {
         }
         Ok(BrokerUrl { tls, host, port })
     }
-}
-
-/// Settings changed at run time, persisted in the `settings` table of `agent.db`.
-#[derive(Clone)]
-pub struct Settings {
-    inner: Arc<SettingsInner>,
-}
-
-struct SettingsInner {
-    conn: Mutex<Connection>,
-    path: PathBuf,
-    /// Effective interval, read by the main loop at each tick.
-    interval_secs: AtomicU64,
-}
-
-const KEY_INTERVAL: &str = "interval_secs";
-
-impl Settings {
-    /// Opens the table. An interval given on the command line is the operator's latest explicit
-    /// choice, so it clears a remotely persisted one; otherwise a persisted value wins over the file.
-    pub fn open(db_path: &Path, cfg: &Config, interval_from_flag: bool) -> Result<Settings, ConfigError> {
-        let err = |source| ConfigError::Settings { path: db_path.to_owned(), source };
-        let conn = crate::db::open(db_path).map_err(err)?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_ms INTEGER NOT NULL);",
-        )
-        .map_err(err)?;
-        if interval_from_flag {
-            conn.execute("DELETE FROM settings WHERE key = ?1", [KEY_INTERVAL]).map_err(err)?;
-        }
-        let stored: Option<String> =
-            conn.query_row("SELECT value FROM settings WHERE key = ?1", [KEY_INTERVAL], |r| r.get(0)).optional().map_err(err)?;
-        let interval = match stored.and_then(|s| s.parse::<u64>().ok()) {
-            Some(v) if (MIN_INTERVAL_SECS..=MAX_INTERVAL_SECS).contains(&v) => v,
-            _ => cfg.interval_secs,
-        };
-        Ok(Settings {
-            inner: Arc::new(SettingsInner {
-                conn: Mutex::new(conn),
-                path: db_path.to_owned(),
-                interval_secs: AtomicU64::new(interval),
-            }),
-        })
-    }
-
-    pub fn interval_secs(&self) -> u64 {
-        self.inner.interval_secs.load(Ordering::Relaxed)
-    }
-
-    fn store_interval(&self, secs: u64) -> Result<(), ConfigError> {
-        if !(MIN_INTERVAL_SECS..=MAX_INTERVAL_SECS).contains(&secs) {
-            return Err(ConfigError::Invalid(format!(
-                "interval must be {MIN_INTERVAL_SECS}..={MAX_INTERVAL_SECS} seconds, got {secs}"
-            )));
-        }
-        let conn = self.inner.conn.lock().map_err(|_| ConfigError::Invalid("settings lock poisoned".into()))?;
-        conn.execute(
-            "INSERT INTO settings (key, value, updated_ms) VALUES (?1, ?2, ?3)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
-            params![KEY_INTERVAL, secs.to_string(), crate::clock::now_ms() as i64],
-        )
-        .map_err(|source| ConfigError::Settings { path: self.inner.path.clone(), source })?;
-        self.inner.interval_secs.store(secs, Ordering::Relaxed);
-        Ok(())
-    }
-}
-
-/// Effective telemetry interval (persisted setting, else config).
-pub fn interval_secs(ctx: &AgentContext) -> u64 {
-    ctx.settings.interval_secs()
-}
-
-/// Persists a new telemetry interval; the main loop uses it from its next tick, no restart needed.
-pub fn set_interval(ctx: &AgentContext, secs: u64) -> Result<(), ConfigError> {
-    ctx.settings.store_interval(secs)?;
-    log::info!("telemetry interval set to {secs} s (gateway {})", ctx.gateway_id);
-    Ok(())
 }
 
 #[cfg(test)]
@@ -675,27 +605,6 @@ mod tests {
             assert!(validate(&cfg).is_err(), "{text}");
         }
         assert!(parse("gateway_id = 5").is_err());
-    }
-
-    #[test]
-    fn persisted_interval_wins_over_file_until_a_flag_says_otherwise() {
-        let dir = std::env::temp_dir().join(format!("scs-settings-{}-{}", std::process::id(), crate::clock::random_u64()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let db = dir.join("agent.db");
-        let cfg = Config { interval_secs: 10, ..Default::default() };
-        let s = Settings::open(&db, &cfg, false).unwrap();
-        assert_eq!(s.interval_secs(), 10);
-        s.store_interval(3).unwrap();
-        assert_eq!(s.interval_secs(), 3);
-        assert!(s.store_interval(0).is_err() && s.store_interval(MAX_INTERVAL_SECS + 1).is_err());
-        assert_eq!(s.interval_secs(), 3);
-        drop(s);
-        // restart: the remotely set value survives and beats the file
-        assert_eq!(Settings::open(&db, &cfg, false).unwrap().interval_secs(), 3);
-        // an explicit --interval-secs clears it
-        assert_eq!(Settings::open(&db, &cfg, true).unwrap().interval_secs(), 10);
-        assert_eq!(Settings::open(&db, &cfg, false).unwrap().interval_secs(), 10);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

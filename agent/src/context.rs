@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::{Config, Settings};
+use crate::config::Config;
 use crate::queue::Queue;
+use crate::settings::Settings;
 
 #[derive(Clone)]
 pub struct AgentContext {
@@ -63,6 +64,9 @@ pub struct AgentMetrics {
     pub watchdog_resets: AtomicU64,
     /// Downlink messages refused by `decode_downlink`.
     pub downlink_invalid: AtomicU64,
+    /// Downlink messages refused because their signature did not verify (forged, tampered, replayed
+    /// from another gateway's topic, or unsigned).
+    pub downlink_unverified: AtomicU64,
     pub commands_run: AtomicU64,
     pub connected: AtomicBool,
     /// Milliseconds since the Unix epoch of the MQTT loop's last turn (it turns at least every

@@ -36,7 +36,14 @@ pub fn init(cfg: &LogConfig, data_dir: &Path) -> Option<PathBuf> {
     let path = file.as_ref().map(|f| f.path.clone());
     b.format(|buf, record| {
         use std::io::Write as _;
-        writeln!(buf, "[{} {:<5} {}] {}", utc_timestamp(crate::clock::now_ms()), record.level(), record.target(), record.args())
+        writeln!(
+            buf,
+            "[{} {:<5} {}] {}",
+            crate::clock::rfc3339_utc(crate::clock::now_ms()),
+            record.level(),
+            record.target(),
+            record.args()
+        )
     });
     let reopen = cfg.file.then(|| (data_dir.join(LOG_DIR), cfg.max_bytes));
     b.target(env_logger::Target::Pipe(Box::new(Tee { file, reopen, retry_at: None })));
@@ -47,23 +54,6 @@ pub fn init(cfg: &LogConfig, data_dir: &Path) -> Option<PathBuf> {
         log::warn!("logging to stderr only: cannot open {}: {e}", data_dir.join(LOG_DIR).join(LOG_FILE).display());
     }
     path
-}
-
-/// `2026-11-27T16:00:23.123Z` from milliseconds since the epoch (proleptic Gregorian, UTC).
-pub fn utc_timestamp(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Days to civil date (Howard Hinnant's algorithm), valid for every u64 millisecond value we see.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, ms % 1000)
 }
 
 /// Writes each formatted record to stderr and, if open, to the rotating file.
@@ -136,14 +126,6 @@ impl RotatingFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps() {
-        assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(utc_timestamp(951_782_400_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(utc_timestamp(1_795_795_223_123), "2026-11-27T16:00:23.123Z");
-        assert_eq!(utc_timestamp(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
-    }
 
     #[test]
     fn rotates_at_size_and_keeps_one_old_file() {

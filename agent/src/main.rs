@@ -8,15 +8,19 @@ mod commands;
 mod config;
 mod context;
 mod db;
+mod identity;
 mod inventory;
 mod logging;
+mod net_probe;
 mod publisher;
 mod queue;
 mod runner;
 mod sd_notify;
 mod self_test;
+mod settings;
 mod spool;
 mod telemetry;
+mod tls;
 mod transport;
 mod update;
 mod upload;
@@ -27,9 +31,9 @@ use cli::Command;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    // `upload-file` (engineer D): spool + resumable upload of one file, for diagnostics, tests and bench.
+    // `upload-file`: spool + resumable upload of one file, for diagnostics, tests and bench.
     if args.first().map(String::as_str) == Some("upload-file") {
-        return ExitCode::from(upload::cli::main(&args[1..]) as u8);
+        return ExitCode::from(upload::cli::main(args.get(1..).unwrap_or_default()) as u8);
     }
     let cmd = match cli::parse(&args) {
         Ok(c) => c,
@@ -47,13 +51,29 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::PrintConfig(o) => match config::load(&o) {
-            Ok((cfg, _)) => {
+        Command::PrintConfig(o) => match identity::load_config(&o) {
+            Ok((cfg, _, _)) => {
                 print!("{}", config::redacted_toml(&cfg));
                 ExitCode::SUCCESS
             }
             Err(e) => {
                 eprintln!("scs-agent: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Provision { bundle, data_dir } => match identity::provision(&bundle, &data_dir) {
+            Ok(id) => {
+                println!(
+                    "scs-agent: installed the identity of gateway {} in {} (broker {}, api {})",
+                    id.gateway_id,
+                    identity::path_in(&data_dir).display(),
+                    id.broker_url,
+                    id.api_url
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("scs-agent: provision refused: {e}");
                 ExitCode::FAILURE
             }
         },

@@ -126,13 +126,12 @@ impl Publisher {
     pub fn on_receipt(&self, r: &Receipt) -> Result<AckOutcome, QueueError> {
         let rejected: &[u64] = r.rejected.as_deref().unwrap_or(&[]);
         let out = self.inner.queue.ack(&r.accepted, rejected)?;
-        if !rejected.is_empty() {
+        if let Some(first) = rejected.first() {
             log::warn!(
-                "cloud rejected {} message(s) of gateway {} for good: {} (first seq {})",
+                "cloud rejected {} message(s) of gateway {} for good: {} (first seq {first})",
                 rejected.len(),
                 self.inner.gateway,
                 r.reason.as_deref().unwrap_or("no reason given"),
-                rejected[0]
             );
         }
         {
@@ -154,13 +153,23 @@ impl Publisher {
     /// Fills the window: overdue re-sends, then live messages, then backlog. Returns how many
     /// messages were handed to the sink.
     pub fn pump(&self) -> Result<usize, QueueError> {
+        let mut sent = 0usize;
+        let result = {
+            let mut guard = self.state();
+            self.fill_window(&mut guard, &mut sent)
+        };
+        // Counted however the fill ended: a refused publish or a queue error part-way through does
+        // not undo the messages already handed over.
+        AgentMetrics::add(&self.inner.metrics.published, sent as u64);
+        result.map(|()| sent)
+    }
+
+    /// The body of [`Publisher::pump`]; counts every message handed to the sink in `sent`.
+    fn fill_window(&self, st: &mut State, sent: &mut usize) -> Result<(), QueueError> {
         let q = &self.inner.queue;
         let window = self.inner.window;
-        let mut guard = self.state();
-        let st = &mut *guard;
-        let Some(sink) = st.sink.as_ref() else { return Ok(0) };
+        let Some(sink) = st.sink.as_ref() else { return Ok(()) };
         let now = Instant::now();
-        let mut sent = 0usize;
         let topic_of = |kind: TopicKind| topic(&self.inner.gateway, kind);
 
         // 1. Re-send what waited too long for its receipt (still counted in the window).
@@ -185,10 +194,10 @@ impl Publisher {
                 }
                 Some(m) => {
                     if sink.publish(&topic_of(m.kind), m.payload).is_err() {
-                        return Ok(sent);
+                        return Ok(());
                     }
                     st.inflight.insert(seq, Sent { at: now, sends: sends + 1 });
-                    sent += 1;
+                    *sent += 1;
                 }
             }
         }
@@ -198,11 +207,11 @@ impl Publisher {
         if free > 0 {
             for m in q.read_range(st.live_next, u64::MAX, free)? {
                 if sink.publish(&topic_of(m.kind), m.payload).is_err() {
-                    return Ok(sent);
+                    return Ok(());
                 }
                 st.inflight.insert(m.seq, Sent { at: now, sends: 1 });
                 st.live_next = m.seq + 1;
-                sent += 1;
+                *sent += 1;
             }
         }
 
@@ -213,11 +222,11 @@ impl Publisher {
             let complete = batch.len() < free;
             for m in batch {
                 if sink.publish(&topic_of(m.kind), m.payload).is_err() {
-                    return Ok(sent);
+                    return Ok(());
                 }
                 st.inflight.insert(m.seq, Sent { at: now, sends: 1 });
                 st.backlog_next = m.seq + 1;
-                sent += 1;
+                *sent += 1;
             }
             if complete {
                 st.backlog_next = st.live_from;
@@ -227,9 +236,7 @@ impl Publisher {
             st.backlog_logged = true;
             log::debug!("backlog below seq {} fully sent on this connection", st.live_from);
         }
-        drop(guard);
-        AgentMetrics::add(&self.inner.metrics.published, sent as u64);
-        Ok(sent)
+        Ok(())
     }
 
     /// Publisher thread body: pump whenever the queue or the window changes, and at least twice
@@ -280,6 +287,7 @@ mod tests {
         dir: std::path::PathBuf,
         q: Queue,
         p: Publisher,
+        metrics: Arc<AgentMetrics>,
     }
     impl Drop for Fixture {
         fn drop(&mut self) {
@@ -291,8 +299,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let q = Queue::open(&dir.join("agent.db"), QueueOptions { max_rows: 10_000, max_bytes: 1 << 30, sync: SyncMode::Normal })
             .unwrap();
-        let p = Publisher::new(q.clone(), Arc::new(AgentMetrics::default()), "gw-1", window, timeout);
-        Fixture { dir, q, p }
+        let metrics = Arc::new(AgentMetrics::default());
+        let p = Publisher::new(q.clone(), metrics.clone(), "gw-1", window, timeout);
+        Fixture { dir, q, p, metrics }
     }
     fn put(q: &Queue, kind: TopicKind) -> u64 {
         q.enqueue(kind, |seq| seq.to_le_bytes().to_vec()).unwrap()
@@ -406,5 +415,53 @@ mod tests {
         let out = f.p.on_receipt(&r).unwrap();
         assert_eq!(out, AckOutcome { deleted: 2, rejected: 1 });
         assert_eq!(f.q.stats().rejected_total, 1);
+    }
+
+    /// Takes `ok` messages, then refuses every publish (the client's request queue is full).
+    struct Choking {
+        rec: Recorder,
+        ok: Arc<StdMutex<usize>>,
+    }
+    impl Sink for Choking {
+        fn publish(&self, topic: &str, payload: Vec<u8>) -> Result<(), SinkError> {
+            let mut ok = self.ok.lock().unwrap();
+            if *ok == 0 {
+                return Err(SinkError { topic: topic.to_owned(), reason: "request queue full".into() });
+            }
+            *ok -= 1;
+            self.rec.publish(topic, payload)
+        }
+    }
+
+    #[test]
+    fn messages_sent_before_a_refused_publish_are_counted_on_every_path() {
+        let f = fixture(10, Duration::from_millis(20));
+        for _ in 0..4 {
+            put(&f.q, TopicKind::Telemetry); // backlog 1..=4
+        }
+        let rec = Recorder::default();
+        let ok = Arc::new(StdMutex::new(2));
+        f.p.connected(Box::new(Choking { rec: rec.clone(), ok: ok.clone() }));
+        put(&f.q, TopicKind::Telemetry); // live 5
+
+        // Live path: 5 goes, then the backlog path: 1 goes, 2 is refused.
+        assert_eq!(f.p.pump().unwrap(), 2);
+        assert_eq!(rec.take(), vec![5, 1]);
+        assert_eq!(AgentMetrics::get(&f.metrics.published), 2);
+
+        // Live path refused part-way: 6 goes, 7 is refused.
+        put(&f.q, TopicKind::Telemetry);
+        put(&f.q, TopicKind::Telemetry);
+        *ok.lock().unwrap() = 1;
+        assert_eq!(f.p.pump().unwrap(), 1);
+        assert_eq!(rec.take(), vec![6]);
+        assert_eq!(AgentMetrics::get(&f.metrics.published), 3);
+
+        // Re-send path refused part-way: 5, 1 and 6 are overdue; one re-send goes.
+        std::thread::sleep(Duration::from_millis(30));
+        *ok.lock().unwrap() = 1;
+        assert_eq!(f.p.pump().unwrap(), 1);
+        assert_eq!(rec.take(), vec![1]);
+        assert_eq!(AgentMetrics::get(&f.metrics.published), 4);
     }
 }

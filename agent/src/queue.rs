@@ -29,6 +29,15 @@
 //! next telemetry batch carries (taken in that batch's own transaction, so it is reported once).
 //! Known limit: if that batch is itself dropped later, its gap range goes with it; the cloud still
 //! sees the hole in the seqs, only without the agent's declaration.
+//!
+//! A failed write (disk full, I/O error) loses the message being enqueued. Its seq is then skipped and
+//! kept as a lost range in memory (the database cannot take it), which the next telemetry batch that
+//! commits declares in its gap together with any dropped rows. If the agent stops before such a batch
+//! commits, the seq is reused after the restart: it was never sent, so no one saw it.
+//!
+//! Authenticity. With a [`Sealer`] (the gateway's key), every payload is signed as a COSE_Sign1 for its
+//! topic inside the enqueue transaction, so the outbox stores and re-sends exactly the signed bytes.
+//! Rows queued unsigned by an older agent are signed when read.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +50,7 @@ use scs_protocol::telemetry::Gap;
 use scs_protocol::TopicKind;
 
 use crate::config::SyncMode;
+use crate::identity::Sealer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -143,6 +153,7 @@ struct Inner {
     write: Mutex<WriteSide>,
     read: Mutex<Connection>,
     doorbell: Arc<Doorbell>,
+    sealer: Option<Sealer>,
     depth: AtomicU64,
     bytes: AtomicU64,
     next_seq: AtomicU64,
@@ -157,6 +168,8 @@ struct WriteSide {
     next_seq: u64,
     depth: u64,
     bytes: u64,
+    /// Seqs of messages lost to failed writes, not yet declared in a committed telemetry gap.
+    lost: Option<Gap>,
 }
 
 const SCHEMA: &str = "
@@ -191,8 +204,14 @@ fn to_u64(v: i64) -> u64 {
 }
 
 impl Queue {
-    /// Opens (creating if needed) the outbox in the database at `path`.
+    /// Opens (creating if needed) the outbox in the database at `path`; payloads are stored as given.
+    #[cfg(test)]
     pub fn open(path: &Path, opts: QueueOptions) -> Result<Queue, QueueError> {
+        Queue::open_sealed(path, opts, None)
+    }
+
+    /// Like [`Queue::open`]; every payload is signed by `sealer` before it is stored.
+    pub fn open_sealed(path: &Path, opts: QueueOptions, sealer: Option<Sealer>) -> Result<Queue, QueueError> {
         let err = |source| QueueError::Db { path: path.to_owned(), source };
         let enq = crate::db::open(path).map_err(err)?;
         enq.execute_batch(SCHEMA).map_err(err)?;
@@ -219,9 +238,10 @@ impl Queue {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 opts,
-                write: Mutex::new(WriteSide { enq, ack, next_seq, depth, bytes }),
+                write: Mutex::new(WriteSide { enq, ack, next_seq, depth, bytes, lost: None }),
                 read: Mutex::new(read),
                 doorbell: Arc::new(Doorbell::default()),
+                sealer,
                 depth: AtomicU64::new(depth),
                 bytes: AtomicU64::new(bytes),
                 next_seq: AtomicU64::new(next_seq),
@@ -255,36 +275,68 @@ impl Queue {
     ) -> Result<u64, QueueError> {
         let err = self.db_err();
         let opts = self.inner.opts;
+        let sealer = self.inner.sealer.as_ref();
         let mut guard = lock(&self.inner.write);
         let w = &mut *guard;
         let seq = w.next_seq;
-        let tx = w.enq.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
+        let lost = if take_gap { w.lost } else { None };
+        let written = (|| -> Result<(u64, u64, u64), QueueError> {
+            let tx = w.enq.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
+            let stored_gap = if take_gap { take_pending_gap(&tx).map_err(&err)? } else { None };
+            let payload = build(seq, merge_gap(stored_gap, lost));
+            if payload.len() > MAX_UPLINK_BYTES {
+                return Err(QueueError::TooLarge { seq, size: payload.len(), limit: MAX_UPLINK_BYTES });
+            }
+            let payload = match sealer {
+                Some(s) => s.seal(kind, payload),
+                None => payload,
+            };
+            let size = payload.len();
+            if size as u64 > opts.max_bytes {
+                return Err(QueueError::TooLarge { seq, size, limit: opts.max_bytes as usize });
+            }
+            tx.prepare_cached("INSERT INTO outbox (seq, kind, created_ms, size, payload) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .and_then(|mut st| {
+                    st.execute(params![seq as i64, kind.code(), crate::clock::now_ms() as i64, size as i64, payload])
+                })
+                .map_err(&err)?;
+            // `next_seq` in meta is not written here: while this row exists, max(seq) + 1 already says
+            // it (open() takes the larger of the two), and every deletion that could remove the highest
+            // row (receipts; drop-oldest never removes the new row) records next_seq in its transaction.
+            // One statement less per enqueue.
 
-        let gap = if take_gap { take_pending_gap(&tx).map_err(&err)? } else { None };
-        let payload = build(seq, gap);
-        let size = payload.len();
-        if size > MAX_UPLINK_BYTES || size as u64 > opts.max_bytes {
-            return Err(QueueError::TooLarge { seq, size, limit: MAX_UPLINK_BYTES.min(opts.max_bytes as usize) });
+            let mut depth = w.depth + 1;
+            let mut bytes = w.bytes + size as u64;
+            let mut dropped = 0u64;
+            if depth > opts.max_rows || bytes > opts.max_bytes {
+                let (n, freed) = drop_oldest(&tx, seq, depth, bytes, opts).map_err(&err)?;
+                depth -= n;
+                bytes -= freed;
+                dropped = n;
+            }
+            tx.commit().map_err(&err)?;
+            Ok((depth, bytes, dropped))
+        })();
+        let (depth, bytes, dropped) = match written {
+            Ok(v) => v,
+            Err(e @ QueueError::Db { .. }) => {
+                // The caller's message is gone; skip its seq and declare it in the next telemetry gap.
+                w.lost = merge_gap(w.lost, Some(Gap { dropped: 1, first_seq: seq, last_seq: seq }));
+                w.next_seq = seq + 1;
+                drop(guard);
+                self.inner.next_seq.store(seq + 1, Ordering::Relaxed);
+                self.inner.dropped_total.fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "outbox write failed: {} message seq {seq} lost (reported as a gap in the next telemetry batch)",
+                    kind.suffix()
+                );
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        if take_gap {
+            w.lost = None;
         }
-        tx.prepare_cached("INSERT INTO outbox (seq, kind, created_ms, size, payload) VALUES (?1, ?2, ?3, ?4, ?5)")
-            .and_then(|mut st| st.execute(params![seq as i64, kind.code(), crate::clock::now_ms() as i64, size as i64, payload]))
-            .map_err(&err)?;
-        // `next_seq` in meta is not written here: while this row exists, max(seq) + 1 already says
-        // it (open() takes the larger of the two), and every deletion that could remove the highest
-        // row (receipts; drop-oldest never removes the new row) records next_seq in its transaction.
-        // One statement less per enqueue.
-
-        let mut depth = w.depth + 1;
-        let mut bytes = w.bytes + size as u64;
-        let mut dropped = 0u64;
-        if depth > opts.max_rows || bytes > opts.max_bytes {
-            let (n, freed) = drop_oldest(&tx, seq, depth, bytes, opts).map_err(&err)?;
-            depth -= n;
-            bytes -= freed;
-            dropped = n;
-        }
-        tx.commit().map_err(&err)?;
-
         w.next_seq = seq + 1;
         w.depth = depth;
         w.bytes = bytes;
@@ -298,6 +350,16 @@ impl Queue {
         }
         self.inner.doorbell.ring();
         Ok(seq)
+    }
+
+    /// A row as it must go on the wire: rows queued unsigned by an older agent are signed now.
+    fn sealed(&self, mut q: Queued) -> Queued {
+        if let Some(s) = self.inner.sealer.as_ref().filter(|s| s.signs()) {
+            if !Sealer::is_sealed(&q.payload) {
+                q.payload = s.seal(q.kind, std::mem::take(&mut q.payload));
+            }
+        }
+        q
     }
 
     /// Up to `limit` messages with `from <= seq < below`, oldest first.
@@ -319,7 +381,7 @@ impl Queue {
         let mut out = Vec::new();
         for row in rows {
             let (seq, code, payload) = row.map_err(&err)?;
-            out.push(queued(seq, code, payload)?);
+            out.push(self.sealed(queued(seq, code, payload)?));
         }
         Ok(out)
     }
@@ -332,7 +394,7 @@ impl Queue {
             .prepare_cached("SELECT kind, payload FROM outbox WHERE seq = ?1")
             .and_then(|mut st| st.query_row([seq as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))).optional())
             .map_err(&err)?;
-        row.map(|(code, payload)| queued(seq as i64, code, payload)).transpose()
+        row.map(|(code, payload)| queued(seq as i64, code, payload).map(|q| self.sealed(q))).transpose()
     }
 
     /// Applies a receipt: deletes every named seq still queued, in one transaction. Rejected seqs
@@ -407,6 +469,19 @@ fn queued(seq: i64, code: i64, payload: Vec<u8>) -> Result<Queued, QueueError> {
     Ok(Queued { seq, kind, payload })
 }
 
+/// One gap covering both (counts added, seq range widened).
+fn merge_gap(a: Option<Gap>, b: Option<Gap>) -> Option<Gap> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(Gap {
+            dropped: a.dropped + b.dropped,
+            first_seq: a.first_seq.min(b.first_seq),
+            last_seq: a.last_seq.max(b.last_seq),
+        }),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
 /// Reads and clears the pending gap inside the caller's transaction.
 fn take_pending_gap(tx: &Connection) -> Result<Option<Gap>, rusqlite::Error> {
     let dropped = meta_get(tx, "gap_dropped")?.map(to_u64).unwrap_or(0);
@@ -446,8 +521,8 @@ fn drop_oldest(tx: &Connection, keep: u64, depth: u64, bytes: u64, opts: QueueOp
         freed += size;
     }
     let n = victims.len() as u64;
-    let first = to_u64(victims[0].0);
-    let last = to_u64(victims[victims.len() - 1].0);
+    let (Some(&(first, _)), Some(&(last, _))) = (victims.first(), victims.last()) else { return Ok((0, 0)) };
+    let (first, last) = (to_u64(first), to_u64(last));
     let pending = meta_get(tx, "gap_dropped")?.map(to_u64).unwrap_or(0);
     let gap_first = if pending > 0 { meta_get(tx, "gap_first")?.map(to_u64).unwrap_or(first).min(first) } else { first };
     let gap_last = if pending > 0 { meta_get(tx, "gap_last")?.map(to_u64).unwrap_or(last).max(last) } else { last };
@@ -622,6 +697,85 @@ mod tests {
         let r = q.enqueue(TopicKind::Telemetry, |_| vec![0; MAX_UPLINK_BYTES + 1]);
         assert!(matches!(r, Err(QueueError::TooLarge { seq: 1, .. })));
         assert_eq!(put(&q, 1), 1);
+    }
+
+    /// Caps the enqueue connection's database at its current size, like a full disk (`None` lifts it).
+    fn cap_db(q: &Queue, cap: bool) {
+        let w = lock(&q.inner.write);
+        let pages: i64 = w.enq.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+        let limit = if cap { pages } else { 1 << 30 };
+        let _: i64 = w.enq.query_row(&format!("PRAGMA max_page_count = {limit}"), [], |r| r.get(0)).unwrap();
+    }
+
+    #[test]
+    fn failed_write_loses_the_message_but_the_next_batch_declares_it() {
+        let t = Tmp::new("diskfull");
+        let q = Queue::open(&t.db(), opts(1000, 1 << 30)).unwrap();
+        let first = q.enqueue(TopicKind::Inventory, |_| vec![1; 10]).unwrap();
+        cap_db(&q, true);
+        // Big enough to need new pages: the write fails as on a full disk.
+        let big = || vec![7u8; 200 * 1024];
+        let e1 = q.enqueue_telemetry(|_, _| big()).unwrap_err();
+        assert!(matches!(e1, QueueError::Db { .. }), "{e1}");
+        assert!(q.enqueue(TopicKind::CommandUpdate, |_| big()).is_err());
+        assert_eq!(q.stats().depth, 1);
+        cap_db(&q, false);
+        // The next telemetry batch that commits carries both lost seqs as its gap.
+        let mut seen = None;
+        let seq = q
+            .enqueue_telemetry(|_, gap| {
+                seen = gap;
+                vec![3; 10]
+            })
+            .unwrap();
+        assert_eq!(seen, Some(Gap { dropped: 2, first_seq: first + 1, last_seq: first + 2 }));
+        assert_eq!(seq, first + 3, "the lost seqs are not reused");
+        // Reported once.
+        let mut again = Some(Gap { dropped: 9, first_seq: 9, last_seq: 9 });
+        q.enqueue_telemetry(|_, gap| {
+            again = gap;
+            vec![4; 10]
+        })
+        .unwrap();
+        assert_eq!(again, None);
+        // A batch that fails while carrying the gap keeps it for the next one, with its own seq added.
+        cap_db(&q, true);
+        assert!(q.enqueue(TopicKind::Inventory, |_| big()).is_err());
+        let lost_seq = q.next_seq() - 1;
+        assert!(q.enqueue_telemetry(|_, _| big()).is_err());
+        cap_db(&q, false);
+        let mut carried = None;
+        q.enqueue_telemetry(|_, gap| {
+            carried = gap;
+            vec![5; 10]
+        })
+        .unwrap();
+        assert_eq!(carried, Some(Gap { dropped: 2, first_seq: lost_seq, last_seq: lost_seq + 1 }));
+    }
+
+    #[test]
+    fn sealed_queue_stores_signed_bytes_and_signs_legacy_rows_on_read() {
+        use scs_protocol::cose;
+        let t = Tmp::new("sealed");
+        // A row queued by an older, unsigned agent.
+        let plain = Queue::open(&t.db(), opts(1000, 1 << 30)).unwrap();
+        let legacy = plain.enqueue(TopicKind::Inventory, |_| b"\xa0".to_vec()).unwrap();
+        drop(plain);
+        let (key, _) = cose::SigningKey::generate().unwrap();
+        let vk = key.verifying_key();
+        let sealer = crate::identity::Sealer::for_key("gw-1", std::sync::Arc::new(key));
+        let q = Queue::open_sealed(&t.db(), opts(1000, 1 << 30), Some(sealer)).unwrap();
+        let seq = q.enqueue_telemetry(|_, _| b"\xa1\x00\x01".to_vec()).unwrap();
+        let raw: Vec<u8> =
+            lock(&q.inner.read).query_row("SELECT payload FROM outbox WHERE seq = ?1", [seq as i64], |r| r.get(0)).unwrap();
+        let topic = scs_protocol::topics::topic("gw-1", TopicKind::Telemetry);
+        assert_eq!(cose::verify1(&raw, topic.as_bytes(), |_| Some(vk)).unwrap().payload, b"\xa1\x00\x01");
+        assert_eq!(q.get(seq).unwrap().unwrap().payload, raw, "the stored bytes are sent as they are");
+        let old = q.get(legacy).unwrap().unwrap();
+        let inv = scs_protocol::topics::topic("gw-1", TopicKind::Inventory);
+        assert_eq!(cose::verify1(&old.payload, inv.as_bytes(), |_| Some(vk)).unwrap().payload, b"\xa0");
+        let both = q.read_range(0, u64::MAX, 10).unwrap();
+        assert!(both.iter().all(|m| crate::identity::Sealer::is_sealed(&m.payload)));
     }
 
     #[test]

@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 
 use crate::collect::agent::{AgentHealth, HealthCounters};
 use crate::collect::{Collectors, Roots};
-use crate::config::{self, Config, ConfigError, Overrides, Settings, Source};
+use crate::config::{self, Config, ConfigError, Overrides, Source};
 use crate::context::{AgentContext, AgentMetrics, Shutdown};
+use crate::identity::Security;
 use crate::inventory::{self, Announcer};
 use crate::publisher::Publisher;
 use crate::queue::{Queue, QueueError};
+use crate::settings::{Settings, SettingsError};
 use crate::transport::mqtt::{self, MqttTransport, TransportError};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +24,8 @@ pub enum RunError {
     #[error("creating data dir {path}: {source}")]
     DataDir { path: std::path::PathBuf, source: std::io::Error },
     #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
     Queue(#[from] QueueError),
     #[error(transparent)]
     Transport(#[from] TransportError),
@@ -30,7 +34,12 @@ pub enum RunError {
     #[error("another scs-agent already runs with data dir {0} (lock file agent.lock is held)")]
     AlreadyRunning(std::path::PathBuf),
     #[error("command executor: {0}")]
-    Executor(String),
+    Executor(#[from] crate::commands::executor::ExecutorError),
+    #[error(
+        "gateway {gateway}: no identity in {path} (install one with `scs-agent provision BUNDLE --data-dir {dir}`); \
+         refusing to connect unauthenticated (--insecure-no-identity is for development only)"
+    )]
+    NoIdentity { gateway: String, path: std::path::PathBuf, dir: std::path::PathBuf },
 }
 
 /// Builds the collectors from the config.
@@ -70,9 +79,20 @@ pub fn collectors(cfg: &Config, ctx: &AgentContext) -> Collectors {
     Collectors::new(list)
 }
 
-/// Opens everything and returns the shared context (no threads started yet).
-pub fn start(o: &Overrides) -> Result<AgentContext, RunError> {
-    let (cfg, source) = config::load(o)?;
+/// Opens everything and returns the shared context and the transport's keys (no threads started yet).
+pub fn start(o: &Overrides) -> Result<(AgentContext, Security), RunError> {
+    let (cfg, source, identity) = crate::identity::load_config(o)?;
+    let security = match &identity {
+        Some(id) => Security::from_identity(id),
+        None if o.insecure_no_identity => Security::insecure(&cfg.gateway_id),
+        None => {
+            return Err(RunError::NoIdentity {
+                gateway: cfg.gateway_id.clone(),
+                path: crate::identity::path_in(&cfg.data_dir),
+                dir: cfg.data_dir.clone(),
+            })
+        }
+    };
     std::fs::create_dir_all(&cfg.data_dir).map_err(|source| RunError::DataDir { path: cfg.data_dir.clone(), source })?;
     // Held until the process exits.
     let _ = DATA_DIR_LOCK.set(lock_data_dir(&cfg.data_dir)?);
@@ -90,17 +110,31 @@ pub fn start(o: &Overrides) -> Result<AgentContext, RunError> {
     if let Some(f) = log_file {
         log::info!("logging to {}", f.display());
     }
+    match &identity {
+        Some(id) => log::info!(
+            "identity: gateway {} from {}, signing key {:?}",
+            id.gateway_id,
+            crate::identity::path_in(&cfg.data_dir).display(),
+            id.signing_key.verifying_key()
+        ),
+        None => log::warn!(
+            "gateway {}: running WITHOUT an identity (--insecure-no-identity): messages are unsigned and \
+             commands and receipts are not verified",
+            cfg.gateway_id
+        ),
+    }
     mqtt::install_crypto_provider();
     if let Err(e) = Shutdown::install_signal_handlers() {
         log::warn!("cannot install signal handlers ({e}); SIGTERM will kill without a clean disconnect");
     }
     let db = cfg.data_dir.join(crate::db::DB_FILE);
-    let queue = match Queue::open(&db, (&cfg.queue).into()) {
+    let sealer = Some(security.sealer.clone());
+    let queue = match Queue::open_sealed(&db, (&cfg.queue).into(), sealer.clone()) {
         Err(e) if e.is_corrupt() => {
             // A damaged file would fail every restart; keep it for analysis and start afresh.
             let aside = crate::db::quarantine(&db).map_err(|source| RunError::DataDir { path: db.clone(), source })?;
             log::error!("{e}: moved to {} and starting with an empty database", aside.display());
-            Queue::open(&db, (&cfg.queue).into())?
+            Queue::open_sealed(&db, (&cfg.queue).into(), sealer)?
         }
         other => other?,
     };
@@ -114,7 +148,7 @@ pub fn start(o: &Overrides) -> Result<AgentContext, RunError> {
         s.bytes,
         s.next_seq
     );
-    Ok(AgentContext::new(cfg, boot, queue, settings))
+    Ok((AgentContext::new(cfg, boot, queue, settings), security))
 }
 
 static DATA_DIR_LOCK: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
@@ -147,11 +181,11 @@ fn spawn_commands(
     ctx: &AgentContext,
     rx: mpsc::Receiver<crate::commands::Inbound>,
 ) -> Result<std::thread::JoinHandle<()>, RunError> {
-    crate::commands::Executor::spawn(ctx.clone(), rx).map_err(|e| RunError::Executor(e.to_string()))
+    Ok(crate::commands::Executor::spawn(ctx.clone(), rx)?)
 }
 
 pub fn run(o: &Overrides) -> Result<(), RunError> {
-    let ctx = start(o)?;
+    let (ctx, security) = start(o)?;
     let cfg = ctx.config.clone();
     let publisher = Publisher::new(
         ctx.queue.clone(),
@@ -161,7 +195,7 @@ pub fn run(o: &Overrides) -> Result<(), RunError> {
         Duration::from_secs(cfg.mqtt.receipt_timeout_secs),
     );
     let (dl_tx, dl_rx) = mpsc::channel::<crate::commands::Inbound>();
-    let transport = MqttTransport::new(&ctx, publisher.clone(), dl_tx)?;
+    let transport = MqttTransport::new(&ctx, publisher.clone(), dl_tx, security)?;
     let (mqtt_done_tx, mqtt_done) = mpsc::channel::<()>();
     let mqtt_thread = spawn("mqtt", move || {
         transport.run();
@@ -227,7 +261,7 @@ pub fn telemetry_loop(ctx: &AgentContext) {
     let mut last_ping: Option<Instant> = None;
     while !ctx.shutdown.requested() {
         let now = Instant::now();
-        let interval = Duration::from_secs(config::interval_secs(ctx));
+        let interval = Duration::from_secs(ctx.settings.interval_secs());
         // A shorter interval set remotely takes effect now, not after the old one runs out.
         next_tick = next_tick.min(last_tick + interval);
         if now >= next_tick {
@@ -235,9 +269,9 @@ pub fn telemetry_loop(ctx: &AgentContext) {
             next_tick = now + interval;
             let report = collectors.collect_all();
             match crate::telemetry::enqueue(&ctx.queue, &ctx.gateway_id, ctx.boot, &report) {
-                Ok(seq) => {
+                Ok(seqs) => {
                     log::debug!(
-                        "telemetry seq {seq}: {} gateway metrics, {} devices",
+                        "telemetry seqs {seqs:?}: {} gateway metrics, {} devices",
                         report.gateway.len(),
                         report.children.len()
                     );

@@ -247,8 +247,9 @@ fn check_tls_config(_dir: &Path) -> Result<String, SelfTestError> {
     let mut hello = Vec::new();
     conn.write_tls(&mut hello).map_err(|source| SelfTestError::Io { path: PathBuf::from("<tls buffer>"), source })?;
     // A TLS record header: handshake (22), version 3.x.
-    if hello.len() < 5 || hello[0] != 22 || hello[1] != 3 {
-        return Err(mismatch("ClientHello record", "handshake record", format!("{:02x?}", &hello[..hello.len().min(5)])));
+    if !matches!(hello.as_slice(), [22, 3, _, _, _, ..]) {
+        let head: Vec<u8> = hello.iter().take(5).copied().collect();
+        return Err(mismatch("ClientHello record", "handshake record", format!("{head:02x?}")));
     }
     Ok(format!("rustls ClientConfig on ring ({suites} cipher suites), ClientHello {} bytes", hello.len()))
 }

@@ -92,7 +92,7 @@ impl Spool {
             return Err(SpoolError::Full { name: name.to_string(), used, cap: self.cap, wanted: 1 });
         }
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let stem = format!("{}-{}-{}", std::process::id(), crate_now_ms(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let stem = format!("{}-{}-{}", std::process::id(), crate::clock::now_ms(), COUNTER.fetch_add(1, Ordering::Relaxed));
         let path = self.dir.join(format!("{stem}.part"));
         let file = OpenOptions::new().write(true).create_new(true).open(&path).map_err(io_err(&path))?;
         Ok(SpoolWriter {
@@ -158,10 +158,6 @@ fn scan(dir: &Path) -> u64 {
         }
     }
     used
-}
-
-fn crate_now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// (available to unprivileged users, total) bytes of the filesystem holding `dir`.
@@ -258,11 +254,10 @@ pub fn spool_error(e: &io::Error) -> Option<&SpoolError> {
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    use std::fmt::Write;
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
+        let _ = write!(s, "{b:02x}"); // writing to a String cannot fail
     }
     s
 }
@@ -272,7 +267,7 @@ mod tests {
     use super::*;
 
     fn temp(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("scs-spool-{tag}-{}-{}", std::process::id(), crate_now_ms()));
+        let d = std::env::temp_dir().join(format!("scs-spool-{tag}-{}-{}", std::process::id(), crate::clock::now_ms()));
         fs::create_dir_all(&d).expect("temp dir");
         d
     }

@@ -3,6 +3,9 @@
 //! and inventory decode with `scs_protocol`, that nothing leaves the outbox without a receipt, and
 //! that receipts empty it.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;

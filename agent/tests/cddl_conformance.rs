@@ -3,7 +3,10 @@
 //! in `docs/protocol.cddl` with the independent `cddl` crate — never with our own decoder.
 //! Mutated copies of the same real payloads (a field of the wrong type, truncation) must fail validation.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::time::Duration;
 
 use scs_protocol::{encode, CommandRequest, Value};
 use scs_testkit::cddl::validate;
@@ -73,10 +76,6 @@ fn count(sub: &Subscription, suffix: &str) -> usize {
     sub.messages().iter().filter(|(t, _)| t.ends_with(suffix)).count()
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 /// Replaces the value of top-level map key `key` with the already-encoded `replacement`.
 fn replace_field(payload: &[u8], key: u64, replacement: &[u8]) -> Vec<u8> {
     let mut d = minicbor::Decoder::new(payload);
@@ -99,8 +98,8 @@ fn command_request(id: &str, command_type: &str) -> Vec<u8> {
         id: id.into(),
         command_type: command_type.into(),
         params: Value::map(Vec::<(String, Value)>::new()),
-        issued: now_ms(),
-        expires: now_ms() + 120_000,
+        issued: scs_testkit::now_ms(),
+        expires: scs_testkit::now_ms() + 120_000,
         timeout_secs: 30,
         confirm: false,
         upload: None,

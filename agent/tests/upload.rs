@@ -4,6 +4,9 @@
 //! resumes from the server's committed offset after restart; the spool cap refuses an oversized artifact;
 //! two gateways upload at once; HTTPS with a CA generated here.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -517,4 +520,30 @@ fn agent_start_resumes_an_unfinished_upload() {
     assert!(wait_until(Duration::from_secs(5), || std::fs::read_dir(data_dir.join("spool"))
         .map(|d| d.count() == 0)
         .unwrap_or(true)));
+}
+
+/// An artifact finalized by someone else with other bytes (the grant was read off the wire): the agent's
+/// own upload of another size must fail at once with a clear error, not PATCH in a loop until the deadline.
+#[test]
+fn an_upload_finalized_with_another_size_fails_fast_with_a_clear_error() {
+    let shim = Shim::start(ShimOpts::default());
+    let tmp = TempDir::new("upload-conflict");
+    let g = grant(&shim, "cmd-conflict");
+    let url = format!("{}/v1/uploads", shim.http_url());
+    let theirs = make_file(tmp.path(), "theirs.bin", 300_000, 3);
+    let out = finish(spawn_upload(&upload_args(&tmp.join("first"), &g, &url, &theirs, &[])), Duration::from_secs(60));
+    report(&out);
+    for (name, size) in [("larger.bin", 500_000), ("smaller.bin", 100_000)] {
+        let ours = make_file(tmp.path(), name, size, 5);
+        let started = Instant::now();
+        let out =
+            finish(spawn_upload(&upload_args(&tmp.join(format!("agent-{name}")), &g, &url, &ours, &[])), Duration::from_secs(30));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: an upload over another finalized one succeeded");
+        assert!(err.contains("another upload for this artifact"), "{name}: unclear error: {err}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{name}: took {:?}", started.elapsed());
+        assert!(err.matches("retrying").count() <= 1, "{name}: retried a permanent refusal: {err}");
+    }
+    // The first upload's bytes are what is stored.
+    assert_eq!(download_sha(&shim, "cmd-conflict"), (sha256_file(&theirs), 300_000));
 }

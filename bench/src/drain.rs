@@ -4,9 +4,11 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use scs_protocol::TopicKind;
 use scs_testkit::{Agent, AgentOpts, Mosquitto, Shim, ShimOpts, TempDir};
 
-use crate::{outbox, site, Opts};
+use crate::opts::Opts;
+use crate::{outbox, site};
 
 /// CPU seconds (user + system) a process has used, from /proc (USER_HZ is 100 on Linux).
 pub fn cpu_secs(pid: Option<u32>) -> f64 {
@@ -35,15 +37,13 @@ pub fn run(opts: &Opts) -> Result<(), String> {
     let per_batch = site::batch(gw, boot, 1, now, devices).sample_count() as u64;
     let mut bytes = 0usize;
     let t = Instant::now();
-    outbox::prefill(
-        &db,
-        (1..=batches).map(|seq| {
-            let ts = now - (batches - seq + 1) * 10_000;
-            let p = scs_protocol::encode(&site::batch(gw, boot, seq, ts, devices));
-            bytes += p.len();
-            (seq, p)
-        }),
-    )?;
+    scs_testkit::append_to_outbox(&db, TopicKind::Telemetry.code(), batches, 0, |seq| {
+        let ts = now - (batches - seq + 1) * 10_000;
+        let p = scs_protocol::encode(&site::batch(gw, boot, seq, ts, devices));
+        bytes += p.len();
+        p
+    })
+    .map_err(|e| format!("prefill {}: {e}", db.display()))?;
     println!(
         "prefilled {batches} batches of {devices} devices ({per_batch} samples each, {:.1} MiB) in {:.1} s",
         bytes as f64 / (1 << 20) as f64,

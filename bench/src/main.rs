@@ -1,4 +1,4 @@
-//! `scs-bench`: the measurements behind `scripts/bench` that need a program (issue 2 figures).
+//! `scs-bench`: the measurements behind `scripts/bench` that need a program.
 //!
 //! ```text
 //! scs-bench size                                  encoded batch size, CBOR vs the same batch as JSON
@@ -6,48 +6,26 @@
 //! scs-bench drain [--batches N] [--devices N] [--broker embedded|mosquitto]
 //!                                                 one day of a site's backlog through agent + shim
 //! scs-bench rss [--secs N] [--devices N]          agent RSS at steady state with N devices configured
+//! scs-bench sign [--n N] [--devices N] [--dir DIR] COSE_Sign1 sign/verify cost per batch vs encode+enqueue
 //! ```
 //! Each prints human lines and one machine line `BENCH <name> key=value ...` that scripts/bench collects.
 //! The real binaries come from the same target dir as this program (build them with the same profile).
 
 mod drain;
+mod opts;
 mod outbox;
 mod raw_insert;
 mod rss;
+mod sign;
 mod site;
 mod size;
 
 use std::process::ExitCode;
 
-/// `--key value` options after the subcommand.
-pub struct Opts(Vec<(String, String)>);
-
-impl Opts {
-    fn parse(args: &[String]) -> Result<Opts, String> {
-        let mut out = Vec::new();
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let key = a.strip_prefix("--").ok_or_else(|| format!("unexpected argument {a:?}"))?;
-            let value = it.next().ok_or_else(|| format!("--{key} needs a value"))?;
-            out.push((key.to_owned(), value.clone()));
-        }
-        Ok(Opts(out))
-    }
-
-    pub fn str(&self, key: &str, default: &str) -> String {
-        self.0.iter().rev().find(|(k, _)| k == key).map_or_else(|| default.to_owned(), |(_, v)| v.clone())
-    }
-
-    pub fn num(&self, key: &str, default: u64) -> Result<u64, String> {
-        match self.0.iter().rev().find(|(k, _)| k == key) {
-            None => Ok(default),
-            Some((_, v)) => v.parse().map_err(|_| format!("--{key} takes a number, not {v:?}")),
-        }
-    }
-}
+use crate::opts::Opts;
 
 const USAGE: &str = "usage: scs-bench size | raw-insert [--n N] [--dir DIR] | drain [--batches N] [--devices N] \
-                     [--broker embedded|mosquitto] | rss [--secs N] [--devices N]";
+                     [--broker embedded|mosquitto] | rss [--secs N] [--devices N] | sign [--n N] [--devices N] [--dir DIR]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -67,6 +45,7 @@ fn main() -> ExitCode {
         "raw-insert" => raw_insert::run(&opts),
         "drain" => drain::run(&opts),
         "rss" => rss::run(&opts),
+        "sign" => sign::run(&opts),
         _ => Err(format!("unknown subcommand {cmd:?}")),
     };
     match result {

@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use rusqlite::{params, Connection};
 
-use crate::{site, Opts};
+use crate::opts::Opts;
+use crate::site;
 
 fn remove_db(p: &std::path::Path) {
     for ext in ["", "-wal", "-shm"] {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use scs_testkit::{bin_path, free_port, Agent, AgentOpts, Shim, ShimOpts};
 
-use crate::Opts;
+use crate::opts::Opts;
 
 fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

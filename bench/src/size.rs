@@ -1,6 +1,7 @@
 //! Encoded batch size: CBOR (the wire format) vs the same batch as plain JSON. Target ratio <= 0.4.
 
-use crate::{site, Opts};
+use crate::opts::Opts;
+use crate::site;
 
 pub fn run(opts: &Opts) -> Result<(), String> {
     let devices = opts.num("devices", 64)? as usize;

@@ -1,4 +1,4 @@
--- SCS cloud store, part 2: command sessions and their audit trail (engineer C).
+-- SCS cloud store, part 2: command sessions and their audit trail.
 -- D1-compatible DDL only. Times are milliseconds since the Unix epoch; JSON columns hold JSON text.
 
 -- One row per command, from POST /v1/gateways/{id}/commands to its terminal state.

@@ -42,10 +42,31 @@ pub enum BridgeError {
     Ca { path: PathBuf, reason: String },
     #[error("TLS setup for the broker: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("broker client certificate {path}: {reason}")]
+    ClientCert { path: PathBuf, reason: String },
+    #[error("--broker-client-cert needs an mqtts:// broker")]
+    ClientCertWithoutTls,
+}
+
+/// PEM certificate chain and private key of the shim's client certificate.
+fn client_identity(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>), BridgeError> {
+    let err = |path: &Path, reason: String| BridgeError::ClientCert { path: path.to_owned(), reason };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| err(cert, e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(cert, e.to_string()))?;
+    if chain.is_empty() {
+        return Err(err(cert, "no certificate in the file".into()));
+    }
+    let key_der = rustls::pki_types::PrivateKeyDer::from_pem_file(key).map_err(|e| err(key, e.to_string()))?;
+    Ok((chain, key_der))
 }
 
 /// TLS to an `mqtts://` broker: rustls with ring, verified against `ca` or the public web roots.
-fn tls_transport(ca: Option<&Path>) -> Result<Transport, BridgeError> {
+fn tls_transport(ca: Option<&Path>, client: Option<(&Path, &Path)>) -> Result<Transport, BridgeError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca {
         Some(path) => {
@@ -63,20 +84,41 @@ fn tls_transport(ca: Option<&Path>) -> Result<Transport, BridgeError> {
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match client {
+        Some((cert, key)) => {
+            let (chain, key) = client_identity(cert, key)?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+        None => builder.with_no_client_auth(),
+    };
     Ok(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(config))))
 }
 
-/// Creates the shim's MQTT client; `run` drives its event loop.
-pub fn client(config: &ServeConfig) -> Result<(AsyncClient, EventLoop), BridgeError> {
+/// Creates the shim's MQTT client; `run` drives its event loop. On the embedded broker it logs in as
+/// `scs-shim` with `shim_secret`; on an external one with the configured username/password and/or
+/// client certificate.
+pub fn client(config: &ServeConfig, shim_secret: &str) -> Result<(AsyncClient, EventLoop), BridgeError> {
     let (host, port) = config.mqtt_target();
-    let id = format!("scs-shim-{}-{}", std::process::id(), crate::random::random_hex(4));
+    let id = format!("{}{}-{}", crate::broker::SHIM_CLIENT_PREFIX, std::process::id(), crate::random::random_hex(4));
     let mut opts = MqttOptions::new(id, host, port);
-    if let BrokerMode::External { tls: true, .. } = config.broker {
-        opts.set_transport(tls_transport(config.broker_ca.as_deref())?);
+    let client_cert = config.broker_client_cert.as_deref().zip(config.broker_client_key.as_deref());
+    match config.broker {
+        BrokerMode::Embedded(_) => {
+            opts.set_credentials(crate::identity::keys::SHIM_MQTT_USER, shim_secret);
+        }
+        BrokerMode::External { tls, .. } => {
+            if tls {
+                opts.set_transport(tls_transport(config.broker_ca.as_deref(), client_cert)?);
+            } else if client_cert.is_some() {
+                return Err(BridgeError::ClientCertWithoutTls);
+            }
+            if let Some(user) = &config.broker_username {
+                opts.set_credentials(user.clone(), config.broker_password.as_ref().map(|p| p.0.clone()).unwrap_or_default());
+            }
+        }
     }
     opts.set_keep_alive(KEEP_ALIVE)
         .set_clean_session(true)
@@ -108,6 +150,8 @@ pub struct Bridge {
     pub health: Arc<Health>,
     pub stats: Arc<Stats>,
     pub filters: Vec<String>,
+    /// Status messages change presence (and so command delivery) only when they verify.
+    pub registry: crate::identity::Registry,
 }
 
 impl Bridge {
@@ -187,7 +231,10 @@ impl Bridge {
     }
 
     /// Presence and events; storing the status is ingest's job (it receives the same message).
-    fn on_status(&self, topic: &str, payload: &[u8]) {
+    /// A status that does not verify for the gateway in its topic (a spoofed "offline" meant to hold
+    /// commands, or a forged "online") changes nothing here; ingest counts it as rejected.
+    fn on_status(&self, topic: &str, signed: &[u8]) {
+        let Ok(Some(payload)) = crate::identity::verify_uplink(&self.registry, topic, signed) else { return };
         if let Ok((t, Uplink::Status(s))) = decode_uplink(topic, payload) {
             self.presence.set(&t.gateway, s.state, s.boot, s.version.clone());
             let ev = match s.state {

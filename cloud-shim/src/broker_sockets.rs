@@ -259,7 +259,13 @@ mod tests {
     #[test]
     fn embedded_broker_connections_have_nodelay() {
         let port = free_port();
-        crate::broker::start(SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
+        let dir = crate::store::test_support::TestDir::new("nodelay");
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let auth = crate::broker::BrokerAuth {
+            registry: crate::identity::Registry::open(store.path()).unwrap(),
+            shim_secret: "s".into(),
+        };
+        crate::broker::start(SocketAddr::from(([127, 0, 0, 1], port)), auth).unwrap();
         let listeners: Vec<_> = sockets_on_port(port).unwrap().into_iter().filter(|s| s.listening).collect();
         assert_eq!(listeners.len(), 1, "{listeners:?}");
         assert!(listeners[0].nodelay, "{listeners:?}");

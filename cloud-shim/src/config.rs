@@ -23,6 +23,14 @@ SERVE OPTIONS:
     --broker URL           use an external broker (mqtt://HOST:PORT, or mqtts://HOST:PORT for TLS)
                            instead of the embedded one
     --broker-ca FILE       PEM CA(s) to verify an mqtts:// broker [default: the public web roots]
+    --broker-username USER  log in to the external broker as USER ...
+    --broker-password PASS  ... with this password (or env SCS_BROKER_PASSWORD)
+    --broker-client-cert FILE  PEM client certificate for an mqtts:// broker (Mosquitto mTLS, see
+                           `scs-cloud-shim mosquitto-config`) ...
+    --broker-client-key FILE   ... and its PEM private key
+    --max-children N       sensors one gateway may own (inventory/telemetry beyond it is refused and
+                           counted)                                               [default: 512]
+    --max-gateways N       gateways `gateways add` may provision on this data dir  [default: 10000]
     --share-group NAME     subscribe to uplinks through $share/NAME/... so several shims split the load
                            [default: scs-shim with --broker; none with the embedded broker]
                            (--share-group none disables it)
@@ -52,6 +60,8 @@ pub enum ConfigError {
     MissingValue(String),
     #[error("invalid {option} {value:?}: {reason}")]
     Invalid { option: &'static str, value: String, reason: String },
+    #[error("invalid {option} {value:?}: {source}")]
+    Address { option: &'static str, value: String, source: std::net::AddrParseError },
 }
 
 /// Where the shim's MQTT connection goes.
@@ -77,10 +87,36 @@ pub struct ServeConfig {
     pub public_url: Option<String>,
     /// Built portal served at `/` (`api::portal`); `None` serves nothing there.
     pub portal_dir: Option<PathBuf>,
+    pub broker_username: Option<String>,
+    pub broker_password: Option<Secret>,
+    pub broker_client_cert: Option<PathBuf>,
+    pub broker_client_key: Option<PathBuf>,
+    pub max_children: usize,
+    pub max_gateways: usize,
+}
+
+/// A secret that never shows in `Debug` output (config dumps, logs).
+#[derive(Clone, PartialEq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Sensors one gateway may own unless `--max-children` says otherwise.
+pub const DEFAULT_MAX_CHILDREN: usize = 512;
+
+fn count(option: &'static str, v: &str) -> Result<usize, ConfigError> {
+    match v.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(ConfigError::Invalid { option, value: v.into(), reason: "expected a positive number".into() }),
+    }
 }
 
 fn addr(option: &'static str, v: &str) -> Result<SocketAddr, ConfigError> {
-    v.parse().map_err(|e: std::net::AddrParseError| ConfigError::Invalid { option, value: v.into(), reason: e.to_string() })
+    v.parse().map_err(|source| ConfigError::Address { option, value: v.into(), source })
 }
 
 /// `mqtt://HOST:PORT` (port defaults to 1883) or `mqtts://HOST:PORT` (TLS, port defaults to 8883).
@@ -117,6 +153,10 @@ impl ServeConfig {
         let mut worker_ca = None;
         let (mut tls_cert, mut tls_key, mut public_url) = (None, None, None);
         let mut portal_dir: Option<Option<PathBuf>> = None;
+        let (mut broker_username, mut broker_client_cert, mut broker_client_key) = (None, None, None);
+        let mut broker_password = std::env::var("SCS_BROKER_PASSWORD").ok().filter(|p| !p.is_empty()).map(Secret);
+        let mut max_children = DEFAULT_MAX_CHILDREN;
+        let mut max_gateways = crate::identity::cli::DEFAULT_MAX_GATEWAYS;
         let mut it = args.iter();
         while let Some(a) = it.next() {
             // Both `--opt value` and `--opt=value`.
@@ -132,6 +172,12 @@ impl ServeConfig {
                 "--mqtt-listen" => mqtt_listen = addr("--mqtt-listen", &value()?)?,
                 "--broker" => broker = Some(parse_broker_url(&value()?)?),
                 "--broker-ca" => broker_ca = Some(PathBuf::from(value()?)),
+                "--broker-username" => broker_username = Some(value()?),
+                "--broker-password" => broker_password = Some(Secret(value()?)),
+                "--broker-client-cert" => broker_client_cert = Some(PathBuf::from(value()?)),
+                "--broker-client-key" => broker_client_key = Some(PathBuf::from(value()?)),
+                "--max-children" => max_children = count("--max-children", &value()?)?,
+                "--max-gateways" => max_gateways = count("--max-gateways", &value()?)?,
                 "--share-group" => share_group = Some(value()?),
                 "--worker-url" => {
                     let v = value()?;
@@ -157,6 +203,20 @@ impl ServeConfig {
                 option: "--tls-cert",
                 value: String::new(),
                 reason: "--tls-cert and --tls-key go together".into(),
+            });
+        }
+        if broker_client_cert.is_some() != broker_client_key.is_some() {
+            return Err(ConfigError::Invalid {
+                option: "--broker-client-cert",
+                value: String::new(),
+                reason: "--broker-client-cert and --broker-client-key go together".into(),
+            });
+        }
+        if broker.is_none() && (broker_username.is_some() || broker_client_cert.is_some()) {
+            return Err(ConfigError::Invalid {
+                option: "--broker-username",
+                value: String::new(),
+                reason: "broker credentials are for an external --broker; the embedded broker uses the shim's own secret".into(),
             });
         }
         let share_group = match (share_group, &broker) {
@@ -185,7 +245,13 @@ impl ServeConfig {
             tls_cert,
             tls_key,
             public_url,
-            portal_dir: portal_dir.unwrap_or_else(crate::api::portal::default_dir),
+            portal_dir: portal_dir.unwrap_or_else(default_portal_dir),
+            broker_username,
+            broker_password,
+            broker_client_cert,
+            broker_client_key,
+            max_children,
+            max_gateways,
         })
     }
 
@@ -200,6 +266,17 @@ impl ServeConfig {
             BrokerMode::External { host, port, .. } => (host.clone(), *port),
         }
     }
+}
+
+/// Installed location of the portal (Debian package).
+const SYSTEM_PORTAL_DIR: &str = "/usr/share/scs-cloud-shim/portal";
+/// Development location, relative to the working directory.
+const DEV_PORTAL_DIR: &str = "portal/dist";
+
+/// The portal directory when `--portal-dir` is not given: `portal/dist` under the working directory if it
+/// exists, else the installed copy if it exists, else none (nothing is served at `/`).
+fn default_portal_dir() -> Option<PathBuf> {
+    [DEV_PORTAL_DIR, SYSTEM_PORTAL_DIR].iter().map(PathBuf::from).find(|p| p.join("index.html").is_file())
 }
 
 #[cfg(test)]
@@ -235,5 +312,15 @@ mod tests {
         assert!(matches!(parse(&["--broker", "http://x"]), Err(ConfigError::Invalid { option: "--broker", .. })));
         assert!(matches!(parse(&["--share-group", "a/b"]), Err(ConfigError::Invalid { .. })));
         assert!(matches!(parse(&["--tls-cert", "c"]), Err(ConfigError::Invalid { .. })));
+        assert!(matches!(parse(&["--broker-username", "u"]), Err(ConfigError::Invalid { .. })));
+        assert!(matches!(parse(&["--broker", "mqtt://h", "--broker-client-cert", "c"]), Err(ConfigError::Invalid { .. })));
+        assert!(matches!(parse(&["--max-children", "0"]), Err(ConfigError::Invalid { .. })));
+    }
+
+    #[test]
+    fn broker_password_is_not_in_debug_output() {
+        let c = parse(&["--broker", "mqtt://h", "--broker-username", "u", "--broker-password", "hunter2"]).unwrap();
+        assert_eq!(c.broker_password.as_ref().map(|s| s.0.as_str()), Some("hunter2"));
+        assert!(!format!("{c:?}").contains("hunter2"));
     }
 }

@@ -21,9 +21,13 @@ use scs_protocol::{decode_uplink, encode, Receipt, TopicKind, Uplink};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::clock::now_ms;
+use crate::identity::{Registry, Signer};
 use crate::rejection::Rejection;
 use crate::stats::{Count, LogThrottle, Stats};
-use crate::store::now_ms;
+
+pub mod sqlite;
+pub mod worker;
 
 /// Messages per group at most (one SQLite transaction / one Worker request).
 const MAX_GROUP_ITEMS: usize = 2048;
@@ -68,8 +72,21 @@ pub struct Item {
 }
 
 impl Item {
-    pub fn decode(topic: String, payload: Vec<u8>, origin: Origin, received_at: i64) -> Item {
-        let decoded = match decode_uplink(&topic, &payload) {
+    /// Verifies the signature of `payload` (a COSE_Sign1 by the gateway in `topic`, see
+    /// [`crate::identity::verify_uplink`]) and decodes the message inside. A message that does not verify
+    /// is refused with no receipt: a receipt naming a seq it claims would let a forger make the real
+    /// gateway drop that seq.
+    pub fn decode(topic: String, payload: Vec<u8>, origin: Origin, received_at: i64, registry: &Registry) -> Item {
+        let inner = match crate::identity::verify_uplink(registry, &topic, &payload) {
+            Ok(Some(inner)) => inner,
+            // Not a gateway topic: the protocol decoder names the problem.
+            Ok(None) => payload.as_slice(),
+            Err(u) => {
+                let decoded = Decoded::Invalid(Rejection { gateway: u.gateway, reason: u.reason, error: u.error, receipt: None });
+                return Item { topic, payload, received_at, origin, decoded };
+            }
+        };
+        let decoded = match decode_uplink(&topic, inner) {
             Ok((t, msg)) => match msg.boot_seq() {
                 // SQLite integers are i64; a seq beyond that is no agent's counter.
                 Some((boot, seq)) if i64::try_from(seq).is_err() => Decoded::Invalid(Rejection {
@@ -80,7 +97,7 @@ impl Item {
                 }),
                 _ => Decoded::Valid { gateway: t.gateway, msg },
             },
-            Err(e) => Decoded::Invalid(Rejection::classify(&topic, &payload, &e)),
+            Err(e) => Decoded::Invalid(Rejection::classify(&topic, inner, &e)),
         };
         Item { topic, payload, received_at, origin, decoded }
     }
@@ -169,53 +186,62 @@ impl IngestHandle {
     }
 }
 
+/// Publishes signed receipts: the shim's MQTT client and the cloud key.
+#[derive(Clone)]
+pub struct ReceiptSender {
+    pub client: AsyncClient,
+    pub signer: Signer,
+}
+
 /// Starts the pipeline: the gatherer and completion tasks on the runtime, the backend on its own thread.
-/// `receipts` publishes MQTT receipts (absent in tests that only use HTTP).
+/// `receipts` publishes MQTT receipts (absent in tests that only use HTTP); `registry` holds the
+/// gateways' public keys every uplink is verified against.
 pub fn start(
     backend: Box<dyn Backend>,
-    receipts: Option<AsyncClient>,
+    receipts: Option<ReceiptSender>,
     stats: Arc<Stats>,
+    registry: Registry,
 ) -> Result<IngestHandle, std::io::Error> {
     let (tx, rx) = mpsc::channel(SUBMIT_QUEUE);
     let (group_tx, group_rx) = mpsc::channel::<Group>(BACKEND_QUEUE);
     let (done_tx, done_rx) = mpsc::channel::<(Group, Vec<Outcome>)>(BACKEND_QUEUE);
     std::thread::Builder::new().name("ingest-store".into()).spawn(move || run_backend(backend, group_rx, done_tx))?;
-    tokio::spawn(gather(rx, group_tx));
+    tokio::spawn(gather(rx, group_tx, registry));
     tokio::spawn(complete(done_rx, receipts, stats));
     Ok(IngestHandle { tx })
 }
 
-fn add(group: &mut Group, bytes: &mut usize, s: Submission) {
+fn add(group: &mut Group, bytes: &mut usize, s: Submission, registry: &Registry) {
     let now = now_ms();
     match s {
         Submission::Mqtt { topic, payload } => {
             *bytes += payload.len();
-            group.items.push(Item::decode(topic, payload, Origin::Mqtt, now));
+            group.items.push(Item::decode(topic, payload, Origin::Mqtt, now, registry));
         }
         Submission::Http { messages, reply } => {
             let start = group.items.len();
             for (topic, payload) in messages {
                 *bytes += payload.len();
-                group.items.push(Item::decode(topic, payload, Origin::Http, now));
+                group.items.push(Item::decode(topic, payload, Origin::Http, now, registry));
             }
             group.replies.push((reply, start..group.items.len()));
         }
     }
 }
 
-async fn gather(mut rx: mpsc::Receiver<Submission>, group_tx: mpsc::Sender<Group>) {
+async fn gather(mut rx: mpsc::Receiver<Submission>, group_tx: mpsc::Sender<Group>, registry: Registry) {
     while let Some(first) = rx.recv().await {
         let mut group = Group { items: Vec::new(), replies: Vec::new() };
         let mut bytes = 0usize;
-        add(&mut group, &mut bytes, first);
+        add(&mut group, &mut bytes, first, &registry);
         // Take what is already waiting; while the backend is busy with the previous group this is
         // where messages pile up, so groups grow with load (group commit).
         let deadline = tokio::time::Instant::now() + LINGER;
         while group.items.len() < MAX_GROUP_ITEMS && bytes < MAX_GROUP_BYTES {
             match rx.try_recv() {
-                Ok(s) => add(&mut group, &mut bytes, s),
+                Ok(s) => add(&mut group, &mut bytes, s, &registry),
                 Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(s)) => add(&mut group, &mut bytes, s),
+                    Ok(Some(s)) => add(&mut group, &mut bytes, s, &registry),
                     Ok(None) | Err(_) => break,
                 },
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
@@ -251,7 +277,7 @@ struct PendingReceipt {
     reason: Option<String>,
 }
 
-async fn complete(mut rx: mpsc::Receiver<(Group, Vec<Outcome>)>, receipts: Option<AsyncClient>, stats: Arc<Stats>) {
+async fn complete(mut rx: mpsc::Receiver<(Group, Vec<Outcome>)>, receipts: Option<ReceiptSender>, stats: Arc<Stats>) {
     let mut throttle = LogThrottle::new(20, Duration::from_secs(60));
     let mut receipt_drops = LogThrottle::new(5, Duration::from_secs(60));
     while let Some((group, outcomes)) = rx.recv().await {
@@ -289,13 +315,15 @@ async fn complete(mut rx: mpsc::Receiver<(Group, Vec<Outcome>)>, receipts: Optio
                 Outcome::Failed { .. } => {}
             }
         }
-        if let Some(client) = &receipts {
+        if let Some(sender) = &receipts {
             for (gw, pending) in per_gw {
+                let t = topic(gw, TopicKind::Receipt);
                 for r in receipts_for(pending) {
                     // try_: this task must never wait on the MQTT event loop, which may itself be waiting
                     // for ingest to make room (a cycle). A dropped receipt costs one re-send by the agent,
                     // which is receipted as a duplicate.
-                    if let Err(e) = client.try_publish(topic(gw, TopicKind::Receipt), QoS::AtLeastOnce, false, encode(&r)) {
+                    let signed = sender.signer.sign(&t, &encode(&r));
+                    if let Err(e) = sender.client.try_publish(t.clone(), QoS::AtLeastOnce, false, signed) {
                         if receipt_drops.allow() {
                             log::warn!("receipt for {gw} not sent ({e}); the agent will re-send and be receipted then");
                         }
@@ -350,13 +378,26 @@ mod tests {
     }
 
     fn msg(seq: u64) -> (String, Vec<u8>) {
-        (topic("gw-1", TopicKind::Telemetry), encode(&TelemetryBatch::new("gw-1", 1, seq, 1)))
+        let t = topic("gw-1", TopicKind::Telemetry);
+        let key = crate::identity::test_support::key_for("gw-1");
+        let signed = scs_protocol::cose::sign1(&key, b"gw-1", t.as_bytes(), &encode(&TelemetryBatch::new("gw-1", 1, seq, 1)));
+        (t, signed)
+    }
+
+    /// A registry (in a temp store) where gw-1 is provisioned with its test key.
+    fn registry() -> (crate::store::test_support::TestDir, Registry) {
+        let dir = crate::store::test_support::TestDir::new("ingest-reg");
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        crate::identity::test_support::provision(&mut store.connect().unwrap(), "gw-1");
+        let reg = Registry::open(store.path()).unwrap();
+        (dir, reg)
     }
 
     #[tokio::test]
     async fn http_results_follow_the_backend_and_failures_are_errors() {
         let groups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let h = start(Box::new(Fixed(Outcome::Stored, groups.clone())), None, Arc::new(Stats::default())).unwrap();
+        let (_dir, reg) = registry();
+        let h = start(Box::new(Fixed(Outcome::Stored, groups.clone())), None, Arc::new(Stats::default()), reg.clone()).unwrap();
         let r = h.ingest_http(vec![msg(1), msg(2)]).await.unwrap();
         assert_eq!(
             r.iter().map(|r| (r.seq, r.status.as_str())).collect::<Vec<_>>(),
@@ -364,7 +405,7 @@ mod tests {
         );
 
         let failing =
-            start(Box::new(Fixed(Outcome::Failed { error: "disk full".into() }, groups)), None, Arc::new(Stats::default()))
+            start(Box::new(Fixed(Outcome::Failed { error: "disk full".into() }, groups)), None, Arc::new(Stats::default()), reg)
                 .unwrap();
         match failing.ingest_http(vec![msg(3)]).await {
             Err(IngestError::StoreFailed(e)) => assert_eq!(e, "disk full"),
@@ -376,7 +417,8 @@ mod tests {
     async fn concurrent_submissions_share_groups() {
         let groups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let stats = Arc::new(Stats::default());
-        let h = start(Box::new(Fixed(Outcome::Duplicate, groups.clone())), None, stats.clone()).unwrap();
+        let (_dir, reg) = registry();
+        let h = start(Box::new(Fixed(Outcome::Duplicate, groups.clone())), None, stats.clone(), reg).unwrap();
         let calls: Vec<_> = (0..50u64)
             .map(|i| {
                 let h = h.clone();
@@ -422,11 +464,42 @@ mod tests {
 
     #[test]
     fn seq_beyond_the_store_range_is_rejected_with_a_receipt() {
+        let dir = crate::store::test_support::TestDir::new("ingest-seq");
+        let store = crate::store::Store::open(dir.path()).unwrap();
         let (t, _) = msg(0);
-        let item = Item::decode(t, encode(&TelemetryBatch::new("gw-1", 1, u64::MAX, 1)), Origin::Mqtt, 0);
+        let item = crate::identity::test_support::signed_item(
+            &mut store.connect().unwrap(),
+            &t,
+            &encode(&TelemetryBatch::new("gw-1", 1, u64::MAX, 1)),
+            0,
+        );
         match &item.decoded {
             Decoded::Invalid(r) => assert_eq!((r.reason, r.receipt), ("seq_range", Some((1, u64::MAX)))),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn unsigned_forged_and_unknown_uplinks_are_refused_without_receipt() {
+        let (_dir, reg) = registry();
+        let t = topic("gw-1", TopicKind::Telemetry);
+        let plain = encode(&TelemetryBatch::new("gw-1", 1, 5, 1));
+        let reason = |payload: Vec<u8>, topic: &str| match Item::decode(topic.to_owned(), payload, Origin::Http, 0, &reg).decoded
+        {
+            Decoded::Invalid(r) => (r.reason, r.receipt),
+            Decoded::Valid { .. } => ("valid", None),
+        };
+        assert_eq!(reason(plain.clone(), &t), ("signature", None), "unsigned");
+        let evil = scs_protocol::cose::sign1(&crate::identity::test_support::key_for("evil"), b"gw-1", t.as_bytes(), &plain);
+        assert_eq!(reason(evil, &t), ("signature", None), "signed by another key under gw-1's kid");
+        let good = scs_protocol::cose::sign1(&crate::identity::test_support::key_for("gw-1"), b"gw-1", t.as_bytes(), &plain);
+        assert_eq!(reason(good.clone(), &t), ("valid", None));
+        let inv = topic("gw-1", TopicKind::Inventory);
+        assert_eq!(reason(good.clone(), &inv), ("signature", None), "replayed on another topic");
+        let mut tampered = good.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert_eq!(reason(tampered, &t), ("signature", None));
+        assert_eq!(reason(good, &topic("gw-9", TopicKind::Telemetry)).0, "unknown_gateway");
     }
 }

@@ -6,11 +6,14 @@ mod artifacts;
 mod bridge;
 mod broker;
 mod broker_sockets;
+mod clock;
 mod command_registry_gen;
 mod commands;
 mod config;
+mod identity;
 mod ingest;
 mod objects;
+mod presence;
 mod random;
 mod rejection;
 mod state;
@@ -24,7 +27,8 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use crate::config::{BrokerMode, ConfigError, ServeConfig, USAGE};
-use crate::state::{AppState, Health, Presence};
+use crate::presence::Presence;
+use crate::state::{AppState, Health};
 use crate::stats::Stats;
 use crate::store::Store;
 
@@ -41,27 +45,49 @@ enum ServeError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
-    Worker(#[from] store::worker::WorkerError),
+    Worker(#[from] ingest::worker::WorkerError),
     #[error(transparent)]
     Bridge(#[from] bridge::BridgeError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("artifacts: {0}")]
+    Artifacts(#[from] artifacts::ArtifactError),
     #[error("the ingest pipeline stopped; exiting so the shim is restarted")]
     IngestStopped,
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("serve") => {}
+        Some(cmd @ ("gateways" | "mosquitto-config")) => {
+            let rest = args.get(1..).unwrap_or_default();
+            let result = if cmd == "gateways" { identity::cli::gateways(rest) } else { identity::cli::mosquitto_config(rest) };
+            return match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e @ identity::cli::CliError::Usage(_)) => {
+                    eprintln!("scs-cloud-shim {cmd}: {e}");
+                    ExitCode::from(2)
+                }
+                Err(e) => {
+                    eprintln!("scs-cloud-shim {cmd}: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some("tokens") => return api::tokens::cli(&args[1..]),
         Some("version" | "--version" | "-V") => {
             println!("scs-cloud-shim {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
         Some("help" | "--help" | "-h") => {
-            print!("{USAGE}");
+            print!("{USAGE}{}", identity::cli::USAGE);
             return ExitCode::SUCCESS;
         }
         _ => {
-            eprint!("{USAGE}");
+            eprint!("{USAGE}{}", identity::cli::USAGE);
             return ExitCode::from(2);
         }
     }
@@ -117,29 +143,37 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let token = api_token();
     let store = Store::open(&config.data_dir)?;
     log::info!("store {}", store.path().display());
+    let registry = identity::Registry::open(store.path())?;
+    let signer = identity::Signer::new(identity::keys::cloud_signing_key(&config.data_dir)?);
+    let shim_secret = identity::keys::shim_mqtt_secret(&config.data_dir)?;
+    log::info!("{} gateways provisioned", registry.len());
     if let BrokerMode::Embedded(addr) = config.broker {
-        broker::start(addr)?;
+        broker::start(addr, broker::BrokerAuth { registry: registry.clone(), shim_secret: shim_secret.clone() })?;
     }
     let http =
         tokio::net::TcpListener::bind(config.http).await.map_err(|source| ServeError::Http { addr: config.http, source })?;
-    let (mqtt, eventloop) = bridge::client(&config)?;
+    let (mqtt, eventloop) = bridge::client(&config, &shim_secret)?;
     let stats = Arc::new(Stats::default());
     let backend: Box<dyn ingest::Backend> = match &config.worker_url {
         Some(url) => {
             let worker_token = std::env::var("SCS_WORKER_TOKEN").ok().filter(|t| !t.is_empty()).unwrap_or_else(|| token.clone());
             log::info!("ingest forwards to the Worker at {url}");
-            Box::new(store::worker::WorkerBackend::new(url, &worker_token, config.worker_ca.as_deref())?)
+            Box::new(ingest::worker::WorkerBackend::new(url, &worker_token, config.worker_ca.as_deref())?)
         }
-        None => Box::new(store::sqlite_ingest::SqliteIngest::new(store.connect()?)),
+        None => Box::new(ingest::sqlite::SqliteIngest::new(
+            store.connect()?,
+            ingest::sqlite::Limits { max_children: config.max_children },
+        )),
     };
-    let ingest = ingest::start(backend, Some(mqtt.clone()), stats.clone())?;
+    let receipts = ingest::ReceiptSender { client: mqtt.clone(), signer: signer.clone() };
+    let ingest = ingest::start(backend, Some(receipts), stats.clone(), registry.clone())?;
     let (events, _) = tokio::sync::broadcast::channel(1024);
-    // Artifacts (engineer D): URLs handed to gateways and clients use --public-url when set (reverse proxy),
-    // else the address this shim listens on.
     let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::load_server_config(cert, key).map_err(|e| std::io::Error::other(e.to_string()))?),
+        (Some(cert), Some(key)) => Some(tls::load_server_config(cert, key)?),
         _ => None,
     };
+    // URLs handed to gateways and clients use --public-url when set (reverse proxy), else the address
+    // this shim listens on.
     let public_url = config.public_url.clone().unwrap_or_else(|| {
         let scheme = if tls.is_some() { "https" } else { "http" };
         if config.http.ip().is_unspecified() {
@@ -147,15 +181,22 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         }
         format!("{scheme}://{}", config.http)
     });
-    let mut artifacts_cfg = artifacts::ArtifactsConfig::new(&config.data_dir, &public_url);
-    artifacts_cfg.api_token = Some(token.clone());
-    let artifacts = artifacts::Artifacts::open(artifacts_cfg).map_err(|e| std::io::Error::other(e.to_string()))?;
+    // `gateways add` puts these in bundles by default.
+    let broker_url = match &config.broker {
+        BrokerMode::Embedded(_) => {
+            let (host, port) = config.mqtt_target();
+            format!("mqtt://{host}:{port}")
+        }
+        BrokerMode::External { host, port, tls } => format!("{}://{host}:{port}", if *tls { "mqtts" } else { "mqtt" }),
+    };
+    identity::cli::Endpoints { broker_url, api_url: public_url.clone(), max_gateways: config.max_gateways }
+        .write(&config.data_dir)?;
+    let artifacts_cfg = artifacts::ArtifactsConfig::new(&config.data_dir, &public_url);
+    let artifacts = artifacts::Artifacts::open(artifacts_cfg)?;
     let (command_sessions, command_sessions_rx) = commands::Sessions::new();
     let state = AppState {
         store,
         config: Arc::new(config.clone()),
-        mqtt: mqtt.clone(),
-        events: events.clone(),
         ingest: ingest.clone(),
         stats,
         presence: Arc::new(Presence::default()),
@@ -164,8 +205,18 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         artifacts,
         commands: command_sessions,
     };
+    let session_handles = commands::session::SessionHandles {
+        store: state.store.clone(),
+        mqtt: mqtt.clone(),
+        presence: state.presence.clone(),
+        grants: {
+            let artifacts = state.artifacts.clone();
+            Arc::new(move |command_id: &str, valid_for| artifacts.mint_upload_grant(command_id, valid_for))
+        },
+        signer,
+    };
     // Subscribes to gateway events before the bridge can fire any.
-    commands::session::start(state.clone(), command_sessions_rx);
+    commands::session::start(session_handles, events.subscribe(), command_sessions_rx);
     let bridge = bridge::Bridge {
         client: mqtt,
         ingest,
@@ -174,6 +225,7 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         health: state.health.clone(),
         stats: state.stats.clone(),
         filters: bridge::filters(config.share_group.as_deref()),
+        registry,
     };
     // The bridge returns only if ingest died; then stop serving and exit non-zero so the supervisor
     // restarts the shim instead of keeping one that answers HTTP but stores nothing.

@@ -25,10 +25,12 @@ const READY_QUEUE: usize = 64;
 
 #[derive(Debug, Error)]
 pub enum TlsError {
-    #[error("TLS certificate file {path}: {reason}")]
-    Cert { path: String, reason: String },
-    #[error("TLS key file {path}: {reason}")]
-    Key { path: String, reason: String },
+    #[error("TLS certificate file {path}: {source}")]
+    Cert { path: String, source: rustls::pki_types::pem::Error },
+    #[error("TLS certificate file {path}: no certificate found")]
+    NoCert { path: String },
+    #[error("TLS key file {path}: {source}")]
+    Key { path: String, source: rustls::pki_types::pem::Error },
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
 }
@@ -36,16 +38,14 @@ pub enum TlsError {
 /// Reads a PEM certificate chain and private key (PKCS#8, PKCS#1 or SEC1) into a server config offering
 /// HTTP/1.1 over TLS 1.2/1.3.
 pub fn load_server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    let cert_err = |reason: String| TlsError::Cert { path: cert.display().to_string(), reason };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| cert_err(e.to_string()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| cert_err(e.to_string()))?;
+    let cert_err = |source| TlsError::Cert { path: cert.display().to_string(), source };
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(cert).map_err(cert_err)?.collect::<Result<_, _>>().map_err(cert_err)?;
     if chain.is_empty() {
-        return Err(cert_err("no certificate found".into()));
+        return Err(TlsError::NoCert { path: cert.display().to_string() });
     }
-    let key_der = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| TlsError::Key { path: key.display().to_string(), reason: e.to_string() })?;
+    let key_der =
+        PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Key { path: key.display().to_string(), source })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use scs_testkit::{outbox_seqs, wait_until, Agent, AgentOpts, Mosquitto, Shim, ShimOpts};
+use scs_testkit::{outbox_seqs, wait_until, Agent, Mosquitto, Shim, ShimOpts};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -34,7 +34,10 @@ fn duplicate_rows(shim: &Shim, gw: &str) -> i64 {
 }
 
 fn exactly_once_through_kills(shim: &mut Shim, broker_url: &str, gw: &str) {
-    let mut agent = Agent::start(AgentOpts::new(gw, broker_url));
+    // Provisioned on the shim; the bundle names the broker the shim uses (`broker_url`).
+    let opts = shim.agent_opts(gw);
+    assert_eq!(opts.broker, broker_url);
+    let mut agent = Agent::start(opts);
     let db = agent.db_path();
     let mut seen = BTreeSet::new();
     let sample = |seen: &mut BTreeSet<u64>| seen.extend(outbox_seqs(&db));

@@ -60,10 +60,12 @@ fn http_ingest_contract() {
     let shim = Shim::start(ShimOpts::default());
     let api = shim.api();
     let t = topic("gw-http", TopicKind::Telemetry);
+    // The HTTP contract carries the gateway's signed messages (a token does not replace the signature).
+    let gw = shim.add_gateway("gw-http");
     let body = batch(&[
-        (t.clone(), telemetry("gw-http", 1, 2)),
-        (t.clone(), telemetry("gw-http", 1, 2)),
-        (t.clone(), b"junk".to_vec()),
+        (t.clone(), gw.sign(&t, &telemetry("gw-http", 1, 2))),
+        (t.clone(), gw.sign(&t, &telemetry("gw-http", 1, 2))),
+        (t.clone(), gw.sign(&t, b"junk")),
         ("not/a/topic".to_owned(), vec![]),
     ]);
     let r = api.post("/v1/ingest", "application/cbor", &body);

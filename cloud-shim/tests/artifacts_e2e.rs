@@ -6,7 +6,7 @@
 use std::io::Read;
 use std::time::Duration;
 
-use scs_testkit::{wait_for, Agent, AgentOpts, Shim, ShimOpts};
+use scs_testkit::{wait_for, Agent, Shim, ShimOpts};
 use serde_json::{json, Value};
 
 fn client() -> ureq::Agent {
@@ -53,7 +53,7 @@ fn absolute(shim: &Shim, url: &str) -> String {
 fn log_bundle_command_end_to_end_with_download() {
     let mut shim = Shim::start(ShimOpts::default());
     let gw = "gw-bundle-1";
-    let _agent = Agent::start(AgentOpts::new(gw, &shim.mqtt_url()));
+    let _agent = Agent::start(shim.agent_opts(gw));
     let api = shim.api();
     // The gateway is online once its sensor shows up; then the command is delivered at once.
     wait_for(Duration::from_secs(30), "gateway sensor", || api.get_json("/v1/sensors").to_string().contains(gw).then_some(()));

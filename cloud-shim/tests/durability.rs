@@ -17,12 +17,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 use scs_protocol::telemetry::DeviceReport;
 use scs_protocol::{decode_uplink, encode, Metric, TelemetryBatch, TopicKind, Uplink};
-use scs_testkit::{publish, wait_until, Agent, AgentOpts, Mosquitto, Shim, ShimOpts, Subscription};
+use scs_testkit::{
+    append_to_outbox, outbox_next_seq, publish, wait_until, Agent, AgentOpts, Mosquitto, Shim, ShimOpts, Subscription,
+};
+
+/// The shim's own clock, so test data is stamped exactly as the shim stamps it.
+#[path = "../src/clock.rs"]
+mod clock;
+use clock::{now_ms, now_ms_u64};
 
 /// Agent settings that keep the tests in seconds: quick reconnects and resends.
 const AGENT_TOML: &str = r#"
@@ -44,18 +51,9 @@ fn open(path: &Path) -> Connection {
     c
 }
 
-/// The agent's seq counter: every seq below it was committed (none is ever reused). As the queue itself
-/// computes it: `meta.next_seq` is written when receipts delete rows, and max(outbox.seq) + 1 covers the
-/// rows enqueued since.
-fn next_seq_in(c: &Connection) -> u64 {
-    let meta: Option<i64> =
-        c.query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |r| r.get(0)).optional().expect("read meta.next_seq");
-    let max: Option<i64> = c.query_row("SELECT max(seq) FROM outbox", [], |r| r.get(0)).expect("max(seq)");
-    (meta.unwrap_or(1).max(max.map_or(0, |m| m + 1)) as u64).max(1)
-}
-
+/// The agent's seq counter: every seq below it was committed.
 fn agent_next_seq(agent: &Agent) -> u64 {
-    next_seq_in(&open(&agent.db_path()))
+    outbox_next_seq(&open(&agent.db_path())).expect("read the agent's seq counter")
 }
 
 fn agent_outbox_len(agent: &Agent) -> u64 {
@@ -88,10 +86,23 @@ fn wait_drained(agent: &Agent, shim_db: &Path, gw: &str) -> bool {
     })
 }
 
+/// The message inside a captured COSE_Sign1 (not verified: these tests observe durability; the
+/// shim verifies what it stores and security_e2e covers the signatures).
+fn cose_payload(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut d = minicbor::Decoder::new(bytes);
+    if d.tag().ok()? != minicbor::data::Tag::new(18) || d.array().ok()? != Some(4) {
+        return None;
+    }
+    d.skip().ok()?;
+    d.skip().ok()?;
+    Some(d.bytes().ok()?.to_vec())
+}
+
 /// Samples per `(boot hex, seq)` of every distinct receipted uplink message a subscriber saw.
 fn samples_seen(sub: &Subscription) -> BTreeMap<(String, u64), usize> {
     let mut m = BTreeMap::new();
     for (topic, payload) in sub.messages() {
+        let Some(payload) = cose_payload(&payload) else { continue };
         if let Ok((_, msg)) = decode_uplink(&topic, &payload) {
             let samples = match &msg {
                 Uplink::Telemetry(b) => b.sample_count(),
@@ -136,13 +147,9 @@ fn assert_exactly_once(agent: &Agent, shim: &Shim, gw: &str, capture: Option<&Su
     eprintln!("exactly once: {} committed seqs, {} stored rows, outbox empty", committed.len(), rows.len());
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 /// A realistic batch: the gateway plus `children` devices with a handful of metrics each.
 fn batch(gw: &str, boot: u64, seq: u64, children: usize) -> Vec<u8> {
-    let ts = now_ms();
+    let ts = now_ms_u64();
     let mut b = TelemetryBatch::new(gw, boot, seq, ts);
     let mut host = vec![
         Metric::new("cpu.usage_pct", 12.5),
@@ -165,25 +172,11 @@ fn batch(gw: &str, boot: u64, seq: u64, children: usize) -> Vec<u8> {
 /// Appends `count` committed telemetry batches to a stopped agent's outbox, exactly as its queue stores
 /// them (seq from `meta.next_seq`, which is advanced in the same transaction). Returns the seq range.
 fn prefill_outbox(agent: &Agent, count: u64, children: usize) -> (u64, u64) {
-    let mut c = open(&agent.db_path());
-    let tx = c.transaction().expect("begin");
-    let first = next_seq_in(&tx);
     let boot = 0x5eed_0000_0000_0001u64;
-    for seq in first..first + count {
-        let payload = batch(agent.gateway_id(), boot, seq, children);
-        tx.execute(
-            "INSERT INTO outbox (seq, kind, created_ms, size, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![seq as i64, TopicKind::Telemetry.code(), now_ms() as i64, payload.len() as i64, payload],
-        )
-        .expect("insert into outbox (schema changed?)");
-    }
-    tx.execute(
-        "INSERT INTO meta (key, value) VALUES ('next_seq', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        [(first + count) as i64],
-    )
-    .expect("advance next_seq");
-    tx.commit().expect("commit");
-    (first, first + count - 1)
+    append_to_outbox(&agent.db_path(), TopicKind::Telemetry.code(), count, now_ms(), |seq| {
+        batch(agent.gateway_id(), boot, seq, children)
+    })
+    .expect("append to the agent's outbox (schema changed?)")
 }
 
 /// Small deterministic jitter so kill points differ between iterations without a rand dependency.
@@ -192,8 +185,9 @@ fn jitter_ms(i: u64, lo: u64, hi: u64) -> u64 {
     lo + x % (hi - lo)
 }
 
-fn agent_opts(gw: &str, broker: &str) -> AgentOpts {
-    let mut o = AgentOpts::new(gw, broker);
+/// Options for an agent provisioned on `shim` (its bundle names the shim's broker).
+fn agent_opts(shim: &Shim, gw: &str) -> AgentOpts {
+    let mut o = shim.agent_opts(gw);
     o.config_toml = Some(AGENT_TOML.to_owned());
     o
 }
@@ -204,7 +198,7 @@ fn agent_opts(gw: &str, broker: &str) -> AgentOpts {
 /// varying points `kills` times, then a clean drain.
 fn kill9_agent_repeatedly(shim: &Shim, broker_port: u16, gw: &str, backlog: u64, kills: u64) {
     let capture = Subscription::start(broker_port, &[&format!("scs/v1/{gw}/up/#")]);
-    let mut agent = Agent::start(agent_opts(gw, &shim.mqtt_url()));
+    let mut agent = Agent::start(agent_opts(shim, gw));
     assert!(
         wait_until(Duration::from_secs(20), || stored(&shim.db_path(), gw).len() >= 2),
         "the agent's first messages never reached the store"
@@ -257,7 +251,7 @@ fn broker_down_then_up_backlog_drains_oldest_first_without_agent_restart() {
     let gw = "gw-dur-brk";
     let mut broker = Mosquitto::start_with("max_queued_messages 100000\n");
     let shim = Shim::start(ShimOpts::with_broker(&broker.url()));
-    let mut opts = agent_opts(gw, &broker.url());
+    let mut opts = agent_opts(&shim, gw);
     // Reconnect no sooner than 1.5 s, so the capturing subscriber is back before the backlog flows.
     opts.config_toml = Some(
         AGENT_TOML
@@ -287,6 +281,7 @@ fn broker_down_then_up_backlog_drains_oldest_first_without_agent_restart() {
     let mut order = Vec::new();
     let mut seen = BTreeSet::new();
     for (topic, payload) in capture.messages() {
+        let Some(payload) = cose_payload(&payload) else { continue };
         if let Ok((_, msg)) = decode_uplink(&topic, &payload) {
             if let Some((_, seq)) = msg.boot_seq() {
                 if seq >= down_at && seq <= backlog_last && seen.insert(seq) {
@@ -307,7 +302,7 @@ fn broker_down_then_up_backlog_drains_oldest_first_without_agent_restart() {
 fn shim_killed_mid_stream(mut shim: Shim, broker_port: u16, gw: &str) {
     let capture_external = shim.mqtt_port().is_none();
     let capture = capture_external.then(|| Subscription::start(broker_port, &[&format!("scs/v1/{gw}/up/#")]));
-    let mut agent = Agent::start(agent_opts(gw, &shim.mqtt_url()));
+    let mut agent = Agent::start(agent_opts(&shim, gw));
     assert!(wait_until(Duration::from_secs(20), || stored(&shim.db_path(), gw).len() >= 2), "no data before the crash");
     agent.kill9();
     prefill_outbox(&agent, 1000, 8);
@@ -353,7 +348,7 @@ fn shim_killed_mid_stream_embedded_broker() {
 
 fn hostile_payloads_with_real_agent(shim: &Shim, port: u16, gw: &str, oversized: bool) {
     let capture = Subscription::start(port, &[&format!("scs/v1/{gw}/up/telemetry")]);
-    let agent = Agent::start(agent_opts(gw, &shim.mqtt_url()));
+    let agent = Agent::start(agent_opts(shim, gw));
     let real = capture.wait_for_topic("/up/telemetry", Duration::from_secs(20)).expect("a real telemetry batch");
     let api = shim.api();
     let rejected = || api.get_json(&format!("/v1/gateways/{gw}/stats"))["rejected"].as_u64().unwrap_or(0);

@@ -46,10 +46,13 @@ fn shim_ingest_rate() {
         None => Shim::start(ShimOpts { rust_log: "warn".into(), ..ShimOpts::default() }),
     };
     let port = mosquitto.as_ref().map_or_else(|| shim.mqtt_port().expect("embedded broker"), Mosquitto::port);
-    let gws: Vec<TestGateway> = (0..gateways).map(|i| TestGateway::connect(port, &format!("gw-bench-{i}"))).collect();
-    // Encode up front: the figure is the shim's, not the encoder's.
-    let payloads: Vec<Vec<Vec<u8>>> =
-        gws.iter().map(|g| (1..=batches).map(|s| batch(&g.id, s, devices, per_device)).collect()).collect();
+    let gws: Vec<TestGateway> = (0..gateways).map(|i| TestGateway::connect(&shim, port, &format!("gw-bench-{i}"))).collect();
+    // Encode and sign up front: the figure is the shim's (verification included), not the agent's.
+    let tel = |g: &TestGateway| scs_protocol::topics::topic(&g.id, TopicKind::Telemetry);
+    let payloads: Vec<Vec<Vec<u8>>> = gws
+        .iter()
+        .map(|g| (1..=batches).map(|s| g.creds.sign(&tel(g), &batch(&g.id, s, devices, per_device))).collect())
+        .collect();
     let records = gateways as u64 * batches * (devices * per_device) as u64;
     let bytes: usize = payloads.iter().flatten().map(Vec::len).sum();
 
@@ -68,7 +71,7 @@ fn shim_ingest_rate() {
                             std::thread::sleep(Duration::from_micros(200));
                         }
                     }
-                    g.publish(TopicKind::Telemetry, payload.clone());
+                    g.publish_raw(&tel(g), payload.clone(), false);
                 }
                 assert!(g.wait_accepted(&(1..=batches).collect::<Vec<_>>(), Duration::from_secs(120)));
             });
@@ -85,4 +88,38 @@ fn shim_ingest_rate() {
     );
     let v = shim.api().get_json("/v1/gateways/gw-bench-0/stats");
     assert_eq!(v["storedMessages"], batches, "{v}");
+}
+
+/// Per-message cost of the signature check against decoding the same message, and of signing (the
+/// agent's side), for the bench's batch shape. The decode+store cost per message is the inverse of the
+/// batches/s figure of `shim_ingest_rate` in the same run.
+#[test]
+#[ignore = "benchmark; run with --ignored --nocapture"]
+fn signature_cost_per_message() {
+    let (devices, per_device) = (env_usize("SCS_BENCH_DEVICES", 10), env_usize("SCS_BENCH_METRICS", 20));
+    let n = env_usize("SCS_BENCH_SIG_MESSAGES", 2000);
+    let (key, _) = scs_protocol::cose::SigningKey::generate().expect("key");
+    let public = key.verifying_key();
+    let t = scs_protocol::topics::topic("gw-bench", TopicKind::Telemetry);
+    let plain: Vec<Vec<u8>> = (1..=n as u64).map(|s| batch("gw-bench", s, devices, per_device)).collect();
+    let t0 = Instant::now();
+    let signed: Vec<Vec<u8>> = plain.iter().map(|p| scs_protocol::cose::sign1(&key, b"gw-bench", t.as_bytes(), p)).collect();
+    let sign_us = t0.elapsed().as_secs_f64() * 1e6 / n as f64;
+    let t0 = Instant::now();
+    for m in &signed {
+        scs_protocol::cose::verify1(m, t.as_bytes(), |_| Some(public)).expect("verifies");
+    }
+    let verify_us = t0.elapsed().as_secs_f64() * 1e6 / n as f64;
+    let t0 = Instant::now();
+    for m in &plain {
+        scs_protocol::decode_uplink(&t, m).expect("decodes");
+    }
+    let decode_us = t0.elapsed().as_secs_f64() * 1e6 / n as f64;
+    println!(
+        "signature cost per message ({} metrics, {} bytes): sign {sign_us:.1} us, verify {verify_us:.1} us, decode {decode_us:.1} us \
+         (verify/decode = {:.2})",
+        devices * per_device,
+        plain.first().map_or(0, Vec::len),
+        verify_us / decode_us
+    );
 }

@@ -23,7 +23,7 @@ fn stored_messages(shim: &Shim, gw: &str) -> i64 {
 
 /// The whole path on one broker: inventory + telemetry in, receipts out, replays stored once.
 fn ingest_roundtrip(shim: &Shim, mqtt_port: u16, gw: &str) {
-    let g = TestGateway::connect(mqtt_port, gw);
+    let g = TestGateway::connect(shim, mqtt_port, gw);
     g.publish_retained(TopicKind::Status, status(gw, GatewayState::Online));
     g.publish(TopicKind::Inventory, inventory(gw, 1));
     for seq in 2..=11 {
@@ -101,7 +101,7 @@ fn mosquitto_ingest_with_receipts() {
 fn shim_restart_keeps_data_and_dedup() {
     let broker = Mosquitto::start();
     let mut shim = Shim::start(ShimOpts::with_broker(&broker.url()));
-    let g = TestGateway::connect(broker.port(), "gw-restart");
+    let g = TestGateway::connect(&shim, broker.port(), "gw-restart");
     for seq in 1..=5 {
         g.publish(TopicKind::Telemetry, telemetry("gw-restart", seq, 3));
     }
@@ -122,19 +122,12 @@ fn shim_restart_keeps_data_and_dedup() {
 fn broker_restart_resubscribes_and_ingest_continues() {
     let mut broker = Mosquitto::start();
     let shim = Shim::start(ShimOpts::with_broker(&broker.url()));
-    let g = TestGateway::connect(broker.port(), "gw-brk");
+    let g = TestGateway::connect(&shim, broker.port(), "gw-brk");
     g.publish(TopicKind::Telemetry, telemetry("gw-brk", 1, 2));
     assert!(g.wait_accepted(&[1], T));
     broker.restart();
-    // Like the agent: keep sending what has no receipt until it has one.
-    let ok = scs_testkit::wait_until(Duration::from_secs(30), || {
-        if g.accepted().contains(&2) {
-            return true;
-        }
-        g.publish(TopicKind::Telemetry, telemetry("gw-brk", 2, 2));
-        std::thread::sleep(Duration::from_millis(300));
-        false
-    });
+    let msg = telemetry("gw-brk", 2, 2);
+    let ok = g.resend_until_accepted(TopicKind::Telemetry, 2, &msg, Duration::from_millis(300), Duration::from_secs(30));
     assert!(ok, "ingest resumed after the broker restart:\n{}", shim.logs());
     assert_eq!(shim.api().get("/healthz").status, 200);
     assert_eq!(stored_messages(&shim, "gw-brk"), 2);
@@ -156,7 +149,7 @@ fn mosquitto_over_tls() {
     let mut opts = ShimOpts::with_broker(&format!("mqtts://localhost:{tls_port}"));
     opts.args = vec!["--broker-ca".into(), ca.display().to_string()];
     let shim = Shim::start(opts);
-    let g = TestGateway::connect(broker.port(), "gw-mqtts");
+    let g = TestGateway::connect(&shim, broker.port(), "gw-mqtts");
     g.publish(TopicKind::Telemetry, telemetry("gw-mqtts", 1, 2));
     assert!(g.wait_accepted(&[1], T), "ingest and receipt over the TLS connection:\n{}", shim.logs());
 }

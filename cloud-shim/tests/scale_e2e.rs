@@ -24,8 +24,9 @@ fn shim_on(broker: &Mosquitto, args: &[String], data_dir: Option<&std::path::Pat
 }
 
 /// Publishes PER_GATEWAY batches per gateway (plus a replay of the first ten), waits for every receipt.
-fn drive(broker: &Mosquitto) -> Vec<TestGateway> {
-    let gws: Vec<TestGateway> = (0..GATEWAYS).map(|i| TestGateway::connect(broker.port(), &format!("gw-s{i}"))).collect();
+fn drive(broker: &Mosquitto, shims: &[&Shim]) -> Vec<TestGateway> {
+    let gws: Vec<TestGateway> =
+        (0..GATEWAYS).map(|i| TestGateway::connect_on(shims, broker.port(), &format!("gw-s{i}"))).collect();
     for seq in 1..=PER_GATEWAY {
         for g in &gws {
             g.publish(TopicKind::Telemetry, telemetry(&g.id, seq, METRICS));
@@ -67,9 +68,15 @@ fn two_shims_share_the_load_through_a_worker() {
     let broker = Mosquitto::start();
     let worker = Shim::start(ShimOpts::default());
     let args = vec!["--worker-url".to_owned(), worker.http_url()];
-    let a = shim_on(&broker, &args, None);
-    let b = shim_on(&broker, &args, None);
-    let _gws = drive(&broker);
+    // Shims of one deployment sign with one cloud key (the one in the gateways' bundles).
+    let dirs = [TempDir::new("fwd-a"), TempDir::new("fwd-b")];
+    for d in &dirs {
+        std::fs::create_dir_all(d.join("keys")).unwrap();
+        std::fs::copy(worker.data_dir().join("keys/cloud-sign.pk8"), d.join("keys/cloud-sign.pk8")).unwrap();
+    }
+    let a = shim_on(&broker, &args, Some(dirs[0].path()));
+    let b = shim_on(&broker, &args, Some(dirs[1].path()));
+    let _gws = drive(&broker, &[&worker, &a, &b]);
     assert_stored_once(&worker);
     let (pa, pb) = (processed(&a), processed(&b));
     assert_eq!(pa + pb, (GATEWAYS as u64) * (PER_GATEWAY + 10), "each message handled by exactly one shim");
@@ -82,7 +89,7 @@ fn two_shims_share_one_sqlite_file() {
     let dir = TempDir::new("shared-store");
     let a = shim_on(&broker, &[], Some(dir.path()));
     let b = shim_on(&broker, &[], Some(dir.path()));
-    let _gws = drive(&broker);
+    let _gws = drive(&broker, &[&a]);
     assert_stored_once(&a);
     assert_stored_once(&b);
     let (pa, pb) = (processed(&a), processed(&b));
@@ -94,20 +101,15 @@ fn worker_down_means_no_receipt_until_it_is_back() {
     let broker = Mosquitto::start();
     let worker_port = free_port();
     let a = shim_on(&broker, &["--worker-url".to_owned(), format!("http://127.0.0.1:{worker_port}")], None);
-    let g = TestGateway::connect(broker.port(), "gw-wd");
+    let g = TestGateway::connect(&a, broker.port(), "gw-wd");
     g.publish(TopicKind::Telemetry, telemetry("gw-wd", 1, 2));
     std::thread::sleep(Duration::from_millis(1500));
     assert!(g.accepted().is_empty(), "no receipt while the Worker is unreachable: {:?}", g.receipts());
     let worker = Shim::start(ShimOpts { http_port: Some(worker_port), ..ShimOpts::default() });
+    scs_testkit::copy_gateway(a.data_dir(), worker.data_dir(), "gw-wd");
     // Like the agent: re-send what has no receipt yet, until it has one.
-    let ok = wait_until(T, || {
-        if g.accepted().contains(&1) {
-            return true;
-        }
-        g.publish(TopicKind::Telemetry, telemetry("gw-wd", 1, 2));
-        std::thread::sleep(Duration::from_millis(500));
-        false
-    });
+    let msg = telemetry("gw-wd", 1, 2);
+    let ok = g.resend_until_accepted(TopicKind::Telemetry, 1, &msg, Duration::from_millis(500), T);
     assert!(ok, "receipt once the Worker answers");
     let stats = worker.api().get_json("/v1/gateways/gw-wd/stats");
     assert_eq!(stats["storedMessages"], 1, "{stats}");
@@ -160,13 +162,15 @@ fn worker_over_https_with_a_private_ca() {
     let broker = Mosquitto::start();
     let url = format!("https://localhost:{http_port}");
     let trusting = shim_on(&broker, &["--worker-url".into(), url.clone(), "--worker-ca".into(), ca.display().to_string()], None);
-    let g = TestGateway::connect(broker.port(), "gw-tls");
+    let g = TestGateway::connect(&trusting, broker.port(), "gw-tls");
+    scs_testkit::copy_gateway(trusting.data_dir(), &worker_data, "gw-tls");
     g.publish(TopicKind::Telemetry, telemetry("gw-tls", 1, 2));
     assert!(g.wait_accepted(&[1], T), "receipt through the HTTPS worker: {:?}", g.receipts());
     drop(trusting);
 
     let untrusting = shim_on(&broker, &["--worker-url".into(), url], None);
-    let g2 = TestGateway::connect(broker.port(), "gw-tls-2");
+    let g2 = TestGateway::connect(&untrusting, broker.port(), "gw-tls-2");
+    scs_testkit::copy_gateway(untrusting.data_dir(), &worker_data, "gw-tls-2");
     g2.publish(TopicKind::Telemetry, telemetry("gw-tls-2", 1, 2));
     std::thread::sleep(Duration::from_millis(1500));
     assert!(g2.accepted().is_empty(), "a worker with an untrusted certificate stores nothing, so no receipt");

@@ -8,7 +8,7 @@ use crate::receipt::Receipt;
 use crate::status::Status;
 use crate::telemetry::TelemetryBatch;
 use crate::topics::{Topic, TopicKind};
-use crate::PROTOCOL_VERSION;
+use crate::version::PROTOCOL_VERSION;
 
 /// A validated message from a gateway.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,14 +48,6 @@ pub enum Downlink {
     Cancel(CommandCancel),
 }
 
-pub(crate) fn check_version(v: u8) -> Result<(), ProtocolError> {
-    if v == PROTOCOL_VERSION {
-        Ok(())
-    } else {
-        Err(ProtocolError::Version { found: v.into(), expected: PROTOCOL_VERSION })
-    }
-}
-
 fn decode<'b, T: minicbor::Decode<'b, ()>>(what: &'static str, payload: &'b [u8]) -> Result<T, ProtocolError> {
     // Check the version first so a v2 peer gets "unsupported version", not a confusing field error.
     let mut d = minicbor::Decoder::new(payload);
@@ -84,9 +76,6 @@ fn size_check(what: &'static str, payload: &[u8], limit: usize) -> Result<(), Pr
 /// Decodes and validates a gateway's message; the gateway id inside must match the topic's.
 pub fn decode_uplink(topic: &str, payload: &[u8]) -> Result<(Topic, Uplink), ProtocolError> {
     let t = Topic::parse(topic)?;
-    if !t.kind.is_uplink() {
-        return Err(ProtocolError::Direction { topic: topic.to_owned(), direction: "uplink" });
-    }
     let msg = match t.kind {
         TopicKind::Telemetry => {
             size_check("telemetry", payload, MAX_UPLINK_BYTES)?;
@@ -112,7 +101,9 @@ pub fn decode_uplink(topic: &str, payload: &[u8]) -> Result<(Topic, Uplink), Pro
             m.validate()?;
             Uplink::Status(m)
         }
-        _ => unreachable!("is_uplink() checked above"),
+        TopicKind::Receipt | TopicKind::Command | TopicKind::Cancel => {
+            return Err(ProtocolError::Direction { topic: topic.to_owned(), direction: "uplink" })
+        }
     };
     if msg.gateway() != t.gateway {
         return Err(ProtocolError::GatewayMismatch { in_topic: t.gateway.clone(), in_message: msg.gateway().to_owned() });
@@ -123,8 +114,9 @@ pub fn decode_uplink(topic: &str, payload: &[u8]) -> Result<(Topic, Uplink), Pro
 /// Decodes and validates a message for a gateway.
 pub fn decode_downlink(topic: &str, payload: &[u8]) -> Result<(Topic, Downlink), ProtocolError> {
     let t = Topic::parse(topic)?;
+    let wrong_direction = || ProtocolError::Direction { topic: topic.to_owned(), direction: "downlink" };
     if t.kind.is_uplink() {
-        return Err(ProtocolError::Direction { topic: topic.to_owned(), direction: "downlink" });
+        return Err(wrong_direction());
     }
     size_check("downlink", payload, MAX_DOWNLINK_BYTES)?;
     let msg = match t.kind {
@@ -143,12 +135,15 @@ pub fn decode_downlink(topic: &str, payload: &[u8]) -> Result<(Topic, Downlink),
             m.validate()?;
             Downlink::Cancel(m)
         }
-        _ => unreachable!("uplink kinds refused above"),
+        TopicKind::Telemetry | TopicKind::Inventory | TopicKind::CommandUpdate | TopicKind::Status => {
+            return Err(wrong_direction())
+        }
     };
     Ok((t, msg))
 }
 
 /// Encodes any protocol message. Encoding into a `Vec` cannot fail.
+#[allow(clippy::expect_used, reason = "writing to a Vec<u8> cannot fail and the message encoders return no errors of their own")]
 pub fn encode<T: minicbor::Encode<()>>(msg: &T) -> Vec<u8> {
     minicbor::to_vec(msg).expect("encoding into a Vec<u8> is infallible")
 }

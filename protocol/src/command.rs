@@ -223,7 +223,7 @@ pub fn peek_command_id(payload: &[u8]) -> Option<String> {
 
 impl CommandRequest {
     pub fn validate(&self) -> Result<(), ProtocolError> {
-        crate::codec::check_version(self.v)?;
+        crate::version::check_version(self.v)?;
         validate_id("command id", &self.id)?;
         validate_id("command type", &self.command_type)?;
         if !matches!(self.params, Value::Map(_)) {
@@ -238,14 +238,14 @@ impl CommandRequest {
 
 impl CommandCancel {
     pub fn validate(&self) -> Result<(), ProtocolError> {
-        crate::codec::check_version(self.v)?;
+        crate::version::check_version(self.v)?;
         validate_id("command id", &self.id)
     }
 }
 
 impl CommandUpdate {
     pub fn validate(&self) -> Result<(), ProtocolError> {
-        crate::codec::check_version(self.v)?;
+        crate::version::check_version(self.v)?;
         validate_id("gateway id", &self.gateway)?;
         validate_id("command id", &self.id)?;
         if let Some(e) = &self.error {
@@ -274,11 +274,14 @@ impl CommandUpdate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::encode;
+
+    fn encode<T: minicbor::Encode<()>>(msg: &T) -> Vec<u8> {
+        minicbor::to_vec(msg).unwrap()
+    }
 
     fn request(params: Value) -> CommandRequest {
         CommandRequest {
-            v: crate::PROTOCOL_VERSION,
+            v: crate::version::PROTOCOL_VERSION,
             id: "cmd-7".into(),
             command_type: "device.time".into(),
             params,

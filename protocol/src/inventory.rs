@@ -94,7 +94,7 @@ fn text(field: &'static str, s: &str) -> Result<(), ProtocolError> {
 
 impl Inventory {
     pub fn validate(&self) -> Result<(), ProtocolError> {
-        crate::codec::check_version(self.v)?;
+        crate::version::check_version(self.v)?;
         validate_id("gateway id", &self.gateway)?;
         if self.sensors.len() > MAX_SENSORS_PER_INVENTORY {
             return Err(ProtocolError::TooMany { what: "sensors", count: self.sensors.len(), limit: MAX_SENSORS_PER_INVENTORY });

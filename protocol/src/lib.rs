@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod command;
+pub mod cose;
 pub mod error;
 pub mod ids;
 pub mod inventory;
@@ -17,6 +18,7 @@ pub mod status;
 pub mod telemetry;
 pub mod topics;
 pub mod value;
+pub mod version;
 
 pub use codec::{decode_downlink, decode_uplink, encode, Downlink, Uplink};
 pub use command::{ArtifactMeta, CommandCancel, CommandRequest, CommandState, CommandUpdate, UploadGrant};
@@ -28,6 +30,4 @@ pub use status::{GatewayState, Status};
 pub use telemetry::{DeviceReport, TelemetryBatch};
 pub use topics::{Topic, TopicKind};
 pub use value::Value;
-
-/// Version carried in key 0 of every message. A peer rejects any other value.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub use version::PROTOCOL_VERSION;

@@ -168,6 +168,13 @@ impl<'b, C> minicbor::Decode<'b, C> for Metric {
             Type::Bool => MetricValue::Int(d.bool()? as i64),
             _ => MetricValue::Int(d.i64()?),
         };
+        // NaN and +/-Infinity are no measurement: refused, so the whole message is rejected and counted
+        // instead of storing a value no query or chart can use.
+        if let MetricValue::Float(f) = value {
+            if !f.is_finite() {
+                return Err(DecodeError::message("metric value must be a finite number (NaN and +/-Infinity are refused)"));
+            }
+        }
         let label = if n == Some(3) {
             let l = d.str()?;
             if l.len() > MAX_LABEL_LEN {
@@ -184,6 +191,17 @@ impl<'b, C> minicbor::Decode<'b, C> for Metric {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_finite_values_are_refused() {
+        for f in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let bytes = minicbor::to_vec(Metric::new("x", f)).unwrap();
+            let err = minicbor::decode::<Metric>(&bytes).unwrap_err();
+            assert!(err.to_string().contains("finite"), "{f}: {err}");
+        }
+        let ok = minicbor::to_vec(Metric::new("x", 1.5)).unwrap();
+        assert_eq!(minicbor::decode::<Metric>(&ok).unwrap().value, MetricValue::Float(1.5));
+    }
 
     #[test]
     fn well_known_ids_are_unique() {

@@ -25,11 +25,11 @@ pub struct Receipt {
 
 impl Receipt {
     pub fn accepted(seqs: Vec<u64>) -> Receipt {
-        Receipt { v: crate::PROTOCOL_VERSION, accepted: seqs, rejected: None, reason: None }
+        Receipt { v: crate::version::PROTOCOL_VERSION, accepted: seqs, rejected: None, reason: None }
     }
 
     pub fn validate(&self) -> Result<(), ProtocolError> {
-        crate::codec::check_version(self.v)?;
+        crate::version::check_version(self.v)?;
         let n = self.accepted.len() + self.rejected.as_ref().map_or(0, Vec::len);
         if n > MAX_RECEIPT_SEQS {
             return Err(ProtocolError::TooMany { what: "receipt seqs", count: n, limit: MAX_RECEIPT_SEQS });

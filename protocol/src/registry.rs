@@ -141,8 +141,8 @@ fn is_hostname(s: &str) -> bool {
             !b.is_empty()
                 && b.len() <= 63
                 && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
-                && b[0] != b'-'
-                && b[b.len() - 1] != b'-'
+                && !label.starts_with('-')
+                && !label.ends_with('-')
         })
 }
 

@@ -44,7 +44,7 @@ pub struct Status {
 
 impl Status {
     pub fn validate(&self) -> Result<(), ProtocolError> {
-        crate::codec::check_version(self.v)?;
+        crate::version::check_version(self.v)?;
         validate_id("gateway id", &self.gateway)
     }
 }

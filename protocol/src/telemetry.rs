@@ -6,7 +6,7 @@ use crate::error::ProtocolError;
 use crate::ids::validate_id;
 use crate::limits::{MAX_DEVICES_PER_BATCH, MAX_METRICS_PER_DEVICE};
 use crate::metric::Metric;
-use crate::PROTOCOL_VERSION;
+use crate::version::PROTOCOL_VERSION;
 
 /// One uplink batch. `(gateway, boot, seq)` identifies it: the cloud stores it at most once and answers
 /// with a [`crate::Receipt`] naming `seq`. `seq` grows by one per queued uplink message of this gateway,
@@ -69,7 +69,7 @@ impl TelemetryBatch {
     }
 
     pub fn validate(&self) -> Result<(), ProtocolError> {
-        crate::codec::check_version(self.v)?;
+        crate::version::check_version(self.v)?;
         validate_id("gateway id", &self.gateway)?;
         if self.devices.len() > MAX_DEVICES_PER_BATCH {
             return Err(ProtocolError::TooMany { what: "devices", count: self.devices.len(), limit: MAX_DEVICES_PER_BATCH });

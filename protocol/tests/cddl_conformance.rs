@@ -2,6 +2,9 @@
 //! independent `cddl` crate; hand-broken encodings do not. Real agent and shim output is checked in
 //! agent/tests/cddl_conformance.rs.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use std::collections::BTreeMap;
 
 use minicbor::Encoder;
@@ -245,4 +248,58 @@ fn broken_messages_fail_validation() {
     r.params = Value::Array(vec![]);
     bad("command-request", &encode(&r), "params as array");
     bad("telemetry-batch", &encode(&Receipt::accepted(vec![1])), "receipt on the telemetry rule");
+}
+
+mod envelope {
+    //! The COSE_Sign1 envelope of docs/protocol.cddl (`signed-uplink`, `signed-downlink`) against real
+    //! signed messages from `scs_protocol::cose`, and broken envelopes against it.
+    use scs_protocol::cose::{sign1, SigningKey, KID_CLOUD};
+
+    use super::*;
+
+    fn key() -> SigningKey {
+        SigningKey::generate().expect("key generation").0
+    }
+
+    #[test]
+    fn signed_messages_validate() {
+        let k = key();
+        let up = sign1(&k, b"gw-1", b"scs/v1/gw-1/up/telemetry", &encode(&batch(true)));
+        ok("signed-uplink", &up);
+        ok("signed-message", &up);
+        let inv = sign1(&k, b"gw-1", b"scs/v1/gw-1/up/inventory", &encode(&inventory(true)));
+        ok("signed-uplink", &inv);
+        let down = sign1(&k, KID_CLOUD, b"scs/v1/gw-1/down/command", &encode(&request(true)));
+        ok("signed-downlink", &down);
+        ok("signed-message", &down);
+        bad("signed-uplink", &down, "a signed command is not an uplink");
+        // The bare message is not an envelope, and the envelope is not a bare message.
+        bad("signed-uplink", &encode(&batch(false)), "unsigned telemetry");
+        bad("telemetry-batch", &up, "envelope on the telemetry rule");
+    }
+
+    #[test]
+    fn broken_envelopes_fail_validation() {
+        let k = key();
+        let payload = encode(&Receipt::accepted(vec![1]));
+        let good = sign1(&k, KID_CLOUD, b"scs/v1/gw-1/down/receipt", &payload);
+        ok("signed-downlink", &good);
+        let build = |tag: u64, protected: &[u8], kid: &[u8], payload: &[u8], sig: &[u8]| {
+            let mut e = Encoder::new(Vec::new());
+            e.tag(minicbor::data::Tag::new(tag)).expect("vec write");
+            e.array(4).expect("vec write").bytes(protected).expect("vec write");
+            e.map(1).expect("vec write").u8(4).expect("vec write").bytes(kid).expect("vec write");
+            e.bytes(payload).expect("vec write").bytes(sig).expect("vec write");
+            e.into_writer()
+        };
+        let sig = [0u8; 64];
+        ok("signed-downlink", &build(18, &[0xa1, 0x01, 0x27], b"cloud", &payload, &sig));
+        bad("signed-downlink", &build(17, &[0xa1, 0x01, 0x27], b"cloud", &payload, &sig), "tag 17");
+        bad("signed-downlink", &build(18, &[0xa1, 0x01, 0x26], b"cloud", &payload, &sig), "alg ES256");
+        bad("signed-downlink", &build(18, &[0xa0], b"cloud", &payload, &sig), "no alg");
+        bad("signed-downlink", &build(18, &[0xa1, 0x01, 0x27], b"", &payload, &sig), "empty kid");
+        bad("signed-downlink", &build(18, &[0xa1, 0x01, 0x27], b"cloud", &payload, &sig[..63]), "short signature");
+        bad("signed-downlink", &build(18, &[0xa1, 0x01, 0x27], b"cloud", b"\xff", &sig), "payload not CBOR");
+        bad("signed-downlink", &good[1..], "untagged");
+    }
 }

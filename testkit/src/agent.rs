@@ -1,9 +1,7 @@
 //! `scs-agent run` as a child process.
 
-use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::bin_path;
 use crate::process::{delegate_to_process, Process};
@@ -23,6 +21,9 @@ pub struct AgentOpts {
     pub config_toml: Option<String>,
     /// `--api-url` (artifact uploads).
     pub api_url: Option<String>,
+    /// Provisioning bundle (`scs-cloud-shim gateways add`): installed with `scs-agent provision` before
+    /// the first start, and then the agent runs without `--gateway-id`/`--broker` (they come from it).
+    pub bundle: Option<PathBuf>,
     /// Extra arguments appended after the standard ones.
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -39,6 +40,7 @@ impl AgentOpts {
             interval_secs: Some(1),
             config_toml: None,
             api_url: None,
+            bundle: None,
             args: Vec::new(),
             env: Vec::new(),
             rust_log: crate::default_rust_log(),
@@ -68,9 +70,21 @@ impl Agent {
             args.push("--config".into());
             args.push(path.into_os_string());
         }
-        args.extend(["--gateway-id".into(), OsString::from(&opts.gateway_id), "--broker".into(), OsString::from(&opts.broker)]);
+        match &opts.bundle {
+            Some(bundle) => provision(bundle, &data_dir),
+            None => args.extend([
+                "--gateway-id".into(),
+                OsString::from(&opts.gateway_id),
+                "--broker".into(),
+                OsString::from(&opts.broker),
+            ]),
+        }
         args.push("--data-dir".into());
         args.push(data_dir.clone().into_os_string());
+        // A data dir without a provisioned identity runs in development mode (unsigned messages).
+        if !data_dir.join("identity.toml").exists() {
+            args.push("--insecure-no-identity".into());
+        }
         if let Some(n) = opts.interval_secs {
             args.push("--interval-secs".into());
             args.push(n.to_string().into());
@@ -121,15 +135,20 @@ impl Agent {
     delegate_to_process!();
 }
 
-/// Seqs in the agent's outbox at `db` right now, empty while the file cannot be read yet. Read-only:
-/// WAL lets a test read while the agent writes.
-pub fn outbox_seqs(db: &Path) -> BTreeSet<u64> {
-    let Ok(conn) = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) else {
-        return BTreeSet::new();
-    };
-    let _ = conn.busy_timeout(Duration::from_secs(5));
-    let Ok(mut st) = conn.prepare("SELECT seq FROM outbox") else { return BTreeSet::new() };
-    st.query_map([], |r| r.get::<_, i64>(0))
-        .map(|rows| rows.filter_map(Result::ok).map(|s| s as u64).collect())
-        .unwrap_or_default()
+/// `scs-agent provision BUNDLE --data-dir DIR`; panics with its output on failure.
+pub fn provision(bundle: &Path, data_dir: &Path) {
+    let o = std::process::Command::new(bin_path("scs-agent"))
+        .arg("provision")
+        .arg(bundle)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("run scs-agent provision");
+    assert!(
+        o.status.success(),
+        "scs-agent provision {} failed: {}{}",
+        bundle.display(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -9,6 +9,8 @@ use serde_json::Value;
 pub struct Reply {
     pub status: u16,
     pub content_type: Option<String>,
+    /// Every response header, names lower-case.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
@@ -21,6 +23,17 @@ impl Reply {
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("HTTP {} body is not JSON ({e}): {}", self.status, self.text()))
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// True when the body is JSON with a string `error` member (the API's error shape).
+    pub fn is_json_error(&self) -> bool {
+        self.content_type.as_deref().is_some_and(|ct| ct.starts_with("application/json"))
+            && serde_json::from_slice::<Value>(&self.body).is_ok_and(|v| v["error"].is_string())
     }
 
     pub fn is_success(&self) -> bool {
@@ -63,10 +76,25 @@ impl Api {
 
     /// Any request; `Err` only for transport failures (connection refused, timeout).
     pub fn try_request(&self, method: &str, path: &str, body: Option<(&str, &[u8])>) -> Result<Reply, ureq::Error> {
+        self.try_request_with(method, path, &[], body)
+    }
+
+    /// Any request with extra headers; an `Authorization` among them replaces the bearer token.
+    pub fn try_request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, &[u8])>,
+    ) -> Result<Reply, ureq::Error> {
         let url = self.url(path);
         let mut req = ureq::http::Request::builder().method(method).uri(&url);
-        if let Some(t) = &self.token {
+        let own_auth = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("authorization"));
+        if let (Some(t), false) = (&self.token, own_auth) {
             req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        for (n, v) in headers {
+            req = req.header(*n, *v);
         }
         let resp = match body {
             Some((ct, bytes)) => {
@@ -80,8 +108,10 @@ impl Api {
         };
         let status = resp.status().as_u16();
         let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let headers =
+            resp.headers().iter().filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned()))).collect();
         let body = resp.into_body().with_config().limit(1 << 30).read_to_vec()?;
-        Ok(Reply { status, content_type, body })
+        Ok(Reply { status, content_type, headers, body })
     }
 
     pub fn try_get(&self, path: &str) -> Result<Reply, ureq::Error> {
@@ -91,6 +121,11 @@ impl Api {
     /// Any request; panics on transport failure.
     pub fn request(&self, method: &str, path: &str, body: Option<(&str, &[u8])>) -> Reply {
         self.try_request(method, path, body).unwrap_or_else(|e| panic!("{method} {}: {e}", self.url(path)))
+    }
+
+    /// Any request with extra headers; panics on transport failure.
+    pub fn request_with(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<(&str, &[u8])>) -> Reply {
+        self.try_request_with(method, path, headers, body).unwrap_or_else(|e| panic!("{method} {}: {e}", self.url(path)))
     }
 
     pub fn get(&self, path: &str) -> Reply {

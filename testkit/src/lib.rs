@@ -29,8 +29,10 @@
 mod agent;
 mod api;
 pub mod cddl;
+mod identity;
 mod mosquitto;
 mod mqtt_cli;
+mod outbox;
 mod process;
 mod shim;
 mod tempdir;
@@ -40,10 +42,12 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-pub use agent::{outbox_seqs, Agent, AgentOpts};
+pub use agent::{Agent, AgentOpts};
 pub use api::{Api, Reply};
+pub use identity::{copy_gateway, gateways_add, gateways_revoke, shim_observer_auth, GatewayCreds};
 pub use mosquitto::Mosquitto;
-pub use mqtt_cli::{publish, publish_opts, PubOpts, Subscription};
+pub use mqtt_cli::{publish, publish_opts, set_port_auth, try_publish_opts, MqttAuth, PubOpts, Subscription};
+pub use outbox::{append_to_outbox, outbox_next_seq, outbox_seqs};
 pub use process::Process;
 pub use shim::{Shim, ShimOpts};
 pub use tempdir::TempDir;
@@ -131,6 +135,12 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Milliseconds since the Unix epoch, for message timestamps built by tests (the agent's own clock
+/// lives in its binary, out of a test's reach).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// `RUST_LOG` for started processes: the caller's `SCS_TEST_LOG`, else `info`.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::mqtt_cli::Subscription;
 use crate::process::Process;
 use crate::tempdir::TempDir;
-use crate::{free_port, port_open, wait_until};
+use crate::{free_port, port_open};
 
 const MOSQUITTO_PATHS: [&str; 3] = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"];
 
@@ -43,20 +43,27 @@ impl Mosquitto {
         m
     }
 
+    /// Starts Mosquitto with a whole config of the caller's making (`conf(port)`: listener, TLS, ACL...)
+    /// plus persistence off and logging to stderr; waits until the port accepts connections.
+    pub fn start_conf(conf: impl FnOnce(u16) -> String) -> Mosquitto {
+        let dir = TempDir::new("mosquitto");
+        let port = free_port();
+        let path = dir.join("mosquitto.conf");
+        let text = format!(
+            "# written by scs-testkit\npersistence false\nlog_dest stderr\nlog_type all\nconnection_messages true\n{}\n",
+            conf(port)
+        );
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        let proc =
+            Process::spawn("mosquitto", &mosquitto_bin(), vec!["-c".into(), path.into_os_string()], Vec::new(), dir.path());
+        let mut m = Mosquitto { proc, port, dir };
+        m.wait_listening();
+        m
+    }
+
     fn wait_listening(&mut self) {
         let port = self.port;
-        let proc = &mut self.proc;
-        let ok = wait_until(Duration::from_secs(10), || {
-            if !proc.is_running() {
-                proc.print_log_tails(40);
-                panic!("mosquitto exited at start (port {port})");
-            }
-            port_open(port)
-        });
-        if !ok {
-            self.proc.print_log_tails(40);
-            panic!("mosquitto did not listen on 127.0.0.1:{port} within 10 s");
-        }
+        self.proc.wait_ready(Duration::from_secs(10), &format!("listening on 127.0.0.1:{port}"), || port_open(port));
     }
 
     pub fn port(&self) -> u16 {

@@ -178,6 +178,20 @@ impl Process {
         format!("--- {} stdout ---\n{out}--- {} stderr ---\n{err}", self.name, self.name)
     }
 
+    /// Polls `ready` until it holds. Panics naming `what` if the process exits first or `timeout` passes;
+    /// the logs' tails are printed when the panic drops this process.
+    pub fn wait_ready(&mut self, timeout: Duration, what: &str, mut ready: impl FnMut() -> bool) {
+        let ok = crate::wait_until(timeout, || {
+            if !self.is_running() {
+                panic!("{} exited before {what}", self.name);
+            }
+            ready()
+        });
+        if !ok {
+            panic!("{}: not {what} within {timeout:?}", self.name);
+        }
+    }
+
     /// Prints the last `lines` lines of both logs to stderr (shown by the test harness on failure).
     pub fn print_log_tails(&self, lines: usize) {
         for (what, path) in [("stdout", &self.stdout_log), ("stderr", &self.stderr_log)] {

@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::api::Api;
+use crate::identity::GatewayCreds;
 use crate::process::{delegate_to_process, Process};
 use crate::tempdir::TempDir;
-use crate::{bin_path, free_port, port_open, wait_until, TEST_TOKEN};
+use crate::{bin_path, free_port, port_open, TEST_TOKEN};
 
 #[derive(Debug, Clone)]
 pub struct ShimOpts {
@@ -96,7 +97,35 @@ impl Shim {
         let proc = Process::spawn("scs-cloud-shim", &bin_path("scs-cloud-shim"), args, env, dir.path());
         let mut shim = Shim { proc, http_port, mqtt_port, broker: opts.broker.clone(), data_dir, token: opts.token, _dir: dir };
         shim.wait_ready(Duration::from_secs(30));
+        // Watching traffic on the embedded broker needs a login: tests use the shim's own.
+        if let (Some(port), Some(auth)) = (shim.mqtt_port, crate::identity::shim_observer_auth(&shim.data_dir)) {
+            crate::mqtt_cli::set_port_auth(port, auth);
+        }
         shim
+    }
+
+    /// Provisions gateway `id` on this shim (`scs-cloud-shim gateways add`, bundle in the shim's temp dir,
+    /// URLs defaulting to this shim's addresses).
+    /// Calling it again for the same id returns the same credentials (the bundle is kept).
+    pub fn add_gateway(&self, id: &str) -> GatewayCreds {
+        let out = self._dir.join(format!("{id}.bundle.toml"));
+        if out.exists() {
+            return GatewayCreds::read(&out);
+        }
+        crate::identity::gateways_add(&self.data_dir, id, &out, None)
+    }
+
+    /// `scs-cloud-shim gateways revoke id` on this shim's data dir.
+    pub fn revoke_gateway(&self, id: &str) {
+        crate::identity::gateways_revoke(&self.data_dir, id);
+    }
+
+    /// Agent options for gateway `id`, provisioned on this shim with a bundle (`scs-agent provision`).
+    pub fn agent_opts(&self, id: &str) -> crate::AgentOpts {
+        let creds = self.add_gateway(id);
+        let mut opts = crate::AgentOpts::new(id, &self.mqtt_url());
+        opts.bundle = Some(creds.bundle);
+        opts
     }
 
     /// Waits until the shim answers `GET /healthz` with 200 (and its embedded broker listens); panics with
@@ -104,18 +133,9 @@ impl Shim {
     pub fn wait_ready(&mut self, timeout: Duration) {
         let api = self.api();
         let mqtt_port = self.mqtt_port;
-        let proc = &mut self.proc;
-        let ok = wait_until(timeout, || {
-            if !proc.is_running() {
-                proc.print_log_tails(60);
-                panic!("scs-cloud-shim exited during start-up");
-            }
+        self.proc.wait_ready(timeout, "ready (GET /healthz 200, MQTT port open)", || {
             api.try_get("/healthz").map(|r| r.status == 200).unwrap_or(false) && mqtt_port.is_none_or(port_open)
         });
-        if !ok {
-            self.proc.print_log_tails(60);
-            panic!("scs-cloud-shim not ready within {timeout:?}");
-        }
     }
 
     pub fn http_port(&self) -> u16 {

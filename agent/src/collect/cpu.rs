@@ -16,11 +16,8 @@ pub struct CpuTimes {
 pub fn parse_stat(text: &str) -> Option<CpuTimes> {
     let line = text.lines().find(|l| l.starts_with("cpu "))?;
     let v: Vec<u64> = line.split_whitespace().skip(1).map(|f| f.parse().ok()).collect::<Option<_>>()?;
-    if v.len() < 4 {
-        return None;
-    }
     let total: u64 = v.iter().take(8).sum();
-    let idle = v[3] + v.get(4).copied().unwrap_or(0);
+    let idle = v.get(3).copied()? + v.get(4).copied().unwrap_or(0);
     Some(CpuTimes { busy: total.saturating_sub(idle), total })
 }
 

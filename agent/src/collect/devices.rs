@@ -2,8 +2,7 @@
 //! configured address, with connect latency. Protocol-level probes (ONVIF, NVR APIs) come later and
 //! add metrics to the same reports. Devices without an address get no report: nothing is invented.
 
-use std::net::{TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use scs_protocol::{DeviceReport, Metric};
 
@@ -17,21 +16,15 @@ pub enum Reach {
     Down,
 }
 
-/// Resolves `target` and tries each address until one accepts within `timeout` in total.
+/// Resolves `target` and tries each address until one accepts, all within `timeout`.
 pub fn tcp_probe(target: &str, timeout: Duration) -> Reach {
-    let start = Instant::now();
-    let Ok(addrs) = target.to_socket_addrs() else { return Reach::Down };
-    for addr in addrs {
-        let left = timeout.saturating_sub(start.elapsed());
-        if left.is_zero() {
-            break;
-        }
-        let t = Instant::now();
-        if TcpStream::connect_timeout(&addr, left).is_ok() {
-            return Reach::Up { latency_ms: round1(t.elapsed().as_secs_f64() * 1000.0) };
+    match crate::net_probe::probe(target, timeout) {
+        Ok(c) => Reach::Up { latency_ms: round1(c.latency.as_secs_f64() * 1000.0) },
+        Err(e) => {
+            log::debug!("device probe {target}: {e}");
+            Reach::Down
         }
     }
-    Reach::Down
 }
 
 pub struct Devices {

@@ -23,17 +23,16 @@ pub struct Mount {
 
 /// Undoes the octal escapes /proc/mounts uses for spaces, tabs, newlines and backslashes.
 fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
+    let mut rest = s.as_bytes();
+    let mut out = Vec::with_capacity(rest.len());
+    while let Some((&c, tail)) = rest.split_first() {
+        if let (b'\\', [d1 @ b'0'..=b'7', d2 @ b'0'..=b'7', d3 @ b'0'..=b'7', after @ ..]) = (c, tail) {
+            let v = u32::from(d1 - b'0') * 64 + u32::from(d2 - b'0') * 8 + u32::from(d3 - b'0');
             out.push(v as u8);
-            i += 4;
+            rest = after;
         } else {
-            out.push(b[i]);
-            i += 1;
+            out.push(c);
+            rest = tail;
         }
     }
     String::from_utf8_lossy(&out).into_owned()

@@ -20,10 +20,8 @@ pub fn parse_net_dev(text: &str) -> Vec<IfCounters> {
         .filter_map(|l| {
             let (name, rest) = l.split_once(':')?;
             let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().ok()).collect::<Option<_>>()?;
-            if f.len() < 11 {
-                return None;
-            }
-            Some(IfCounters { name: name.trim().to_owned(), rx_bytes: f[0], rx_errors: f[2], tx_bytes: f[8], tx_errors: f[10] })
+            let &[rx_bytes, _, rx_errors, _, _, _, _, _, tx_bytes, _, tx_errors, ..] = f.as_slice() else { return None };
+            Some(IfCounters { name: name.trim().to_owned(), rx_bytes, rx_errors, tx_bytes, tx_errors })
         })
         .collect()
 }

@@ -32,7 +32,7 @@ fn capture(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     let room = CAPTURE_LIMIT.saturating_sub(kept.len());
-                    kept.extend_from_slice(&buf[..n.min(room)]);
+                    kept.extend_from_slice(buf.get(..n.min(room)).unwrap_or_default());
                 }
             }
         }

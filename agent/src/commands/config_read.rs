@@ -13,6 +13,6 @@ pub fn run(job: &Job) -> Result<Output, CommandError> {
     Ok(Output::value(Value::map([
         ("format", Value::from("toml")),
         ("config", Value::from(text)),
-        ("effectiveIntervalSecs", Value::from(config::interval_secs(&job.ctx))),
+        ("effectiveIntervalSecs", Value::from(job.ctx.settings.interval_secs())),
     ])))
 }

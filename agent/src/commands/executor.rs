@@ -25,11 +25,12 @@ use scs_protocol::{
 use super::journal::{Journal, JournalError, Pending, RESTARTING};
 use super::limits::{check_rate, Concurrency, Slot};
 use super::Inbound;
-use super::{agent_restart, runner, CommandError, Job, Output};
+use super::{agent_restart, runner, CommandError, Job, Output, RunFn};
 use crate::context::{AgentContext, AgentMetrics};
 use crate::queue::QueueError;
 
 /// How long a stopped job gets to wind down (kill its children) before the outcome is reported anyway.
+/// Its concurrency slot stays taken until the job really returns.
 const WIND_DOWN: Duration = Duration::from_secs(2);
 const POLL: Duration = Duration::from_millis(20);
 /// Room left in an update for everything but the result value.
@@ -42,7 +43,7 @@ pub enum ExecutorError {
     #[error("queueing update for command {id}: {source}")]
     Queue { id: String, source: QueueError },
     #[error("starting the command executor thread: {0}")]
-    Thread(std::io::Error),
+    Thread(#[source] std::io::Error),
 }
 
 /// What the executor does when `agent.restart` has been recorded: by default exit the process with
@@ -52,6 +53,8 @@ pub type RestartHook = Arc<dyn Fn() + Send + Sync>;
 pub struct Options {
     pub registry: &'static [CommandSpec],
     pub on_restart: RestartHook,
+    /// The implementation of each command type; tests substitute jobs that misbehave.
+    pub runner: fn(&str) -> Option<RunFn>,
 }
 
 impl Default for Options {
@@ -62,6 +65,7 @@ impl Default for Options {
                 log::warn!("exiting with status {} so the supervisor restarts the agent", agent_restart::RESTART_EXIT_CODE);
                 std::process::exit(agent_restart::RESTART_EXIT_CODE)
             }),
+            runner,
         }
     }
 }
@@ -275,7 +279,8 @@ impl Shared {
         req: &CommandRequest,
         now: u64,
     ) -> Result<(&'static CommandSpec, Value, Slot), (CommandState, String)> {
-        if req.expires != 0 && now > req.expires {
+        // `expires` 0 is not "never": every command the cloud sends carries a real expiry.
+        if now > req.expires || req.expires == 0 {
             let late = (now - req.expires) / 1000;
             return Err((CommandState::Expired, format!("arrived {late} s after it expired")));
         }
@@ -287,15 +292,11 @@ impl Shared {
                 format!("{} targets {:?}, not this gateway", spec.command_type, spec.safety.targets),
             ));
         }
-        if runner(spec.command_type).is_none() {
+        if (self.opts.runner)(spec.command_type).is_none() {
             return Err((CommandState::Rejected, CommandError::Unsupported(spec.command_type).to_string()));
         }
-        match check_rate(journal, spec, now) {
-            Ok(Ok(())) => {}
-            Ok(Err(reason)) => return Err((CommandState::Rejected, reason)),
-            Err(e) => return Err((CommandState::Rejected, format!("cannot check the rate limit: {e}"))),
-        }
-        let slot = self.concurrency.try_acquire(spec).map_err(|r| (CommandState::Rejected, r))?;
+        check_rate(journal, spec, now).map_err(|e| (CommandState::Rejected, e.to_string()))?;
+        let slot = self.concurrency.try_acquire(spec).map_err(|e| (CommandState::Rejected, e.to_string()))?;
         Ok((spec, params, slot))
     }
 
@@ -340,7 +341,7 @@ impl Shared {
         active: Arc<Active>,
     ) {
         let id = req.id.clone();
-        let outcome = self.execute(req, spec, params, &active);
+        let outcome = self.execute(req, spec, params, slot, &active);
         // The restart hook normally ends the process here.
         let restart = outcome.is_none();
         let result = match outcome {
@@ -352,17 +353,25 @@ impl Shared {
         if let Err(e) = result {
             log::error!("command {id}: {e}");
         }
-        drop(slot);
         lock(&self.active).remove(&id);
         if restart {
             (self.opts.on_restart)();
         }
     }
 
-    /// Runs an accepted command to its outcome; `None` means the agent must restart.
-    fn execute(&self, req: CommandRequest, spec: &'static CommandSpec, params: Value, active: &Active) -> Option<Outcome> {
+    /// Runs an accepted command to its outcome; `None` means the agent must restart. The worker
+    /// thread owns `slot` and frees it only when the job has really returned, so a job that ignores
+    /// its cancel flag keeps counting against the concurrency limit after its outcome is reported.
+    fn execute(
+        &self,
+        req: CommandRequest,
+        spec: &'static CommandSpec,
+        params: Value,
+        slot: Slot,
+        active: &Active,
+    ) -> Option<Outcome> {
         let id = req.id.clone();
-        let Some(run) = runner(spec.command_type) else {
+        let Some(run) = (self.opts.runner)(spec.command_type) else {
             return Some(Outcome::error(CommandState::Failed, CommandError::Unsupported(spec.command_type).to_string()));
         };
         let now = crate::clock::now_ms();
@@ -392,7 +401,10 @@ impl Shared {
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let worker = std::thread::Builder::new().name(format!("run-{}", spec.command_type)).spawn(move || {
-            let _ = tx.send(run(&job));
+            let result = run(&job);
+            // Freed before the result is handed over: once the outcome is known, the place is free.
+            drop(slot);
+            let _ = tx.send(result);
         });
         if let Err(e) = worker {
             return Some(Outcome::error(CommandState::Failed, format!("cannot start a thread: {e}")));

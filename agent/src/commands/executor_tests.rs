@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use scs_protocol::registry::{CommandSpec, Safety};
 use scs_protocol::topics::topic;
@@ -15,10 +15,11 @@ use scs_protocol::{
 
 use super::executor::{Executor, Options};
 use super::journal::Journal;
-use super::Inbound;
-use crate::config::{CommandsConfig, Config, Settings};
+use super::{CommandError, Inbound, Job, Output, RunFn};
+use crate::config::{CommandsConfig, Config};
 use crate::context::AgentContext;
 use crate::queue::{Queue, QueueOptions};
+use crate::settings::Settings;
 
 const GW: &str = "gw-exec";
 
@@ -30,6 +31,12 @@ struct Rig {
     restarts: Arc<AtomicU32>,
     reboot: Vec<String>,
     registry: &'static [CommandSpec],
+    runner: fn(&str) -> Option<RunFn>,
+}
+
+/// Waits (polling, up to `secs`) until `cond` holds; fails the test naming `what` if it never does.
+fn wait(secs: u64, what: &str, cond: impl FnMut() -> bool) {
+    assert!(scs_testkit::wait_until(Duration::from_secs(secs), cond), "timed out after {secs} s waiting for {what}");
 }
 
 fn config(dir: &Path, reboot: &[String]) -> Config {
@@ -56,10 +63,15 @@ impl Rig {
     fn with_registry(name: &str, reboot: impl Fn(&Path) -> Vec<String>, registry: &'static [CommandSpec]) -> Rig {
         let dir = temp_dir(name);
         let argv = reboot(&dir);
-        Rig::start(dir, argv, registry)
+        Rig::start(dir, argv, registry, super::runner)
     }
 
-    fn start(dir: PathBuf, reboot: Vec<String>, registry: &'static [CommandSpec]) -> Rig {
+    /// A rig whose command types are implemented by `runner` instead of the agent's own.
+    fn with_runner(name: &str, registry: &'static [CommandSpec], runner: fn(&str) -> Option<RunFn>) -> Rig {
+        Rig::start(temp_dir(name), argv(&["true"]), registry, runner)
+    }
+
+    fn start(dir: PathBuf, reboot: Vec<String>, registry: &'static [CommandSpec], runner: fn(&str) -> Option<RunFn>) -> Rig {
         let cfg = config(&dir, &reboot);
         let db = dir.join("agent.db");
         let queue = Queue::open(&db, QueueOptions::from(&cfg.queue)).unwrap();
@@ -72,19 +84,20 @@ impl Rig {
             on_restart: Arc::new(move || {
                 r.fetch_add(1, Ordering::SeqCst);
             }),
+            runner,
         };
         let (tx, rx) = channel();
         let handle = Executor::spawn_with(ctx.clone(), rx, opts).unwrap();
-        Rig { dir, ctx, tx: Some(tx), handle: Some(handle), restarts, reboot, registry }
+        Rig { dir, ctx, tx: Some(tx), handle: Some(handle), restarts, reboot, registry, runner }
     }
 
     /// Stops the executor thread (like an agent exit) and starts a new one on the same database.
     fn restart(mut self) -> Rig {
         self.stop();
-        let (dir, reboot, registry) = (self.dir.clone(), std::mem::take(&mut self.reboot), self.registry);
+        let (dir, reboot, registry, runner) = (self.dir.clone(), std::mem::take(&mut self.reboot), self.registry, self.runner);
         // The directory must outlive this rig: skip Drop's cleanup.
         std::mem::forget(self);
-        Rig::start(dir, reboot, registry)
+        Rig::start(dir, reboot, registry, runner)
     }
 
     fn stop(&mut self) {
@@ -122,15 +135,24 @@ impl Rig {
         self.updates().into_iter().filter(|u| u.id == id).map(|u| u.state).collect()
     }
 
+    fn terminal(&self, id: &str) -> Option<CommandUpdate> {
+        self.updates().into_iter().find(|u| u.id == id && u.state.is_terminal())
+    }
+
     fn wait_terminal(&self, id: &str) -> CommandUpdate {
-        let end = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(u) = self.updates().into_iter().find(|u| u.id == id && u.state.is_terminal()) {
-                return u;
-            }
-            assert!(Instant::now() < end, "no terminal state for {id}: {:?}", self.states(id));
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait(10, &format!("a terminal state of {id}"), || self.terminal(id).is_some());
+        self.terminal(id).unwrap()
+    }
+
+    fn wait_state(&self, id: &str, state: CommandState) {
+        wait(10, &format!("{id} {}", state.as_str()), || self.states(id).contains(&state));
+    }
+
+    /// Sends a harmless command and waits for its outcome. Commands are decided in order on one
+    /// thread, so once it is done every command and cancel sent before it has been decided too.
+    fn sync(&self, marker: &str) {
+        self.command(marker, "device.time", empty(), false);
+        self.wait_terminal(marker);
     }
 }
 
@@ -178,14 +200,9 @@ fn alive(pid: u32) -> bool {
 }
 
 fn wait_pid_file(path: &Path) -> u32 {
-    let end = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(pid) = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()) {
-            return pid;
-        }
-        assert!(Instant::now() < end, "child never wrote {}", path.display());
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    scs_testkit::wait_for(Duration::from_secs(5), &format!("a pid in {}", path.display()), || {
+        std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok())
+    })
 }
 
 #[test]
@@ -200,7 +217,7 @@ fn happy_path_reports_accepted_running_succeeded() {
 
     rig.command("c2", "telemetry.set_interval", Value::map([("intervalSecs", Value::Int(42))]), false);
     assert_eq!(rig.wait_terminal("c2").state, CommandState::Succeeded);
-    assert_eq!(crate::config::interval_secs(&rig.ctx), 42);
+    assert_eq!(rig.ctx.settings.interval_secs(), 42);
 
     rig.command("c3", "device.time", empty(), false);
     let t = rig.wait_terminal("c3").result.unwrap();
@@ -232,6 +249,12 @@ fn invalid_commands_are_rejected_with_field_and_rule() {
     old.expires = crate::clock::now_ms() - 5_000;
     rig.send(Inbound::Command(old));
     assert_eq!(rig.wait_terminal("late").state, CommandState::Expired);
+
+    // `expires` 0 is not "never expires".
+    let mut zero = request("zero-expiry", "device.info", empty(), false, 0);
+    zero.expires = 0;
+    rig.send(Inbound::Command(zero));
+    assert_eq!(rig.wait_terminal("zero-expiry").state, CommandState::Expired);
 }
 
 #[test]
@@ -242,10 +265,10 @@ fn a_command_id_runs_at_most_once_across_redelivery_and_restart() {
     rig.command("r1", "device.reboot", empty(), true);
     assert_eq!(rig.wait_terminal("r1").state, CommandState::Succeeded);
     rig.command("r1", "device.reboot", empty(), true);
-    std::thread::sleep(Duration::from_millis(200));
+    rig.sync("after-redelivery");
     let rig = rig.restart();
     rig.command("r1", "device.reboot", empty(), true);
-    std::thread::sleep(Duration::from_millis(300));
+    rig.sync("after-restart");
     assert_eq!(std::fs::read_to_string(&marker).unwrap().lines().count(), 1, "ran more than once");
     assert_eq!(rig.states("r1"), [CommandState::Accepted, CommandState::Running, CommandState::Succeeded]);
 }
@@ -274,11 +297,7 @@ fn timeout_kills_the_child_process_group() {
     assert!(alive(grandchild));
     let u = rig.wait_terminal("slow");
     assert_eq!(u.state, CommandState::TimedOut, "{u:?}");
-    let end = Instant::now() + Duration::from_secs(3);
-    while alive(grandchild) && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(!alive(grandchild), "sleep {grandchild} survived the timeout");
+    wait(3, &format!("sleep {grandchild} to be killed by the timeout"), || !alive(grandchild));
 }
 
 #[test]
@@ -290,16 +309,12 @@ fn cancel_during_and_before_execution() {
     rig.send(Inbound::Cancel(CommandCancel { v: PROTOCOL_VERSION, id: "long".into() }));
     let u = rig.wait_terminal("long");
     assert_eq!(u.state, CommandState::Cancelled);
-    let end = Instant::now() + Duration::from_secs(3);
-    while alive(pid) && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(!alive(pid), "child {pid} survived the cancel");
+    wait(3, &format!("child {pid} to be killed by the cancel"), || !alive(pid));
 
     // Cancel first: the command that arrives later is not run.
     rig.send(Inbound::Cancel(CommandCancel { v: PROTOCOL_VERSION, id: "early".into() }));
     rig.command("early", "device.info", empty(), false);
-    std::thread::sleep(Duration::from_millis(200));
+    rig.sync("after-early");
     assert_eq!(rig.states("early"), [CommandState::Cancelled]);
 }
 
@@ -317,9 +332,8 @@ fn unfinished_commands_are_reported_interrupted_after_a_crash() {
     let u = rig.wait_terminal("mid");
     assert_eq!(u.state, CommandState::Interrupted);
     assert!(u.error.unwrap().contains("outcome is unknown"));
-    // Reported once: another restart does not repeat it.
+    // Reported once: another restart does not repeat it (recovery runs before `spawn_with` returns).
     let rig = rig.restart();
-    std::thread::sleep(Duration::from_millis(100));
     assert_eq!(rig.states("mid"), [CommandState::Interrupted]);
 }
 
@@ -327,11 +341,7 @@ fn unfinished_commands_are_reported_interrupted_after_a_crash() {
 fn agent_restart_succeeds_only_after_the_restart() {
     let rig = Rig::new("restart", harmless);
     rig.command("rs", "agent.restart", empty(), false);
-    let end = Instant::now() + Duration::from_secs(5);
-    while rig.restarts.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < end, "restart hook never called");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait(5, "the restart hook", || rig.restarts.load(Ordering::SeqCst) > 0);
     assert_eq!(rig.states("rs"), [CommandState::Accepted, CommandState::Running], "no success before the restart");
     let first_boot = rig.ctx.boot;
     let rig = rig.restart();
@@ -368,11 +378,7 @@ fn rate_and_concurrency_limits_are_enforced() {
     }];
     let rig = Rig::with_registry("conc", |_| argv(&["sleep", "30"]), &REBOOT_ONE_AT_A_TIME);
     rig.command("a", "device.reboot", empty(), true);
-    let end = Instant::now() + Duration::from_secs(5);
-    while !rig.states("a").contains(&CommandState::Running) {
-        assert!(Instant::now() < end);
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    rig.wait_state("a", CommandState::Running);
     rig.command("b", "device.reboot", empty(), true);
     let u = rig.wait_terminal("b");
     assert_eq!(u.state, CommandState::Rejected);
@@ -380,11 +386,7 @@ fn rate_and_concurrency_limits_are_enforced() {
     rig.send(Inbound::Cancel(CommandCancel { v: PROTOCOL_VERSION, id: "a".into() }));
     assert_eq!(rig.wait_terminal("a").state, CommandState::Cancelled);
     rig.command("c", "device.reboot", empty(), true);
-    let end = Instant::now() + Duration::from_secs(5);
-    while !rig.states("c").contains(&CommandState::Running) {
-        assert!(Instant::now() < end, "slot not released: {:?}", rig.states("c"));
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    rig.wait_state("c", CommandState::Running);
     rig.send(Inbound::Cancel(CommandCancel { v: PROTOCOL_VERSION, id: "c".into() }));
     rig.wait_terminal("c");
 }
@@ -421,4 +423,52 @@ fn config_read_redacts_and_log_tail_reads_the_log() {
     let lines = r.get("lines").and_then(Value::as_array).unwrap();
     assert_eq!(lines.len(), 1);
     assert!(lines[0].as_str().unwrap().ends_with("boom"));
+}
+
+/// A job that ignores its cancel flag and its deadline, as a hung driver call would: it returns only
+/// once a `release` file appears in the data dir.
+fn stuck_job(job: &Job) -> Result<Output, CommandError> {
+    let release = job.ctx.data_dir.join("release");
+    while !release.exists() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(Output::value(Value::from("released")))
+}
+
+fn stuck_runner(command_type: &str) -> Option<RunFn> {
+    (command_type == "test.stuck").then_some(stuck_job as RunFn)
+}
+
+static STUCK_ONE_AT_A_TIME: [CommandSpec; 1] = [CommandSpec {
+    command_type: "test.stuck",
+    title: "",
+    description: "",
+    path: "/32769/0/99",
+    operation: scs_protocol::registry::Operation::Execute,
+    timeout_secs: 1,
+    artifact: false,
+    safety: Safety::HARMLESS_GATEWAY, // one at a time
+    params: &[],
+}];
+
+#[test]
+fn a_stopped_job_that_keeps_running_keeps_its_concurrency_slot() {
+    let rig = Rig::with_runner("stuck", &STUCK_ONE_AT_A_TIME, stuck_runner);
+    rig.command("s1", "test.stuck", empty(), false);
+    // Reported after its timeout and the wind-down, although its worker still runs.
+    assert_eq!(rig.wait_terminal("s1").state, CommandState::TimedOut);
+    rig.command("s2", "test.stuck", empty(), false);
+    let u = rig.wait_terminal("s2");
+    assert_eq!(u.state, CommandState::Rejected, "a second job ran beside the stuck one: {u:?}");
+    assert!(u.error.unwrap().contains("maxConcurrentPerGateway"));
+
+    // Once the stuck worker really ends, its slot is free again.
+    std::fs::write(rig.dir.join("release"), b"").unwrap();
+    let mut n = 0;
+    wait(10, "the slot to be released", || {
+        n += 1;
+        let id = format!("s3-{n}");
+        rig.command(&id, "test.stuck", empty(), false);
+        rig.wait_terminal(&id).state == CommandState::Succeeded
+    });
 }

@@ -41,6 +41,9 @@ pub struct Sources {
     pub proc_root: PathBuf,
     /// Usually `/etc`.
     pub etc_root: PathBuf,
+    /// Values that must never leave the gateway (MQTT password, signing key, TLS key lines): masked with
+    /// `*` wherever they occur in an included file. `identity.toml` itself is never read into a bundle.
+    pub secrets: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -67,15 +70,16 @@ pub fn run(job: &Job) -> Result<Output, CommandError> {
         queue: ctx.queue.stats(),
         proc_root: ctx.config.collect.proc_root.clone(),
         etc_root: PathBuf::from("/etc"),
+        secrets: identity_secrets(&ctx.data_dir),
     };
-    let uploader = Uploader::new(&ctx.data_dir, &ctx.config.upload).map_err(|e| CommandError::Failed(e.to_string()))?;
+    let uploader = Uploader::new(&ctx.data_dir, &ctx.config.upload)?;
     let name = format!("log-bundle-{}-{}.tar.gz", ctx.gateway_id, now_secs());
     let (file, summary) = build(uploader.spool(), &sources, since, max_bytes, &include, &|| job.should_stop())?;
     let art = Artifact { command_id: &job.id, grant, file: &file, name: &name, content_type: CONTENT_TYPE };
     let report = match uploader.upload(&art, &job.cancel, Some(job.deadline)) {
         Ok(r) => r,
         Err(_) if job.should_stop() => return Err(CommandError::Stopped),
-        Err(e) => return Err(CommandError::Failed(e.to_string())),
+        Err(e) => return Err(e.into()),
     };
     let strings = |v: &[String]| Value::Array(v.iter().cloned().map(Value::Text).collect());
     let mut result = std::collections::BTreeMap::new();
@@ -87,6 +91,84 @@ pub fn run(job: &Job) -> Result<Output, CommandError> {
     result.insert("truncated".to_string(), strings(&summary.truncated));
     result.insert("resumedFrom".to_string(), Value::Int(report.resumed_from as i64));
     Ok(Output { result: Value::Map(result), artifacts: vec![report.meta] })
+}
+
+/// The identity's secret values, for masking; none without an (intact) identity.
+fn identity_secrets(data_dir: &Path) -> Vec<String> {
+    let Ok(Some(id)) = crate::identity::load(data_dir) else { return Vec::new() };
+    let mut out = vec![id.mqtt_password.expose().to_owned()];
+    if let Ok(text) = std::fs::read_to_string(crate::identity::path_in(data_dir)) {
+        // The signing key and any PEM key body, line by line as they would appear if ever logged.
+        if let Ok(t) = text.parse::<toml::Table>() {
+            for field in ["signing_key", "client_key_pem"] {
+                if let Some(v) = t.get(field).and_then(|v| v.as_str()) {
+                    out.extend(v.lines().map(str::trim).filter(|l| !l.starts_with("-----")).map(str::to_owned));
+                    out.push(v.trim().to_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Copies a reader, replacing every occurrence of a secret with `*` of the same length (so sizes
+/// declared in tar headers stay right). Keeps the last `longest - 1` bytes back until more input
+/// arrives, so a secret split across two reads is still caught.
+struct Redact<R> {
+    inner: R,
+    secrets: Vec<Vec<u8>>,
+    keep: usize,
+    pending: Vec<u8>,
+    ready: usize,
+    eof: bool,
+}
+
+/// Shorter values are not masked: they would match ordinary text.
+const MIN_SECRET_LEN: usize = 8;
+
+impl<R: Read> Redact<R> {
+    fn new(inner: R, secrets: &[String]) -> Redact<R> {
+        let secrets: Vec<Vec<u8>> = secrets.iter().filter(|s| s.len() >= MIN_SECRET_LEN).map(|s| s.as_bytes().to_vec()).collect();
+        let keep = secrets.iter().map(Vec::len).max().unwrap_or(1).saturating_sub(1);
+        Redact { inner, secrets, keep, pending: Vec::new(), ready: 0, eof: false }
+    }
+
+    fn mask(&mut self) {
+        for s in &self.secrets {
+            let mut from = 0;
+            while let Some(i) = self.pending.get(from..).and_then(|rest| rest.windows(s.len()).position(|w| w == s.as_slice())) {
+                let start = from + i;
+                if let Some(hit) = self.pending.get_mut(start..start + s.len()) {
+                    hit.fill(b'*');
+                }
+                from = start + s.len();
+            }
+        }
+    }
+}
+
+impl<R: Read> Read for Redact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.ready == 0 {
+            if self.eof {
+                return Ok(0);
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self.inner.read(&mut chunk)?;
+            if n == 0 {
+                self.eof = true;
+            }
+            self.pending.extend_from_slice(chunk.get(..n).unwrap_or_default());
+            self.mask();
+            self.ready = if self.eof { self.pending.len() } else { self.pending.len().saturating_sub(self.keep) };
+        }
+        let n = self.ready.min(buf.len());
+        for (dst, src) in buf.iter_mut().zip(self.pending.drain(..n)) {
+            *dst = src;
+        }
+        self.ready -= n;
+        Ok(n)
+    }
 }
 
 fn now_secs() -> u64 {
@@ -110,7 +192,7 @@ pub fn build(
     stop: &dyn Fn() -> bool,
 ) -> Result<(SpooledFile, BundleSummary), CommandError> {
     let wants = |p: &str| include.iter().any(|i| i == p);
-    let writer = spool.writer("log bundle").map_err(|e| CommandError::Failed(e.to_string()))?;
+    let writer = spool.writer("log bundle")?;
     let mut tar = Tar { out: GzEncoder::new(writer, Compression::default()), mtime: now_secs() };
     let mut summary = BundleSummary::default();
     let prefix = format!("log-bundle-{}", src.gateway_id);
@@ -129,7 +211,11 @@ pub fn build(
         include.join(",")
     );
     if wants("config") {
-        add(&mut tar, "config.toml", src.config_toml.as_bytes(), &mut summary)?;
+        let mut text = Vec::new();
+        Redact::new(src.config_toml.as_bytes(), &src.secrets)
+            .read_to_end(&mut text)
+            .map_err(|e| failed_io("redacting the config", e))?;
+        add(&mut tar, "config.toml", &text, &mut summary)?;
     }
     if wants("queue") {
         let q = &src.queue;
@@ -194,6 +280,7 @@ pub fn build(
             let mut f = File::open(&path).map_err(|e| CommandError::io(format!("opening {}", path.display()), e))?;
             // Keep the newest bytes: the tail of the file.
             f.seek(SeekFrom::Start(meta.len() - take)).map_err(|e| CommandError::io("seeking the log", e))?;
+            let f = Redact::new(f, &src.secrets);
             tar.add_reader(&format!("{prefix}/logs/{file}"), take, f).map_err(|e| failed_io("writing the bundle", e))?;
             summary.files.push(format!("logs/{file}"));
             left -= take;
@@ -208,7 +295,7 @@ pub fn build(
     add(&mut tar, "manifest.txt", manifest.as_bytes(), &mut summary)?;
     let gz = tar.finish().map_err(|e| failed_io("finishing the bundle", e))?;
     let writer = gz.finish().map_err(|e| failed_io("compressing the bundle", e))?;
-    let file = writer.finish().map_err(|e| CommandError::Failed(e.to_string()))?;
+    let file = writer.finish()?;
     if file.size > max_bytes {
         spool.remove(&file);
         return Err(CommandError::Failed(format!("bundle of {} bytes exceeds maxBytes {max_bytes}", file.size)));
@@ -286,7 +373,9 @@ impl<W: Write> Tar<W> {
         if name.len() > 100 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "tar entry name longer than 100 bytes"));
         }
-        h[..name.len()].copy_from_slice(name);
+        for (d, s) in h.iter_mut().zip(name) {
+            *d = *s;
+        }
         octal(&mut h[100..108], 0o644);
         octal(&mut h[108..116], 0);
         octal(&mut h[116..124], 0);
@@ -305,9 +394,9 @@ impl<W: Write> Tar<W> {
     }
 
     fn pad(&mut self, size: u64) -> io::Result<()> {
-        let rem = (size % 512) as usize;
+        let rem = size % 512;
         if rem != 0 {
-            self.out.write_all(&[0u8; 512][..512 - rem])?;
+            io::copy(&mut io::repeat(0).take(512 - rem), &mut self.out)?;
         }
         Ok(())
     }
@@ -323,12 +412,7 @@ impl<W: Write> Tar<W> {
     fn add_reader(&mut self, name: &str, size: u64, r: impl Read) -> io::Result<()> {
         self.header(name, size)?;
         let copied = io::copy(&mut r.take(size), &mut self.out)?;
-        let mut missing = size - copied;
-        while missing > 0 {
-            let n = missing.min(512) as usize;
-            self.out.write_all(&[0u8; 512][..n])?;
-            missing -= n as u64;
-        }
+        io::copy(&mut io::repeat(0).take(size - copied), &mut self.out)?;
         self.pad(size)
     }
 
@@ -340,11 +424,13 @@ impl<W: Write> Tar<W> {
 
 /// Zero-padded octal with a trailing NUL, filling the field.
 fn octal(field: &mut [u8], v: u64) {
-    let digits = field.len() - 1;
-    let s = format!("{v:0digits$o}");
-    let s = &s.as_bytes()[s.len().saturating_sub(digits)..];
-    field[..digits].copy_from_slice(s);
-    field[digits] = 0;
+    let Some((nul, digits)) = field.split_last_mut() else { return };
+    *nul = 0;
+    let s = format!("{v:0width$o}", width = digits.len());
+    // Right-aligned: a value too large for the field keeps its lowest digits.
+    for (d, c) in digits.iter_mut().rev().zip(s.bytes().rev()) {
+        *d = c;
+    }
 }
 
 #[cfg(test)]
@@ -393,6 +479,7 @@ mod tests {
             queue: QueueStats { depth: 3, ..Default::default() },
             proc_root: PathBuf::from("/proc"),
             etc_root: PathBuf::from("/etc"),
+            secrets: Vec::new(),
         };
         let all: Vec<String> = PARTS.iter().map(|s| s.to_string()).collect();
         let (file, summary) = build(&spool, &src, 3600, 1 << 20, &all, &|| false).expect("bundle");
@@ -421,6 +508,75 @@ mod tests {
     }
 
     #[test]
+    fn redact_masks_secrets_across_read_boundaries_and_keeps_the_length() {
+        let secret = "S3cr3t-Passw0rd-value";
+        let mut text = String::new();
+        for i in 0..5000 {
+            text.push_str(&format!("line {i} "));
+            if i % 777 == 0 {
+                text.push_str(secret);
+            }
+        }
+        // Tiny reads through a 1-byte-at-a-time reader exercise every split position.
+        struct OneByte<'a>(&'a [u8]);
+        impl Read for OneByte<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let Some((first, rest)) = self.0.split_first() else { return Ok(0) };
+                buf[0] = *first;
+                self.0 = rest;
+                Ok(1)
+            }
+        }
+        for reader in [Box::new(text.as_bytes()) as Box<dyn Read>, Box::new(OneByte(text.as_bytes()))] {
+            let mut out = Vec::new();
+            Redact::new(reader, &[secret.to_string(), String::new(), "short".into()]).read_to_end(&mut out).unwrap();
+            let out = String::from_utf8(out).unwrap();
+            assert_eq!(out.len(), text.len());
+            assert!(!out.contains(secret));
+            assert_eq!(out.matches(&"*".repeat(secret.len())).count(), 7);
+            assert!(out.contains("short") || !text.contains("short"));
+        }
+    }
+
+    #[test]
+    fn bundle_never_carries_the_identity() {
+        let dir = temp("identity");
+        let k = crate::identity::tests::keys();
+        let bundle_path = dir.join("b.toml");
+        std::fs::write(&bundle_path, crate::identity::tests::bundle_text("gw-1", &k)).unwrap();
+        let data = dir.join("data");
+        crate::identity::provision(&bundle_path, &data).unwrap();
+        let logs = data.join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        // Even a log line that somehow quoted the password or key is masked in the bundle.
+        use base64::Engine;
+        let key_b64 = base64::engine::general_purpose::STANDARD.encode(&k.gateway_pkcs8);
+        std::fs::write(logs.join("agent.log"), format!("INFO x\nWARN pw={} key={key_b64}\n", k.password)).unwrap();
+        let spool = Spool::open(&data, 64 << 20).unwrap();
+        let src = Sources {
+            gateway_id: "gw-1".into(),
+            log_dir: logs,
+            config_toml: format!("[mqtt]\npassword = \"<redacted>\"\nleak = \"{}\"\n", k.password),
+            queue: QueueStats::default(),
+            proc_root: PathBuf::from("/proc"),
+            etc_root: PathBuf::from("/etc"),
+            secrets: identity_secrets(&data),
+        };
+        let all: Vec<String> = PARTS.iter().map(|s| s.to_string()).collect();
+        let (file, _) = build(&spool, &src, 3600, 1 << 20, &all, &|| false).unwrap();
+        let mut raw = Vec::new();
+        GzDecoder::new(File::open(&file.path).unwrap()).read_to_end(&mut raw).unwrap();
+        let entries = untar(&raw);
+        assert!(!entries.iter().any(|(n, _)| n.contains("identity")), "{:?}", entries.iter().map(|e| &e.0).collect::<Vec<_>>());
+        let everything = String::from_utf8_lossy(&raw);
+        assert!(!everything.contains(&k.password), "password in the bundle");
+        assert!(!everything.contains(&key_b64), "signing key in the bundle");
+        assert!(everything.contains("WARN pw=*"));
+        spool.remove(&file);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn full_spool_refuses_the_bundle_and_leaves_nothing() {
         let dir = temp("full");
         let logs = dir.join("logs");
@@ -444,6 +600,7 @@ mod tests {
             queue: QueueStats::default(),
             proc_root: PathBuf::from("/proc"),
             etc_root: PathBuf::from("/etc"),
+            secrets: Vec::new(),
         };
         let err = build(&spool, &src, 3600, 16 << 20, &["logs".to_string()], &|| false).expect_err("spool cap");
         assert!(err.to_string().contains("spool full"), "{err}");

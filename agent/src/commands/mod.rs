@@ -135,6 +135,14 @@ pub enum CommandError {
     RestartRequested,
     #[error("{0} is not implemented by this agent build")]
     Unsupported(&'static str),
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
+    #[error(transparent)]
+    Probe(#[from] crate::net_probe::ProbeError),
+    #[error(transparent)]
+    Upload(#[from] crate::upload::UploadError),
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
 }
 
 impl CommandError {

@@ -2,12 +2,12 @@
 //! how long does the handshake take? An unreachable target is a successful probe with
 //! `reachable: false`; only a broken request fails the command.
 
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use scs_protocol::Value;
 
 use super::{CommandError, Job, Output};
+use crate::net_probe::{self, ProbeError};
 
 pub const TYPE: &str = "net.tcp_probe";
 
@@ -21,18 +21,18 @@ pub fn run(job: &Job) -> Result<Output, CommandError> {
     let timeout = Duration::from_millis(job.int("timeoutMs").unwrap_or(3000).max(1) as u64);
     let attempts = job.int("attempts").unwrap_or(1).clamp(1, 10);
 
-    // Name resolution cannot be given a timeout; the executor's deadline still bounds the command.
     let resolved_at = Instant::now();
-    let addrs: Vec<SocketAddr> = match (host.as_str(), port).to_socket_addrs() {
-        Ok(a) => a.collect(),
-        Err(e) => {
+    let addrs = match net_probe::resolve(&net_probe::host_port(&host, port), timeout.min(job.remaining())) {
+        Ok(a) => a,
+        Err(e @ (ProbeError::Resolve { .. } | ProbeError::ResolveTimeout { .. } | ProbeError::NoAddress { .. })) => {
             return Ok(Output::value(Value::map([
                 ("host", Value::from(host)),
                 ("port", Value::from(i64::from(port))),
                 ("reachable", Value::Bool(false)),
-                ("error", Value::from(format!("cannot resolve: {e}"))),
+                ("error", Value::from(e.to_string())),
             ])))
         }
+        Err(e) => return Err(e.into()),
     };
     let resolve_ms = round_ms(resolved_at.elapsed());
     let Some(addr) = addrs.first().copied() else {
@@ -47,7 +47,7 @@ pub fn run(job: &Job) -> Result<Output, CommandError> {
         }
         let t = timeout.min(job.remaining());
         let start = Instant::now();
-        let r = TcpStream::connect_timeout(&addr, t);
+        let r = net_probe::connect(std::slice::from_ref(&addr), t);
         let ms = round_ms(start.elapsed());
         results.push(match r {
             Ok(_) => {

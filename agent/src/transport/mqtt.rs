@@ -29,6 +29,7 @@ use scs_protocol::{decode_downlink, encode, Downlink, GatewayState, Status, Topi
 
 use crate::config::{BrokerUrl, MqttConfig};
 use crate::context::{AgentContext, AgentMetrics, Shutdown};
+use crate::identity::{Opener, Sealer, Security};
 use crate::publisher::{Publisher, Sink, SinkError};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,8 @@ pub enum TransportError {
     Url { gateway: String, reason: String },
     #[error("gateway {gateway}: TLS setup: {reason}")]
     Tls { gateway: String, reason: String },
+    #[error("gateway {gateway}: MQTT TLS roots: {source}")]
+    Ca { gateway: String, source: crate::tls::CaError },
 }
 
 /// Installs rustls' ring provider as the process default (once; later calls are no-ops). Every
@@ -45,42 +48,42 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Builds the rustls client config: roots from `ca_file` (PEM) or the system store, optional client
-/// certificate.
-pub fn tls_config(cfg: &MqttConfig, gateway: &str) -> Result<TlsConfiguration, TransportError> {
+/// TLS material that comes as PEM text rather than files (from the provisioning bundle).
+#[derive(Clone, Default)]
+pub struct TlsPems {
+    pub ca: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<crate::config::Secret>,
+}
+
+/// Builds the rustls client config: roots from `ca_file` (PEM), else the bundle's CA, else the system
+/// store; client certificate from the files, else from the bundle.
+pub fn tls_config(cfg: &MqttConfig, pems: &TlsPems, gateway: &str) -> Result<TlsConfiguration, TransportError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let err = |reason: String| TransportError::Tls { gateway: gateway.to_owned(), reason };
-    let mut roots = rustls::RootCertStore::empty();
-    match &cfg.ca_file {
-        Some(ca) => {
-            for cert in CertificateDer::pem_file_iter(ca).map_err(|e| err(format!("{}: {e}", ca.display())))? {
-                let cert = cert.map_err(|e| err(format!("{}: {e}", ca.display())))?;
-                roots.add(cert).map_err(|e| err(format!("{}: {e}", ca.display())))?;
-            }
-            if roots.is_empty() {
-                return Err(err(format!("{}: no certificate found", ca.display())));
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(found.certs);
-            if roots.is_empty() {
-                return Err(err("no system CA certificates found; set mqtt.ca_file".into()));
-            }
-        }
+    // A CA file (flag or config) wins over the bundle's CA; without either, the system store.
+    let roots = match (&cfg.ca_file, &pems.ca) {
+        (None, Some(pem)) => crate::tls::root_store_from_pem(pem),
+        (file, _) => crate::tls::root_store(file.as_deref()),
     }
+    .map_err(|source| TransportError::Ca { gateway: gateway.to_owned(), source })?;
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| err(e.to_string()))?
         .with_root_certificates(roots);
-    let config = match (&cfg.client_cert_file, &cfg.client_key_file) {
-        (Some(cert), Some(key)) => {
+    let config = match (&cfg.client_cert_file, &cfg.client_key_file, &pems.client_cert, &pems.client_key) {
+        (Some(cert), Some(key), _, _) => {
             let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
                 .and_then(|it| it.collect::<Result<_, _>>())
                 .map_err(|e| err(format!("{}: {e}", cert.display())))?;
             let key = PrivateKeyDer::from_pem_file(key).map_err(|e| err(format!("{}: {e}", key.display())))?;
             builder.with_client_auth_cert(chain, key).map_err(|e| err(e.to_string()))?
+        }
+        (None, None, Some(cert), Some(key)) => {
+            let chain = crate::tls::pem_certs(cert).map_err(|e| err(format!("identity client_cert_pem: {e}")))?;
+            let key = crate::tls::pem_key(key.expose()).map_err(|e| err(format!("identity client_key_pem: {e}")))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| err(format!("identity client certificate: {e}")))?
         }
         _ => builder.with_no_client_auth(),
     };
@@ -150,14 +153,23 @@ pub struct MqttTransport {
     metrics: Arc<AgentMetrics>,
     shutdown: Shutdown,
     downlink_closed_logged: bool,
+    /// Signs the status messages (online, offline, Last Will) as this gateway.
+    sealer: Sealer,
+    /// Verifies every downlink against the cloud's key and its topic before anything looks inside.
+    opener: Opener,
 }
 
 impl MqttTransport {
-    pub fn new(ctx: &AgentContext, publisher: Publisher, downlink: Sender<Inbound>) -> Result<MqttTransport, TransportError> {
+    pub fn new(
+        ctx: &AgentContext,
+        publisher: Publisher,
+        downlink: Sender<Inbound>,
+        security: Security,
+    ) -> Result<MqttTransport, TransportError> {
         let cfg = ctx.config.mqtt.clone();
         let url =
             BrokerUrl::parse(&cfg.broker).map_err(|reason| TransportError::Url { gateway: ctx.gateway_id.clone(), reason })?;
-        let tls = if url.tls { Some(tls_config(&cfg, &ctx.gateway_id)?) } else { None };
+        let tls = if url.tls { Some(tls_config(&cfg, &security.tls, &ctx.gateway_id)?) } else { None };
         Ok(MqttTransport {
             gateway: ctx.gateway_id.clone(),
             boot: ctx.boot,
@@ -169,18 +181,22 @@ impl MqttTransport {
             metrics: ctx.metrics.clone(),
             shutdown: ctx.shutdown.clone(),
             downlink_closed_logged: false,
+            sealer: security.sealer,
+            opener: security.opener,
         })
     }
 
+    /// The signed status message; the Last Will's is signed when the connection is set up.
     fn status(&self, state: GatewayState) -> Vec<u8> {
-        encode(&Status {
+        let status = encode(&Status {
             v: PROTOCOL_VERSION,
             gateway: self.gateway.clone(),
             state,
             boot: self.boot,
             ts: crate::clock::now_ms(),
             version: Some(crate::inventory::AGENT_VERSION.into()),
-        })
+        });
+        self.sealer.seal(TopicKind::Status, status)
     }
 
     fn options(&self) -> MqttOptions {
@@ -346,7 +362,21 @@ impl MqttTransport {
         Ok(())
     }
 
-    fn on_downlink(&mut self, topic_name: &str, payload: &[u8]) {
+    fn on_downlink(&mut self, topic_name: &str, signed: &[u8]) {
+        // Nothing unverified reaches the decoder, the queue or the executor: a forged receipt must not
+        // delete, a forged command must not run (not even be answered "rejected").
+        let payload = match self.opener.open(topic_name, signed) {
+            Ok(p) => p,
+            Err(e) => {
+                AgentMetrics::add(&self.metrics.downlink_unverified, 1);
+                log::warn!(
+                    "downlink on {topic_name} ({} bytes) for gateway {} refused, not authentic: {e}",
+                    signed.len(),
+                    self.gateway
+                );
+                return;
+            }
+        };
         match decode_downlink(topic_name, payload) {
             Ok((t, _)) if t.gateway != self.gateway => {
                 AgentMetrics::add(&self.metrics.downlink_invalid, 1);
@@ -434,9 +464,9 @@ mod tests {
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "").unwrap();
         let cfg = MqttConfig { ca_file: Some(empty), ..Default::default() };
-        assert!(matches!(tls_config(&cfg, "gw"), Err(TransportError::Tls { .. })));
+        assert!(matches!(tls_config(&cfg, &TlsPems::default(), "gw"), Err(TransportError::Ca { .. })));
         let cfg = MqttConfig { ca_file: Some(dir.join("missing.pem")), ..Default::default() };
-        assert!(tls_config(&cfg, "gw").is_err());
+        assert!(tls_config(&cfg, &TlsPems::default(), "gw").is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -151,7 +151,7 @@ fn spool_copy(uploader: &Uploader, src: &std::path::Path, name: &str) -> Result<
         if n == 0 {
             break;
         }
-        if let Err(e) = w.write_all(&buf[..n]) {
+        if let Err(e) = w.write_all(buf.get(..n).unwrap_or_default()) {
             return Err(match spool_error(&e) {
                 Some(SpoolError::Full { name, used, cap, wanted }) => {
                     UploadError::Spool(SpoolError::Full { name: name.clone(), used: *used, cap: *cap, wanted: *wanted })

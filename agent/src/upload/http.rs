@@ -4,20 +4,17 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use scs_protocol::ArtifactMeta;
 use ureq::http::Response;
-use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
+use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 use ureq::{Body, SendBody};
 
 use super::{UploadConfig, UploadError};
-
-/// Where distributions keep the system CA bundle (Debian/Yocto/Buildroot, Fedora, BSD-style).
-const SYSTEM_BUNDLES: &[&str] = &["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
 
 pub fn build_agent(cfg: &UploadConfig) -> Result<ureq::Agent, UploadError> {
     let roots = load_roots(cfg.ca_file.as_deref())?;
@@ -39,30 +36,18 @@ pub fn build_agent(cfg: &UploadConfig) -> Result<ureq::Agent, UploadError> {
         .into())
 }
 
-/// The CA file's certificates, or the system bundle's; empty when neither exists (plain HTTP still works,
+/// The CA file's certificates, or the system store's; none when neither exists (plain HTTP still works,
 /// HTTPS then fails the handshake with a clear "unknown issuer").
 fn load_roots(ca_file: Option<&Path>) -> Result<Vec<Certificate<'static>>, UploadError> {
-    let path: Option<PathBuf> = match ca_file {
-        Some(p) => Some(p.to_path_buf()),
-        None => SYSTEM_BUNDLES.iter().map(PathBuf::from).find(|p| p.exists()),
-    };
-    let Some(path) = path else {
-        log::warn!("no CA file configured and no system CA bundle found; HTTPS uploads will fail");
-        return Ok(Vec::new());
-    };
-    let pem = std::fs::read(&path).map_err(|source| UploadError::CaFile { path: path.clone(), reason: source.to_string() })?;
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(&pem) {
-        match item {
-            Ok(PemItem::Certificate(c)) => certs.push(c),
-            Ok(_) => {}
-            Err(e) => return Err(UploadError::CaFile { path, reason: e.to_string() }),
+    let certs = match crate::tls::ca_certs(ca_file) {
+        Ok(c) => c,
+        Err(crate::tls::CaError::NoSystemRoots) => {
+            log::warn!("no CA file configured and no system CA certificates found; HTTPS uploads will fail");
+            Vec::new()
         }
-    }
-    if certs.is_empty() {
-        return Err(UploadError::CaFile { path, reason: "no certificate in file".into() });
-    }
-    Ok(certs)
+        Err(e) => return Err(e.into()),
+    };
+    Ok(certs.iter().map(|c| Certificate::from_der(c.as_ref()).to_owned()).collect())
 }
 
 /// What the server says about an upload.
@@ -76,14 +61,17 @@ pub enum ServerState {
 pub struct Reply {
     pub status: u16,
     pub offset: Option<u64>,
+    /// `Upload-Length`: the size the server's upload was created with.
+    pub length: Option<u64>,
     pub body: String,
 }
 
 fn reply(mut resp: Response<Body>) -> Reply {
-    let offset = resp.headers().get("upload-offset").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
+    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
+    let (offset, length) = (header("upload-offset"), header("upload-length"));
     // Error bodies are small JSON; cap what we read so a misbehaving server cannot grow our memory.
     let body = resp.body_mut().with_config().limit(64 * 1024).read_to_string().unwrap_or_default();
-    Reply { status: resp.status().as_u16(), offset, body }
+    Reply { status: resp.status().as_u16(), offset, length, body }
 }
 
 pub struct UploadTarget<'a> {
@@ -91,15 +79,30 @@ pub struct UploadTarget<'a> {
     /// `{grant.url}/{artifact}`.
     pub url: String,
     pub token: &'a str,
+    /// `Basic base64(gateway_id:mqtt_password)` from the gateway's identity: the upload endpoints accept
+    /// a grant only together with the identity of the gateway it was issued to.
+    pub basic: Option<&'a str>,
+}
+
+/// The `Authorization` value for HTTP Basic with the gateway's MQTT credentials (RFC 7617).
+pub fn basic_auth(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
 }
 
 impl UploadTarget<'_> {
-    fn auth(&self) -> String {
-        format!("Bearer {}", self.token)
+    /// Credentials on every request: the gateway's own (Basic) and the grant token. Without an identity
+    /// (development mode) the token goes as a bearer, as older shims expect.
+    fn auth<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        let req = req.header("Upload-Token", self.token);
+        match self.basic {
+            Some(b) => req.header("Authorization", b),
+            None => req.header("Authorization", &format!("Bearer {}", self.token)),
+        }
     }
 
     pub fn head(&self) -> Result<Reply, ureq::Error> {
-        self.agent.head(&self.url).header("Authorization", &self.auth()).call().map(reply)
+        self.auth(self.agent.head(&self.url)).call().map(reply)
     }
 
     pub fn create(&self, name: &str, size: u64, sha256: &str, content_type: &str) -> Result<Reply, ureq::Error> {
@@ -108,7 +111,7 @@ impl UploadTarget<'_> {
             json_string(name),
             json_string(content_type)
         );
-        self.agent.post(&self.url).header("Authorization", &self.auth()).content_type("application/json").send(body).map(reply)
+        self.auth(self.agent.post(&self.url)).content_type("application/json").send(body).map(reply)
     }
 
     /// Sends `len` bytes of `path` starting at `offset`, streamed from the file (memory stays flat).
@@ -117,9 +120,7 @@ impl UploadTarget<'_> {
         let mut file = File::open(path).map_err(PatchError::File)?;
         file.seek(SeekFrom::Start(offset)).map_err(PatchError::File)?;
         let mut reader = Counting { inner: file.take(len), sent };
-        self.agent
-            .patch(&self.url)
-            .header("Authorization", &self.auth())
+        self.auth(self.agent.patch(&self.url))
             .header("Upload-Offset", &offset.to_string())
             .header("Content-Length", &len.to_string())
             .content_type("application/offset+octet-stream")
@@ -129,7 +130,7 @@ impl UploadTarget<'_> {
     }
 
     pub fn finalize(&self) -> Result<Reply, ureq::Error> {
-        self.agent.post(&format!("{}/finalize", self.url)).header("Authorization", &self.auth()).send_empty().map(reply)
+        self.auth(self.agent.post(&format!("{}/finalize", self.url))).send_empty().map(reply)
     }
 }
 
@@ -183,7 +184,7 @@ pub fn meta_from_finalize(body: &str, declared: &ArtifactMeta) -> ArtifactMeta {
 
 /// The string value of a top-level `"key":"value"` in a flat JSON object (no escapes expected: the
 /// server sanitizes names and content types).
-fn json_field(body: &str, key: &str) -> Option<String> {
+pub fn json_field(body: &str, key: &str) -> Option<String> {
     let pat = format!("\"{key}\":");
     let start = body.find(&pat)? + pat.len();
     let rest = body[start..].trim_start().strip_prefix('"')?;

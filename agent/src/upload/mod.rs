@@ -57,8 +57,8 @@ impl Default for UploadConfig {
 pub enum UploadError {
     #[error(transparent)]
     Spool(#[from] SpoolError),
-    #[error("CA file {path}: {reason}")]
-    CaFile { path: PathBuf, reason: String },
+    #[error("upload TLS roots: {0}")]
+    Ca(#[from] crate::tls::CaError),
     #[error("upload progress table: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("artifact {artifact}: reading spool file {path}: {source}")]
@@ -77,6 +77,10 @@ pub enum UploadError {
     Cancelled { artifact: String },
     #[error("artifact {artifact}: deadline passed after {attempts} attempts; last error: {last}")]
     Deadline { artifact: String, attempts: u32, last: String },
+    #[error("artifact {artifact}: the server holds another upload for this artifact ({message}); not retrying")]
+    Conflict { artifact: String, message: String },
+    #[error(transparent)]
+    Identity(#[from] Box<crate::identity::IdentityError>),
 }
 
 /// Outcome of one upload, with the figures the tests and benchmarks print.
@@ -128,13 +132,11 @@ enum Stop {
 
 pub struct Uploader {
     agent: ureq::Agent,
+    /// HTTP Basic value from the gateway's identity (`None`: no identity installed, development mode).
+    basic: Option<String>,
     cfg: UploadConfig,
     db: ProgressDb,
     spool: Spool,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl Uploader {
@@ -144,8 +146,12 @@ impl Uploader {
             path: data_dir.to_path_buf(),
             source,
         })?;
+        let basic = crate::identity::load(data_dir)
+            .map_err(Box::new)?
+            .map(|id| http::basic_auth(&id.gateway_id, id.mqtt_password.expose()));
         Ok(Uploader {
             agent: http::build_agent(cfg)?,
+            basic,
             cfg: cfg.clone(),
             db: ProgressDb::open(data_dir)?,
             spool: Spool::open(data_dir, cfg.spool_max_bytes)?,
@@ -210,6 +216,7 @@ impl Uploader {
             agent: &self.agent,
             url: format!("{}/{}", a.grant.url.trim_end_matches('/'), artifact),
             token: &a.grant.token,
+            basic: self.basic.as_deref(),
         };
         let sent = AtomicU64::new(0);
         let mut resumed_from = None;
@@ -220,7 +227,7 @@ impl Uploader {
             if cancel.load(Ordering::Relaxed) {
                 return Err(UploadError::Cancelled { artifact: artifact.clone() });
             }
-            if now_ms() >= a.grant.expires {
+            if crate::clock::now_ms() >= a.grant.expires {
                 return Err(UploadError::Expired { artifact: artifact.clone() });
             }
             let before = sent.load(Ordering::Relaxed);
@@ -297,6 +304,11 @@ impl Uploader {
                 Err(PatchError::Http(e)) => return Err(network(artifact, &format!("PATCH at {offset}"), e)),
             };
             match r.status {
+                // A 409 that names the very offset we sent is not a resync: the server refuses this upload
+                // (finalized with other bytes); retrying would only repeat the refusal.
+                status::CONFLICT if r.offset == Some(offset) || r.offset.is_some_and(|o| o > size) => {
+                    return Err(conflict(artifact, "PATCH", &r));
+                }
                 status::NO_CONTENT | status::OK | status::CONFLICT => match r.offset {
                     Some(o) if o <= size => offset = o,
                     _ => return Err(Stop::Retry(format!("PATCH answered {} without a usable Upload-Offset", r.status))),
@@ -316,6 +328,9 @@ impl Uploader {
             content_type: a.content_type.to_string(),
         };
         match r.status {
+            status::OK if http::json_field(&r.body, "sha256").is_some_and(|h| h != a.file.sha256) => {
+                Err(conflict(artifact, "finalize", &r))
+            }
             status::OK => Ok(http::meta_from_finalize(&r.body, &declared)),
             status::UNPROCESSABLE => {
                 Err(Stop::Fatal(UploadError::ChecksumRejected { artifact: artifact.clone(), message: r.body }))
@@ -330,6 +345,7 @@ impl Uploader {
         let artifact = &a.grant.artifact;
         let r = t.head().map_err(|e| network(artifact, "HEAD", e))?;
         match r.status {
+            status::OK if r.length.is_some_and(|l| l != a.file.size) => return Err(conflict(artifact, "HEAD", &r)),
             status::OK => {
                 return match r.offset {
                     Some(o) if o >= a.file.size => Ok(ServerState::Complete),
@@ -350,9 +366,26 @@ impl Uploader {
                     ServerState::Offset(o)
                 }
             })),
+            // Another upload (other size or SHA-256) already exists under this artifact id.
+            status::CONFLICT => Err(conflict(artifact, "create", &r)),
             s => Err(classify(artifact, s, &r.body, "create")),
         }
     }
+}
+
+/// The server holds an upload for this artifact that is not ours (another size or SHA-256, or already
+/// finalized with other bytes): permanent for this grant.
+fn conflict(artifact: &str, what: &str, r: &http::Reply) -> Stop {
+    let body: String = r.body.chars().take(200).collect();
+    Stop::Fatal(UploadError::Conflict {
+        artifact: artifact.to_string(),
+        message: format!(
+            "{what}: HTTP {}, server upload of {} bytes at offset {}: {body}",
+            r.status,
+            r.length.map_or("?".into(), |l| l.to_string()),
+            r.offset.map_or("?".into(), |o| o.to_string())
+        ),
+    })
 }
 
 /// Transport errors are retried, except a TLS peer we cannot trust: retrying cannot fix a wrong CA.
@@ -409,7 +442,7 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
         if n == 0 {
             break;
         }
-        ctx.update(&buf[..n]);
+        ctx.update(buf.get(..n).unwrap_or_default());
     }
     Ok(crate::spool::hex(ctx.finish().as_ref()))
 }

@@ -42,10 +42,6 @@ pub struct ProgressDb {
     conn: Connection,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 impl ProgressDb {
     pub fn open(data_dir: &Path) -> Result<ProgressDb, rusqlite::Error> {
         let conn = crate::db::open(&data_dir.join(crate::db::DB_FILE))?;
@@ -55,7 +51,7 @@ impl ProgressDb {
 
     /// Records a new upload, or keeps the existing row for the same artifact (a resumed upload).
     pub fn begin(&self, p: &Progress) -> Result<(), rusqlite::Error> {
-        let now = now_ms();
+        let now = crate::clock::now_ms() as i64;
         self.conn.execute(
             "INSERT OR IGNORE INTO uploads (artifact_id, command_id, url, token, expires, max_bytes, path, name, size, sha256,
                 content_type, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
@@ -90,7 +86,7 @@ impl ProgressDb {
     pub fn record_offset(&self, artifact: &str, server_offset: u64, sent_bytes: u64) -> Result<(), rusqlite::Error> {
         self.conn.execute(
             "UPDATE uploads SET server_offset = ?2, sent_bytes = ?3, updated_at = ?4 WHERE artifact_id = ?1",
-            params![artifact, server_offset as i64, sent_bytes as i64, now_ms()],
+            params![artifact, server_offset as i64, sent_bytes as i64, crate::clock::now_ms() as i64],
         )?;
         Ok(())
     }

@@ -209,11 +209,14 @@ async fn fleet(State(state): State<AppState>, Query(p): Query<FleetParams>) -> R
     Ok(Json(json!({ "count": gateways.len(), "online": online.len(), "gateways": gateways })))
 }
 
+const MAX_DEVICE_ROWS: u32 = 10_000;
+
 /// A gateway's child devices with their health (latest `device.online` and `device.latency_ms`), for the
 /// gateway page's device tree: one request instead of one metrics query per device.
 pub fn device_rows(conn: &Connection, gateway: &str) -> Result<Vec<Json_>, StoreError> {
     let filter = crate::store::queries::SensorFilter { gateway: Some(gateway.to_owned()), ..Default::default() };
-    let sensors = crate::store::queries::list_sensors(conn, &filter)?;
+    // A gateway's children are bounded by --max-children at ingest; this cap only keeps one answer finite.
+    let sensors = crate::store::queries::list_sensors_page(conn, &filter, None, MAX_DEVICE_ROWS)?;
     let mut latest =
         conn.prepare_cached("SELECT value, ts FROM metrics WHERE sensor_id = ?1 AND name = ?2 ORDER BY ts DESC LIMIT 1")?;
     let mut out = Vec::new();

@@ -10,9 +10,9 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::error::ApiError;
+use crate::ingest::worker::decode_batch;
 use crate::ingest::IngestError;
 use crate::state::AppState;
-use crate::store::worker::decode_batch;
 
 /// Request bodies above this answer 413.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;

@@ -1,6 +1,8 @@
-//! HTTP API (axum). Routes behind the bearer token are merged into `protected`; routes with their own
-//! authorization (health, tokenized artifact links) into `public`. JSON is camelCase; errors are
-//! `{"error": "..."}`.
+//! HTTP API (axum). Routes behind an API token are merged into `protected`, whose middleware
+//! (`auth::require_token`) authenticates and checks the scope before any handler or body extractor runs;
+//! routes with their own authorization (health, the public registry, gateway uploads, signed download
+//! links) into `public`. JSON is camelCase; every error is `{"error": "..."}` (`error::json_errors`
+//! rewrites axum's own plain-text rejections).
 
 pub mod auth;
 pub mod error;
@@ -10,11 +12,16 @@ pub mod health;
 pub mod ingest;
 pub mod portal;
 pub mod sensors;
+pub mod tokens;
 
+use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::Router;
 
 use crate::state::AppState;
+
+/// Body limit of every route that does not set its own (JSON requests are small).
+const DEFAULT_MAX_BODY: usize = 64 * 1024;
 
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
@@ -23,8 +30,17 @@ pub fn router(state: AppState) -> Router {
         .merge(gateways::routes())
         .merge(fleet::routes())
         .merge(crate::commands::api::routes())
+        .merge(crate::artifacts::api::operator_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
-    let public =
-        Router::new().merge(health::routes()).merge(crate::artifacts::api::routes()).merge(crate::commands::api::public_routes());
-    Router::new().merge(public).merge(protected).fallback(portal::fallback).with_state(state)
+    let public = Router::new()
+        .merge(health::routes())
+        .merge(crate::artifacts::api::upload_routes())
+        .merge(crate::commands::api::public_routes());
+    Router::new()
+        .merge(public)
+        .merge(protected)
+        .fallback(portal::fallback)
+        .layer(DefaultBodyLimit::max(DEFAULT_MAX_BODY))
+        .layer(middleware::map_response(error::json_errors))
+        .with_state(state)
 }

@@ -22,17 +22,6 @@ const SHELL_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'
     img-src 'self' data: blob: http: https:; connect-src 'self' http: https:; frame-ancestors 'none'; \
     base-uri 'none'; form-action 'self'; object-src 'none'";
 
-/// Installed location of the portal (Debian package).
-pub const SYSTEM_PORTAL_DIR: &str = "/usr/share/scs-cloud-shim/portal";
-/// Development location, relative to the working directory.
-pub const DEV_PORTAL_DIR: &str = "portal/dist";
-
-/// The portal directory when `--portal-dir` is not given: `portal/dist` under the working directory if it
-/// exists, else the installed copy if it exists, else none (nothing is served at `/`).
-pub fn default_dir() -> Option<PathBuf> {
-    [DEV_PORTAL_DIR, SYSTEM_PORTAL_DIR].iter().map(PathBuf::from).find(|p| p.join("index.html").is_file())
-}
-
 /// Paths that belong to the API: never answered with the portal shell, so a mistyped API URL still gets a
 /// JSON 404 instead of HTML.
 fn is_api_path(path: &str) -> bool {

@@ -1,6 +1,13 @@
 //! Sensors and their metrics: `GET /v1/sensors`, `GET /v1/sensors/{id}`, `GET /v1/sensors/{id}/metrics`.
+//!
+//! `GET /v1/sensors` is paginated by id: `limit` (1..=1000, default 1000) and `cursor` (opaque; the
+//! `X-Next-Cursor` of the previous page). The body stays a bare JSON array, so clients written before
+//! pagination still work and get the first page; when more sensors follow, the answer carries
+//! `X-Next-Cursor` and an RFC 8288 `Link: <...>; rel="next"`.
 
 use axum::extract::{Path, Query, State};
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -12,6 +19,10 @@ use crate::store::queries::{self, MetricQuery, SensorFilter};
 
 const DEFAULT_LIMIT: u32 = 1000;
 const MAX_LIMIT: u32 = 10_000;
+/// Sensors per page of `GET /v1/sensors` by default and at most.
+pub const SENSOR_PAGE_DEFAULT: u32 = 1000;
+pub const SENSOR_PAGE_MAX: u32 = 1000;
+const NEXT_CURSOR: &str = "x-next-cursor";
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -27,14 +38,64 @@ struct ListParams {
     #[serde(rename = "type")]
     sensor_type: Option<String>,
     parent_sensor_id: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
 }
 
-/// A bare JSON array of sensors (the platform's sensor list shape).
-async fn list(State(state): State<AppState>, Query(p): Query<ListParams>) -> Result<Json<Vec<queries::SensorRow>>, ApiError> {
-    let filter = SensorFilter { gateway: p.gateway_id, sensor_type: p.sensor_type, parent: p.parent_sensor_id };
-    let sensors: Vec<queries::SensorRow> =
-        state.store.call(move |c| queries::list_sensors(c, &filter)).await.map_err(ApiError::from)?;
-    Ok(Json(sensors))
+/// Percent-encodes a query value (RFC 3986 unreserved characters pass).
+fn query_escape(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// One page of sensors as a bare JSON array (the platform's sensor list shape), with the next cursor in
+/// headers.
+async fn list(State(state): State<AppState>, Query(p): Query<ListParams>) -> Result<Response, ApiError> {
+    let limit = p.limit.unwrap_or(SENSOR_PAGE_DEFAULT);
+    if !(1..=SENSOR_PAGE_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit must be 1..={SENSOR_PAGE_MAX}, not {limit}"))
+            .with("field", "limit")
+            .with("maxLimit", SENSOR_PAGE_MAX));
+    }
+    let filter =
+        SensorFilter { gateway: p.gateway_id.clone(), sensor_type: p.sensor_type.clone(), parent: p.parent_sensor_id.clone() };
+    let after = p.cursor.clone().filter(|c| !c.is_empty());
+    // One more than the page tells whether another page follows.
+    let mut sensors: Vec<queries::SensorRow> = state
+        .store
+        .call(move |c| queries::list_sensors_page(c, &filter, after.as_deref(), limit + 1))
+        .await
+        .map_err(ApiError::from)?;
+    let next = if sensors.len() > limit as usize {
+        sensors.truncate(limit as usize);
+        sensors.last().map(|s| s.id.clone())
+    } else {
+        None
+    };
+    let mut resp = Json(sensors).into_response();
+    if let Some(cursor) = next {
+        let mut link = format!("/v1/sensors?limit={limit}&cursor={}", query_escape(&cursor));
+        for (k, v) in [("gatewayId", &p.gateway_id), ("type", &p.sensor_type), ("parentSensorId", &p.parent_sensor_id)] {
+            if let Some(v) = v {
+                link.push_str(&format!("&{k}={}", query_escape(v)));
+            }
+        }
+        let h = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&cursor) {
+            h.insert(HeaderName::from_static(NEXT_CURSOR), v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&format!("<{link}>; rel=\"next\"")) {
+            h.insert(axum::http::header::LINK, v);
+        }
+    }
+    Ok(resp)
 }
 
 async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {

@@ -5,11 +5,14 @@
 //! * `PATCH /v1/uploads/{id}` with `Upload-Offset` and a raw body chunk, streamed to the object store.
 //! * `POST /v1/uploads/{id}/finalize` verifies size and SHA-256 (422 and discard on mismatch).
 //! * `GET /v1/artifacts/{id}?token=` streams the artifact, honouring a single `Range`.
-//! * `POST /v1/artifacts/grants` (operator bearer token) mints an upload grant for a command.
-//! * `GET /v1/artifacts?commandId=` (operator bearer token) lists a command's artifacts with download URLs.
+//! * `POST /v1/artifacts/grants` (API token, `operate`) mints an upload grant for an existing command.
+//! * `GET /v1/artifacts?commandId=` (API token, `read`) lists a command's artifacts with download URLs.
 //!
-//! Upload requests carry `Authorization: Bearer <upload token>` bound to (command, artifact), so these
-//! routes are mounted outside the operator-token middleware.
+//! Upload requests prove two things before any body is read: the gateway's own identity,
+//! `Authorization: Basic base64(gateway_id:mqtt_password)` checked against table `gateways`, and the grant,
+//! `Upload-Token: <upload token>` bound to (command, artifact). The grant's command must belong to that
+//! gateway, so a grant read off the wire is useless to anyone else. These routes are mounted outside the
+//! API-token middleware ([`upload_routes`]); the operator routes ([`operator_routes`]) inside it.
 //!
 //! Committed offset: the length of the staged object after its last fsync. A PATCH appends what arrives;
 //! when the body ends — completely, or cut off by a broken connection or a 30 s stall — the bytes that
@@ -37,10 +40,15 @@ use super::names::{sanitize_content_type, sanitize_name, valid_sha256_hex};
 use super::store::{self, ArtifactRow};
 use super::tokens::{hex, now_ms, Claims, Purpose, TokenError};
 use super::Artifacts;
+use crate::api::auth;
 use crate::objects::{ObjectError, ObjectKey};
 
 pub const UPLOAD_OFFSET: &str = "upload-offset";
 pub const UPLOAD_LENGTH: &str = "upload-length";
+/// Header carrying the upload grant's token (the Authorization header carries the gateway's credentials).
+pub const UPLOAD_TOKEN: &str = "upload-token";
+/// Largest JSON body of a create or grant request (a few short fields).
+const MAX_JSON_BODY: usize = 16 * 1024;
 /// How long a request waits for another request on the same upload to finish.
 const LOCK_WAIT: Duration = Duration::from_secs(20);
 /// A PATCH body that sends nothing for this long is treated as cut off.
@@ -48,8 +56,9 @@ const BODY_IDLE: Duration = Duration::from_secs(30);
 /// Largest `ttlSecs` the grant endpoint accepts (7 days).
 const MAX_GRANT_TTL_SECS: u64 = 7 * 24 * 3600;
 
-/// The artifact routes; mount them outside the operator-token middleware (they check their own tokens).
-pub fn routes<S>() -> Router<S>
+/// Upload and download routes; mount them outside the API-token middleware (they check the gateway's
+/// credentials and the grant, or the signed download URL).
+pub fn upload_routes<S>() -> Router<S>
 where
     Artifacts: FromRef<S>,
     S: Clone + Send + Sync + 'static,
@@ -57,11 +66,22 @@ where
     Router::new()
         .route("/v1/uploads/{id}", post(create).head(offset).patch(append))
         .route("/v1/uploads/{id}/finalize", post(finalize))
+        .route("/v1/artifacts/{id}", get(download))
+        // Handlers read bodies themselves, after authorization: JSON bounded by MAX_JSON_BODY, PATCH
+        // streamed to the object store and bounded by the upload's declared size.
+        .layer(DefaultBodyLimit::disable())
+}
+
+/// Routes for API-token holders; mount them inside the API-token middleware.
+pub fn operator_routes<S>() -> Router<S>
+where
+    Artifacts: FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
         .route("/v1/artifacts/grants", post(grant))
         .route("/v1/artifacts", get(list))
-        .route("/v1/artifacts/{id}", get(download))
-        // PATCH bodies are streamed to disk and bounded by the declared size, not by a buffer limit.
-        .layer(DefaultBodyLimit::disable())
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -86,20 +106,41 @@ fn token_error(artifact: &str, e: TokenError) -> Response {
     error(StatusCode::FORBIDDEN, e.to_string())
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-/// Checks the artifact id and its upload token; returns the object key and the token's claims.
-fn authorize_upload(art: &Artifacts, headers: &HeaderMap, id: &str) -> Result<(ObjectKey, Claims), Response> {
+/// Checks the artifact id, the gateway's own credentials, the upload token, and that the token's command
+/// belongs to that gateway; returns the object key and the token's claims. Reads no body.
+async fn authorize_upload(art: &Artifacts, headers: &HeaderMap, id: &str) -> Result<(ObjectKey, Claims), Response> {
     let key = ObjectKey::for_artifact(id).map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let Some(token) = bearer(headers) else {
-        return Err(error(StatusCode::UNAUTHORIZED, "missing bearer upload token"));
+    // Credentials first: an anonymous caller learns nothing about the grant.
+    let owned_headers = headers.clone();
+    let gateway = match art.with_db(move |c| Ok(auth::authenticate_gateway(c, &owned_headers))).await {
+        Err(e) => return Err(internal("gateway lookup", id, e)),
+        Ok(Err(refused)) => {
+            log::warn!("artifact {id}: {refused}");
+            return Err(refused.into_response());
+        }
+        Ok(Ok(g)) => g,
+    };
+    let Some(token) = headers.get(UPLOAD_TOKEN).and_then(|v| v.to_str().ok()).map(str::trim).filter(|t| !t.is_empty()) else {
+        return Err(error(StatusCode::UNAUTHORIZED, format!("missing upload grant token (header {UPLOAD_TOKEN})")));
     };
     let claims = art.signing_key().verify(token, Purpose::Upload, id, now_ms()).map_err(|e| token_error(id, e))?;
-    Ok((key, claims))
+    let command = claims.command.clone();
+    match art.with_db(move |c| store::command_gateway(c, &command)).await {
+        Err(e) => Err(internal("command lookup", id, e)),
+        Ok(Some(owner)) if owner == gateway => Ok((key, claims)),
+        Ok(_) => {
+            log::warn!("artifact {id}: gateway {gateway} presented a grant of command {}, not its own", claims.command);
+            Err(error(StatusCode::FORBIDDEN, "the upload grant belongs to another gateway"))
+        }
+    }
+}
+
+/// The JSON body of a create or grant request, read only now (after authorization) and bounded.
+async fn read_json<T: serde::de::DeserializeOwned>(body: Body, what: &str) -> Result<T, Response> {
+    let bytes = axum::body::to_bytes(body, MAX_JSON_BODY)
+        .await
+        .map_err(|_| error(StatusCode::PAYLOAD_TOO_LARGE, format!("{what} body over {MAX_JSON_BODY} bytes")))?;
+    serde_json::from_slice(&bytes).map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid {what}: {e}")))
 }
 
 async fn lock(art: &Artifacts, id: &str) -> Result<tokio::sync::OwnedMutexGuard<()>, Response> {
@@ -119,7 +160,7 @@ async fn authorize_and_lock(
     headers: &HeaderMap,
     id: &str,
 ) -> Result<(ObjectKey, Claims, tokio::sync::OwnedMutexGuard<()>), Response> {
-    let (key, claims) = authorize_upload(art, headers, id)?;
+    let (key, claims) = authorize_upload(art, headers, id).await?;
     let guard = lock(art, id).await?;
     Ok((key, claims, guard))
 }
@@ -169,14 +210,14 @@ struct CreateRequest {
     content_type: Option<String>,
 }
 
-async fn create(State(art): State<Artifacts>, Path(id): Path<String>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let (key, claims) = match authorize_upload(&art, &headers, &id) {
+async fn create(State(art): State<Artifacts>, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Response {
+    let (key, claims) = match authorize_upload(&art, &headers, &id).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let req: CreateRequest = match serde_json::from_slice(&body) {
+    let req: CreateRequest = match read_json(body, "create request").await {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid create request: {e}")),
+        Err(r) => return r,
     };
     let sha256 = req.sha256.to_ascii_lowercase();
     if !valid_sha256_hex(&sha256) {
@@ -285,7 +326,7 @@ enum BodyEnd {
 }
 
 async fn append(State(art): State<Artifacts>, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Response {
-    let (key, claims) = match authorize_upload(&art, &headers, &id) {
+    let (key, claims) = match authorize_upload(&art, &headers, &id).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -620,31 +661,13 @@ struct GrantRequest {
     ttl_secs: Option<u64>,
 }
 
-/// Constant-time comparison for the operator token.
-fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn require_operator(art: &Artifacts, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(expected) = art.config().api_token.as_deref() else {
-        return Err(error(StatusCode::FORBIDDEN, "this endpoint needs SCS_API_TOKEN to be configured"));
-    };
-    match bearer(headers) {
-        Some(t) if same_secret(t, expected) => Ok(()),
-        _ => Err(error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token")),
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ListQuery {
     command_id: String,
 }
 
-async fn list(State(art): State<Artifacts>, Query(q): Query<ListQuery>, headers: HeaderMap) -> Response {
-    if let Err(r) = require_operator(&art, &headers) {
-        return r;
-    }
+async fn list(State(art): State<Artifacts>, Query(q): Query<ListQuery>) -> Response {
     let base = art.config().public_url.clone();
     let command = q.command_id.clone();
     match art.with_db(move |c| store::list_for_command(c, &command, &base)).await {
@@ -653,18 +676,34 @@ async fn list(State(art): State<Artifacts>, Query(q): Query<ListQuery>, headers:
     }
 }
 
-async fn grant(State(art): State<Artifacts>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if let Err(r) = require_operator(&art, &headers) {
-        return r;
-    }
-    let req: GrantRequest = match serde_json::from_slice(&body) {
+/// Mints a grant for an existing command (the API-token middleware checked the `operate` scope). The
+/// grant is usable only by the command's gateway.
+async fn grant(State(art): State<Artifacts>, body: Body) -> Response {
+    let req: GrantRequest = match read_json(body, "grant request").await {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid grant request: {e}")),
+        Err(r) => return r,
     };
     if let Err(e) = scs_protocol::ids::validate_id("command id", &req.command_id) {
         return error(StatusCode::BAD_REQUEST, e.to_string());
     }
-    let ttl = req.ttl_secs.map_or(art.config().upload_ttl, |s| Duration::from_secs(s.clamp(1, MAX_GRANT_TTL_SECS)));
+    // Absent: the default lifetime. Zero never means "forever": it and anything past the cap are refused.
+    let ttl = match req.ttl_secs {
+        None => art.config().upload_ttl,
+        Some(s) if (1..=MAX_GRANT_TTL_SECS).contains(&s) => Duration::from_secs(s),
+        Some(s) => {
+            return error_with(
+                StatusCode::BAD_REQUEST,
+                json!({ "error": format!("ttlSecs must be 1..={MAX_GRANT_TTL_SECS}, not {s}"), "field": "ttlSecs" }),
+                None,
+            )
+        }
+    };
+    let command = req.command_id.clone();
+    match art.with_db(move |c| store::command_gateway(c, &command)).await {
+        Err(e) => return internal("command lookup", &req.command_id, e),
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no command {:?}", req.command_id)),
+        Ok(Some(_)) => {}
+    }
     let g = art.mint_upload_grant(&req.command_id, ttl);
     (
         StatusCode::CREATED,

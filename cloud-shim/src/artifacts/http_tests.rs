@@ -15,7 +15,10 @@ use super::tokens::{hex, now_ms, Claims, Purpose, SIGNING_KEY_FILE};
 use super::{Artifacts, ArtifactsConfig};
 use crate::objects::FsObjectStore;
 
-const OP_TOKEN: &str = "operator-secret";
+/// The test gateway's HTTP Basic credentials: base64("gw-t:gw-secret").
+const GW_AUTH: &str = "Basic Z3ctdDpndy1zZWNyZXQ=";
+/// Another registered gateway: base64("gw-o:other-secret").
+const OTHER_GW_AUTH: &str = "Basic Z3ctbzpvdGhlci1zZWNyZXQ=";
 
 struct Server {
     base: String,
@@ -45,13 +48,20 @@ fn start_with(tag: &str, max_bytes: u64, tls: Option<Arc<rustls::ServerConfig>>)
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let base = if tls.is_some() { format!("https://localhost:{port}") } else { format!("http://127.0.0.1:{port}") };
-    let conn = Connection::open(dir.join("scs.db")).expect("db");
-    super::store::apply_migration(&conn);
+    let mut conn = Connection::open(dir.join("scs.db")).expect("db");
+    crate::store::migrations::migrate(&mut conn).expect("migrations");
+    conn.execute_batch(crate::api::auth::GATEWAYS_FIXTURE).expect("gateways table");
+    for (gw, pw) in [("gw-t", "gw-secret"), ("gw-o", "other-secret")] {
+        conn.execute(
+            "INSERT INTO gateways (id, public_key, mqtt_password_sha256, status, created_ms) VALUES (?1, x'00', ?2, 'active', 0)",
+            [gw, &crate::api::auth::sha256_hex(pw.as_bytes())],
+        )
+        .expect("gateway row");
+    }
     let mut cfg = ArtifactsConfig::new(&dir, &base);
     cfg.max_artifact_bytes = max_bytes;
-    cfg.api_token = Some(OP_TOKEN.into());
     let art = Artifacts::with_parts(cfg, Arc::new(FsObjectStore::open(&dir).expect("objects")), conn).expect("service");
-    let app = super::api::routes::<Artifacts>().with_state(art.clone());
+    let app = super::api::upload_routes::<Artifacts>().with_state(art.clone());
     match tls {
         None => drop(rt.spawn(async move { axum::serve(listener, app).await })),
         Some(cfg) => {
@@ -84,23 +94,29 @@ fn header_u64(resp: &ureq::http::Response<ureq::Body>, name: &str) -> Option<u64
     resp.headers().get(name)?.to_str().ok()?.parse().ok()
 }
 
-/// Grant through the operator endpoint, as the command sessions' `mint_upload_grant` would produce.
+/// A grant for `command` of gateway gw-t, as the command sessions mint it (the command row binds the grant
+/// to its gateway).
 fn grant(s: &Server, command: &str) -> (String, String) {
-    let mut r = client()
-        .post(&format!("{}/v1/artifacts/grants", s.base))
-        .header("Authorization", &format!("Bearer {OP_TOKEN}"))
-        .content_type("application/json")
-        .send(format!(r#"{{"commandId":"{command}"}}"#))
-        .expect("grant");
-    assert_eq!(r.status(), 201);
-    let v = body_json(&mut r);
-    (v["artifact"].as_str().expect("artifact").to_string(), v["token"].as_str().expect("token").to_string())
+    let cmd = command.to_owned();
+    s.rt.block_on(s.art.with_db(move |c| {
+        c.execute(
+            "INSERT OR IGNORE INTO commands (id, gateway_id, type, params, state, requested_by, created_at, updated_at,
+             expires_at, timeout_secs) VALUES (?1, 'gw-t', 'diag.log_bundle', '{}', 'queued', 'test', 0, 0, 0, 60)",
+            [&cmd],
+        )
+        .map(drop)
+        .map_err(|source| super::store::StoreError::Sql { artifact: cmd.clone(), source })
+    }))
+    .expect("command row");
+    let g = s.art.mint_upload_grant(command, Duration::from_secs(600));
+    (g.artifact, g.token)
 }
 
 fn create(s: &Server, id: &str, token: &str, name: &str, data: &[u8]) -> ureq::http::Response<ureq::Body> {
     client()
         .post(&format!("{}/v1/uploads/{id}", s.base))
-        .header("Authorization", &format!("Bearer {token}"))
+        .header("Authorization", GW_AUTH)
+        .header("Upload-Token", token)
         .content_type("application/json")
         .send(
             serde_json::json!({"name": name, "size": data.len(), "sha256": sha(data), "contentType": "application/gzip"})
@@ -112,7 +128,8 @@ fn create(s: &Server, id: &str, token: &str, name: &str, data: &[u8]) -> ureq::h
 fn patch(s: &Server, id: &str, token: &str, offset: u64, chunk: &[u8]) -> ureq::http::Response<ureq::Body> {
     client()
         .patch(&format!("{}/v1/uploads/{id}", s.base))
-        .header("Authorization", &format!("Bearer {token}"))
+        .header("Authorization", GW_AUTH)
+        .header("Upload-Token", token)
         .header("Upload-Offset", &offset.to_string())
         .content_type("application/offset+octet-stream")
         .send(chunk)
@@ -122,7 +139,8 @@ fn patch(s: &Server, id: &str, token: &str, offset: u64, chunk: &[u8]) -> ureq::
 fn head(s: &Server, id: &str, token: &str) -> ureq::http::Response<ureq::Body> {
     client()
         .head(&format!("{}/v1/uploads/{id}", s.base))
-        .header("Authorization", &format!("Bearer {token}"))
+        .header("Authorization", GW_AUTH)
+        .header("Upload-Token", token)
         .call()
         .expect("head")
 }
@@ -130,7 +148,8 @@ fn head(s: &Server, id: &str, token: &str) -> ureq::http::Response<ureq::Body> {
 fn finalize(s: &Server, id: &str, token: &str) -> ureq::http::Response<ureq::Body> {
     client()
         .post(&format!("{}/v1/uploads/{id}/finalize", s.base))
-        .header("Authorization", &format!("Bearer {token}"))
+        .header("Authorization", GW_AUTH)
+        .header("Upload-Token", token)
         .send_empty()
         .expect("finalize")
 }
@@ -231,13 +250,15 @@ fn size_caps_and_bad_input() {
     assert_eq!(header_u64(&head(&s, &id, &token), "upload-offset"), Some(0));
     let missing_offset = client()
         .patch(&format!("{}/v1/uploads/{id}", s.base))
-        .header("Authorization", &format!("Bearer {token}"))
+        .header("Authorization", GW_AUTH)
+        .header("Upload-Token", &token)
         .send(&data[..])
         .expect("patch");
     assert_eq!(missing_offset.status(), 400);
     let bad_sha = client()
         .post(&format!("{}/v1/uploads/{id}", s.base))
-        .header("Authorization", &format!("Bearer {token}"))
+        .header("Authorization", GW_AUTH)
+        .header("Upload-Token", &token)
         .send(r#"{"name":"x","size":1,"sha256":"zz"}"#)
         .expect("create");
     assert_eq!(bad_sha.status(), 400);
@@ -245,7 +266,8 @@ fn size_caps_and_bad_input() {
     for evil in ["..", "%2e%2e", ".hidden"] {
         let r = client()
             .post(&format!("{}/v1/uploads/{evil}", s.base))
-            .header("Authorization", &format!("Bearer {token}"))
+            .header("Authorization", GW_AUTH)
+            .header("Upload-Token", &token)
             .send("{}")
             .expect("post");
         assert_eq!(r.status(), 400, "{evil}");
@@ -301,9 +323,35 @@ fn forged_expired_and_misbound_tokens_get_403() {
         assert_eq!(get(&format!("{base}?token={t}"), None).0, 403, "{what}");
     }
     assert_eq!(get(&base, None).0, 403, "no token");
-    let forbidden = s.base.clone() + "/v1/artifacts/grants";
-    let r = client().post(&forbidden).header("Authorization", "Bearer wrong").send(r#"{"commandId":"c"}"#).expect("post");
-    assert_eq!(r.status(), 401, "grant endpoint needs the operator token");
+}
+
+/// A valid grant is useless without its own gateway's credentials: none, another gateway's, a wrong
+/// password, or the grant token in the Authorization header instead.
+#[test]
+fn grant_needs_its_own_gateways_credentials() {
+    let s = start("gwauth");
+    let data = pattern(100);
+    let (id, token) = grant(&s, "cmd-9");
+    let body = serde_json::json!({"name": "x", "size": data.len(), "sha256": sha(&data)}).to_string();
+    let url = format!("{}/v1/uploads/{id}", s.base);
+    let bearer = format!("Bearer {token}");
+    for (what, auth, status) in [
+        ("no credentials", None, 401),
+        ("grant as bearer", Some(bearer.as_str()), 401),
+        ("wrong password", Some("Basic Z3ctdDpub3BlOg=="), 401),
+        ("other gateway", Some(OTHER_GW_AUTH), 403),
+    ] {
+        let mut req = client().post(&url).header("Upload-Token", &token);
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        let mut r = req.send(&body).expect("post");
+        assert_eq!(r.status(), status, "{what}");
+        assert!(body_json(&mut r)["error"].is_string(), "{what}: JSON error");
+    }
+    let no_grant = client().post(&url).header("Authorization", GW_AUTH).send(&body).expect("post");
+    assert_eq!(no_grant.status(), 401, "credentials without a grant");
+    assert_eq!(create(&s, &id, &token, "x", &data).status(), 201);
 }
 
 /// A PATCH whose connection dies mid-body commits exactly the bytes that arrived; HEAD reports them.
@@ -318,7 +366,7 @@ fn cut_patch_commits_what_arrived() {
     let sent = 300 * 1024;
     write!(
         sock,
-        "PATCH /v1/uploads/{id} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nUpload-Offset: 0\r\nContent-Length: {}\r\n\r\n",
+        "PATCH /v1/uploads/{id} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {GW_AUTH}\r\nUpload-Token: {token}\r\nUpload-Offset: 0\r\nContent-Length: {}\r\n\r\n",
         data.len()
     )
     .expect("headers");
@@ -349,10 +397,14 @@ fn https_with_a_generated_ca() {
         .unversioned_rustls_crypto_provider(provider.clone())
         .build();
     let https: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).tls_config(tls).build().into();
+    let (id, token) = grant(&s, "cmd-7");
+    let data = pattern(10);
+    let body = serde_json::json!({"name": "x", "size": data.len(), "sha256": sha(&data)}).to_string();
     let r = https
-        .post(&format!("{}/v1/artifacts/grants", s.base))
-        .header("Authorization", &format!("Bearer {OP_TOKEN}"))
-        .send(r#"{"commandId":"cmd-7"}"#);
+        .post(&format!("{}/v1/uploads/{id}", s.base))
+        .header("Authorization", GW_AUTH)
+        .header("Upload-Token", &token)
+        .send(&body);
     assert_eq!(r.expect("https request").status(), 201);
 
     // A client that does not trust the generated CA is refused by the handshake.

@@ -42,8 +42,6 @@ pub struct ArtifactsConfig {
     pub max_artifact_bytes: u64,
     pub download_ttl: Duration,
     pub upload_ttl: Duration,
-    /// Operator token (`SCS_API_TOKEN`) for `POST /v1/artifacts/grants`; `None` disables that endpoint.
-    pub api_token: Option<String>,
 }
 
 impl ArtifactsConfig {
@@ -57,7 +55,6 @@ impl ArtifactsConfig {
                 .unwrap_or(DEFAULT_MAX_ARTIFACT_BYTES),
             download_ttl: DEFAULT_DOWNLOAD_TTL,
             upload_ttl: DEFAULT_UPLOAD_TTL,
-            api_token: std::env::var("SCS_API_TOKEN").ok().filter(|t| !t.is_empty()),
         }
     }
 }
@@ -159,7 +156,7 @@ impl Artifacts {
             Ok(r) => r,
             Err(e) => Err(store::StoreError::Sql {
                 artifact: String::new(),
-                source: rusqlite::Error::ToSqlConversionFailure(Box::new(std::io::Error::other(e.to_string()))),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
             }),
         }
     }

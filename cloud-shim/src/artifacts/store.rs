@@ -102,6 +102,13 @@ pub fn delete_upload(conn: &Connection, id: &str) -> Result<(), StoreError> {
     conn.execute("DELETE FROM uploads WHERE artifact_id = ?1", [id]).map(drop).map_err(sql(id))
 }
 
+/// The gateway a command was created for (`None`: no such command). Upload grants are bound to it.
+pub fn command_gateway(conn: &Connection, command_id: &str) -> Result<Option<String>, StoreError> {
+    conn.prepare_cached("SELECT gateway_id FROM commands WHERE id = ?1")
+        .and_then(|mut s| s.query_row([command_id], |r| r.get(0)).optional())
+        .map_err(sql(command_id))
+}
+
 pub fn get_artifact(conn: &Connection, id: &str) -> Result<Option<ArtifactRow>, StoreError> {
     conn.query_row(&format!("SELECT {COLS} FROM command_artifacts WHERE id = ?1"), [id], ArtifactRow::from_row)
         .optional()

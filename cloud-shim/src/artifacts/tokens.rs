@@ -5,12 +5,15 @@
 //! `~` never occurs in ids (`[A-Za-z0-9._:-]`), so the fields split unambiguously.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use scs_protocol::UploadGrant;
 use thiserror::Error;
+
+/// Token expiries are unsigned milliseconds on the shim's one clock.
+pub use crate::clock::now_ms_u64 as now_ms;
 
 /// Environment variable holding the signing key (any string of at least 16 bytes).
 pub const SIGNING_KEY_ENV: &str = "SCS_SIGNING_KEY";
@@ -60,8 +63,10 @@ pub enum TokenError {
 pub enum KeyError {
     #[error("{SIGNING_KEY_ENV} must be at least {MIN_KEY_LEN} bytes")]
     TooShort,
+    #[error("signing key file {path}: {source}")]
+    File { path: String, source: std::io::Error },
     #[error("signing key file {path}: {reason}")]
-    File { path: String, reason: String },
+    BadFile { path: String, reason: &'static str },
     #[error("no system randomness for a signing key")]
     Random,
 }
@@ -92,22 +97,23 @@ impl SigningKey {
             return Ok(SigningKey::from_bytes(v.as_bytes()));
         }
         let path = data_dir.join(SIGNING_KEY_FILE);
-        let file_err = |reason: String| KeyError::File { path: path.display().to_string(), reason };
+        let file_err = |source| KeyError::File { path: path.display().to_string(), source };
+        let bad_file = |reason| KeyError::BadFile { path: path.display().to_string(), reason };
         match std::fs::read_to_string(&path) {
             Ok(s) => {
-                let bytes = hex_decode(s.trim()).ok_or_else(|| file_err("not 64 hex digits".into()))?;
+                let bytes = hex_decode(s.trim()).ok_or_else(|| bad_file("not 64 hex digits"))?;
                 if bytes.len() < MIN_KEY_LEN {
-                    return Err(file_err("key too short".into()));
+                    return Err(bad_file("key too short"));
                 }
                 Ok(SigningKey::from_bytes(&bytes))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut bytes = [0u8; 32];
                 SystemRandom::new().fill(&mut bytes).map_err(|_| KeyError::Random)?;
-                write_private(&path, format!("{}\n", hex(&bytes)).as_bytes()).map_err(|e| file_err(e.to_string()))?;
+                write_private(&path, format!("{}\n", hex(&bytes)).as_bytes()).map_err(file_err)?;
                 Ok(SigningKey::from_bytes(&bytes))
             }
-            Err(e) => Err(file_err(e.to_string())),
+            Err(e) => Err(file_err(e)),
         }
     }
 
@@ -179,10 +185,6 @@ pub fn mint_upload_grant(
         expires_ms: expires,
     });
     UploadGrant { url: upload_base.trim_end_matches('/').to_string(), token, artifact, expires, max_bytes }
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

@@ -1,8 +1,9 @@
 //! Command HTTP API:
-//! * `POST /v1/gateways/{id}/commands` `{type, params, confirm, expiresInSecs?, timeoutSecs?}` → 201 with the command
+//! * `POST /v1/gateways/{id}/commands` `{type, params, confirm, expiresInSecs? | expiresAt?, timeoutSecs?}` → 201
+//!   with the command. Scope `operate`; `admin` for a destructive type. The audit names the API token.
 //! * `GET /v1/gateways/{id}/commands?limit=&before=` → `{gatewayId, commands: [...]}`, newest first
 //! * `GET /v1/commands/{id}` → the command with its `artifacts` and `audit` trail
-//! * `POST /v1/commands/{id}/cancel`
+//! * `POST /v1/commands/{id}/cancel` (scope `operate`; `admin` for a destructive type)
 //! * `GET /v1/registry` (no token needed: it is the public contract) → the registry as a JSON array
 //!
 //! Validation errors are 400 `{"error", "field", "rule"}` naming the offending field (`type`,
@@ -11,8 +12,8 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, Extension, FromRef, Path, Query, State};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -20,28 +21,44 @@ use scs_protocol::ids::validate_id;
 use scs_protocol::registry::{check_command, CheckError};
 use serde_json::{json, Value as Json_};
 
-use super::session::Kick;
+use super::session::{Kick, Sessions};
 use super::store::{self, CancelOutcome, CommandRow, CommandStoreError, NewCommand};
 use super::value_json::{json_to_value, value_to_json};
+use crate::api::auth::{Principal, Scope};
+use crate::artifacts::Artifacts;
+use crate::clock::now_ms;
 use crate::command_registry_gen::{COMMANDS, REGISTRY_JSON};
-use crate::state::AppState;
+use crate::store::Store;
 
 /// Default time a command may wait for an offline gateway.
 pub const DEFAULT_EXPIRES_SECS: i64 = 3600;
 pub const MAX_EXPIRES_SECS: i64 = 7 * 24 * 3600;
 /// Largest request body accepted (parameters are small by schema).
 const MAX_BODY: usize = 64 * 1024;
-const HEADER_USER: &str = "x-scs-user";
 
-pub fn routes() -> Router<AppState> {
+/// What the command API needs from the running shim: the database, the session task's wake-up handle,
+/// and the artifact service for download links. The router's state provides it through [`FromRef`].
+#[derive(Clone)]
+pub struct CommandApi {
+    pub store: Store,
+    pub sessions: Sessions,
+    pub artifacts: Artifacts,
+}
+
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    CommandApi: FromRef<S>,
+{
     Router::new()
         .route("/v1/gateways/{id}/commands", post(create).get(history))
         .route("/v1/commands/{id}", get(show))
         .route("/v1/commands/{id}/cancel", post(cancel))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
 /// Routes that need no token.
-pub fn public_routes() -> Router<AppState> {
+pub fn public_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new().route("/v1/registry", get(registry))
 }
 
@@ -104,15 +121,36 @@ impl From<CheckError> for CommandApiError {
     }
 }
 
-/// Who asked: the `X-SCS-User` header when it is a sane name, else the API token's holder.
-fn actor(headers: &HeaderMap) -> String {
-    headers
-        .get(HEADER_USER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|u| !u.is_empty() && u.len() <= 64 && !u.chars().any(char::is_control))
-        .map(|u| format!("user:{u}"))
-        .unwrap_or_else(|| "api-token".to_owned())
+/// Destructive command types need the `admin` scope, to create and to cancel.
+fn is_destructive(command_type: &str) -> bool {
+    COMMANDS.iter().any(|c| c.command_type == command_type && c.safety.destructive)
+}
+
+/// When the command expires (ms): `expiresInSecs` from now or an absolute `expiresAt`, else the default.
+/// Zero, a past instant or a horizon beyond the maximum is refused, never read as "no expiry".
+fn expiry(body: &Json_, now: i64) -> Result<i64, CommandApiError> {
+    let at =
+        match body.get("expiresAt") {
+            None | Some(Json_::Null) => None,
+            Some(v) => Some(v.as_i64().ok_or_else(|| {
+                CommandApiError::invalid("expiresAt", "type", "expiresAt must be an integer (ms since the epoch)")
+            })?),
+        };
+    let in_secs = int_field(body, "expiresInSecs", 1, MAX_EXPIRES_SECS)?;
+    match (in_secs, at) {
+        (Some(_), Some(_)) => {
+            Err(CommandApiError::invalid("expiresAt", "exclusive", "give expiresInSecs or expiresAt, not both"))
+        }
+        (Some(s), None) => Ok(now + s * 1000),
+        (None, None) => Ok(now + DEFAULT_EXPIRES_SECS * 1000),
+        (None, Some(at)) if at <= now => {
+            Err(CommandApiError::invalid("expiresAt", "min", format!("expiresAt {at} is not in the future (now {now})")))
+        }
+        (None, Some(at)) if at > now + MAX_EXPIRES_SECS * 1000 => {
+            Err(CommandApiError::invalid("expiresAt", "max", format!("expiresAt is more than {MAX_EXPIRES_SECS} s ahead")))
+        }
+        (None, Some(at)) => Ok(at),
+    }
 }
 
 fn new_command_id() -> String {
@@ -160,9 +198,9 @@ fn int_field(body: &Json_, name: &str, min: i64, max: i64) -> Result<Option<i64>
 }
 
 async fn create(
-    State(state): State<AppState>,
+    State(state): State<CommandApi>,
     Path(gateway): Path<String>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     body: Bytes,
 ) -> Result<Response, CommandApiError> {
     validate_id("gateway id", &gateway).map_err(|e| CommandApiError::invalid("gatewayId", "pattern", e.to_string()))?;
@@ -186,23 +224,28 @@ async fn create(
     };
     let params = json_to_value(body.get("params").unwrap_or(&Json_::Null));
     let (spec, params) = check_command(COMMANDS, &command_type, &params, confirm)?;
-    let expires_secs = int_field(&body, "expiresInSecs", 1, MAX_EXPIRES_SECS)?.unwrap_or(DEFAULT_EXPIRES_SECS);
+    if spec.safety.destructive {
+        if let Err(e) = principal.require(Scope::Admin, &format!("run the destructive command {}", spec.command_type)) {
+            return Ok(e.into_response());
+        }
+    }
+    let now = now_ms();
+    let expires_at = expiry(&body, now)?;
     let timeout_secs = int_field(&body, "timeoutSecs", 1, i64::from(spec.timeout_secs))?.unwrap_or(i64::from(spec.timeout_secs));
-    let now = crate::store::now_ms();
     let new = NewCommand {
         id: new_command_id(),
         gateway_id: gateway.clone(),
         command_type: spec.command_type.to_owned(),
         params: value_to_json(&params),
         confirm,
-        requested_by: actor(&headers),
+        requested_by: principal.actor(),
         now,
-        expires_at: now + expires_secs * 1000,
+        expires_at,
         timeout_secs: timeout_secs as u32,
     };
     let row = state.store.call(move |c| store::create(c, &new)).await?;
     log::info!("command {} ({}) for {gateway} queued by {}", row.id, row.command_type, row.requested_by);
-    state.commands.kick(Kick::Gateway(gateway));
+    state.sessions.kick(Kick::Gateway(gateway));
     let location = format!("/v1/commands/{}", row.id);
     let mut resp = (StatusCode::CREATED, Json(command_json(&row, None))).into_response();
     if let Ok(v) = header::HeaderValue::from_str(&location) {
@@ -211,8 +254,8 @@ async fn create(
     Ok(resp)
 }
 
-async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Json_>, CommandApiError> {
-    let base = super::public_base_url(&state);
+async fn show(State(state): State<CommandApi>, Path(id): Path<String>) -> Result<Json<Json_>, CommandApiError> {
+    let base = state.artifacts.config().public_url.clone();
     let found = state
         .store
         .call(move |c| -> Result<_, CommandStoreError> {
@@ -234,7 +277,7 @@ async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<J
 }
 
 async fn history(
-    State(state): State<AppState>,
+    State(state): State<CommandApi>,
     Path(gateway): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Json_>, CommandApiError> {
@@ -259,12 +302,19 @@ async fn history(
 }
 
 async fn cancel(
-    State(state): State<AppState>,
+    State(state): State<CommandApi>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Json<Json_>, CommandApiError> {
-    let who = actor(&headers);
-    let now = crate::store::now_ms();
+    Extension(principal): Extension<Principal>,
+) -> Result<Response, CommandApiError> {
+    let lookup = id.clone();
+    let found = state.store.call(move |c| store::get(c, &lookup)).await?;
+    if let Some(row) = found.filter(|r| is_destructive(&r.command_type)) {
+        if let Err(e) = principal.require(Scope::Admin, &format!("cancel the destructive command {}", row.command_type)) {
+            return Ok(e.into_response());
+        }
+    }
+    let who = principal.actor();
+    let now = now_ms();
     let outcome = state.store.call(move |c| store::request_cancel(c, &id, &who, now)).await?;
     match outcome {
         CancelOutcome::NotFound => Err(CommandApiError::new(StatusCode::NOT_FOUND, "no such command")),
@@ -272,10 +322,10 @@ async fn cancel(
             StatusCode::CONFLICT,
             format!("command {} already finished ({})", row.id, row.state.as_str()),
         )),
-        CancelOutcome::Cancelled(row) => Ok(Json(command_json(&row, None))),
+        CancelOutcome::Cancelled(row) => Ok(Json(command_json(&row, None)).into_response()),
         CancelOutcome::Requested(row) => {
-            state.commands.kick(Kick::Cancel { gateway: row.gateway_id.clone(), id: row.id.clone() });
-            Ok(Json(command_json(&row, None)))
+            state.sessions.kick(Kick::Cancel { gateway: row.gateway_id.clone(), id: row.id.clone() });
+            Ok(Json(command_json(&row, None)).into_response())
         }
     }
 }

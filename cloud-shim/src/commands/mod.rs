@@ -1,32 +1,18 @@
-//! Command sessions (engineer C): the HTTP API (`api`), the store of commands and their audit trail
-//! (`store`, called by ingest for every `CommandUpdate`), the per-gateway delivery task (`session`),
-//! and JSON <-> wire value conversion (`value_json`). Validation uses the generated registry
-//! (`crate::command_registry_gen`).
+//! Commands: the HTTP API (`api`), the store of commands and their audit trail (`store`, called by
+//! ingest for every `CommandUpdate`), the per-gateway delivery task (`session`), and JSON <-> wire value
+//! conversion (`value_json`). Validation uses the generated registry (`crate::command_registry_gen`).
+//! Each part takes narrow handles (the store, the MQTT client, presence, the artifact service), never
+//! the whole application state, so this module does not depend on `crate::state`.
 
 pub mod api;
 pub mod session;
 pub mod store;
 pub mod value_json;
 
-use std::time::Duration;
-
 use rusqlite::Connection;
-use scs_protocol::UploadGrant;
 use serde_json::Value as Json;
 
 pub use session::Sessions;
-
-use crate::state::AppState;
-
-/// Root URL of this API as gateways and clients reach it, for artifact links.
-pub fn public_base_url(state: &AppState) -> String {
-    state.artifacts.config().public_url.clone()
-}
-
-/// An upload grant for an artifact-producing command, minted by the artifacts module.
-pub fn artifact_grant(state: &AppState, command_id: &str, valid_for: Duration) -> Option<UploadGrant> {
-    Some(state.artifacts.mint_upload_grant(command_id, valid_for))
-}
 
 /// Artifacts stored for a command, with signed download URLs; `None` (nothing uploaded, or the
 /// lookup failed) falls back to the metadata the agent reported.

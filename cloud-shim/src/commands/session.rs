@@ -7,19 +7,23 @@
 //! through the same MQTT client queue in sequence); the work per command is one small transaction
 //! and one publish, far below what a site's gateways generate.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::QoS;
+use rumqttc::{AsyncClient, QoS};
 use scs_protocol::registry::find;
 use scs_protocol::topics::topic;
 use scs_protocol::{encode, CommandCancel, CommandRequest, TopicKind, UploadGrant, PROTOCOL_VERSION};
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use super::store::{self, CommandRow, CommandStoreError};
 use super::value_json::json_to_value;
+use crate::clock::now_ms;
 use crate::command_registry_gen::COMMANDS;
-use crate::state::{AppState, GatewayEvent};
+use crate::presence::{GatewayEvent, Presence};
+use crate::store::Store;
 
 /// How often queued commands are checked for expiry (and online gateways for anything missed).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -55,13 +59,31 @@ impl Sessions {
     }
 }
 
-/// Starts the session task. Subscribes to gateway events before returning, so no status is missed.
-pub fn start(state: AppState, rx: SessionsRx) -> tokio::task::JoinHandle<()> {
-    let events = state.events.subscribe();
+/// Mints an upload grant for an artifact of a command, valid for the given time.
+pub type GrantMinter = Arc<dyn Fn(&str, Duration) -> UploadGrant + Send + Sync>;
+
+/// What the session task works with, and nothing more.
+#[derive(Clone)]
+pub struct SessionHandles {
+    /// The database holding the commands (see `commands::store`).
+    pub store: Store,
+    /// Publishes commands and cancels to the broker.
+    pub mqtt: AsyncClient,
+    /// Which gateways are online now.
+    pub presence: Arc<Presence>,
+    /// Upload grants for artifact-producing commands (the artifact service's, in the running shim).
+    pub grants: GrantMinter,
+    /// Signs commands and cancels with the cloud key.
+    pub signer: crate::identity::Signer,
+}
+
+/// Starts the session task. Pass a receiver subscribed before the MQTT bridge starts, so no status is
+/// missed.
+pub fn start(state: SessionHandles, events: broadcast::Receiver<GatewayEvent>, rx: SessionsRx) -> tokio::task::JoinHandle<()> {
     tokio::spawn(run(state, rx.0, events))
 }
 
-async fn run(state: AppState, mut rx: mpsc::UnboundedReceiver<Kick>, mut events: tokio::sync::broadcast::Receiver<GatewayEvent>) {
+async fn run(state: SessionHandles, mut rx: mpsc::UnboundedReceiver<Kick>, mut events: broadcast::Receiver<GatewayEvent>) {
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // After a shim restart the gateways' retained status may have arrived before anything listened:
@@ -95,8 +117,8 @@ async fn run(state: AppState, mut rx: mpsc::UnboundedReceiver<Kick>, mut events:
     log::info!("command session task stopped");
 }
 
-async fn resend_all_online(state: &AppState) {
-    let now = crate::store::now_ms();
+async fn resend_all_online(state: &SessionHandles) {
+    let now = now_ms();
     let gateways = match state.store.call(move |c| store::gateways_with_open_commands(c, now)).await {
         Ok(g) => g,
         Err(e) => return log::error!("command sessions: {e}"),
@@ -106,8 +128,8 @@ async fn resend_all_online(state: &AppState) {
     }
 }
 
-async fn expire(state: &AppState) {
-    let now = crate::store::now_ms();
+async fn expire(state: &SessionHandles) {
+    let now = now_ms();
     match state.store.call(move |c| store::expire_due(c, now)).await {
         Ok(rows) => {
             for r in rows {
@@ -120,16 +142,16 @@ async fn expire(state: &AppState) {
 
 /// Upload permission for a command whose registry entry produces an artifact, valid until the
 /// command could still be running.
-fn upload_grant(state: &AppState, row: &CommandRow) -> Option<UploadGrant> {
+fn upload_grant(state: &SessionHandles, row: &CommandRow) -> Option<UploadGrant> {
     let spec = find(COMMANDS, &row.command_type)?;
     if !spec.artifact {
         return None;
     }
-    let horizon_ms = (row.expires_at - crate::store::now_ms()).max(0) as u64 + u64::from(row.timeout_secs) * 1000;
-    super::artifact_grant(state, &row.id, Duration::from_millis(horizon_ms) + Duration::from_secs(600))
+    let horizon_ms = (row.expires_at - now_ms()).max(0) as u64 + u64::from(row.timeout_secs) * 1000;
+    Some((state.grants)(&row.id, Duration::from_millis(horizon_ms) + Duration::from_secs(600)))
 }
 
-fn request_for(state: &AppState, row: &CommandRow) -> CommandRequest {
+fn request_for(state: &SessionHandles, row: &CommandRow) -> CommandRequest {
     CommandRequest {
         v: PROTOCOL_VERSION,
         id: row.id.clone(),
@@ -146,23 +168,24 @@ fn request_for(state: &AppState, row: &CommandRow) -> CommandRequest {
 
 /// Publishes the gateway's open commands in creation order (with `resend`, also the delivered but
 /// unacknowledged ones), then any pending cancels. Does nothing while the gateway is offline.
-pub async fn deliver(state: &AppState, gateway: &str, resend: bool) {
+pub async fn deliver(state: &SessionHandles, gateway: &str, resend: bool) {
     if !state.presence.is_online(gateway) {
         return;
     }
     let gw = gateway.to_owned();
-    let now = crate::store::now_ms();
+    let now = now_ms();
     let rows = match state.store.call(move |c| store::pending_for(c, &gw, resend, now)).await {
         Ok(r) => r,
         Err(e) => return log::error!("command session for {gateway}: {e}"),
     };
     let t = topic(gateway, TopicKind::Command);
     for row in rows {
-        let payload = encode(&request_for(state, &row));
+        // Signed and bound to this gateway's command topic: the agent runs nothing else.
+        let payload = state.signer.sign(&t, &encode(&request_for(state, &row)));
         let id = row.id.clone();
         // Marked first so the audit trail reads queued → delivered → accepted even when the agent
         // answers faster than this task.
-        let marked = state.store.call(move |c| store::mark_delivered(c, &id, crate::store::now_ms())).await;
+        let marked = state.store.call(move |c| store::mark_delivered(c, &id, now_ms())).await;
         if let Err(e) = marked {
             log::error!("command {}: {e}", row.id);
             continue;
@@ -171,8 +194,7 @@ pub async fn deliver(state: &AppState, gateway: &str, resend: bool) {
             log::error!("command {} for {gateway}: publish failed: {e}", row.id);
             let id = row.id.clone();
             let why = format!("publish failed: {e}");
-            let _ =
-                state.store.call(move |c| store::unmark_delivered(c, &id, crate::store::now_ms(), &why)).await.map_err(log_err);
+            let _ = state.store.call(move |c| store::unmark_delivered(c, &id, now_ms(), &why)).await.map_err(log_err);
             return;
         }
         log::info!("command {} ({}) published to {gateway}", row.id, row.command_type);
@@ -194,15 +216,17 @@ fn log_err(e: CommandStoreError) {
     log::error!("command session: {e}");
 }
 
-async fn send_cancel(state: &AppState, gateway: &str, id: &str) {
+async fn send_cancel(state: &SessionHandles, gateway: &str, id: &str) {
     if state.presence.is_online(gateway) {
         publish_cancel(state, gateway, id).await;
     }
 }
 
-async fn publish_cancel(state: &AppState, gateway: &str, id: &str) {
+async fn publish_cancel(state: &SessionHandles, gateway: &str, id: &str) {
     let msg = CommandCancel { v: PROTOCOL_VERSION, id: id.to_owned() };
-    match state.mqtt.publish(topic(gateway, TopicKind::Cancel), QoS::AtLeastOnce, false, encode(&msg)).await {
+    let t = topic(gateway, TopicKind::Cancel);
+    let signed = state.signer.sign(&t, &encode(&msg));
+    match state.mqtt.publish(t, QoS::AtLeastOnce, false, signed).await {
         Ok(()) => log::info!("cancel of command {id} published to {gateway}"),
         Err(e) => log::error!("cancel of command {id} for {gateway}: publish failed: {e}"),
     }

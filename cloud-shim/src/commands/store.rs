@@ -358,7 +358,7 @@ pub fn apply_update(tx: &Transaction<'_>, gateway: &str, update: &CommandUpdate)
             owner: row.gateway_id,
         });
     }
-    let now = crate::store::now_ms();
+    let now = crate::clock::now_ms();
     let result = update.result.as_ref().map(|v| value_to_json(v).to_string());
     let artifacts = update.artifacts.as_ref().map(|a| {
         Json::Array(

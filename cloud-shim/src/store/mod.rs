@@ -1,14 +1,13 @@
 //! The shim's store: one SQLite file `{data_dir}/scs.db` in WAL mode with the D1 schema.
 //!
-//! Ingest writes go through one dedicated writer thread ([`sqlite_ingest`]); API handlers (and the command
-//! and artifact modules) use [`Store::call`], which runs a closure on a pooled connection on tokio's
-//! blocking pool, so SQLite never blocks an async worker. With `--worker-url`, ingest goes to the Worker
-//! ([`worker`]) instead and this file keeps only what the local process owns.
+//! Ingest writes go through one dedicated writer thread (`ingest::sqlite`, on [`Store::connect`]); API
+//! handlers (and the command and artifact modules) use [`Store::call`], which runs a closure on a pooled
+//! connection on tokio's blocking pool, so SQLite never blocks an async worker. With `--worker-url`, ingest
+//! goes to the Worker (`ingest::worker`) instead and this file keeps only what the local process owns.
+//! This module knows nothing of ingest or commands: they build on it.
 
 pub mod migrations;
 pub mod queries;
-pub mod sqlite_ingest;
-pub mod worker;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -31,7 +30,7 @@ pub enum StoreError {
     #[error("data dir {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("store task failed: {0}")]
-    Task(String),
+    Task(#[source] tokio::task::JoinError),
 }
 
 #[derive(Clone)]
@@ -82,7 +81,7 @@ impl Store {
             out
         })
         .await
-        .map_err(|e| E::from(StoreError::Task(e.to_string())))?
+        .map_err(|e| E::from(StoreError::Task(e)))?
     }
 
     /// Same as [`Store::call`] for synchronous callers already off the async workers.
@@ -131,13 +130,8 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+/// The shim's clock is [`crate::clock`]; the MQTT bridge names it through the store.
+pub use crate::clock::now_ms;
 
 /// Boot ids are u64 on the wire; the store keeps them as 16 hex digits (see 0001_init.sql).
 pub fn boot_hex(boot: u64) -> String {

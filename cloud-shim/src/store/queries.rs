@@ -44,13 +44,20 @@ pub struct SensorFilter {
     pub parent: Option<String>,
 }
 
-pub fn list_sensors(conn: &Connection, f: &SensorFilter) -> Result<Vec<SensorRow>, StoreError> {
+/// At most `limit` sensors matching `f` with an id after `after` (keyset pagination), in id order.
+pub fn list_sensors_page(
+    conn: &Connection,
+    f: &SensorFilter,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<SensorRow>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {SENSOR_COLUMNS} FROM sensors
          WHERE (?1 IS NULL OR gateway_id = ?1) AND (?2 IS NULL OR type = ?2) AND (?3 IS NULL OR parent_sensor_id = ?3)
-         ORDER BY id"
+           AND (?4 IS NULL OR id > ?4)
+         ORDER BY id LIMIT ?5"
     ))?;
-    let rows = stmt.query_map(params![f.gateway, f.sensor_type, f.parent], sensor_row)?;
+    let rows = stmt.query_map(params![f.gateway, f.sensor_type, f.parent, after, limit], sensor_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

@@ -6,23 +6,46 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use scs_protocol::cose::{verify1, VerifyingKey};
 use scs_protocol::topics::topic;
 use scs_protocol::{decode_downlink, encode, Downlink, Inventory, Metric, Receipt, SensorInfo, TelemetryBatch, TopicKind};
 use scs_protocol::{DeviceReport, GatewayState, Status};
+use scs_testkit::{GatewayCreds, Shim};
 
 /// A gateway's MQTT side: publishes uplinks and collects the receipts the shim sends back.
 pub struct TestGateway {
     pub id: String,
+    pub creds: Arc<GatewayCreds>,
     client: Client,
     receipts: Arc<Mutex<Vec<Receipt>>>,
     subscribed: Arc<Mutex<bool>>,
 }
 
 impl TestGateway {
-    /// Connects to 127.0.0.1:`port`, subscribes to its receipt topic and waits for the SUBACK.
-    pub fn connect(port: u16, id: &str) -> TestGateway {
-        let mut opts = MqttOptions::new(format!("test-{id}-{}", std::process::id()), "127.0.0.1", port);
+    /// Provisions `id` on `shim`, connects to 127.0.0.1:`port` with its login, subscribes to its receipt
+    /// topic and waits for the SUBACK. Publishes are signed with the gateway's key; only receipts that
+    /// verify with the cloud key are collected.
+    pub fn connect(shim: &Shim, port: u16, id: &str) -> TestGateway {
+        TestGateway::connect_with(port, shim.add_gateway(id))
+    }
+
+    /// Provisions `id` on `shims[0]` and makes the others verify it too (forwarding shims and their
+    /// Worker), then connects as with [`TestGateway::connect`].
+    pub fn connect_on(shims: &[&Shim], port: u16, id: &str) -> TestGateway {
+        let creds = shims[0].add_gateway(id);
+        for other in &shims[1..] {
+            scs_testkit::copy_gateway(shims[0].data_dir(), other.data_dir(), id);
+        }
+        TestGateway::connect_with(port, creds)
+    }
+
+    pub fn connect_with(port: u16, creds: GatewayCreds) -> TestGateway {
+        let id = creds.id.clone();
+        let id = id.as_str();
+        let mut opts = MqttOptions::new(format!("scs-agent-{id}"), "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(10)).set_max_packet_size(1 << 20, 1 << 20);
+        opts.set_credentials(id, creds.password.clone());
+        let cloud = VerifyingKey(creds.cloud_public_key);
         let (client, mut connection) = Client::new(opts, 1000);
         let receipts = Arc::new(Mutex::new(Vec::new()));
         let subscribed = Arc::new(Mutex::new(false));
@@ -37,7 +60,10 @@ impl TestGateway {
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => *s.lock().unwrap() = true,
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if let Ok((_, Downlink::Receipt(rc))) = decode_downlink(&p.topic, &p.payload) {
+                        let Ok(v) = verify1(&p.payload, p.topic.as_bytes(), |kid| (kid == b"cloud").then_some(cloud)) else {
+                            continue;
+                        };
+                        if let Ok((_, Downlink::Receipt(rc))) = decode_downlink(&p.topic, v.payload) {
                             r.lock().unwrap().push(rc);
                         }
                     }
@@ -47,7 +73,7 @@ impl TestGateway {
                 }
             }
         });
-        let gw = TestGateway { id: id.to_owned(), client, receipts, subscribed };
+        let gw = TestGateway { id: id.to_owned(), creds: Arc::new(creds), client, receipts, subscribed };
         assert!(
             scs_testkit::wait_until(Duration::from_secs(10), || *gw.subscribed.lock().unwrap()),
             "test gateway {id} could not subscribe on port {port}"
@@ -56,11 +82,20 @@ impl TestGateway {
     }
 
     pub fn publish(&self, kind: TopicKind, payload: Vec<u8>) {
-        self.client.publish(topic(&self.id, kind), QoS::AtLeastOnce, false, payload).expect("queue publish");
+        let t = topic(&self.id, kind);
+        let signed = self.creds.sign(&t, &payload);
+        self.client.publish(t, QoS::AtLeastOnce, false, signed).expect("queue publish");
     }
 
     pub fn publish_retained(&self, kind: TopicKind, payload: Vec<u8>) {
-        self.client.publish(topic(&self.id, kind), QoS::AtLeastOnce, true, payload).expect("queue publish");
+        let t = topic(&self.id, kind);
+        let signed = self.creds.sign(&t, &payload);
+        self.client.publish(t, QoS::AtLeastOnce, true, signed).expect("queue publish");
+    }
+
+    /// Publishes exactly these bytes (no signature added) on `topic`.
+    pub fn publish_raw(&self, topic: &str, payload: Vec<u8>, retain: bool) {
+        self.client.publish(topic, QoS::AtLeastOnce, retain, payload).expect("queue publish");
     }
 
     pub fn accepted(&self) -> Vec<u64> {
@@ -80,6 +115,19 @@ impl TestGateway {
         scs_testkit::wait_until(timeout, || {
             let got = self.accepted();
             seqs.iter().all(|s| got.contains(s))
+        })
+    }
+
+    /// Like the agent: publishes message `seq` again every `every` until a receipt accepts it (one sent
+    /// while the connection was going down may be lost).
+    pub fn resend_until_accepted(&self, kind: TopicKind, seq: u64, payload: &[u8], every: Duration, timeout: Duration) -> bool {
+        scs_testkit::wait_until(timeout, || {
+            if self.accepted().contains(&seq) {
+                return true;
+            }
+            self.publish(kind, payload.to_vec());
+            std::thread::sleep(every);
+            false
         })
     }
 

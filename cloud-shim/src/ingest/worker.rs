@@ -10,7 +10,7 @@ use std::time::Duration;
 use thiserror::Error;
 use ureq::tls::{parse_pem, Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
 
-use crate::ingest::{Backend, Item, ItemResult, Outcome};
+use super::{Backend, Item, ItemResult, Outcome};
 
 /// Requests stay under the contract's 8 MiB body limit.
 const MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024;
@@ -20,12 +20,18 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Error)]
 pub enum WorkerError {
-    #[error("worker CA file {path}: {reason}")]
-    Ca { path: String, reason: String },
+    #[error("worker CA file {path}: {source}")]
+    CaRead { path: String, source: std::io::Error },
+    #[error("worker CA file {path}: {source}")]
+    CaPem { path: String, source: ureq::Error },
+    #[error("worker CA file {path}: no certificate in the file")]
+    CaEmpty { path: String },
     #[error("worker {url}: {source}")]
     Transport { url: String, source: ureq::Error },
     #[error("worker {url} answered HTTP {status}: {body}")]
     Status { url: String, status: u16, body: String },
+    #[error("worker {url} sent an unusable answer: {source}")]
+    AnswerJson { url: String, source: serde_json::Error },
     #[error("worker {url} sent an unusable answer: {reason}")]
     Answer { url: String, reason: String },
 }
@@ -36,7 +42,11 @@ impl WorkerError {
         match self {
             WorkerError::Transport { .. } => true,
             WorkerError::Status { status, .. } => *status >= 500 || *status == 429,
-            WorkerError::Answer { .. } | WorkerError::Ca { .. } => false,
+            WorkerError::Answer { .. }
+            | WorkerError::AnswerJson { .. }
+            | WorkerError::CaRead { .. }
+            | WorkerError::CaPem { .. }
+            | WorkerError::CaEmpty { .. } => false,
         }
     }
 }
@@ -94,7 +104,7 @@ impl WorkerBackend {
             return Err(WorkerError::Status { url, status, body });
         }
         let answer: IngestAnswer =
-            serde_json::from_slice(&bytes).map_err(|e| WorkerError::Answer { url: url.clone(), reason: e.to_string() })?;
+            serde_json::from_slice(&bytes).map_err(|source| WorkerError::AnswerJson { url: url.clone(), source })?;
         if answer.results.len() != items.len() {
             return Err(WorkerError::Answer {
                 url,
@@ -123,16 +133,16 @@ impl WorkerBackend {
 }
 
 fn read_ca(path: &Path) -> Result<Vec<Certificate<'static>>, WorkerError> {
-    let err = |reason: String| WorkerError::Ca { path: path.display().to_string(), reason };
-    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let shown = || path.display().to_string();
+    let pem = std::fs::read(path).map_err(|source| WorkerError::CaRead { path: shown(), source })?;
     let mut certs = Vec::new();
     for item in parse_pem(&pem) {
-        if let PemItem::Certificate(c) = item.map_err(|e| err(e.to_string()))? {
+        if let PemItem::Certificate(c) = item.map_err(|source| WorkerError::CaPem { path: shown(), source })? {
             certs.push(c);
         }
     }
     if certs.is_empty() {
-        return Err(err("no certificate in the file".into()));
+        return Err(WorkerError::CaEmpty { path: shown() });
     }
     Ok(certs)
 }
@@ -250,7 +260,10 @@ mod tests {
 
     #[test]
     fn chunks_respect_the_request_limit() {
-        let item = |n: usize| Item::decode("t".into(), vec![0; n], Origin::Mqtt, 0);
+        let dir = crate::store::test_support::TestDir::new("worker-chunks");
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let reg = crate::identity::Registry::open(store.path()).unwrap();
+        let item = |n: usize| Item::decode("t".into(), vec![0; n], Origin::Mqtt, 0, &reg);
         let items = vec![item(4 << 20), item(4 << 20), item(10), item(10)];
         let c = chunks(&items);
         assert_eq!(c.iter().map(|c| c.len()).collect::<Vec<_>>(), vec![1, 3]);

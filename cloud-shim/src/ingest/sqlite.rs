@@ -2,14 +2,15 @@
 //! thread, with cached prepared statements. Idempotent on `(gateway, boot, seq)`: the
 //! `ingest_receipts` primary key decides, inside the same transaction as the data it guards.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
-use rusqlite::{params, Connection, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use scs_protocol::{GatewayState, Inventory, MetricValue, SensorType, TelemetryBatch, Uplink};
 
-use super::boot_hex;
-use crate::ingest::{Backend, Decoded, Item, Outcome};
+use super::{Backend, Decoded, Item, Outcome};
+use crate::commands::store::{apply_update, CommandStoreError};
 use crate::rejection::Rejection;
+use crate::store::boot_hex;
 
 const MAX_STORED_TEXT: usize = 300;
 
@@ -17,7 +18,7 @@ const MAX_STORED_TEXT: usize = 300;
 /// receipted, so the agent retries); command-store errors reject it for good.
 enum ItemError {
     Sql(rusqlite::Error),
-    Command(crate::commands::store::CommandStoreError),
+    Command(CommandStoreError),
 }
 
 impl From<rusqlite::Error> for ItemError {
@@ -26,19 +27,33 @@ impl From<rusqlite::Error> for ItemError {
     }
 }
 
+/// Store rules that bound what one gateway can create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Sensors one gateway may own, its own row not counted.
+    pub max_children: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_children: crate::config::DEFAULT_MAX_CHILDREN }
+    }
+}
+
 pub struct SqliteIngest {
     conn: Connection,
+    limits: Limits,
 }
 
 impl SqliteIngest {
-    pub fn new(conn: Connection) -> SqliteIngest {
-        SqliteIngest { conn }
+    pub fn new(conn: Connection, limits: Limits) -> SqliteIngest {
+        SqliteIngest { conn, limits }
     }
 }
 
 impl Backend for SqliteIngest {
     fn store(&mut self, items: &[Item]) -> Vec<Outcome> {
-        match store_group(&mut self.conn, items) {
+        match store_group(&mut self.conn, items, self.limits) {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 log::error!("ingest transaction of {} messages failed: {e}", items.len());
@@ -50,17 +65,17 @@ impl Backend for SqliteIngest {
 
 /// Stores a group in one immediate transaction; one outcome per item. Outcomes are final only once
 /// this returns `Ok` (the commit happened).
-pub fn store_group(conn: &mut Connection, items: &[Item]) -> Result<Vec<Outcome>, rusqlite::Error> {
+pub fn store_group(conn: &mut Connection, items: &[Item], limits: Limits) -> Result<Vec<Outcome>, rusqlite::Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(items.len());
     for item in items {
-        outcomes.push(store_item(&tx, item)?);
+        outcomes.push(store_item(&tx, item, limits)?);
     }
     tx.commit()?;
     Ok(outcomes)
 }
 
-fn store_item(tx: &Transaction<'_>, item: &Item) -> Result<Outcome, rusqlite::Error> {
+fn store_item(tx: &Transaction<'_>, item: &Item, limits: Limits) -> Result<Outcome, rusqlite::Error> {
     let (gateway, msg) = match &item.decoded {
         Decoded::Invalid(r) => {
             record_rejection(tx, r, &item.topic, item.received_at)?;
@@ -70,7 +85,8 @@ fn store_item(tx: &Transaction<'_>, item: &Item) -> Result<Outcome, rusqlite::Er
     };
     // A savepoint per message: a failing message is undone alone and the rest of the group commits.
     tx.execute_batch("SAVEPOINT item")?;
-    match apply(tx, gateway, msg, item.received_at) {
+    let mut ctx = Ctx { tx, gateway, now: item.received_at, topic: &item.topic, limits };
+    match apply(&mut ctx, msg) {
         Ok(outcome) => {
             tx.execute_batch("RELEASE item")?;
             Ok(outcome)
@@ -90,7 +106,69 @@ fn store_item(tx: &Transaction<'_>, item: &Item) -> Result<Outcome, rusqlite::Er
     }
 }
 
-fn apply(tx: &Transaction<'_>, gateway: &str, msg: &Uplink, now: i64) -> Result<Outcome, ItemError> {
+/// What storing one message needs to know.
+struct Ctx<'a, 't> {
+    tx: &'a Transaction<'t>,
+    gateway: &'a str,
+    now: i64,
+    topic: &'a str,
+    limits: Limits,
+}
+
+/// May `ctx.gateway` write about `sensor`?
+enum Claim {
+    /// Its own sensor (or a new one within its limit).
+    Own,
+    /// Refused: counted under `reason`.
+    Refused { reason: &'static str, error: String },
+}
+
+/// A sensor belongs to the gateway that first announced it (a gateway's own id belongs to that gateway
+/// even before it is first heard); another gateway can neither write its samples nor take it over.
+fn claim_sensor(ctx: &Ctx<'_, '_>, sensor: &str) -> Result<Claim, rusqlite::Error> {
+    let gateway = ctx.gateway;
+    let owner: Option<String> =
+        ctx.tx.prepare_cached("SELECT gateway_id FROM sensors WHERE id = ?1")?.query_row([sensor], |r| r.get(0)).optional()?;
+    match owner {
+        Some(o) if o == gateway => Ok(Claim::Own),
+        Some(o) => {
+            Ok(Claim::Refused { reason: "sensor_owner", error: format!("sensor {sensor} belongs to gateway {o}, not {gateway}") })
+        }
+        None if sensor == gateway => Ok(Claim::Own),
+        None => {
+            if crate::identity::registry::is_gateway(ctx.tx, sensor)? {
+                return Ok(Claim::Refused {
+                    reason: "sensor_owner",
+                    error: format!("sensor id {sensor} is another gateway's id; {gateway} cannot announce it"),
+                });
+            }
+            let owned: i64 = ctx
+                .tx
+                .prepare_cached("SELECT count(*) FROM sensors WHERE gateway_id = ?1 AND id <> ?1")?
+                .query_row([gateway], |r| r.get(0))?;
+            if usize::try_from(owned).unwrap_or(usize::MAX) >= ctx.limits.max_children {
+                return Ok(Claim::Refused {
+                    reason: "too_many_sensors",
+                    error: format!(
+                        "gateway {gateway} already has {owned} sensors (limit {}); new sensor {sensor} refused",
+                        ctx.limits.max_children
+                    ),
+                });
+            }
+            Ok(Claim::Own)
+        }
+    }
+}
+
+/// Counts a refused part of a message (the rest of the message is stored).
+fn refuse_part(ctx: &Ctx<'_, '_>, reason: &'static str, error: String) -> Result<(), rusqlite::Error> {
+    log::warn!("{error} (topic {:.200})", ctx.topic);
+    let r = Rejection { gateway: ctx.gateway.to_owned(), reason, error, receipt: None };
+    record_rejection(ctx.tx, &r, ctx.topic, ctx.now)
+}
+
+fn apply(ctx: &mut Ctx<'_, '_>, msg: &Uplink) -> Result<Outcome, ItemError> {
+    let (tx, gateway, now) = (ctx.tx, ctx.gateway, ctx.now);
     let (boot, seq, kind) = match msg {
         Uplink::Status(s) => {
             set_gateway_status(tx, gateway, s.state, now)?;
@@ -111,21 +189,40 @@ fn apply(tx: &Transaction<'_>, gateway: &str, msg: &Uplink, now: i64) -> Result<
         return Ok(Outcome::Duplicate);
     }
     match msg {
-        Uplink::Telemetry(b) => store_telemetry(tx, gateway, b, now)?,
-        Uplink::Inventory(inv) => store_inventory(tx, gateway, inv, now)?,
-        Uplink::Command(u) => crate::commands::store::apply_update(tx, gateway, u).map_err(ItemError::Command)?,
+        Uplink::Telemetry(b) => store_telemetry(ctx, b)?,
+        Uplink::Inventory(inv) => store_inventory(ctx, inv)?,
+        Uplink::Command(u) => apply_update(tx, gateway, u).map_err(ItemError::Command)?,
         Uplink::Status(_) => {}
     }
     Ok(Outcome::Stored)
 }
 
-fn store_telemetry(tx: &Transaction<'_>, gateway: &str, b: &TelemetryBatch, now: i64) -> Result<(), rusqlite::Error> {
+fn store_telemetry(ctx: &Ctx<'_, '_>, b: &TelemetryBatch) -> Result<(), rusqlite::Error> {
+    let (tx, gateway, now) = (ctx.tx, ctx.gateway, ctx.now);
     let mut metric =
         tx.prepare_cached("INSERT INTO metrics (sensor_id, name, label, ts, value, gateway_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
-    let mut touched: HashSet<&str> = HashSet::new();
+    // Per sensor of this batch: may its samples be stored?
+    let mut claimed: HashMap<&str, bool> = HashMap::new();
     for d in &b.devices {
-        if touched.insert(&d.sensor) {
-            touch_sensor(tx, gateway, &d.sensor, now)?;
+        let allowed = match claimed.get(d.sensor.as_str()) {
+            Some(a) => *a,
+            None => {
+                let a = match claim_sensor(ctx, &d.sensor)? {
+                    Claim::Own => {
+                        touch_sensor(tx, gateway, &d.sensor, now)?;
+                        true
+                    }
+                    Claim::Refused { reason, error } => {
+                        refuse_part(ctx, reason, error)?;
+                        false
+                    }
+                };
+                claimed.insert(&d.sensor, a);
+                a
+            }
+        };
+        if !allowed {
+            continue;
         }
         let ts = i64::try_from(d.ts).unwrap_or(i64::MAX);
         for m in &d.metrics {
@@ -164,13 +261,15 @@ fn touch_sensor(tx: &Transaction<'_>, gateway: &str, sensor: &str, now: i64) -> 
     tx.prepare_cached(
         "INSERT INTO sensors (id, type, gateway_id, status, last_seen, created_at, updated_at)
          VALUES (?1, ?2, ?3, 'unknown', ?4, ?4, ?4)
-         ON CONFLICT (id) DO UPDATE SET last_seen = max(coalesce(sensors.last_seen, 0), excluded.last_seen)",
+         ON CONFLICT (id) DO UPDATE SET last_seen = max(coalesce(sensors.last_seen, 0), excluded.last_seen)
+         WHERE sensors.gateway_id = excluded.gateway_id",
     )?
     .execute(params![sensor, placeholder_type, gateway, now])?;
     Ok(())
 }
 
-fn store_inventory(tx: &Transaction<'_>, gateway: &str, inv: &Inventory, now: i64) -> Result<(), rusqlite::Error> {
+fn store_inventory(ctx: &Ctx<'_, '_>, inv: &Inventory) -> Result<(), rusqlite::Error> {
+    let (tx, gateway, now) = (ctx.tx, ctx.gateway, ctx.now);
     // A gateway's seqs grow across boots, so an inventory older than the one that last described the
     // sensor (a replay, or one processed late by another shim) does not overwrite it.
     let mut upsert = tx.prepare_cached(
@@ -178,14 +277,25 @@ fn store_inventory(tx: &Transaction<'_>, gateway: &str, inv: &Inventory, now: i6
                               created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'unknown', ?7, ?8, ?7, ?7)
          ON CONFLICT (id) DO UPDATE SET type = excluded.type, parent_sensor_id = excluded.parent_sensor_id,
-             name = excluded.name, attrs = excluded.attrs, gateway_id = excluded.gateway_id,
+             name = excluded.name, attrs = excluded.attrs,
              last_seen = max(coalesce(sensors.last_seen, 0), excluded.last_seen),
              announced_seq = excluded.announced_seq, updated_at = excluded.updated_at
-         WHERE sensors.gateway_id <> excluded.gateway_id OR sensors.announced_seq IS NULL
-             OR excluded.announced_seq >= sensors.announced_seq",
+         WHERE sensors.gateway_id = excluded.gateway_id
+             AND (sensors.announced_seq IS NULL OR excluded.announced_seq >= sensors.announced_seq)",
     )?;
     let seq = i64::try_from(inv.seq).unwrap_or(i64::MAX);
     for s in &inv.sensors {
+        // Never re-parents across gateways: the sensor and its parent must both be this gateway's.
+        if let Claim::Refused { reason, error } = claim_sensor(ctx, &s.id)? {
+            refuse_part(ctx, reason, error)?;
+            continue;
+        }
+        if let Some(parent) = s.parent.as_deref().filter(|p| *p != s.id) {
+            if let Claim::Refused { error, .. } = claim_sensor(ctx, parent)? {
+                refuse_part(ctx, "sensor_owner", format!("sensor {} under parent {parent}: {error}", s.id))?;
+                continue;
+            }
+        }
         let mut attrs: BTreeMap<String, String> = s.attrs.clone().unwrap_or_default();
         // The agent's own description rides on the gateway's sensor row.
         if s.id == gateway {
@@ -216,7 +326,8 @@ fn set_gateway_status(tx: &Transaction<'_>, gateway: &str, state: GatewayState, 
          ON CONFLICT (id) DO UPDATE SET status = excluded.status,
              last_seen = CASE WHEN excluded.last_seen IS NULL THEN sensors.last_seen
                               ELSE max(coalesce(sensors.last_seen, 0), excluded.last_seen) END,
-             updated_at = excluded.updated_at",
+             updated_at = excluded.updated_at
+         WHERE sensors.gateway_id = excluded.gateway_id",
     )?
     .execute(params![gateway, state.as_str(), seen, now])?;
     Ok(())
@@ -237,11 +348,12 @@ fn record_rejection(tx: &Transaction<'_>, r: &Rejection, topic: &str, now: i64) 
     Ok(())
 }
 
-/// Used by tests and benches that feed the store directly.
+/// Used by tests that feed the store directly: signs `payload` as the gateway in `topic` (provisioning
+/// it with a test key first) and stores it with the default limits.
 #[cfg(test)]
 pub fn ingest_now(conn: &mut Connection, topic: &str, payload: Vec<u8>) -> Outcome {
-    let item = Item::decode(topic.to_owned(), payload, crate::ingest::Origin::Mqtt, super::now_ms());
-    store_group(conn, std::slice::from_ref(&item)).unwrap().remove(0)
+    let item = crate::identity::test_support::signed_item(conn, topic, &payload, 1);
+    store_group(conn, std::slice::from_ref(&item), Limits::default()).unwrap().remove(0)
 }
 
 #[cfg(test)]
@@ -298,9 +410,11 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let mut conn = store.connect().unwrap();
         let t = topic("gw-1", TopicKind::Telemetry);
-        let items: Vec<Item> =
-            [1u64, 1, 2].iter().map(|s| Item::decode(t.clone(), encode(&batch(*s)), crate::ingest::Origin::Mqtt, 1)).collect();
-        let out = store_group(&mut conn, &items).unwrap();
+        let items: Vec<Item> = [1u64, 1, 2]
+            .iter()
+            .map(|s| crate::identity::test_support::signed_item(&mut conn, &t, &encode(&batch(*s)), 1))
+            .collect();
+        let out = store_group(&mut conn, &items, Limits::default()).unwrap();
         assert_eq!(out, vec![Outcome::Stored, Outcome::Duplicate, Outcome::Stored]);
         assert_eq!(count(&conn, "SELECT count(*) FROM metrics"), 6);
     }
@@ -371,5 +485,66 @@ mod tests {
             assert!(matches!(o, Outcome::Rejected { ref reason, .. } if reason == "malformed"), "{o:?}");
         }
         assert_eq!(count(&conn, "SELECT count FROM rejections WHERE gateway_id = 'gw-1' AND reason = 'malformed'"), 2);
+    }
+
+    fn inventory(gw: &str, seq: u64, sensors: Vec<SensorInfo>) -> Inventory {
+        Inventory { v: 1, gateway: gw.into(), boot: 1, seq, ts: 1, sensors, agent: None }
+    }
+
+    fn sensor(id: &str, ty: &str, parent: Option<&str>) -> SensorInfo {
+        SensorInfo { id: id.into(), sensor_type: ty.into(), parent: parent.map(str::to_owned), name: None, attrs: None }
+    }
+
+    #[test]
+    fn sensors_belong_to_one_gateway() {
+        let dir = TestDir::new("ingest-owner");
+        let store = Store::open(dir.path()).unwrap();
+        let mut conn = store.connect().unwrap();
+        crate::identity::test_support::provision(&mut conn, "gw-3");
+        let inv1 = inventory("gw-1", 1, vec![sensor("gw-1", "EDGE_CONTROLLER", None), sensor("cam-1", "CAMERA", Some("gw-1"))]);
+        assert_eq!(ingest_now(&mut conn, &topic("gw-1", TopicKind::Inventory), encode(&inv1)), Outcome::Stored);
+        // "evil" writes samples for gw-1 and cam-1 plus its own sensor: only its own are stored.
+        let mut b = TelemetryBatch::new("evil", 7, 1, 1);
+        for s in ["gw-1", "cam-1", "evil"] {
+            b.devices.push(DeviceReport { sensor: s.into(), ts: 1, metrics: vec![Metric::new("cpu.usage_pct", 99.0)] });
+        }
+        assert_eq!(ingest_now(&mut conn, &topic("evil", TopicKind::Telemetry), encode(&b)), Outcome::Stored);
+        assert_eq!(count(&conn, "SELECT count(*) FROM metrics WHERE gateway_id = 'evil'"), 1);
+        assert_eq!(count(&conn, "SELECT count(*) FROM metrics WHERE sensor_id IN ('gw-1', 'cam-1')"), 0);
+        // Its inventory cannot re-parent or retype them, nor claim a provisioned gateway's id.
+        let takeover = inventory(
+            "evil",
+            2,
+            vec![
+                sensor("gw-1", "CAMERA", Some("evil")),
+                sensor("cam-1", "CAMERA", Some("evil")),
+                sensor("gw-3", "CAMERA", None),
+                sensor("cam-9", "CAMERA", Some("cam-1")),
+            ],
+        );
+        assert_eq!(ingest_now(&mut conn, &topic("evil", TopicKind::Inventory), encode(&takeover)), Outcome::Stored);
+        let (ty, gw): (String, String) =
+            conn.query_row("SELECT type, gateway_id FROM sensors WHERE id = 'gw-1'", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        assert_eq!((ty.as_str(), gw.as_str()), ("EDGE_CONTROLLER", "gw-1"));
+        let parent: String = conn.query_row("SELECT parent_sensor_id FROM sensors WHERE id = 'cam-1'", [], |r| r.get(0)).unwrap();
+        assert_eq!(parent, "gw-1");
+        assert_eq!(count(&conn, "SELECT count(*) FROM sensors WHERE id IN ('gw-3', 'cam-9')"), 0);
+        assert_eq!(count(&conn, "SELECT count FROM rejections WHERE gateway_id = 'evil' AND reason = 'sensor_owner'"), 6);
+    }
+
+    #[test]
+    fn children_per_gateway_are_limited() {
+        let dir = TestDir::new("ingest-limit");
+        let store = Store::open(dir.path()).unwrap();
+        let mut conn = store.connect().unwrap();
+        let t = topic("gw-1", TopicKind::Inventory);
+        let sensors: Vec<SensorInfo> = std::iter::once(sensor("gw-1", "EDGE_CONTROLLER", None))
+            .chain((0..5).map(|i| sensor(&format!("cam-{i}"), "CAMERA", Some("gw-1"))))
+            .collect();
+        let item = crate::identity::test_support::signed_item(&mut conn, &t, &encode(&inventory("gw-1", 1, sensors)), 1);
+        let out = store_group(&mut conn, &[item], Limits { max_children: 3 }).unwrap();
+        assert_eq!(out, vec![Outcome::Stored]);
+        assert_eq!(count(&conn, "SELECT count(*) FROM sensors WHERE gateway_id = 'gw-1'"), 4, "itself + 3 children");
+        assert_eq!(count(&conn, "SELECT count FROM rejections WHERE reason = 'too_many_sensors'"), 2);
     }
 }

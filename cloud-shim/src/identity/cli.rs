@@ -1,0 +1,240 @@
+//! `scs-cloud-shim gateways add|revoke|list` and `scs-cloud-shim mosquitto-config`. They work on the
+//! data dir directly, also while `serve` runs on it (SQLite serialises the writes; the serving process
+//! sees them within a second, see [`super::registry`]).
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use scs_protocol::cose::SigningKey;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::bundle::Bundle;
+use super::keys::{cloud_signing_key, new_password, password_sha256};
+use super::mosquitto::MqttCa;
+use super::registry::{self, AddError};
+use super::IdentityError;
+use crate::store::{now_ms, Store, StoreError};
+
+/// Gateways a shim accepts at most unless `--max-gateways` says otherwise.
+pub const DEFAULT_MAX_GATEWAYS: usize = 10_000;
+/// Where `serve` records the addresses and limits `gateways add` defaults to.
+pub const ENDPOINTS_FILE: &str = "run/endpoints.json";
+
+pub const USAGE: &str = "\
+    scs-cloud-shim gateways add ID --data-dir DIR --out BUNDLE [--broker-url URL] [--api-url URL]
+                                   [--max-gateways N]
+        provision a gateway: new Ed25519 key pair and MQTT password (plus a client certificate when
+        mosquitto-config created a CA); writes the bundle for `scs-agent provision` with mode 0600.
+        URLs default to the addresses of the shim serving DIR.
+    scs-cloud-shim gateways revoke ID --data-dir DIR
+        cut a gateway off (MQTT login and uplinks refused within a second; no restart needed)
+    scs-cloud-shim gateways list --data-dir DIR
+    scs-cloud-shim mosquitto-config --data-dir DIR --out OUTDIR [--port 8883] [--bind 0.0.0.0]
+                                    [--server-name NAME]...
+        Mosquitto mTLS set-up: CA, server and shim certificates, ACL file and mosquitto.conf snippet
+";
+
+/// What a running `serve` records for the CLI.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Endpoints {
+    pub broker_url: String,
+    pub api_url: String,
+    pub max_gateways: usize,
+}
+
+impl Endpoints {
+    pub fn write(&self, data_dir: &Path) -> Result<(), IdentityError> {
+        let path = data_dir.join(ENDPOINTS_FILE);
+        let io = |source| IdentityError::Io { path: path.clone(), source };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let text = serde_json::to_string_pretty(self).unwrap_or_default();
+        std::fs::write(&path, text).map_err(io)
+    }
+
+    pub fn read(data_dir: &Path) -> Option<Endpoints> {
+        serde_json::from_slice(&std::fs::read(data_dir.join(ENDPOINTS_FILE)).ok()?).ok()
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Add(#[from] AddError),
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("no active gateway {0}")]
+    NotFound(String),
+}
+
+struct Args {
+    positional: Vec<String>,
+    options: Vec<(String, String)>,
+}
+
+impl Args {
+    fn parse(args: &[String]) -> Result<Args, CliError> {
+        let (mut positional, mut options) = (Vec::new(), Vec::new());
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            if let Some(name) = a.strip_prefix("--") {
+                let (name, value) = match name.split_once('=') {
+                    Some((n, v)) => (n.to_owned(), v.to_owned()),
+                    None => {
+                        let v = it.next().ok_or_else(|| CliError::Usage(format!("option --{name} needs a value")))?;
+                        (name.to_owned(), v.clone())
+                    }
+                };
+                options.push((name, value));
+            } else {
+                positional.push(a.clone());
+            }
+        }
+        Ok(Args { positional, options })
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.options.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    fn all(&self, name: &str) -> Vec<String> {
+        self.options.iter().filter(|(n, _)| n == name).map(|(_, v)| v.clone()).collect()
+    }
+
+    fn require(&self, name: &str) -> Result<&str, CliError> {
+        self.get(name).ok_or_else(|| CliError::Usage(format!("--{name} is required")))
+    }
+
+    fn only(&self, allowed: &[&str]) -> Result<(), CliError> {
+        match self.options.iter().find(|(n, _)| !allowed.contains(&n.as_str())) {
+            Some((n, _)) => Err(CliError::Usage(format!("unknown option --{n}"))),
+            None => Ok(()),
+        }
+    }
+
+    fn data_dir(&self) -> Result<PathBuf, CliError> {
+        Ok(PathBuf::from(self.require("data-dir")?))
+    }
+}
+
+/// `gateways ...`; prints what it did on stdout.
+pub fn gateways(args: &[String]) -> Result<(), CliError> {
+    let a = Args::parse(args)?;
+    match a.positional.first().map(String::as_str) {
+        Some("add") => {
+            a.only(&["data-dir", "out", "broker-url", "api-url", "max-gateways"])?;
+            let id = a.positional.get(1).ok_or_else(|| CliError::Usage("gateways add needs an ID".into()))?;
+            let data_dir = a.data_dir()?;
+            let out = PathBuf::from(a.require("out")?);
+            let recorded = Endpoints::read(&data_dir);
+            let pick = |opt: &str, from: Option<String>| -> Result<String, CliError> {
+                a.get(opt)
+                    .map(str::to_owned)
+                    .or(from)
+                    .ok_or_else(|| CliError::Usage(format!("--{opt} is required: no shim has served {} yet", data_dir.display())))
+            };
+            let broker_url = pick("broker-url", recorded.as_ref().map(|e| e.broker_url.clone()))?;
+            let api_url = pick("api-url", recorded.as_ref().map(|e| e.api_url.clone()))?;
+            let max = match a.get("max-gateways") {
+                Some(v) => v.parse().map_err(|_| CliError::Usage(format!("--max-gateways {v:?}: not a number")))?,
+                None => recorded.map_or(DEFAULT_MAX_GATEWAYS, |e| e.max_gateways),
+            };
+            add(&data_dir, id, &out, broker_url, api_url, max)?;
+            println!("gateway {id} provisioned; bundle written to {} (mode 0600)", out.display());
+            Ok(())
+        }
+        Some("revoke") => {
+            a.only(&["data-dir"])?;
+            let id = a.positional.get(1).ok_or_else(|| CliError::Usage("gateways revoke needs an ID".into()))?;
+            let store = Store::open(&a.data_dir()?)?;
+            let conn = store.connect()?;
+            if !registry::revoke(&conn, id, now_ms())? {
+                return Err(CliError::NotFound(id.clone()));
+            }
+            println!("gateway {id} revoked");
+            Ok(())
+        }
+        Some("list") => {
+            a.only(&["data-dir"])?;
+            let store = Store::open(&a.data_dir()?)?;
+            for g in registry::list(&store.connect()?)? {
+                println!("{}\t{}\tcreated_ms={}\trevoked_ms={}", g.id, g.status, g.created_ms, g.revoked_ms.unwrap_or(0));
+            }
+            Ok(())
+        }
+        _ => Err(CliError::Usage(format!("usage:\n{USAGE}"))),
+    }
+}
+
+/// Provisions `id` and writes its bundle to `out`.
+pub fn add(data_dir: &Path, id: &str, out: &Path, broker_url: String, api_url: String, max: usize) -> Result<(), CliError> {
+    let store = Store::open(data_dir)?;
+    let cloud = cloud_signing_key(data_dir)?;
+    let (key, pkcs8) = SigningKey::generate().map_err(|source| IdentityError::Key { what: "gateway key", source })?;
+    let password = new_password()?;
+    let ca = MqttCa::load(data_dir)?;
+    let client = match &ca {
+        Some(ca) => Some(ca.issue_client(id)?),
+        None => None,
+    };
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bundle = Bundle {
+        gateway_id: id.to_owned(),
+        broker_url,
+        api_url,
+        mqtt_username: id.to_owned(),
+        mqtt_password: password.clone(),
+        signing_key: b64.encode(&pkcs8),
+        cloud_public_key: b64.encode(cloud.public_key()),
+        broker_ca_pem: ca.as_ref().map(|c| c.cert_pem.clone()),
+        client_cert_pem: client.as_ref().map(|c| c.cert_pem.clone()),
+        client_key_pem: client.map(|c| c.key_pem),
+    };
+    // Registered first: a bundle on disk for a gateway the shim refuses would mislead the installer.
+    registry::add(&mut store.connect()?, id, &key.public_key(), &password_sha256(&password), now_ms(), max)?;
+    if let Err(e) = bundle.write(out) {
+        // Nobody holds the credentials: take the registration back so the id can be added again.
+        let _ = store.connect().map(|c| c.execute("DELETE FROM gateways WHERE id = ?1", [id]));
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// `mosquitto-config ...`.
+pub fn mosquitto_config(args: &[String]) -> Result<(), CliError> {
+    let a = Args::parse(args)?;
+    a.only(&["data-dir", "out", "port", "bind", "server-name"])?;
+    if !a.positional.is_empty() {
+        return Err(CliError::Usage(format!("usage:\n{USAGE}")));
+    }
+    let data_dir = a.data_dir()?;
+    let out = PathBuf::from(a.require("out")?);
+    let port = match a.get("port") {
+        Some(p) => p.parse().map_err(|_| CliError::Usage(format!("--port {p:?}: not a port")))?,
+        None => 8883,
+    };
+    let mut names = a.all("server-name");
+    if names.is_empty() {
+        names = vec!["localhost".into(), "127.0.0.1".into()];
+    }
+    let w = super::mosquitto::write_config(&data_dir, &out, &names, port, a.get("bind").unwrap_or("0.0.0.0"))?;
+    println!(
+        "wrote the Mosquitto mTLS set-up to {}; include {} in mosquitto.conf. Gateways added from now on get \
+         client certificates. Run the shim with --broker mqtts://HOST:{port} --broker-ca {}/ca.pem \
+         --broker-client-cert {}/shim.pem --broker-client-key {}/shim.key",
+        out.display(),
+        w.conf.display(),
+        out.display(),
+        out.display(),
+        out.display()
+    );
+    Ok(())
+}
