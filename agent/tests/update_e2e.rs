@@ -32,7 +32,7 @@ fn b64(bytes: &[u8]) -> String {
             s.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
         }
     }
-    while s.len() % 4 != 0 {
+    while !s.len().is_multiple_of(4) {
         s.push('=');
     }
     s
@@ -53,11 +53,13 @@ fn signed_message(version: &str, size: usize, sha256: &str) -> String {
     format!("scs-agent-update\nversion={version}\nsize={size}\nsha256={sha256}\n")
 }
 
+type Files = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// Serves `files` (path → bytes) over HTTP/1.1, one request per connection, with `Range: bytes=N-`.
 /// While `cut` is set, a full response is cut after half its body (the connection drops).
 struct FileServer {
     port: u16,
-    files: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    files: Files,
     requests: Arc<AtomicU64>,
     ranged: Arc<AtomicU64>,
     cut: Arc<AtomicBool>,

@@ -60,7 +60,7 @@ pub fn run(job: &Job) -> Result<Output, CommandError> {
 /// Downloads into the spool (size checked against the spool cap first) and returns the file.
 pub fn fetch(job: &Job, url: &str, size: u64, sha256: &str) -> Result<std::path::PathBuf, CommandError> {
     let ctx = &job.ctx;
-    let spool = crate::spool::Spool::open(&ctx.data_dir, ctx.config.upload.spool_max_bytes).map_err(|e| failed(e))?;
+    let spool = crate::spool::Spool::open(&ctx.data_dir, ctx.config.upload.spool_max_bytes).map_err(failed)?;
     let dest = spool_path(spool.dir(), sha256);
     let have = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
     if spool.used().saturating_sub(have).saturating_add(size) > spool.cap() {
