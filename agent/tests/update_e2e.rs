@@ -259,6 +259,16 @@ impl Site {
             ),
         )
         .unwrap();
+        // The shim's broker admits provisioned gateways only.
+        let creds = shim.add_gateway(gw);
+        let o = Command::new(bin_path("scs-agent"))
+            .arg("provision")
+            .arg(&creds.bundle)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "provision: {}", String::from_utf8_lossy(&o.stderr));
         let agent = Supervised::start(dir.path(), &data, gw, &config);
         let site = Site { shim, files: FileServer::start(), key, dir, data, gw: gw.into(), agent };
         let api = site.shim.api();
