@@ -530,3 +530,51 @@ esac
     assert_eq!(c["state"], "failed", "{c}");
     assert!(c["error"].as_str().unwrap().contains("signature verification failed"), "{c}");
 }
+
+#[test]
+fn image_install_hands_the_bundle_to_swupdate_and_reads_ustate_after_reboot() {
+    let tools = TempDir::new("swupdate");
+    let state = tools.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    // Stand-ins: `swupdate -i FILE` prints progress like the CLI and exits 0 (1 for a bundle it refuses);
+    // `fw_printenv -n ustate` prints the bootloader's update state from a file.
+    let swupdate = tools.join("swupdate");
+    std::fs::write(
+        &swupdate,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = -i ] || exit 2\ncp \"$2\" '{s}/installed'\necho '[INFO ] : SWUPDATE running'\necho ' 50% Installing image'\necho '100% Installing image'\necho '[INFO ] : SWUPDATE successful !'\necho 1 > '{s}/ustate'\n",
+            s = state.display()
+        ),
+    )
+    .unwrap();
+    let printenv = tools.join("fw_printenv");
+    std::fs::write(&printenv, format!("#!/bin/sh\ncat '{}/ustate'\n", state.display())).unwrap();
+    for f in [&swupdate, &printenv] {
+        Command::new("chmod").arg("755").arg(f).status().unwrap();
+    }
+    let boot_id = state.join("boot_id");
+    std::fs::write(&boot_id, "boot-1\n").unwrap();
+    let extra = format!(
+        "image_tool = \"swupdate\"\nswupdate_command = \"{}\"\nswupdate_state_command = [\"{}\", \"-n\", \"ustate\"]\nboot_id_file = \"{}\"\n",
+        swupdate.display(),
+        printenv.display(),
+        boot_id.display()
+    );
+    let site = Site::start("gw-swu", &extra);
+    let bundle = b"swu bytes".repeat(500);
+    let sha = sha256_hex(&bundle);
+    let url = site.files.put("/bundles/update.swu", bundle.clone());
+    let id = site.send("image.install", json!({"url": url, "size": bundle.len(), "sha256": sha, "reboot": false}));
+    assert!(wait_until(T, || state.join("installed").exists()), "swupdate never ran\n{}", site.output());
+    assert_eq!(std::fs::read(state.join("installed")).unwrap(), bundle);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(site.shim.api().get_json(&format!("/v1/commands/{id}"))["state"], "running");
+    // After the reboot the new image's boot check cleared ustate to 0 (marked good).
+    std::fs::write(&boot_id, "boot-2\n").unwrap();
+    std::fs::write(state.join("ustate"), "0\n").unwrap();
+    site.agent.kill9();
+    let c = site.wait_terminal(&id);
+    assert_eq!(c["state"], "succeeded", "{c}\n{}", site.output());
+    assert_eq!(c["result"]["tool"], "swupdate");
+    assert_eq!(c["result"]["markedGood"], true);
+}
