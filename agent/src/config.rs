@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 
 use scs_protocol::ids::validate_id;
 use scs_protocol::SensorType;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/scs/agent.toml";
 pub const MIN_INTERVAL_SECS: u64 = 1;
 pub const MAX_INTERVAL_SECS: u64 = 86_400;
-const REDACTED: &str = "<redacted>";
+pub use crate::broker_url::BrokerUrl;
+pub use crate::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -29,30 +30,6 @@ pub enum ConfigError {
     Device { device: String, source: scs_protocol::ProtocolError },
     #[error(transparent)]
     Identity(Box<crate::identity::IdentityError>),
-}
-
-/// A value that must not be printed: serializes and debug-prints as `<redacted>`.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The real value, for the one place that needs it (e.g. the MQTT login).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(REDACTED)
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(REDACTED)
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -254,6 +231,9 @@ pub struct DeviceConfig {
     pub model: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
+    /// Probe driver: `onvif`, `hikvision`, `dahua`, `rtsp` or `auto`; absent = reachability only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
     /// Credentials for the device's own API (used by device probes and commands).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
@@ -302,7 +282,7 @@ pub enum Source {
     DefaultsOnly,
 }
 
-/// Loads defaults < file < flags and validates the result (`identity::load_config` adds the identity).
+/// Loads defaults < file < flags and validates the result ([`load_with_identity`] adds the identity).
 #[cfg(test)]
 pub fn load(o: &Overrides) -> Result<(Config, Source), ConfigError> {
     load_with(o, |_| Ok(()))
@@ -364,6 +344,7 @@ pub fn unknown_keys(text: &str) -> Vec<String> {
         vendor: Some(String::new()),
         model: Some(String::new()),
         serial: Some(String::new()),
+        driver: Some(String::new()),
         username: Some(String::new()),
         password: Some(Secret::default()),
         ..Default::default()
@@ -479,6 +460,9 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
         if d.id == cfg.gateway_id || !seen.insert(d.id.as_str()) {
             return bad(format!("device id {:?} is used twice (or equals the gateway id)", d.id));
         }
+        if Driver::parse(d.driver.as_deref().unwrap_or("")).is_none() {
+            return bad(format!("device {}: driver must be onvif, hikvision, dahua, rtsp or auto", d.id));
+        }
         if d.attrs.len() > scs_protocol::limits::MAX_ATTRS_PER_SENSOR - 8 {
             return bad(format!("device {}: too many attrs", d.id));
         }
@@ -486,49 +470,65 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Which protocol family talks to a device (`driver = ...` in `[[devices]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    Onvif,
+    Hikvision,
+    Dahua,
+    Rtsp,
+    /// ONVIF first; vendor APIs are tried when ONVIF is absent.
+    Auto,
+    /// No driver configured: reachability only.
+    Reach,
+}
+
+impl Driver {
+    pub fn parse(s: &str) -> Option<Driver> {
+        Some(match s {
+            "onvif" => Driver::Onvif,
+            "hikvision" => Driver::Hikvision,
+            "dahua" => Driver::Dahua,
+            "rtsp" => Driver::Rtsp,
+            "auto" => Driver::Auto,
+            "" | "none" | "tcp" => Driver::Reach,
+            _ => return None,
+        })
+    }
+}
+
 /// The effective config as TOML with every secret shown as `<redacted>`.
 pub fn redacted_toml(cfg: &Config) -> String {
     toml::to_string(cfg).unwrap_or_else(|e| format!("# config could not be rendered: {e}\n"))
 }
 
-/// A parsed `mqtt://` / `mqtts://` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerUrl {
-    pub tls: bool,
-    pub host: String,
-    pub port: u16,
-}
-
-impl BrokerUrl {
-    pub fn parse(url: &str) -> Result<BrokerUrl, String> {
-        let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
-            (true, r)
-        } else if let Some(r) = url.strip_prefix("mqtt://") {
-            (false, r)
-        } else {
-            return Err(format!("broker URL {url:?} must start with mqtt:// or mqtts://"));
-        };
-        let rest = rest.trim_end_matches('/');
-        let default_port = if tls { 8883 } else { 1883 };
-        let (host, port) = if let Some(r) = rest.strip_prefix('[') {
-            let (h, after) = r.split_once(']').ok_or_else(|| format!("broker URL {url:?}: unclosed '['"))?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| format!("broker URL {url:?}: bad port"))?,
-                None if after.is_empty() => default_port,
-                None => return Err(format!("broker URL {url:?}: junk after host")),
-            };
-            (h.to_owned(), port)
-        } else {
-            match rest.rsplit_once(':') {
-                Some((h, p)) => (h.to_owned(), p.parse().map_err(|_| format!("broker URL {url:?}: bad port"))?),
-                None => (rest.to_owned(), default_port),
-            }
-        };
-        if host.is_empty() || host.contains('/') {
-            return Err(format!("broker URL {url:?}: missing or invalid host"));
+/// Loads the configuration with the installed identity layered in: defaults < config file < identity
+/// < flags. The identity lives in the data dir the file and flags name. A `--gateway-id` other than the
+/// identity's is refused: the keys only speak for their own gateway.
+pub fn load_with_identity(o: &Overrides) -> Result<(Config, Source, Option<crate::identity::Identity>), ConfigError> {
+    let mut found: Option<crate::identity::Identity> = None;
+    let (cfg, source) = load_with(o, |cfg| {
+        let dir = o.data_dir.clone().unwrap_or_else(|| cfg.data_dir.clone());
+        let Some(id) = crate::identity::load(&dir).map_err(|e| ConfigError::Identity(Box::new(e)))? else { return Ok(()) };
+        cfg.gateway_id = id.gateway_id.clone();
+        cfg.mqtt.broker = id.broker_url.clone();
+        cfg.api_url = Some(id.api_url.clone());
+        cfg.mqtt.username = Some(id.mqtt_username.clone());
+        cfg.mqtt.password = Some(id.mqtt_password.clone());
+        found = Some(id);
+        Ok(())
+    })?;
+    if let Some(id) = &found {
+        if cfg.gateway_id != id.gateway_id {
+            return Err(ConfigError::Invalid(format!(
+                "gateway id {:?} differs from the installed identity's {:?} ({})",
+                cfg.gateway_id,
+                id.gateway_id,
+                crate::identity::path_in(&cfg.data_dir).display()
+            )));
         }
-        Ok(BrokerUrl { tls, host, port })
     }
+    Ok((cfg, source, found))
 }
 
 #[cfg(test)]
@@ -586,7 +586,7 @@ mod tests {
         assert_eq!(cfg.mqtt.password.as_ref().unwrap().expose(), "hunter2");
         let shown = redacted_toml(&cfg);
         assert!(!shown.contains("hunter2") && !shown.contains("pw-cam"), "{shown}");
-        assert!(shown.contains(REDACTED));
+        assert!(shown.contains(crate::secret::REDACTED));
         assert!(!format!("{cfg:?}").contains("hunter2"));
         // what is printed parses back (secrets become the placeholder)
         assert!(parse(&shown).is_ok());

@@ -21,7 +21,8 @@ use scs_protocol::topics::topic;
 use scs_protocol::TopicKind;
 use serde::Deserialize;
 
-use crate::config::{BrokerUrl, Secret};
+use crate::broker_url::BrokerUrl;
+use crate::secret::Secret;
 
 /// File name of the installed bundle inside the data dir.
 pub const IDENTITY_FILE: &str = "identity.toml";
@@ -299,65 +300,6 @@ impl Opener {
     pub fn open<'a>(&self, topic: &str, bytes: &'a [u8]) -> Result<&'a [u8], cose::CoseError> {
         let Some(key) = self.cloud_key else { return Ok(bytes) };
         cose::verify1(bytes, topic.as_bytes(), |kid| (kid == cose::KID_CLOUD).then_some(key)).map(|v| v.payload)
-    }
-}
-
-/// Loads the configuration with the installed identity layered in: defaults < config file < identity
-/// < flags. The identity lives in the data dir the file and flags name. A `--gateway-id` other than the
-/// identity's is refused: the keys only speak for their own gateway.
-pub fn load_config(
-    o: &crate::config::Overrides,
-) -> Result<(crate::config::Config, crate::config::Source, Option<Identity>), crate::config::ConfigError> {
-    use crate::config::ConfigError;
-    let mut found: Option<Identity> = None;
-    let (cfg, source) = crate::config::load_with(o, |cfg| {
-        let dir = o.data_dir.clone().unwrap_or_else(|| cfg.data_dir.clone());
-        let Some(id) = load(&dir).map_err(|e| ConfigError::Identity(Box::new(e)))? else { return Ok(()) };
-        cfg.gateway_id = id.gateway_id.clone();
-        cfg.mqtt.broker = id.broker_url.clone();
-        cfg.api_url = Some(id.api_url.clone());
-        cfg.mqtt.username = Some(id.mqtt_username.clone());
-        cfg.mqtt.password = Some(id.mqtt_password.clone());
-        found = Some(id);
-        Ok(())
-    })?;
-    if let Some(id) = &found {
-        if cfg.gateway_id != id.gateway_id {
-            return Err(ConfigError::Invalid(format!(
-                "gateway id {:?} differs from the installed identity's {:?} ({})",
-                cfg.gateway_id,
-                id.gateway_id,
-                path_in(&cfg.data_dir).display()
-            )));
-        }
-    }
-    Ok((cfg, source, found))
-}
-
-/// What the transport needs from the identity: signing, verification and TLS material.
-#[derive(Clone)]
-pub struct Security {
-    pub sealer: Sealer,
-    pub opener: Opener,
-    pub tls: crate::transport::mqtt::TlsPems,
-}
-
-impl Security {
-    pub fn from_identity(id: &Identity) -> Security {
-        Security {
-            sealer: id.sealer(),
-            opener: Opener::new(id.cloud_key),
-            tls: crate::transport::mqtt::TlsPems {
-                ca: id.broker_ca_pem.clone(),
-                client_cert: id.client_cert_pem.clone(),
-                client_key: id.client_key_pem.clone(),
-            },
-        }
-    }
-
-    /// `--insecure-no-identity`: unsigned both ways (development only).
-    pub fn insecure(gateway: &str) -> Security {
-        Security { sealer: Sealer::insecure(gateway), opener: Opener::insecure(), tls: Default::default() }
     }
 }
 

@@ -146,7 +146,7 @@ fn run_takes_everything_from_the_identity_and_dumps_hide_it() {
     let cfg_file = dir.join("agent.toml");
     std::fs::write(&cfg_file, "gateway_id = \"from-file\"\n[mqtt]\nbroker = \"mqtt://file:1\"\n").unwrap();
     let o = crate::config::Overrides { config: Some(cfg_file.clone()), data_dir: Some(adir.clone()), ..Default::default() };
-    let (cfg, _, id) = load_config(&o).unwrap();
+    let (cfg, _, id) = crate::config::load_with_identity(&o).unwrap();
     assert!(id.is_some());
     assert_eq!(cfg.gateway_id, "gw-7");
     assert_eq!(cfg.mqtt.broker, "mqtt://127.0.0.1:1883");
@@ -161,11 +161,11 @@ fn run_takes_everything_from_the_identity_and_dumps_hide_it() {
 
     // Flags override the URLs; another gateway id is refused.
     let o2 = crate::config::Overrides { broker: Some("mqtt://10.0.0.1:1".into()), ..o.clone() };
-    assert_eq!(load_config(&o2).unwrap().0.mqtt.broker, "mqtt://10.0.0.1:1");
+    assert_eq!(crate::config::load_with_identity(&o2).unwrap().0.mqtt.broker, "mqtt://10.0.0.1:1");
     let o3 = crate::config::Overrides { gateway_id: Some("gw-8".into()), ..o.clone() };
-    assert!(matches!(load_config(&o3), Err(crate::config::ConfigError::Invalid(m)) if m.contains("gw-8")));
+    assert!(matches!(crate::config::load_with_identity(&o3), Err(crate::config::ConfigError::Invalid(m)) if m.contains("gw-8")));
     // A broken identity is an error, not a silent fall-back to no identity.
     std::fs::write(path_in(&adir), "gateway_id = 5").unwrap();
-    assert!(matches!(load_config(&o), Err(crate::config::ConfigError::Identity(_))));
+    assert!(matches!(crate::config::load_with_identity(&o), Err(crate::config::ConfigError::Identity(_))));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,5 +1,6 @@
 //! `scs-agent`: SCS Gateway edge agent. See ARCHITECTURE.md for the map.
 
+mod broker_url;
 mod cli;
 mod clock;
 mod collect;
@@ -8,6 +9,7 @@ mod commands;
 mod config;
 mod context;
 mod db;
+mod devices;
 mod identity;
 mod inventory;
 mod logging;
@@ -16,6 +18,7 @@ mod publisher;
 mod queue;
 mod runner;
 mod sd_notify;
+mod secret;
 mod self_test;
 mod settings;
 mod spool;
@@ -51,7 +54,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::PrintConfig(o) => match identity::load_config(&o) {
+        Command::PrintConfig(o) => match config::load_with_identity(&o) {
             Ok((cfg, _, _)) => {
                 print!("{}", config::redacted_toml(&cfg));
                 ExitCode::SUCCESS

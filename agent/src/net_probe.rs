@@ -91,16 +91,16 @@ pub fn connect(addrs: &[SocketAddr], timeout: Duration) -> Result<Connected, Pro
     Err(last.unwrap_or_else(|| ProbeError::NoTimeLeft { target: format!("{addrs:?}") }))
 }
 
-/// Resolves `target` and connects to it, both within `timeout` in total.
-pub fn probe(target: &str, timeout: Duration) -> Result<Connected, ProbeError> {
-    let start = Instant::now();
-    let addrs = resolve(target, timeout)?;
-    connect(&addrs, timeout.saturating_sub(start.elapsed()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Resolves `target` and connects to it, both within `timeout` in total (as `net.tcp_probe` does).
+    fn probe(target: &str, timeout: Duration) -> Result<Connected, ProbeError> {
+        let start = Instant::now();
+        let addrs = resolve(target, timeout)?;
+        connect(&addrs, timeout.saturating_sub(start.elapsed()))
+    }
 
     #[test]
     fn probes_a_real_listener_and_a_closed_port() {

@@ -10,11 +10,11 @@ use crate::collect::agent::{AgentHealth, HealthCounters};
 use crate::collect::{Collectors, Roots};
 use crate::config::{self, Config, ConfigError, Overrides, Source};
 use crate::context::{AgentContext, AgentMetrics, Shutdown};
-use crate::identity::Security;
 use crate::inventory::{self, Announcer};
 use crate::publisher::Publisher;
 use crate::queue::{Queue, QueueError};
 use crate::settings::{Settings, SettingsError};
+use crate::transport::mqtt::Security;
 use crate::transport::mqtt::{self, MqttTransport, TransportError};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +43,7 @@ pub enum RunError {
 }
 
 /// Builds the collectors from the config.
-pub fn collectors(cfg: &Config, ctx: &AgentContext) -> Collectors {
+pub fn collectors(cfg: &Config, ctx: &AgentContext, device_state: &crate::devices::StateCache) -> Collectors {
     let roots = Roots { proc: cfg.collect.proc_root.clone(), sys: cfg.collect.sys_root.clone() };
     let queue = ctx.queue.clone();
     let metrics = ctx.metrics.clone();
@@ -70,18 +70,14 @@ pub fn collectors(cfg: &Config, ctx: &AgentContext) -> Collectors {
         Box::new(uptime::Uptime::new(&roots)),
         Box::new(network::Network::new(&roots, &cfg.collect.interfaces)),
         Box::new(AgentHealth::new(&roots, ctx.started, Box::new(counters))),
-        Box::new(devices::Devices::new(
-            &cfg.devices,
-            Duration::from_millis(cfg.collect.probe_timeout_ms),
-            cfg.collect.probe_concurrency,
-        )),
+        Box::new(devices::Devices::new(&cfg.devices, device_state.clone())),
     ];
     Collectors::new(list)
 }
 
 /// Opens everything and returns the shared context and the transport's keys (no threads started yet).
 pub fn start(o: &Overrides) -> Result<(AgentContext, Security), RunError> {
-    let (cfg, source, identity) = crate::identity::load_config(o)?;
+    let (cfg, source, identity) = crate::config::load_with_identity(o)?;
     let security = match &identity {
         Some(id) => Security::from_identity(id),
         None if o.insecure_no_identity => Security::insecure(&cfg.gateway_id),
@@ -243,7 +239,11 @@ pub fn run(o: &Overrides) -> Result<(), RunError> {
 pub fn telemetry_loop(ctx: &AgentContext) {
     let cfg = &ctx.config;
     let roots = Roots { proc: cfg.collect.proc_root.clone(), sys: cfg.collect.sys_root.clone() };
-    let mut collectors = collectors(cfg, ctx);
+    // Device probes run on their own thread; the collector below only reads their cached results,
+    // so a dead camera never delays this loop or the watchdog.
+    let device_state = crate::devices::StateCache::default();
+    let _probes = crate::devices::start(cfg, Duration::from_secs(ctx.settings.interval_secs()), &device_state);
+    let mut collectors = collectors(cfg, ctx, &device_state);
     let mut announcer = Announcer::new(&ctx.gateway_id, ctx.boot);
     let agent_info = inventory::agent_info(&roots);
     if let Err(e) = announcer.announce(&ctx.queue, inventory::sensors(cfg), agent_info.clone()) {

@@ -1,6 +1,7 @@
 //! `scs-cloud-shim`: the SCS cloud in one process — embedded MQTT broker (or an external one), ingest
 //! into a D1-schema SQLite store (or a Worker), and the HTTP API. See ARCHITECTURE.md.
 
+mod access;
 mod api;
 mod artifacts;
 mod bridge;
@@ -10,6 +11,7 @@ mod clock;
 mod command_registry_gen;
 mod commands;
 mod config;
+mod http_error;
 mod identity;
 mod ingest;
 mod objects;

@@ -107,10 +107,14 @@ class Cloud:
         # agent would run /bin/true instead of /sbin/reboot.
         cfg.write_text(f'gateway_id = "{gateway}"\n\n[commands]\nreboot_command = ["/bin/true"]\n\n{devices_toml}')
         log = open(self.dir / f"agent-{gateway}.log", "wb")
+        # Provisioned as in the field: the shim issues the gateway's identity, the agent installs it.
+        bundle = self.dir / f"{gateway}.bundle"
+        subprocess.run([str(bin_path("scs-cloud-shim")), "gateways", "add", gateway, "--data-dir", str(self.dir / "shim"),
+                        "--out", str(bundle)], check=True, stdout=log, stderr=subprocess.STDOUT)
+        subprocess.run([str(bin_path("scs-agent")), "provision", str(bundle), "--data-dir", str(data)],
+                       check=True, stdout=log, stderr=subprocess.STDOUT)
         p = subprocess.Popen(
-            [str(bin_path("scs-agent")), "run", "--config", str(cfg), "--gateway-id", gateway,
-             "--broker", f"mqtt://127.0.0.1:{self.mqtt}", "--data-dir", str(data), "--interval-secs", "1",
-             "--api-url", self.base],
+            [str(bin_path("scs-agent")), "run", "--config", str(cfg), "--data-dir", str(data), "--interval-secs", "1"],
             env=dict(os.environ, RUST_LOG="info"), stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
         self.procs.append(p)
         return p

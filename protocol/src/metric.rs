@@ -48,6 +48,17 @@ pub const WELL_KNOWN: &[(u16, &str)] = &[
     (68, "nvr.disk_used_pct"),
     (69, "nvr.recording"), // label: channel
     (70, "device.temp_c"),
+    // camera/NVR probes (agent/src/devices/, docs/devices.md)
+    (71, "device.probe_class"), // label: tier (reach, management, stream, sample); value: error class code
+    (72, "device.probe_ms"),    // label: tier
+    (73, "device.auth_ok"),
+    (74, "device.clock_offset_s"),
+    (75, "camera.stream_ok"), // label: media profile token
+    (76, "camera.rtp_loss_pct"),
+    (77, "device.cpu_pct"),
+    (78, "device.mem_used_pct"),
+    (79, "device.uptime_secs"),
+    (80, "nvr.hdd_ok"), // label: disk id
 ];
 
 pub fn name_of(id: u16) -> Option<&'static str> {

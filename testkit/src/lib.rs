@@ -29,6 +29,7 @@
 mod agent;
 mod api;
 pub mod cddl;
+pub mod fakes;
 mod identity;
 mod mosquitto;
 mod mqtt_cli;

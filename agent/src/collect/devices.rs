@@ -1,42 +1,29 @@
-//! Child devices (cameras, NVRs, radars, ANPR units): for now a real TCP reachability check of each
-//! configured address, with connect latency. Protocol-level probes (ONVIF, NVR APIs) come later and
-//! add metrics to the same reports. Devices without an address get no report: nothing is invented.
-
-use std::time::Duration;
+//! Child devices (cameras, NVRs, radars, ANPR units): reports what the probe thread
+//! (`crate::devices`) last saw. Nothing is probed here, so a dead device never delays a batch.
+//! Devices without an address, or not probed yet, get no report: nothing is invented.
 
 use scs_protocol::{DeviceReport, Metric};
 
-use super::{round1, CollectError, Collector, Report};
+use super::{CollectError, Collector, Report};
 use crate::config::DeviceConfig;
+use crate::devices::{class_code, ErrorClass, StateCache, Tier};
 
-/// Result of one TCP connect attempt.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Reach {
-    Up { latency_ms: f64 },
-    Down,
-}
-
-/// Resolves `target` and tries each address until one accepts, all within `timeout`.
-pub fn tcp_probe(target: &str, timeout: Duration) -> Reach {
-    match crate::net_probe::probe(target, timeout) {
-        Ok(c) => Reach::Up { latency_ms: round1(c.latency.as_secs_f64() * 1000.0) },
-        Err(e) => {
-            log::debug!("device probe {target}: {e}");
-            Reach::Down
-        }
-    }
+/// Profile tokens come from the device: cut to the protocol's label limit on a char boundary.
+fn label(s: &str) -> &str {
+    let max = scs_protocol::limits::MAX_LABEL_LEN;
+    let end = (0..=max.min(s.len())).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+    s.get(..end).unwrap_or("")
 }
 
 pub struct Devices {
-    targets: Vec<(String, String)>,
-    timeout: Duration,
-    concurrency: usize,
+    ids: Vec<String>,
+    cache: StateCache,
 }
 
 impl Devices {
-    pub fn new(devices: &[DeviceConfig], timeout: Duration, concurrency: usize) -> Devices {
-        let targets = devices.iter().filter_map(|d| Some((d.id.clone(), d.probe_target()?))).collect();
-        Devices { targets, timeout, concurrency: concurrency.max(1) }
+    pub fn new(devices: &[DeviceConfig], cache: StateCache) -> Devices {
+        let ids = devices.iter().filter(|d| d.probe_target().is_some()).map(|d| d.id.clone()).collect();
+        Devices { ids, cache }
     }
 }
 
@@ -46,40 +33,70 @@ impl Collector for Devices {
     }
 
     fn collect(&mut self, out: &mut Report) -> Result<(), CollectError> {
-        if self.targets.is_empty() {
+        if self.ids.is_empty() {
             return Ok(());
         }
-        // Probes run in parallel (at most `concurrency` threads) so 64 unreachable devices cost one
-        // timeout, not 64.
-        let per_thread = self.targets.len().div_ceil(self.concurrency);
-        let timeout = self.timeout;
-        let results: Vec<(usize, Reach)> = std::thread::scope(|s| {
-            let handles: Vec<_> = self
-                .targets
-                .chunks(per_thread)
-                .enumerate()
-                .map(|(ci, chunk)| {
-                    s.spawn(move || {
-                        chunk
-                            .iter()
-                            .enumerate()
-                            .map(|(i, (_, target))| (ci * per_thread + i, tcp_probe(target, timeout)))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
-        });
+        let states = self.cache.snapshot();
         let ts = crate::clock::now_ms();
-        for (i, reach) in results {
-            let Some((id, _)) = self.targets.get(i) else { continue };
-            let mut metrics = Vec::with_capacity(2);
-            match reach {
-                Reach::Up { latency_ms } => {
-                    metrics.push(Metric::new("device.online", 1i64));
-                    metrics.push(Metric::new("device.latency_ms", latency_ms));
+        for id in &self.ids {
+            let Some(s) = states.get(id) else { continue };
+            let Some(online) = s.online() else { continue };
+            let mut metrics = vec![Metric::new("device.online", i64::from(online))];
+            if let Some(ms) = s.reach_rtt_ms.filter(|_| online) {
+                metrics.push(Metric::new("device.latency_ms", ms));
+            }
+            for tier in Tier::ALL {
+                if let Some(r) = s.last.get(tier.as_str()) {
+                    metrics.push(Metric::labelled("device.probe_class", tier.as_str(), class_code(r.class)));
+                    let ms = (r.duration.as_secs_f64() * 10_000.0).round() / 10.0;
+                    metrics.push(Metric::labelled("device.probe_ms", tier.as_str(), ms));
                 }
-                Reach::Down => metrics.push(Metric::new("device.online", 0i64)),
+            }
+            let authed = [Tier::Management, Tier::Stream, Tier::Sample]
+                .iter()
+                .filter_map(|t| s.last.get(t.as_str()))
+                .any(|r| r.class == ErrorClass::Ok);
+            if s.auth_failed || authed {
+                metrics.push(Metric::new("device.auth_ok", i64::from(!s.auth_failed)));
+            }
+            if let Some(off) = s.clock_offset_s {
+                metrics.push(Metric::new("device.clock_offset_s", off));
+            }
+            for st in &s.streams {
+                if let Some(c) = st.class {
+                    metrics.push(Metric::labelled("camera.stream_ok", label(&st.profile), i64::from(c == ErrorClass::Ok)));
+                }
+            }
+            if let Some(h) = &s.health {
+                if let Some(v) = h.cpu_pct {
+                    metrics.push(Metric::new("device.cpu_pct", v));
+                }
+                if let (Some(used), Some(free)) = (h.mem_used_mb, h.mem_free_mb) {
+                    if used + free > 0.0 {
+                        metrics.push(Metric::new("device.mem_used_pct", (used * 1000.0 / (used + free)).round() / 10.0));
+                    }
+                }
+                if let Some(u) = h.uptime_s {
+                    metrics.push(Metric::new("device.uptime_secs", u));
+                }
+            }
+            for d in &s.hdds {
+                let ok = d.status.eq_ignore_ascii_case("ok");
+                metrics.push(Metric::labelled("nvr.hdd_ok", label(&d.id), i64::from(ok)));
+                if let (Some(cap), Some(free)) = (d.capacity_mb, d.free_mb) {
+                    if cap > 0 {
+                        let used = (cap.saturating_sub(free)) as f64 * 1000.0 / cap as f64;
+                        metrics.push(Metric::labelled("nvr.disk_used_pct", label(&d.id), used.round() / 10.0));
+                    }
+                }
+            }
+            if let Some(m) = s.sample {
+                metrics.push(Metric::new("camera.fps", (m.fps * 10.0).round() / 10.0));
+                metrics.push(Metric::new("camera.bitrate_kbps", m.kbit_s.round()));
+                let sent = m.packets + m.lost;
+                if sent > 0 {
+                    metrics.push(Metric::new("camera.rtp_loss_pct", (m.lost as f64 * 1000.0 / sent as f64).round() / 10.0));
+                }
             }
             out.children.push(DeviceReport { sensor: id.clone(), ts, metrics });
         }
@@ -91,9 +108,10 @@ impl Collector for Devices {
 mod tests {
     use super::*;
     use crate::collect::fixture::value;
+    use std::time::{Duration, Instant};
 
     #[test]
-    fn probes_real_listeners_and_closed_ports() {
+    fn reports_what_the_probe_thread_saw_and_nothing_else() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let open = l.local_addr().unwrap();
         let closed = {
@@ -108,15 +126,33 @@ mod tests {
         };
         let devs =
             vec![dev("cam-up", Some(open.to_string())), dev("cam-down", Some(closed.to_string())), dev("cam-noaddr", None)];
-        let mut c = Devices::new(&devs, Duration::from_millis(500), 2);
+        let cache = StateCache::default();
+        let mut c = Devices::new(&devs, cache.clone());
         let mut r = Report::default();
         c.collect(&mut r).unwrap();
-        assert_eq!(r.children.len(), 2, "no report for a device without address");
-        let up = r.children.iter().find(|d| d.sensor == "cam-up").unwrap();
-        assert_eq!(value(&up.metrics, "device.online", None), Some(1.0));
-        assert!(value(&up.metrics, "device.latency_ms", None).unwrap() >= 0.0);
-        let down = r.children.iter().find(|d| d.sensor == "cam-down").unwrap();
-        assert_eq!(value(&down.metrics, "device.online", None), Some(0.0));
-        assert!(value(&down.metrics, "device.latency_ms", None).is_none());
+        assert!(r.children.is_empty(), "not probed yet: no report");
+
+        let mut cfg = crate::config::Config { devices: devs, ..Default::default() };
+        cfg.collect.probe_timeout_ms = 500;
+        let probes = crate::devices::start(&cfg, Duration::from_secs(1), &cache).unwrap();
+        let start = Instant::now();
+        loop {
+            let mut r = Report::default();
+            c.collect(&mut r).unwrap();
+            if r.children.len() == 2 {
+                let up = r.children.iter().find(|d| d.sensor == "cam-up").unwrap();
+                assert_eq!(value(&up.metrics, "device.online", None), Some(1.0));
+                assert!(value(&up.metrics, "device.latency_ms", None).unwrap() >= 0.0);
+                assert_eq!(value(&up.metrics, "device.probe_class", Some("reach")), Some(0.0));
+                let down = r.children.iter().find(|d| d.sensor == "cam-down").unwrap();
+                assert_eq!(value(&down.metrics, "device.online", None), Some(0.0));
+                assert!(value(&down.metrics, "device.latency_ms", None).is_none());
+                assert_eq!(value(&down.metrics, "device.probe_class", Some("reach")), Some(2.0), "refused");
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(5), "no probe results: {r:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(probes);
     }
 }

@@ -29,7 +29,7 @@ use scs_protocol::{decode_downlink, encode, Downlink, GatewayState, Status, Topi
 
 use crate::config::{BrokerUrl, MqttConfig};
 use crate::context::{AgentContext, AgentMetrics, Shutdown};
-use crate::identity::{Opener, Sealer, Security};
+use crate::identity::{Opener, Sealer};
 use crate::publisher::{Publisher, Sink, SinkError};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +53,34 @@ pub fn install_crypto_provider() {
 pub struct TlsPems {
     pub ca: Option<String>,
     pub client_cert: Option<String>,
-    pub client_key: Option<crate::config::Secret>,
+    pub client_key: Option<crate::secret::Secret>,
+}
+
+/// What the transport needs from the identity: signing, verification and TLS material.
+#[derive(Clone)]
+pub struct Security {
+    pub sealer: Sealer,
+    pub opener: Opener,
+    pub tls: TlsPems,
+}
+
+impl Security {
+    pub fn from_identity(id: &crate::identity::Identity) -> Security {
+        Security {
+            sealer: id.sealer(),
+            opener: Opener::new(id.cloud_key),
+            tls: TlsPems {
+                ca: id.broker_ca_pem.clone(),
+                client_cert: id.client_cert_pem.clone(),
+                client_key: id.client_key_pem.clone(),
+            },
+        }
+    }
+
+    /// `--insecure-no-identity`: unsigned both ways (development only).
+    pub fn insecure(gateway: &str) -> Security {
+        Security { sealer: Sealer::insecure(gateway), opener: Opener::insecure(), tls: Default::default() }
+    }
 }
 
 /// Builds the rustls client config: roots from `ca_file` (PEM), else the bundle's CA, else the system

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use rusqlite::{params, Connection, OptionalExtension};
 use thiserror::Error;
 
-use super::auth::{sha256_hex, Scope, ENV_TOKEN_NAME};
+use crate::access::{sha256_hex, Scope, ENV_TOKEN_NAME};
 use crate::store::{Store, StoreError};
 
 pub const USAGE: &str = "\
@@ -174,7 +174,7 @@ fn run(args: &[String]) -> Result<(), TokenCliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::auth::lookup_token;
+    use crate::access::lookup_token;
 
     fn db() -> Connection {
         let mut c = Connection::open_in_memory().unwrap();

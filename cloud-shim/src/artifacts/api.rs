@@ -40,7 +40,7 @@ use super::names::{sanitize_content_type, sanitize_name, valid_sha256_hex};
 use super::store::{self, ArtifactRow};
 use super::tokens::{hex, now_ms, Claims, Purpose, TokenError};
 use super::Artifacts;
-use crate::api::auth;
+use crate::access as auth;
 use crate::objects::{ObjectError, ObjectKey};
 
 pub const UPLOAD_OFFSET: &str = "upload-offset";

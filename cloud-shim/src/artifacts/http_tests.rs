@@ -50,11 +50,11 @@ fn start_with(tag: &str, max_bytes: u64, tls: Option<Arc<rustls::ServerConfig>>)
     let base = if tls.is_some() { format!("https://localhost:{port}") } else { format!("http://127.0.0.1:{port}") };
     let mut conn = Connection::open(dir.join("scs.db")).expect("db");
     crate::store::migrations::migrate(&mut conn).expect("migrations");
-    conn.execute_batch(crate::api::auth::GATEWAYS_FIXTURE).expect("gateways table");
+    conn.execute_batch(crate::access::GATEWAYS_FIXTURE).expect("gateways table");
     for (gw, pw) in [("gw-t", "gw-secret"), ("gw-o", "other-secret")] {
         conn.execute(
             "INSERT INTO gateways (id, public_key, mqtt_password_sha256, status, created_ms) VALUES (?1, x'00', ?2, 'active', 0)",
-            [gw, &crate::api::auth::sha256_hex(pw.as_bytes())],
+            [gw, &crate::access::sha256_hex(pw.as_bytes())],
         )
         .expect("gateway row");
     }

@@ -24,7 +24,7 @@ use serde_json::{json, Value as Json_};
 use super::session::{Kick, Sessions};
 use super::store::{self, CancelOutcome, CommandRow, CommandStoreError, NewCommand};
 use super::value_json::{json_to_value, value_to_json};
-use crate::api::auth::{Principal, Scope};
+use crate::access::{Principal, Scope};
 use crate::artifacts::Artifacts;
 use crate::clock::now_ms;
 use crate::command_registry_gen::{COMMANDS, REGISTRY_JSON};

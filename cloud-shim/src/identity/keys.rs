@@ -89,7 +89,7 @@ pub fn new_password() -> Result<String, IdentityError> {
 
 /// Lower-case hex SHA-256 of a password, as the `gateways` table stores it.
 pub fn password_sha256(password: &str) -> String {
-    crate::artifacts::tokens::hex(ring::digest::digest(&ring::digest::SHA256, password.as_bytes()).as_ref())
+    crate::access::sha256_hex(password.as_bytes())
 }
 
 /// The password of the shim's own MQTT client on the embedded broker, created on first start.

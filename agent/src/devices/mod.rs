@@ -1,0 +1,297 @@
+//! Camera and NVR probes. The scheduler (`scheduler.rs`) runs every probe on its own thread with a smol
+//! executor, so a dead or hostile device never delays a telemetry batch or the systemd watchdog. Drivers
+//! (`onvif.rs`, `rtsp.rs`) speak the device protocols over `http.rs` / raw TCP; results land in a
+//! [`StateCache`] that the telemetry collector reads without waiting on any socket.
+//!
+//! Every probe result carries an [`ErrorClass`]: "auth broken" and "down" are different states.
+
+pub mod digest;
+pub mod hikvision;
+pub mod http;
+pub mod onvif;
+pub mod rtsp;
+pub mod scheduler;
+#[allow(dead_code, reason = "site.discover/site.adopt commands will drive it")]
+pub mod wsdiscovery;
+pub mod xml;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+pub use crate::config::Driver;
+use crate::config::{Config, DeviceConfig};
+
+/// One device as the probes see it, built from the config.
+#[derive(Clone, PartialEq)]
+pub struct DeviceSpec {
+    pub id: String,
+    /// `host:port` of the device's HTTP (ONVIF/ISAPI/CGI) service.
+    pub target: String,
+    pub driver: Driver,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// RTSP URI configured explicitly (the `rtsp` driver, or a camera whose ONVIF media service lies).
+    pub rtsp_uri: Option<String>,
+}
+
+// Hand-written so the password never reaches a log line.
+impl std::fmt::Debug for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceSpec")
+            .field("id", &self.id)
+            .field("target", &self.target)
+            .field("driver", &self.driver)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl DeviceSpec {
+    /// `None` for a device without an address (nothing to probe).
+    pub fn from_config(d: &DeviceConfig, driver: Driver) -> Option<DeviceSpec> {
+        Some(DeviceSpec {
+            id: d.id.clone(),
+            target: d.probe_target()?,
+            driver,
+            username: d.username.clone(),
+            password: d.password.as_ref().map(|p| p.expose().to_owned()),
+            rtsp_uri: d.attrs.get("rtsp_uri").cloned(),
+        })
+    }
+
+    /// Credentials, when both halves are configured.
+    pub fn credentials(&self) -> Option<Credentials<'_>> {
+        Some(Credentials { user: self.username.as_deref()?, pass: self.password.as_deref()? })
+    }
+}
+
+#[derive(Clone, Copy)]
+pub struct Credentials<'a> {
+    pub user: &'a str,
+    pub pass: &'a str,
+}
+
+/// What went wrong, in the classes operators alert on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    Ok,
+    Timeout,
+    Refused,
+    Unreachable,
+    Dns,
+    #[allow(dead_code, reason = "part of the metric contract; no probe speaks TLS to devices yet")]
+    Tls,
+    Auth,
+    /// The device answered with a protocol-level error (SOAP fault, RTSP/HTTP error status).
+    Fault,
+    /// The answer was not parseable (garbage, truncated, oversized).
+    Parse,
+    /// The answer was well-formed but breaks the protocol (unexpected status, redirect, unknown scheme).
+    Protocol,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Ok => "ok",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Refused => "refused",
+            ErrorClass::Unreachable => "unreachable",
+            ErrorClass::Dns => "dns",
+            ErrorClass::Tls => "tls",
+            ErrorClass::Auth => "auth",
+            ErrorClass::Fault => "fault",
+            ErrorClass::Parse => "parse",
+            ErrorClass::Protocol => "protocol",
+        }
+    }
+
+    /// Classes that mean the device is not there (as opposed to there but unhappy).
+    pub fn is_down(self) -> bool {
+        matches!(self, ErrorClass::Timeout | ErrorClass::Refused | ErrorClass::Unreachable | ErrorClass::Dns)
+    }
+
+    /// Classifies a socket error.
+    pub fn of_io(e: &std::io::Error) -> ErrorClass {
+        use std::io::ErrorKind as K;
+        match e.kind() {
+            K::TimedOut | K::WouldBlock => ErrorClass::Timeout,
+            K::ConnectionRefused => ErrorClass::Refused,
+            K::UnexpectedEof | K::InvalidData => ErrorClass::Parse,
+            // ENETUNREACH, EHOSTUNREACH, resets and the rest: the path to the device is broken.
+            _ => ErrorClass::Unreachable,
+        }
+    }
+}
+
+/// The probe tiers, from cheap and frequent to expensive and rare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tier {
+    /// TCP connect RTT.
+    Reach,
+    /// ONVIF/vendor identity and status.
+    Management,
+    /// RTSP OPTIONS + DESCRIBE.
+    Stream,
+    /// Short RTSP PLAY.
+    Sample,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 4] = [Tier::Reach, Tier::Management, Tier::Stream, Tier::Sample];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Reach => "reach",
+            Tier::Management => "management",
+            Tier::Stream => "stream",
+            Tier::Sample => "sample",
+        }
+    }
+}
+
+/// One probe's outcome: class, how long it took, when it finished.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbeResult {
+    pub tier: Tier,
+    pub class: ErrorClass,
+    pub duration: Duration,
+    /// Milliseconds since the Unix epoch.
+    pub ts_ms: u64,
+}
+
+/// Identity as the device reports it (ONVIF GetDeviceInformation, ISAPI deviceInfo, magicBox).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub manufacturer: String,
+    pub model: String,
+    pub firmware: String,
+    pub serial: String,
+    pub hardware_id: String,
+}
+
+/// One media profile's stream as resolved from the device.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamInfo {
+    pub profile: String,
+    pub uri: String,
+    /// Outcome of the last DESCRIBE of `uri`.
+    pub class: Option<ErrorClass>,
+    pub codec: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub fps: Option<f64>,
+}
+
+/// Results kept per device; the bound is in the type so a flapping device cannot grow memory.
+pub const HISTORY: usize = 8;
+
+/// Latest known state of one device. Cloned out of the cache by readers.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceState {
+    pub reach_rtt_ms: Option<f64>,
+    pub last: HashMap<&'static str, ProbeResult>,
+    pub history: heapless::Deque<ProbeResult, HISTORY>,
+    pub identity: Option<Identity>,
+    /// Device clock minus gateway clock, seconds (ONVIF GetSystemDateAndTime).
+    pub clock_offset_s: Option<i64>,
+    pub snapshot_uri: Option<String>,
+    pub streams: Vec<StreamInfo>,
+    /// CPU, memory and uptime where the device reports them (ISAPI System/status).
+    pub health: Option<hikvision::Status>,
+    /// NVR disks (ISAPI ContentMgmt/Storage).
+    pub hdds: Vec<hikvision::Hdd>,
+    /// Last sampled PLAY of the first stream.
+    pub sample: Option<rtsp::Sample>,
+    /// Set after an authentication failure; cleared by the next authenticated success.
+    pub auth_failed: bool,
+}
+
+impl DeviceState {
+    pub fn record(&mut self, r: ProbeResult) {
+        if self.history.is_full() {
+            self.history.pop_front();
+        }
+        // Cannot fail: a slot was freed above.
+        let _ = self.history.push_back(r);
+        self.last.insert(r.tier.as_str(), r);
+    }
+
+    /// Online = the last reach probe succeeded.
+    pub fn online(&self) -> Option<bool> {
+        self.last.get(Tier::Reach.as_str()).map(|r| r.class == ErrorClass::Ok)
+    }
+}
+
+/// Per-device state shared between the probe thread (writer) and the telemetry collector (reader).
+/// The lock is only ever held to copy a state in or out, never across I/O, so a reader waits at most
+/// for one small clone.
+#[derive(Debug, Clone, Default)]
+pub struct StateCache {
+    inner: Arc<Mutex<HashMap<String, DeviceState>>>,
+}
+
+impl StateCache {
+    pub fn update<R>(&self, id: &str, f: impl FnOnce(&mut DeviceState) -> R) -> R {
+        let mut map = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        f(map.entry(id.to_owned()).or_default())
+    }
+
+    #[cfg(test)]
+    pub fn get(&self, id: &str) -> Option<DeviceState> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).get(id).cloned()
+    }
+
+    pub fn snapshot(&self) -> HashMap<String, DeviceState> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+/// Starts the probe thread for the configured devices with an address. Reach runs at the telemetry
+/// interval (within 1-60 s) so every batch carries a fresh online state; the other tiers use the
+/// defaults operators run. `None` when no device has an address or the thread cannot start (logged;
+/// the agent runs on without device probes rather than not at all).
+pub fn start(cfg: &Config, telemetry_interval: Duration, cache: &StateCache) -> Option<scheduler::Scheduler> {
+    let specs: Vec<DeviceSpec> = cfg
+        .devices
+        .iter()
+        .filter_map(|d| DeviceSpec::from_config(d, Driver::parse(d.driver.as_deref().unwrap_or("")).unwrap_or(Driver::Reach)))
+        .collect();
+    if specs.is_empty() {
+        return None;
+    }
+    let sc = scheduler::SchedulerConfig {
+        concurrency: cfg.collect.probe_concurrency.max(1),
+        reach: telemetry_interval.clamp(Duration::from_secs(1), Duration::from_secs(60)),
+        reach_timeout: Duration::from_millis(cfg.collect.probe_timeout_ms.max(1)),
+        ..scheduler::SchedulerConfig::default()
+    };
+    match scheduler::Scheduler::start(specs, sc, cache.clone()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::error!("device probes not started: {e}");
+            None
+        }
+    }
+}
+
+/// Wire code of an [`ErrorClass`] in the `device.probe_class` metric (documented in docs/devices.md).
+pub fn class_code(c: ErrorClass) -> i64 {
+    match c {
+        ErrorClass::Ok => 0,
+        ErrorClass::Timeout => 1,
+        ErrorClass::Refused => 2,
+        ErrorClass::Unreachable => 3,
+        ErrorClass::Dns => 4,
+        ErrorClass::Tls => 5,
+        ErrorClass::Auth => 6,
+        ErrorClass::Fault => 7,
+        ErrorClass::Parse => 8,
+        ErrorClass::Protocol => 9,
+    }
+}

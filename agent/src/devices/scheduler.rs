@@ -1,0 +1,422 @@
+//! Probe scheduler: one thread named `devices` running a smol executor, one task per (device, tier).
+//!
+//! * Global concurrency is a semaphore (`concurrency` probes in flight); each device also has a few
+//!   session slots (cameras allow 2-4 sessions and the NVR uses some), taken by every tier that opens
+//!   an application session (management, stream, sample). Reach only opens a TCP connection.
+//! * Intervals are jittered by +-10 % so 64 cameras configured at once do not probe in lockstep.
+//! * While a device is down (last reach failed), the application tiers wait instead of burning their
+//!   timeouts, and reach backs off exponentially up to `max_backoff`.
+//! * After an authentication failure every authenticated tier of that device stops for
+//!   `auth_backoff`, doubling per consecutive failure up to a day: camera firmware locks an account
+//!   after a handful of bad logins, and a locked account takes the VMS down with it.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use smol::lock::Semaphore;
+use smol::{LocalExecutor, Timer};
+
+use super::http::{self, Limits};
+use super::{hikvision, onvif, rtsp, DeviceSpec, Driver, ErrorClass, ProbeResult, StateCache, StreamInfo, Tier};
+
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Probes in flight across all devices.
+    pub concurrency: usize,
+    /// Application sessions in flight per device.
+    pub slots_per_device: usize,
+    pub reach: Duration,
+    pub management: Duration,
+    pub stream: Duration,
+    /// `None`: sampled PLAY only on command.
+    pub sample: Option<Duration>,
+    pub sample_window: Duration,
+    /// Timeout of one reach probe; application exchanges use `limits.timeout` each.
+    pub reach_timeout: Duration,
+    pub limits: Limits,
+    pub max_backoff: Duration,
+    pub auth_backoff: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            concurrency: 16,
+            slots_per_device: 2,
+            reach: Duration::from_secs(45),
+            management: Duration::from_secs(300),
+            stream: Duration::from_secs(600),
+            sample: Some(Duration::from_secs(3600)),
+            sample_window: Duration::from_secs(3),
+            reach_timeout: Duration::from_secs(3),
+            limits: onvif::default_limits(),
+            max_backoff: Duration::from_secs(600),
+            auth_backoff: Duration::from_secs(900),
+        }
+    }
+}
+
+/// Running scheduler; stops (and joins its thread) on drop.
+pub struct Scheduler {
+    stop: Option<smol::channel::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Scheduler {
+    pub fn start(specs: Vec<DeviceSpec>, cfg: SchedulerConfig, cache: StateCache) -> std::io::Result<Scheduler> {
+        let (tx, rx) = smol::channel::bounded::<()>(1);
+        let thread = std::thread::Builder::new().name("devices".into()).spawn(move || {
+            let ex = LocalExecutor::new();
+            let n = cfg.concurrency.max(1);
+            let shared = Rc::new(Shared { reach: Semaphore::new(n), sessions: Semaphore::new(n), cfg, cache });
+            for spec in specs {
+                let dev = Rc::new(Device {
+                    slots: Semaphore::new(shared.cfg.slots_per_device.max(1)),
+                    spec,
+                    down_streak: Cell::new(0),
+                    auth_failures: Cell::new(0),
+                    auth_blocked_until: Cell::new(None),
+                    streams: RefCell::new(Vec::new()),
+                });
+                for tier in tiers_for(dev.spec.driver, &shared.cfg) {
+                    ex.spawn(tier_loop(Rc::clone(&shared), Rc::clone(&dev), tier)).detach();
+                }
+            }
+            // Runs until the handle is dropped (the channel closes); dropping the executor cancels
+            // every probe wherever it is, which closes its sockets.
+            smol::block_on(ex.run(async {
+                let _ = rx.recv().await;
+            }));
+        })?;
+        Ok(Scheduler { stop: Some(tx), thread: Some(thread) })
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Shared {
+    /// Reach probes in flight: separate from sessions so slow application probes (black-holed
+    /// devices holding a slot for a whole timeout) never delay the online state.
+    reach: Semaphore,
+    /// Application sessions in flight across all devices.
+    sessions: Semaphore,
+    cfg: SchedulerConfig,
+    cache: StateCache,
+}
+
+struct Device {
+    spec: DeviceSpec,
+    slots: Semaphore,
+    down_streak: Cell<u32>,
+    auth_failures: Cell<u32>,
+    auth_blocked_until: Cell<Option<Instant>>,
+    /// Stream URIs resolved by the management tier (or configured), probed by the stream tier.
+    streams: RefCell<Vec<StreamInfo>>,
+}
+
+fn tiers_for(driver: Driver, cfg: &SchedulerConfig) -> Vec<Tier> {
+    let mut t = vec![Tier::Reach];
+    match driver {
+        Driver::Onvif | Driver::Auto => t.extend([Tier::Management, Tier::Stream]),
+        Driver::Rtsp => t.push(Tier::Stream),
+        Driver::Hikvision => t.push(Tier::Management),
+        // Dahua CGI is not implemented yet: reach only.
+        Driver::Dahua | Driver::Reach => {}
+    }
+    if cfg.sample.is_some() && t.contains(&Tier::Stream) {
+        t.push(Tier::Sample);
+    }
+    t
+}
+
+fn interval(cfg: &SchedulerConfig, tier: Tier) -> Duration {
+    match tier {
+        Tier::Reach => cfg.reach,
+        Tier::Management => cfg.management,
+        Tier::Stream => cfg.stream,
+        Tier::Sample => cfg.sample.unwrap_or(Duration::from_secs(86_400)),
+    }
+}
+
+/// `d` scaled by a random factor in [0.9, 1.1).
+fn jitter(d: Duration) -> Duration {
+    let r = (crate::clock::random_u64() % 2000) as f64 / 10_000.0; // [0, 0.2)
+    d.mul_f64(0.9 + r)
+}
+
+fn backoff(base: Duration, streak: u32, cap: Duration) -> Duration {
+    base.saturating_mul(1u32 << streak.min(16)).min(cap.max(base))
+}
+
+async fn tier_loop(shared: Rc<Shared>, dev: Rc<Device>, tier: Tier) {
+    let cfg = &shared.cfg;
+    let every = interval(cfg, tier);
+    // Reach runs at once (a connect is cheap and the first telemetry batch wants it); the
+    // application tiers start staggered so a restart does not log in to every camera at once.
+    let first = match tier {
+        Tier::Reach => Duration::ZERO,
+        _ => every.min(Duration::from_secs(20)),
+    };
+    let mut delay = first.mul_f64((crate::clock::random_u64() % 1000) as f64 / 1000.0);
+    loop {
+        Timer::after(delay).await;
+        if tier != Tier::Reach {
+            if let Some(until) = dev.auth_blocked_until.get() {
+                let now = Instant::now();
+                if until > now {
+                    delay = until - now;
+                    continue;
+                }
+            }
+            if dev.down_streak.get() > 0 {
+                // Down: wait for reach to see it back rather than spend a timeout here.
+                delay = jitter(cfg.reach.min(every));
+                continue;
+            }
+        }
+        let result = if tier == Tier::Reach {
+            let _permit = shared.reach.acquire().await;
+            run_tier(&shared, &dev, tier).await
+        } else {
+            let _permit = shared.sessions.acquire().await;
+            let _slot = dev.slots.acquire().await;
+            run_tier(&shared, &dev, tier).await
+        };
+        let Some(result) = result else {
+            // Nothing to probe on this tier yet (no stream URI known): look again later.
+            delay = jitter(every);
+            continue;
+        };
+        let class = result.class;
+        if class != ErrorClass::Ok {
+            log::debug!("device {}: {} probe: {} after {:?}", dev.spec.id, tier.as_str(), class.as_str(), result.duration);
+        }
+        shared.cache.update(&dev.spec.id, |s| {
+            s.record(result);
+            if class == ErrorClass::Auth {
+                s.auth_failed = true;
+            } else if class == ErrorClass::Ok && tier != Tier::Reach {
+                s.auth_failed = false;
+            }
+        });
+        delay = match (tier, class) {
+            (Tier::Reach, c) if c.is_down() => {
+                dev.down_streak.set(dev.down_streak.get().saturating_add(1));
+                jitter(backoff(every, dev.down_streak.get() - 1, cfg.max_backoff))
+            }
+            (Tier::Reach, _) => {
+                dev.down_streak.set(0);
+                jitter(every)
+            }
+            (_, ErrorClass::Auth) => {
+                let n = dev.auth_failures.get().saturating_add(1);
+                dev.auth_failures.set(n);
+                let wait = backoff(cfg.auth_backoff, n - 1, Duration::from_secs(86_400));
+                dev.auth_blocked_until.set(Some(Instant::now() + wait));
+                log::warn!(
+                    "device {}: {} probe: credentials rejected; no login attempts for {}s",
+                    dev.spec.id,
+                    tier.as_str(),
+                    wait.as_secs()
+                );
+                wait
+            }
+            (_, ErrorClass::Ok) => {
+                dev.auth_failures.set(0);
+                dev.auth_blocked_until.set(None);
+                jitter(every)
+            }
+            // Other failures: retry sooner than the full interval, but not hot.
+            (_, _) => jitter(every.min(cfg.reach.saturating_mul(2))),
+        };
+    }
+}
+
+async fn run_tier(shared: &Shared, dev: &Device, tier: Tier) -> Option<ProbeResult> {
+    let start = Instant::now();
+    let cfg = &shared.cfg;
+    let id = &dev.spec.id;
+    let class = match tier {
+        Tier::Reach => match http::connect(&dev.spec.target, start + cfg.reach_timeout).await {
+            Ok((_stream, rtt)) => {
+                let ms = (rtt.as_secs_f64() * 10_000.0).round() / 10.0;
+                shared.cache.update(id, |s| s.reach_rtt_ms = Some(ms));
+                ErrorClass::Ok
+            }
+            Err(e) => {
+                log::debug!("device {id}: reach: {e}");
+                shared.cache.update(id, |s| s.reach_rtt_ms = None);
+                e.class()
+            }
+        },
+        Tier::Management => management(shared, dev).await,
+        Tier::Stream => stream(shared, dev).await?,
+        Tier::Sample => sample(shared, dev).await?,
+    };
+    Some(ProbeResult { tier, class, duration: start.elapsed(), ts_ms: crate::clock::now_ms() })
+}
+
+async fn management(shared: &Shared, dev: &Device) -> ErrorClass {
+    if dev.spec.driver == Driver::Hikvision {
+        return isapi_management(shared, dev).await;
+    }
+    let spec = &dev.spec;
+    let mut client = onvif::Client::new(&spec.target, spec.credentials(), shared.cfg.limits);
+    // The whole round is bounded too: a device answering each call just under the per-call timeout
+    // must not hold a slot for minutes.
+    let round = shared.cfg.limits.timeout.saturating_mul(4);
+    match http::until(Instant::now() + round, client.management(onvif::DEVICE_PATH)).await {
+        None => ErrorClass::Timeout,
+        Some(Ok(m)) => {
+            let mut streams = m.streams;
+            // Keep what the stream tier measured for URIs that did not change.
+            let old = dev.streams.borrow().clone();
+            for s in &mut streams {
+                if let Some(o) = old.iter().find(|o| o.uri == s.uri) {
+                    s.class = o.class;
+                    s.fps = o.fps.or(s.fps);
+                }
+            }
+            dev.streams.replace(streams.clone());
+            shared.cache.update(&spec.id, |s| {
+                s.identity = Some(m.identity);
+                s.clock_offset_s = Some(m.clock_offset_s);
+                s.snapshot_uri = m.snapshot_uri;
+                s.streams = streams;
+            });
+            ErrorClass::Ok
+        }
+        Some(Err(e)) => {
+            log::info!("device {}: management: {e}", spec.id);
+            e.class()
+        }
+    }
+}
+
+async fn isapi_management(shared: &Shared, dev: &Device) -> ErrorClass {
+    let spec = &dev.spec;
+    let mut c = hikvision::Client::new(&spec.target, spec.credentials(), shared.cfg.limits);
+    let round = async {
+        let identity = c.device_info().await?;
+        let health = c.status().await?;
+        // Cameras have no ContentMgmt: a 404 there is not a failure of the device.
+        let hdds = match c.storage().await {
+            Ok(h) => h,
+            Err(e) if e.class() == ErrorClass::Fault => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        Ok::<_, hikvision::IsapiError>((identity, health, hdds))
+    };
+    match http::until(Instant::now() + shared.cfg.limits.timeout.saturating_mul(3), round).await {
+        None => ErrorClass::Timeout,
+        Some(Ok((identity, health, hdds))) => {
+            shared.cache.update(&spec.id, |s| {
+                s.identity = Some(identity);
+                s.health = Some(health);
+                s.hdds = hdds;
+            });
+            ErrorClass::Ok
+        }
+        Some(Err(e)) => {
+            log::info!("device {}: management: {e}", spec.id);
+            e.class()
+        }
+    }
+}
+
+fn stream_targets(dev: &Device) -> Vec<StreamInfo> {
+    let mut v = dev.streams.borrow().clone();
+    if v.is_empty() {
+        if let Some(uri) = &dev.spec.rtsp_uri {
+            v.push(StreamInfo { profile: "configured".into(), uri: uri.clone(), ..StreamInfo::default() });
+        }
+    }
+    // Bounded: an NVR announcing 64 profiles gets its first few checked per round.
+    v.truncate(4);
+    v
+}
+
+async fn stream(shared: &Shared, dev: &Device) -> Option<ErrorClass> {
+    let targets = stream_targets(dev);
+    if targets.is_empty() {
+        return None;
+    }
+    let mut worst = ErrorClass::Ok;
+    let mut out = Vec::with_capacity(targets.len());
+    for mut t in targets {
+        let class = match rtsp::describe(&t.uri, dev.spec.credentials(), shared.cfg.limits).await {
+            Ok(v) => {
+                t.codec = Some(v.codec).filter(|c| !c.is_empty()).or(t.codec);
+                t.width = v.width.or(t.width);
+                t.height = v.height.or(t.height);
+                t.fps = v.fps.or(t.fps);
+                ErrorClass::Ok
+            }
+            Err(e) => {
+                log::info!("device {}: stream {}: {e}", dev.spec.id, t.profile);
+                e.class()
+            }
+        };
+        t.class = Some(class);
+        if worst == ErrorClass::Ok {
+            worst = class;
+        }
+        let auth = class == ErrorClass::Auth;
+        out.push(t);
+        if auth {
+            // Stop at the first rejection: more attempts only count towards a lockout.
+            break;
+        }
+    }
+    dev.streams.replace(out.clone());
+    shared.cache.update(&dev.spec.id, |s| s.streams = out);
+    Some(worst)
+}
+
+async fn sample(shared: &Shared, dev: &Device) -> Option<ErrorClass> {
+    let t = stream_targets(dev).into_iter().next()?;
+    Some(match rtsp::sample(&t.uri, dev.spec.credentials(), shared.cfg.limits, shared.cfg.sample_window).await {
+        Ok((_, m)) => {
+            shared.cache.update(&dev.spec.id, |s| s.sample = Some(m));
+            ErrorClass::Ok
+        }
+        Err(e) => {
+            log::info!("device {}: sample {}: {e}", dev.spec.id, t.profile);
+            e.class()
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let s = Duration::from_secs;
+        assert_eq!(backoff(s(30), 0, s(600)), s(30));
+        assert_eq!(backoff(s(30), 3, s(600)), s(240));
+        assert_eq!(backoff(s(30), 30, s(600)), s(600));
+        for _ in 0..100 {
+            let j = jitter(s(100));
+            assert!(j >= s(90) && j < s(110), "{j:?}");
+        }
+    }
+
+    #[test]
+    fn tiers_follow_the_driver() {
+        let c = SchedulerConfig::default();
+        assert_eq!(tiers_for(Driver::Reach, &c), [Tier::Reach]);
+        assert_eq!(tiers_for(Driver::Onvif, &c), [Tier::Reach, Tier::Management, Tier::Stream, Tier::Sample]);
+        let no_sample = SchedulerConfig { sample: None, ..c };
+        assert_eq!(tiers_for(Driver::Rtsp, &no_sample), [Tier::Reach, Tier::Stream]);
+    }
+}
