@@ -51,6 +51,8 @@ pub struct Config {
     pub commands: CommandsConfig,
     /// Artifact spool and uploads.
     pub upload: crate::upload::UploadConfig,
+    /// Agent self-updates and image-update handoff.
+    pub update: crate::update::UpdateConfig,
     pub devices: Vec<DeviceConfig>,
 }
 
@@ -67,6 +69,7 @@ impl Default for Config {
             collect: CollectConfig::default(),
             commands: CommandsConfig::default(),
             upload: crate::upload::UploadConfig::default(),
+            update: crate::update::UpdateConfig::default(),
             devices: Vec::new(),
         }
     }

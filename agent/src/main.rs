@@ -25,6 +25,7 @@ mod spool;
 mod telemetry;
 mod tls;
 mod transport;
+mod update;
 mod upload;
 
 use std::process::ExitCode;

@@ -204,6 +204,8 @@ pub fn run(o: &Overrides) -> Result<(), RunError> {
     let cmd_thread = spawn_commands(&ctx, dl_rx)?;
     // Artifact uploads a previous run left unfinished continue from the server's committed offset.
     crate::upload::resume_pending(&ctx.data_dir, &ctx.config.upload);
+    // A new binary on trial must prove itself (connected, receipted) or give way to the previous one.
+    crate::update::start_health_gate(&ctx);
     // Ready once the queue is open and every thread runs; being offline is a normal state, not a failure.
     crate::sd_notify::notify_ready();
     crate::sd_notify::notify_status(&format!("gateway {}: running, broker {}", ctx.gateway_id, cfg.mqtt.broker));

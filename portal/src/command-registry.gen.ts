@@ -8,7 +8,7 @@ export type ParamType = "integer" | "number" | "string" | "boolean" | "array";
 /** Named string formats (not regular expressions); see protocol/src/registry.rs. */
 export type PatternName = "hostname" | "host" | "ipv4" | "id" | "printable";
 export type CommandState = "queued" | "delivered" | "accepted" | "running" | "succeeded" | "failed" | "timed_out" | "cancelled" | "expired" | "rejected" | "interrupted";
-export type CommandType = "device.info" | "device.time" | "device.reboot" | "agent.restart" | "telemetry.set_interval" | "agent.config" | "agent.log_tail" | "net.tcp_probe" | "diag.log_bundle";
+export type CommandType = "device.info" | "device.time" | "device.reboot" | "agent.restart" | "telemetry.set_interval" | "agent.config" | "agent.log_tail" | "net.tcp_probe" | "diag.log_bundle" | "agent.update" | "image.install";
 
 export type Literal = string | number | boolean;
 
@@ -86,6 +86,19 @@ export interface CommandParams {
     sinceSecs?: number;
     maxBytes?: number;
     include?: Array<"logs" | "config" | "queue" | "system">;
+  };
+  "agent.update": {
+    version: string;
+    url: string;
+    size: number;
+    sha256: string;
+    signature: string;
+  };
+  "image.install": {
+    url: string;
+    size: number;
+    sha256: string;
+    reboot?: boolean;
   };
 }
 
@@ -408,6 +421,129 @@ export const COMMANDS: readonly CommandSpec[] = [
     "timeoutSecs": 600,
     "title": "Collect a log bundle",
     "type": "diag.log_bundle"
+  },
+  {
+    "artifact": false,
+    "description": "Downloads a new agent binary, verifies its size, SHA-256 and the release key's Ed25519 signature, installs it under the data directory and restarts into it; it becomes current only after it connects and gets a receipt, otherwise the previous binary runs again and the command reports outcome rolled_back.",
+    "operation": "execute",
+    "params": [
+      {
+        "description": "Version of the new binary (part of the signed message and of its file name).",
+        "maxLength": 64,
+        "minLength": 1,
+        "name": "version",
+        "pattern": "id",
+        "required": true,
+        "type": "string"
+      },
+      {
+        "description": "HTTPS (or, for tests, HTTP) URL of the file; downloads resume with Range requests.",
+        "maxLength": 2048,
+        "minLength": 8,
+        "name": "url",
+        "pattern": "printable",
+        "required": true,
+        "type": "string"
+      },
+      {
+        "description": "Exact size in bytes; the download is bounded by it.",
+        "max": 1073741824,
+        "min": 1,
+        "name": "size",
+        "required": true,
+        "type": "integer"
+      },
+      {
+        "description": "SHA-256 of the file, 64 hex characters.",
+        "maxLength": 64,
+        "minLength": 64,
+        "name": "sha256",
+        "pattern": "id",
+        "required": true,
+        "type": "string"
+      },
+      {
+        "description": "Ed25519 signature by the release key over the version, size and SHA-256, base64.",
+        "maxLength": 88,
+        "minLength": 86,
+        "name": "signature",
+        "pattern": "printable",
+        "required": true,
+        "type": "string"
+      }
+    ],
+    "path": "/32769/0/5",
+    "safety": {
+      "destructive": true,
+      "maxConcurrentPerGateway": 1,
+      "rateLimit": {
+        "count": 4,
+        "perSecs": 3600
+      },
+      "requiresConfirmation": true,
+      "targets": [
+        "gateway"
+      ]
+    },
+    "timeoutSecs": 1800,
+    "title": "Update the agent",
+    "type": "agent.update"
+  },
+  {
+    "artifact": false,
+    "description": "Downloads a RAUC or SWUpdate bundle, checks its size and SHA-256, hands it to the configured tool (rauc install / swupdate -i; the tool verifies the bundle's own signature) and optionally reboots; the final result (slot booted, marked good) is reported after the reboot.",
+    "operation": "execute",
+    "params": [
+      {
+        "description": "HTTPS (or, for tests, HTTP) URL of the file; downloads resume with Range requests.",
+        "maxLength": 2048,
+        "minLength": 8,
+        "name": "url",
+        "pattern": "printable",
+        "required": true,
+        "type": "string"
+      },
+      {
+        "description": "Exact size in bytes; the download is bounded by it.",
+        "max": 1073741824,
+        "min": 1,
+        "name": "size",
+        "required": true,
+        "type": "integer"
+      },
+      {
+        "description": "SHA-256 of the file, 64 hex characters.",
+        "maxLength": 64,
+        "minLength": 64,
+        "name": "sha256",
+        "pattern": "id",
+        "required": true,
+        "type": "string"
+      },
+      {
+        "default": true,
+        "description": "Reboot after a successful install so the new slot boots.",
+        "name": "reboot",
+        "required": false,
+        "type": "boolean"
+      }
+    ],
+    "path": "/32769/0/6",
+    "safety": {
+      "destructive": true,
+      "maxConcurrentPerGateway": 1,
+      "rateLimit": {
+        "count": 2,
+        "perSecs": 3600
+      },
+      "requiresConfirmation": true,
+      "targets": [
+        "gateway"
+      ]
+    },
+    "timeoutSecs": 3600,
+    "title": "Install a system image bundle",
+    "type": "image.install"
   }
 ];
 

@@ -194,6 +194,20 @@ impl Shared {
 
     fn recovered_outcome(&self, p: &Pending) -> Option<Outcome> {
         let st = p.state.as_str();
+        // Updates decide their outcome from what the next binary or boot finds on disk.
+        let unfinished = st == RESTARTING || matches!(st, "accepted" | "running");
+        let update = match p.command_type.as_str() {
+            super::agent_update::TYPE if unfinished => super::agent_update::recovered(&self.ctx, &p.id),
+            super::image_update::TYPE if unfinished => super::image_update::recovered(&self.ctx, &p.id),
+            _ => None,
+        };
+        match update {
+            Some(super::agent_update::Recovered::Wait) => return None,
+            Some(super::agent_update::Recovered::Outcome { state, result, error }) => {
+                return Some(Outcome { state, result: Some(result), error, artifacts: Vec::new() })
+            }
+            None => {}
+        }
         if st == RESTARTING {
             return Some(Outcome {
                 result: Some(Value::map([

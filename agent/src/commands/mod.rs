@@ -4,12 +4,14 @@
 //! MQTT transport and reports every state change through the outbox (`TopicKind::CommandUpdate`).
 
 pub mod agent_restart;
+pub mod agent_update;
 pub mod child;
 pub mod config_read;
 pub mod device_info;
 pub mod executor;
 #[cfg(test)]
 mod executor_tests;
+pub mod image_update;
 pub mod interval;
 pub mod journal;
 pub mod limits;
@@ -164,6 +166,8 @@ pub fn runner(command_type: &str) -> Option<RunFn> {
         config_read::TYPE => config_read::run,
         log_tail::TYPE => log_tail::run,
         log_bundle::TYPE => log_bundle::run,
+        agent_update::TYPE => agent_update::run,
+        image_update::TYPE => image_update::run,
         _ => return None,
     })
 }

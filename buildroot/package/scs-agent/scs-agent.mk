@@ -48,7 +48,15 @@ define SCS_AGENT_INSTALL_TARGET_CMDS
 			$(TARGET_DIR)/etc/scs/agent.toml
 	$(INSTALL) -m 0644 $(@D)/agent/agent.example.toml \
 		$(TARGET_DIR)/etc/scs/agent.toml.example
+	$(INSTALL) -D -m 0755 $(@D)/packaging/scs-agent-launch \
+		$(TARGET_DIR)/usr/sbin/scs-agent-launch
+	$(if $(SCS_AGENT_RELEASE_KEY),\
+		$(INSTALL) -D -m 0644 $(SCS_AGENT_RELEASE_KEY) \
+			$(TARGET_DIR)/etc/scs/release-key.pub)
 endef
+
+# Release public key for agent.update (32 raw bytes, base64), from the defconfig.
+SCS_AGENT_RELEASE_KEY = $(call qstrip,$(BR2_PACKAGE_SCS_AGENT_RELEASE_KEY))
 
 define SCS_AGENT_USERS
 	scs -1 scs -1 * /var/lib/scs-agent - - SCS Gateway agent

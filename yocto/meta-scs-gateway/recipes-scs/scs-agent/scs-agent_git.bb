@@ -48,6 +48,7 @@ do_install:append() {
     # Unit and config come from the same checkout as the binary, so they always match its version.
     install -d ${D}${systemd_system_unitdir}
     sed -e 's,/usr/bin/,${bindir}/,g' \
+        -e 's,/usr/sbin/,${sbindir}/,g' \
         -e 's,/etc/scs/,${sysconfdir}/scs/,g' \
         -e 's,/var/lib/,${localstatedir}/lib/,g' \
         ${S}/packaging/scs-agent.service > ${D}${systemd_system_unitdir}/scs-agent.service
@@ -66,6 +67,18 @@ do_install:append() {
         install -m 0755 ${S}/packaging/scs-agent-supervise ${D}${sbindir}/scs-agent-supervise
     fi
 
+    # Both the unit and the init script start the agent through the launcher, which picks an updated
+    # binary under the data dir (agent.update) or falls back to ${bindir}/scs-agent.
+    install -d ${D}${sbindir}
+    sed -e 's,/usr/bin/,${bindir}/,g' -e 's,/var/lib/,${localstatedir}/lib/,g' \
+        ${S}/packaging/scs-agent-launch > ${D}${sbindir}/scs-agent-launch
+    chmod 0755 ${D}${sbindir}/scs-agent-launch
+
+    # Public release key that agent.update checks signatures with (32 raw bytes, base64).
+    if [ -n "${SCS_RELEASE_KEY_PUB}" ]; then
+        install -m 0644 ${SCS_RELEASE_KEY_PUB} ${D}${sysconfdir}/scs/release-key.pub
+    fi
+
     # Config is readable by the agent, writable only by root (scripts/provision runs as root).
     install -d -m 0750 -g scs ${D}${sysconfdir}/scs
     install -m 0640 -g scs ${S}/packaging/agent.toml ${D}${sysconfdir}/scs/agent.toml
@@ -78,6 +91,13 @@ do_install:append() {
     install -d ${D}${datadir}/polkit-1/rules.d
     install -m 0644 ${S}/packaging/polkit/50-scs-agent.rules ${D}${datadir}/polkit-1/rules.d/
 }
+
+# Path (on the build host) of the release public key file; empty = no key, agent.update refuses.
+SCS_RELEASE_KEY_PUB ??= ""
+# Image updates (image.install): pull in the update tool; set [update] image_tool in agent.toml to match.
+PACKAGECONFIG ??= ""
+PACKAGECONFIG[rauc] = ",,,rauc"
+PACKAGECONFIG[swupdate] = ",,,swupdate u-boot-fw-utils"
 
 PACKAGE_BEFORE_PN = "${PN}-polkit"
 FILES:${PN}-polkit += "${datadir}/polkit-1/rules.d/50-scs-agent.rules"
