@@ -52,7 +52,7 @@ pub struct Config {
     /// Artifact spool and uploads.
     pub upload: crate::upload::UploadConfig,
     /// Agent self-updates and image-update handoff.
-    pub update: crate::update::UpdateConfig,
+    pub update: UpdateConfig,
     pub devices: Vec<DeviceConfig>,
 }
 
@@ -69,7 +69,7 @@ impl Default for Config {
             collect: CollectConfig::default(),
             commands: CommandsConfig::default(),
             upload: crate::upload::UploadConfig::default(),
-            update: crate::update::UpdateConfig::default(),
+            update: UpdateConfig::default(),
             devices: Vec::new(),
         }
     }
@@ -468,6 +468,51 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// Which tool installs image bundles.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageTool {
+    Rauc,
+    Swupdate,
+    /// The image has no A/B update tool: `image.install` fails with a clear error.
+    None,
+}
+
+/// `[update]` section of the agent config.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct UpdateConfig {
+    /// Ed25519 public key of the release key (32 raw bytes, base64), shipped in the image. Separate
+    /// from the cloud's command key: a compromised cloud cannot push a binary.
+    pub release_key: PathBuf,
+    /// A new agent binary must connect to the broker and get a receipt within this many seconds,
+    /// or it is abandoned and the previous binary runs again.
+    pub health_timeout_secs: u64,
+    pub image_tool: ImageTool,
+    /// Program run as `rauc install BUNDLE` / `rauc status --output-format=json`.
+    pub rauc_command: String,
+    /// Program run as `swupdate -i BUNDLE`.
+    pub swupdate_command: String,
+    /// argv printing SWUpdate's bootloader state after a reboot (`ustate`: 0 ok, 2 testing, 3 failed).
+    pub swupdate_state_command: Vec<String>,
+    /// Changes at every boot; tells "the agent restarted" from "the gateway rebooted".
+    pub boot_id_file: PathBuf,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        UpdateConfig {
+            release_key: PathBuf::from("/etc/scs/release-key.pub"),
+            health_timeout_secs: 120,
+            image_tool: ImageTool::Rauc,
+            rauc_command: "rauc".into(),
+            swupdate_command: "swupdate".into(),
+            swupdate_state_command: vec!["fw_printenv".into(), "-n".into(), "ustate".into()],
+            boot_id_file: PathBuf::from("/proc/sys/kernel/random/boot_id"),
+        }
+    }
 }
 
 /// Which protocol family talks to a device (`driver = ...` in `[[devices]]`).

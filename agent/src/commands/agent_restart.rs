@@ -6,8 +6,7 @@
 use super::{CommandError, Job, Output};
 
 pub const TYPE: &str = "agent.restart";
-/// EX_TEMPFAIL: "try again", distinct from crashes (101, 134) and clean exits (0).
-pub const RESTART_EXIT_CODE: i32 = 75;
+pub use crate::update::RESTART_EXIT_CODE;
 
 pub fn run(_job: &Job) -> Result<Output, CommandError> {
     Err(CommandError::RestartRequested)

@@ -21,10 +21,7 @@
 pub mod download;
 pub mod layout;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-use serde::{Deserialize, Serialize};
 
 use crate::context::{AgentContext, AgentMetrics};
 
@@ -36,51 +33,12 @@ pub const LAUNCHER_ENV: &str = "SCS_AGENT_LAUNCHER";
 pub const TRIAL_ENV: &str = "SCS_AGENT_TRIAL";
 /// Exit status of a binary that failed its health check (the supervisor restarts the launcher).
 pub const UNHEALTHY_EXIT_CODE: i32 = 70;
+/// Exit status that asks the supervisor (systemd, the BusyBox loop) for an immediate restart: used by
+/// `agent.restart` and by a binary that has just become current. EX_TEMPFAIL, "try again", distinct from
+/// crashes (101, 134) and clean exits (0).
+pub const RESTART_EXIT_CODE: i32 = 75;
 
-/// Which tool installs image bundles.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ImageTool {
-    Rauc,
-    Swupdate,
-    /// The image has no A/B update tool: `image.install` fails with a clear error.
-    None,
-}
-
-/// `[update]` section of the agent config.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct UpdateConfig {
-    /// Ed25519 public key of the release key (32 raw bytes, base64), shipped in the image. Separate
-    /// from the cloud's command key: a compromised cloud cannot push a binary.
-    pub release_key: PathBuf,
-    /// A new agent binary must connect to the broker and get a receipt within this many seconds,
-    /// or it is abandoned and the previous binary runs again.
-    pub health_timeout_secs: u64,
-    pub image_tool: ImageTool,
-    /// Program run as `rauc install BUNDLE` / `rauc status --output-format=json`.
-    pub rauc_command: String,
-    /// Program run as `swupdate -i BUNDLE`.
-    pub swupdate_command: String,
-    /// argv printing SWUpdate's bootloader state after a reboot (`ustate`: 0 ok, 2 testing, 3 failed).
-    pub swupdate_state_command: Vec<String>,
-    /// Changes at every boot; tells "the agent restarted" from "the gateway rebooted".
-    pub boot_id_file: PathBuf,
-}
-
-impl Default for UpdateConfig {
-    fn default() -> Self {
-        UpdateConfig {
-            release_key: PathBuf::from("/etc/scs/release-key.pub"),
-            health_timeout_secs: 120,
-            image_tool: ImageTool::Rauc,
-            rauc_command: "rauc".into(),
-            swupdate_command: "swupdate".into(),
-            swupdate_state_command: vec!["fw_printenv".into(), "-n".into(), "ustate".into()],
-            boot_id_file: PathBuf::from("/proc/sys/kernel/random/boot_id"),
-        }
-    }
-}
+pub use crate::config::{ImageTool, UpdateConfig};
 
 /// True when this process is a new binary on trial (started by the launcher from `bin/next`).
 pub fn on_trial() -> bool {
@@ -116,7 +74,7 @@ fn health_gate(ctx: &AgentContext) {
             match layout.promote_next() {
                 Ok(()) => {
                     log::warn!("update: healthy (connected, receipted); now current; restarting to report it");
-                    std::process::exit(crate::commands::agent_restart::RESTART_EXIT_CODE);
+                    std::process::exit(RESTART_EXIT_CODE);
                 }
                 Err(e) => {
                     let why = format!("could not make the new binary current: {e}");
