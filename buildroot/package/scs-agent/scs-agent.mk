@@ -27,8 +27,11 @@ SCS_AGENT_BUILD_DIR_NAME = $(if $(BR2_ENABLE_DEBUG),debug,release)
 # which would undo the size profile the binary's budget depends on (armv7
 # <= 3.0 MB). This variable comes after PKG_CARGO_ENV on the command line,
 # so the workspace profile is restored here; scripts/ci-cross builds with
-# exactly this environment and checks the size.
+# exactly this environment and checks the size. For armv7 it also replaces
+# pkg-cargo's target RUSTFLAGS (keeping its --allow-multiple-definition) to
+# add Thumb-2 code generation, as .cargo/config.toml does for other builds.
 SCS_AGENT_CARGO_ENV = \
+	CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_RUSTFLAGS="-Clink-arg=-Wl,--allow-multiple-definition -Ctarget-feature=+thumb-mode" \
 	CARGO_PROFILE_RELEASE_OPT_LEVEL="z" \
 	CARGO_PROFILE_RELEASE_LTO="true" \
 	CARGO_PROFILE_RELEASE_CODEGEN_UNITS="1" \
