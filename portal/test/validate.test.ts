@@ -133,7 +133,10 @@ describe("real registry entries", () => {
   it("every command's defaults satisfy its own rules", () => {
     for (const c of COMMANDS) {
       const required = Object.fromEntries(
-        c.params.filter((p) => p.required).map((p) => [p.name, p.type === "integer" ? (p.min ?? 1) : p.type === "string" ? "a" : true]),
+        c.params
+          .filter((p) => p.required)
+          // The shortest string the length rules allow; letters satisfy every named format but host/ipv4.
+          .map((p) => [p.name, p.type === "integer" ? (p.min ?? 1) : p.type === "string" ? "a".repeat(Math.max(1, p.minLength ?? 1)) : true]),
       );
       const r = validateParams(c, required);
       expect(r.ok, c.type).toBe(true);

@@ -6,7 +6,7 @@ DESCRIPTION = "Edge agent for smart-city gateways. Reports gateway, camera and N
 HOMEPAGE = "https://example.invalid/scs-gateway"
 BUGTRACKER = "https://example.invalid/scs-gateway/issues"
 SECTION = "net"
-LICENSE = "(0BSD | Apache-2.0 | MIT) & Apache-2.0 & (Apache-2.0 & ISC) & (Apache-2.0 | BSD-2-Clause | MIT) & (Apache-2.0 | ISC | MIT) & (Apache-2.0 | MIT) & (Apache-2.0 | MIT | Zlib) & BSD-3-Clause & BlueOak-1.0.0 & ISC & MIT & Zlib & PD"
+LICENSE = "(0BSD | Apache-2.0 | MIT) & Apache-2.0 & (Apache-2.0 & ISC) & (Apache-2.0 | Apache-2.0 WITH LLVM-exception | MIT) & (Apache-2.0 | BSD-2-Clause | MIT) & (Apache-2.0 | ISC | MIT) & (Apache-2.0 | MIT) & (Apache-2.0 | MIT | Zlib) & BSD-3-Clause & BlueOak-1.0.0 & ISC & MIT & (MIT | Unlicense) & Zlib & PD"
 LIC_FILES_CHKSUM = "file://LICENSE;md5=3b83ef96387f14655fc854ddc3c6bd57"
 
 CVE_PRODUCT = "scs-agent"
