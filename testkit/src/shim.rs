@@ -70,11 +70,40 @@ impl Shim {
         let dir = TempDir::new("shim");
         let data_dir = opts.data_dir.clone().unwrap_or_else(|| dir.join("data"));
         std::fs::create_dir_all(&data_dir).unwrap_or_else(|e| panic!("create {}: {e}", data_dir.display()));
+        // `free_port` only says a port was free a moment ago; another test may take it before the shim binds
+        // it. Such a start is retried on new ports; a port the test chose itself is never changed.
+        let auto_ports = opts.http_port.is_none() && (opts.broker.is_some() || opts.mqtt_port.is_none());
+        let mut attempt = 0;
+        let (proc, http_port, mqtt_port) = loop {
+            attempt += 1;
+            let (mut proc, http_port, mqtt_port) = Shim::spawn(&opts, &dir, &data_dir);
+            let api = Api::new(&format!("http://127.0.0.1:{http_port}"), Some(&opts.token));
+            crate::wait_until(Duration::from_secs(30), || {
+                !proc.is_running()
+                    || (api.try_get("/healthz").map(|r| r.status == 200).unwrap_or(false) && mqtt_port.is_none_or(port_open))
+            });
+            let lost_port = !proc.is_running()
+                && std::fs::read_to_string(proc.stderr_log()).is_ok_and(|l| l.contains("Address already in use"));
+            if !(lost_port && auto_ports && attempt < 5) {
+                break (proc, http_port, mqtt_port);
+            }
+            eprintln!("[testkit] a port of scs-cloud-shim was taken before it could bind it; starting again on others");
+        };
+        let mut shim = Shim { proc, http_port, mqtt_port, broker: opts.broker.clone(), data_dir, token: opts.token, _dir: dir };
+        shim.wait_ready(Duration::from_secs(30));
+        // Watching traffic on the embedded broker needs a login: tests use the shim's own.
+        if let (Some(port), Some(auth)) = (shim.mqtt_port, crate::identity::shim_observer_auth(&shim.data_dir)) {
+            crate::mqtt_cli::set_port_auth(port, auth);
+        }
+        shim
+    }
+
+    fn spawn(opts: &ShimOpts, dir: &TempDir, data_dir: &std::path::Path) -> (Process, u16, Option<u16>) {
         let http_port = opts.http_port.unwrap_or_else(free_port);
         let mut args: Vec<OsString> = vec![
             "serve".into(),
             "--data-dir".into(),
-            data_dir.clone().into_os_string(),
+            data_dir.as_os_str().to_owned(),
             "--http".into(),
             format!("127.0.0.1:{http_port}").into(),
         ];
@@ -95,13 +124,7 @@ impl Shim {
         let mut env = vec![("SCS_API_TOKEN".to_owned(), opts.token.clone()), ("RUST_LOG".to_owned(), opts.rust_log.clone())];
         env.extend(opts.env.iter().cloned());
         let proc = Process::spawn("scs-cloud-shim", &bin_path("scs-cloud-shim"), args, env, dir.path());
-        let mut shim = Shim { proc, http_port, mqtt_port, broker: opts.broker.clone(), data_dir, token: opts.token, _dir: dir };
-        shim.wait_ready(Duration::from_secs(30));
-        // Watching traffic on the embedded broker needs a login: tests use the shim's own.
-        if let (Some(port), Some(auth)) = (shim.mqtt_port, crate::identity::shim_observer_auth(&shim.data_dir)) {
-            crate::mqtt_cli::set_port_auth(port, auth);
-        }
-        shim
+        (proc, http_port, mqtt_port)
     }
 
     /// Provisions gateway `id` on this shim (`scs-cloud-shim gateways add`, bundle in the shim's temp dir,
