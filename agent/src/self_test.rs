@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::spool::hex;
 use scs_protocol::topics::topic;
 use scs_protocol::{decode_uplink, encode, DeviceReport, Metric, TelemetryBatch, TopicKind, Uplink};
 
@@ -177,10 +178,6 @@ fn check_cbor(_dir: &Path) -> Result<String, SelfTestError> {
         Uplink::Telemetry(back) if back == batch => Ok(format!("TelemetryBatch round trip, {} bytes", bytes.len())),
         other => Err(mismatch("decoded batch", format!("{batch:?}"), format!("{other:?}"))),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// FIPS 180-2 "abc" known answer.

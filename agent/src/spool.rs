@@ -253,6 +253,7 @@ pub fn spool_error(e: &io::Error) -> Option<&SpoolError> {
     e.get_ref().and_then(|inner| inner.downcast_ref::<SpoolError>())
 }
 
+/// Lower-case hex, the one encoder for digests and nonces in the agent.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     let mut s = String::with_capacity(bytes.len() * 2);

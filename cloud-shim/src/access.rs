@@ -111,7 +111,18 @@ fn authorization(headers: &HeaderMap) -> Option<(&str, &str)> {
 
 /// Lower-case hex SHA-256, the stored form of API tokens and MQTT passwords.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    digest::digest(&digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    hex(digest::digest(&digest::SHA256, bytes).as_ref())
+}
+
+/// Lower-case hex: the one encoder for hashes, tokens and ids in the shim.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
 }
 
 /// Compares in time independent of where the inputs differ. Callers compare hashes, so even the length

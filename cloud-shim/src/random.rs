@@ -19,7 +19,7 @@ pub fn random_hex(n: usize) -> String {
             *b = x as u8;
         }
     }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    crate::access::hex(&buf)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use md5::Digest as _;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use super::ErrorClass;
+use crate::spool::hex;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DigestError {
@@ -78,15 +79,6 @@ impl Algorithm {
     fn sess(self) -> bool {
         matches!(self, Algorithm::Md5Sess | Algorithm::Sha256Sess)
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 /// A parsed `WWW-Authenticate` challenge.

@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+pub(crate) use crate::access::hex;
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use scs_protocol::UploadGrant;
@@ -185,16 +186,6 @@ pub fn mint_upload_grant(
         expires_ms: expires,
     });
     UploadGrant { url: upload_base.trim_end_matches('/').to_string(), token, artifact, expires, max_bytes }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
