@@ -157,6 +157,7 @@ fn command_request(id: &str, command_type: &str) -> Vec<u8> {
         confirm: false,
         upload: None,
         requested_by: Some("cddl-conformance".into()),
+        target: None,
     })
 }
 

@@ -85,6 +85,7 @@ fn command(id: &str, ty: &str, confirm: bool) -> CommandRequest {
         confirm,
         upload: None,
         requested_by: Some("attacker".into()),
+        target: None,
     }
 }
 

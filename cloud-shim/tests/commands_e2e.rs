@@ -265,6 +265,7 @@ fn commands_injected_into_mqtt_are_validated_by_the_agent() {
             confirm,
             upload: None,
             requested_by: Some("intruder".into()),
+            target: None,
         };
         // Signed with the cloud key as the shim would: what is tested is the agent's own validation.
         let t = topic(&site.gateway, TopicKind::Command);
@@ -369,6 +370,7 @@ fn duplicate_delivery_is_not_executed_twice() {
         confirm: true,
         upload: None,
         requested_by: None,
+        target: None,
     };
     let port = site.shim.mqtt_port().unwrap();
     scs_testkit::publish(port, &topic(&site.gateway, TopicKind::Command), &encode(&req));

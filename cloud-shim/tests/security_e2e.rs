@@ -434,6 +434,7 @@ fn real_agent_ignores_forged_receipts_and_commands() {
             confirm,
             upload: None,
             requested_by: Some("intruder".into()),
+            target: None,
         })
     };
     let ct = topic("gw-1", TopicKind::Command);

@@ -137,6 +137,11 @@ pub struct CommandRequest {
     pub upload: Option<UploadGrant>,
     #[n(9)]
     pub requested_by: Option<String>,
+    /// The child sensor (camera, NVR) the command acts on; absent for the gateway itself. The cloud
+    /// only sends a sensor of this gateway whose class the registry entry `targets`; the agent refuses
+    /// one it does not have.
+    #[n(10)]
+    pub target: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
@@ -232,6 +237,9 @@ impl CommandRequest {
         if let Some(u) = &self.upload {
             validate_id("artifact id", &u.artifact)?;
         }
+        if let Some(t) = &self.target {
+            validate_id("target sensor id", t)?;
+        }
         Ok(())
     }
 }
@@ -291,6 +299,7 @@ mod tests {
             confirm: false,
             upload: None,
             requested_by: None,
+            target: None,
         }
     }
 

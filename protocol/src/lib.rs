@@ -27,7 +27,7 @@ pub use inventory::{AgentInfo, Inventory, SensorInfo, SensorType};
 pub use metric::{Metric, MetricKey, MetricValue};
 pub use receipt::Receipt;
 pub use status::{GatewayState, Status};
-pub use telemetry::{DeviceReport, TelemetryBatch};
+pub use telemetry::{DeviceEvent, DeviceReport, EventKind, TelemetryBatch};
 pub use topics::{Topic, TopicKind};
 pub use value::Value;
 pub use version::PROTOCOL_VERSION;

@@ -9,6 +9,8 @@ pub const MAX_DOWNLINK_BYTES: usize = 64 * 1024;
 pub const MAX_ID_LEN: usize = 64;
 pub const MAX_DEVICES_PER_BATCH: usize = 1024;
 pub const MAX_METRICS_PER_DEVICE: usize = 512;
+/// Device events in one telemetry batch.
+pub const MAX_EVENTS_PER_BATCH: usize = 256;
 pub const MAX_METRIC_NAME_LEN: usize = 96;
 pub const MAX_LABEL_LEN: usize = 128;
 pub const MAX_SENSORS_PER_INVENTORY: usize = 1024;

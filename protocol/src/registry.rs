@@ -204,7 +204,7 @@ pub struct Safety {
     /// Commands of this type running at once on one gateway; more are rejected.
     pub max_concurrent_per_gateway: u32,
     pub rate_limit: Option<RateLimit>,
-    /// Device classes the command applies to: `gateway`, later `camera`, `nvr`, ...
+    /// Device classes the command applies to: [`TARGET_CLASSES`].
     pub targets: &'static [&'static str],
 }
 
@@ -290,6 +290,21 @@ impl CommandSpec {
 
     pub fn targets(&self, class: &str) -> bool {
         self.safety.targets.contains(&class)
+    }
+}
+
+/// Device classes a command may target. `gateway` is the gateway itself (no `target` in the request);
+/// the others are children whose sensor type maps onto them through [`target_class`].
+pub const TARGET_CLASSES: [&str; 3] = ["gateway", "camera", "nvr"];
+
+/// The target class of a sensor type: `CAMERA` -> `camera`, `NVR` -> `nvr`, the gateway -> `gateway`;
+/// `None` for types no command targets (radar, ANPR, ...).
+pub fn target_class(sensor_type: &str) -> Option<&'static str> {
+    match sensor_type {
+        crate::SensorType::EDGE_CONTROLLER => Some("gateway"),
+        crate::SensorType::CAMERA => Some("camera"),
+        crate::SensorType::NVR => Some("nvr"),
+        _ => None,
     }
 }
 
@@ -554,6 +569,9 @@ pub fn check_registry(registry: &[CommandSpec]) -> Result<(), String> {
         }
         if c.safety.targets.is_empty() {
             return Err(format!("{t}: targets must name at least one device class"));
+        }
+        if let Some(bad) = c.safety.targets.iter().find(|x| !TARGET_CLASSES.contains(x)) {
+            return Err(format!("{t}: unknown target class {bad:?} (known: {})", TARGET_CLASSES.join(", ")));
         }
         let mut names = std::collections::BTreeSet::new();
         for p in c.params {

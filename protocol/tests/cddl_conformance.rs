@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use minicbor::Encoder;
 use scs_protocol::command::{ArtifactMeta, CommandCancel, CommandRequest, CommandState, CommandUpdate, UploadGrant};
 use scs_protocol::inventory::{AgentInfo, Inventory, SensorInfo};
-use scs_protocol::telemetry::{DeviceReport, Gap, TelemetryBatch};
+use scs_protocol::telemetry::{DeviceEvent, DeviceReport, EventKind, Gap, TelemetryBatch};
 use scs_protocol::{encode, GatewayState, Metric, Receipt, Status, Value, PROTOCOL_VERSION};
 use scs_testkit::cddl::validate;
 
@@ -46,6 +46,19 @@ fn batch(gap: bool) -> TelemetryBatch {
     b.devices.push(DeviceReport { sensor: "cam-01".into(), ts: 1, metrics: vec![] });
     if gap {
         b.gap = Some(Gap { dropped: 3, first_seq: 10, last_seq: 12 });
+        let mut attrs = BTreeMap::new();
+        attrs.insert("old".to_owned(), "DS-1".to_owned());
+        attrs.insert("new".to_owned(), "DS-2".to_owned());
+        b.events = Some(vec![
+            DeviceEvent {
+                sensor: "cam-01".into(),
+                ts: 1_700_000_000_000,
+                kind: EventKind::REPLACED.into(),
+                detail: Some("serial DS-1 -> DS-2".into()),
+                attrs: Some(attrs),
+            },
+            DeviceEvent::new("cam-01", 1_700_000_000_001, EventKind::STREAM_LOST),
+        ]);
     }
     b
 }
@@ -133,6 +146,7 @@ fn request(full: bool) -> CommandRequest {
             max_bytes: 1 << 30,
         }),
         requested_by: full.then(|| "alice".into()),
+        target: full.then(|| "cam-01".into()),
     }
 }
 

@@ -176,6 +176,7 @@ fn request(id: &str, ty: &str, params: Value, confirm: bool, timeout_secs: u32) 
         confirm,
         upload: None,
         requested_by: Some("test".into()),
+        target: None,
     }
 }
 
