@@ -181,6 +181,10 @@ pub struct CollectConfig {
     /// TCP reachability probe of each child device.
     pub probe_timeout_ms: u64,
     pub probe_concurrency: usize,
+    /// Interval of the management tier (ONVIF/vendor identity, disks, channels), seconds.
+    pub probe_management_secs: u64,
+    /// Interval of the stream tier (RTSP DESCRIBE), seconds.
+    pub probe_stream_secs: u64,
 }
 
 impl Default for CollectConfig {
@@ -192,6 +196,8 @@ impl Default for CollectConfig {
             interfaces: Vec::new(),
             probe_timeout_ms: 1000,
             probe_concurrency: 16,
+            probe_management_secs: 300,
+            probe_stream_secs: 600,
         }
     }
 }

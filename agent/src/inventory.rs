@@ -52,6 +52,31 @@ pub fn sensors(cfg: &Config) -> Vec<SensorInfo> {
     out
 }
 
+/// [`sensors`] with the identity each device reported (ONVIF GetDeviceInformation, ISAPI deviceInfo,
+/// Dahua magicBox) in its attrs: `manufacturer`, `model`, `serialNumber`, `firmwareVersion`,
+/// `hardwareId`. What the device says wins over a configured `model`; empty fields are left out. The
+/// announcer re-sends the inventory when any of them changes (a replaced unit, a firmware update).
+pub fn sensors_seen(cfg: &Config, devices: &crate::devices::StateCache) -> Vec<SensorInfo> {
+    let mut out = sensors(cfg);
+    let states = devices.snapshot();
+    for s in out.iter_mut() {
+        let Some(id) = states.get(&s.id).and_then(|st| st.identity.as_ref()) else { continue };
+        let attrs = s.attrs.get_or_insert_with(BTreeMap::new);
+        for (k, v) in [
+            ("manufacturer", &id.manufacturer),
+            ("model", &id.model),
+            ("serialNumber", &id.serial),
+            ("firmwareVersion", &id.firmware),
+            ("hardwareId", &id.hardware_id),
+        ] {
+            if !v.is_empty() {
+                attrs.insert(k.into(), v.chars().take(128).collect());
+            }
+        }
+    }
+    out
+}
+
 /// Queues the inventory when it differs from the last one queued by this process.
 pub struct Announcer {
     gateway: String,
@@ -99,6 +124,36 @@ mod tests {
     use crate::queue::QueueOptions;
     use scs_protocol::topics::topic;
     use scs_protocol::{decode_uplink, Uplink};
+
+    #[test]
+    fn identity_read_from_a_device_goes_into_its_attrs() {
+        let mut cfg = Config { gateway_id: "gw-7".into(), ..Default::default() };
+        cfg.devices.push(DeviceConfig {
+            id: "cam-1".into(),
+            device_type: "CAMERA".into(),
+            model: Some("typed-in".into()),
+            ..Default::default()
+        });
+        let cache = crate::devices::StateCache::default();
+        assert_eq!(sensors_seen(&cfg, &cache), sensors(&cfg), "nothing read yet");
+        cache.update("cam-1", |s| {
+            s.identity = Some(crate::devices::Identity {
+                manufacturer: "Dahua".into(),
+                model: "DHI-NVR4208".into(),
+                firmware: "4.001".into(),
+                serial: "SN-9".into(),
+                hardware_id: String::new(),
+            })
+        });
+        let s = sensors_seen(&cfg, &cache);
+        let a = s[1].attrs.as_ref().unwrap();
+        assert_eq!(a["manufacturer"], "Dahua");
+        assert_eq!(a["model"], "DHI-NVR4208", "the device wins over the config");
+        assert_eq!(a["serialNumber"], "SN-9");
+        assert_eq!(a["firmwareVersion"], "4.001");
+        assert!(!a.contains_key("hardwareId"));
+        assert!(s[0].attrs.is_none(), "the gateway is untouched");
+    }
 
     #[test]
     fn gateway_and_children_with_parent() {

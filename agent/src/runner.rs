@@ -246,7 +246,7 @@ pub fn telemetry_loop(ctx: &AgentContext) {
     let mut collectors = collectors(cfg, ctx, &device_state);
     let mut announcer = Announcer::new(&ctx.gateway_id, ctx.boot);
     let agent_info = inventory::agent_info(&roots);
-    if let Err(e) = announcer.announce(&ctx.queue, inventory::sensors(cfg), agent_info.clone()) {
+    if let Err(e) = announcer.announce(&ctx.queue, inventory::sensors_seen(cfg, &device_state), agent_info.clone()) {
         log::error!("queueing inventory: {e}");
     }
     // The MQTT loop turns at least every connect timeout (+ slack) even while reconnecting.
@@ -285,7 +285,7 @@ pub fn telemetry_loop(ctx: &AgentContext) {
                     last_err = Some(msg);
                 }
             }
-            if let Err(e) = announcer.announce(&ctx.queue, inventory::sensors(cfg), agent_info.clone()) {
+            if let Err(e) = announcer.announce(&ctx.queue, inventory::sensors_seen(cfg, &device_state), agent_info.clone()) {
                 log::error!("queueing inventory: {e}");
             }
         }

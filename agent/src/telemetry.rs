@@ -24,6 +24,14 @@ fn batch_overhead(gateway: &str) -> usize {
     encode(&b).len() + ARRAY_HEADER_GROWTH
 }
 
+/// Encoded size the events add to a batch (map key 7 and the array), 0 without events.
+fn events_overhead(events: &[scs_protocol::DeviceEvent]) -> usize {
+    if events.is_empty() {
+        return 0;
+    }
+    encode(&events.to_vec()).len() + 1
+}
+
 /// Encoded size of a device report without its metrics.
 fn report_overhead(sensor: &str, ts: u64) -> usize {
     encode(&DeviceReport { sensor: sensor.to_owned(), ts, metrics: Vec::new() }).len() + ARRAY_HEADER_GROWTH
@@ -52,7 +60,8 @@ fn device_reports(sensor: &str, ts: u64, metrics: &[Metric], budget: usize, out:
 /// Each list, wrapped in a batch with any seq and gap, encodes to at most `MAX_UPLINK_BYTES`.
 /// An empty report still gives one (empty) batch: it carries a pending gap and shows the agent alive.
 pub fn split(gateway: &str, ts: u64, report: &Report) -> Vec<Vec<DeviceReport>> {
-    let overhead = batch_overhead(gateway);
+    // Room for the interval's device events (they ride in the first batch) is kept in every batch.
+    let overhead = batch_overhead(gateway) + events_overhead(&report.events);
     let budget = MAX_UPLINK_BYTES.saturating_sub(overhead);
     let mut reports = Vec::with_capacity(report.children.len() + 1);
     device_reports(gateway, ts, &report.gateway, budget, &mut reports);
@@ -85,7 +94,9 @@ pub fn enqueue(queue: &Queue, gateway: &str, boot: u64, report: &Report) -> Resu
         log::info!("gateway {gateway}: interval too large for one message, sent as {} batches", batches.len());
     }
     let mut seqs = Vec::with_capacity(batches.len());
+    let mut events = (!report.events.is_empty()).then(|| report.events.clone());
     for devices in batches {
+        let events = events.take();
         let seq = queue.enqueue_telemetry(move |seq, gap| {
             if let Some(g) = gap {
                 log::warn!(
@@ -98,6 +109,7 @@ pub fn enqueue(queue: &Queue, gateway: &str, boot: u64, report: &Report) -> Resu
             let mut b = TelemetryBatch::new(gateway, boot, seq, ts);
             b.gap = gap;
             b.devices = devices;
+            b.events = events;
             encode(&b)
         })?;
         seqs.push(seq);
@@ -133,11 +145,34 @@ mod tests {
     }
 
     #[test]
+    fn device_events_ride_in_the_first_batch_only() {
+        let (dir, q) = temp_queue("events");
+        let mut report = big_site();
+        report.events = (0..64)
+            .map(|i| {
+                let mut e = scs_protocol::DeviceEvent::new("cam-1", i, scs_protocol::EventKind::REPLACED);
+                e.detail = Some("x".repeat(200));
+                e
+            })
+            .collect();
+        let seqs = enqueue(&q, "gw-1", 9, &report).unwrap();
+        assert!(seqs.len() > 1);
+        let got = batches(&q, "gw-1");
+        assert_eq!(got[0].1.events.as_ref().map(Vec::len), Some(64));
+        assert!(got[1..].iter().all(|(_, b)| b.events.is_none()));
+        for (bytes, _) in &got {
+            assert!(*bytes <= MAX_UPLINK_BYTES, "{bytes}");
+        }
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
     fn a_small_interval_is_one_batch_that_decodes() {
         let (dir, q) = temp_queue("small");
         let report = Report {
             gateway: vec![Metric::new("cpu.usage_pct", 3.5), Metric::labelled("disk.used_pct", "/", 41.0)],
             children: vec![DeviceReport { sensor: "cam-1".into(), ts: 5, metrics: vec![Metric::new("device.online", 1i64)] }],
+            ..Report::default()
         };
         let seqs = enqueue(&q, "gw-1", 9, &report).unwrap();
         assert_eq!(seqs.len(), 1);
@@ -161,7 +196,7 @@ mod tests {
             .map(|d| DeviceReport { sensor: format!("cam-{d:04}"), ts: 7, metrics: (0..40).map(metric).collect() })
             .collect();
         children[3].metrics = (0..1200).map(metric).collect();
-        Report { gateway: vec![Metric::new("cpu.usage_pct", 1.0)], children }
+        Report { gateway: vec![Metric::new("cpu.usage_pct", 1.0)], children, ..Report::default() }
     }
 
     #[test]

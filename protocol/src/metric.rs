@@ -59,6 +59,11 @@ pub const WELL_KNOWN: &[(u16, &str)] = &[
     (78, "device.mem_used_pct"),
     (79, "device.uptime_secs"),
     (80, "nvr.hdd_ok"), // label: disk id
+    // NVRs (ISAPI, Dahua CGI, ONVIF Profile G; docs/devices.md)
+    (81, "nvr.hdd_capacity_bytes"), // label: disk id
+    (82, "nvr.hdd_free_bytes"),     // label: disk id
+    (83, "nvr.channel_online"),     // label: channel
+    (84, "nvr.recordings"),
 ];
 
 pub fn name_of(id: u16) -> Option<&'static str> {

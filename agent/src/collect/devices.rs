@@ -15,6 +15,10 @@ fn label(s: &str) -> &str {
     s.get(..end).unwrap_or("")
 }
 
+/// Events per batch: well under the protocol's 256 so a burst never pushes a batch over its byte limit
+/// (the rest wait for the next interval).
+pub const MAX_EVENTS_PER_INTERVAL: usize = 64;
+
 pub struct Devices {
     ids: Vec<String>,
     cache: StateCache,
@@ -36,6 +40,7 @@ impl Collector for Devices {
         if self.ids.is_empty() {
             return Ok(());
         }
+        out.events.extend(self.cache.drain_events(MAX_EVENTS_PER_INTERVAL));
         let states = self.cache.snapshot();
         let ts = crate::clock::now_ms();
         for id in &self.ids {
@@ -89,6 +94,24 @@ impl Collector for Devices {
                         metrics.push(Metric::labelled("nvr.disk_used_pct", label(&d.id), used.round() / 10.0));
                     }
                 }
+                const MB: u64 = 1024 * 1024;
+                if let Some(cap) = d.capacity_mb {
+                    metrics.push(Metric::labelled("nvr.hdd_capacity_bytes", label(&d.id), cap.saturating_mul(MB)));
+                }
+                if let Some(free) = d.free_mb {
+                    metrics.push(Metric::labelled("nvr.hdd_free_bytes", label(&d.id), free.saturating_mul(MB)));
+                }
+            }
+            for c in &s.channels {
+                if let Some(on) = c.online {
+                    metrics.push(Metric::labelled("nvr.channel_online", label(&c.id), i64::from(on)));
+                }
+                if let Some(rec) = c.recording {
+                    metrics.push(Metric::labelled("nvr.recording", label(&c.id), i64::from(rec)));
+                }
+            }
+            if let Some(n) = s.recordings {
+                metrics.push(Metric::new("nvr.recordings", n));
             }
             if let Some(m) = s.sample {
                 metrics.push(Metric::new("camera.fps", (m.fps * 10.0).round() / 10.0));

@@ -43,6 +43,8 @@ impl Roots {
 pub struct Report {
     pub gateway: Vec<Metric>,
     pub children: Vec<DeviceReport>,
+    /// Device events detected since the last interval (`devices` collector).
+    pub events: Vec<scs_protocol::DeviceEvent>,
 }
 
 pub trait Collector: Send {

@@ -265,6 +265,59 @@ impl DigestSession {
     }
 }
 
+/// Why an authenticated GET failed before any HTTP status could be judged.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthedGetError {
+    #[error(transparent)]
+    Http(#[from] super::http::HttpError),
+    #[error(transparent)]
+    Digest(DigestError),
+    /// 401/403 after the one authenticated retry, or 401 with no credentials configured.
+    #[error("credentials rejected (HTTP {0})")]
+    Rejected(u16),
+}
+
+/// GET `path` on `target` with HTTP Digest (Basic only when offered alone): the kept `session` is used
+/// first; a 401 is answered once with fresh state from its challenge. Any other status is returned for
+/// the caller to judge. Shared by the vendor CGI/REST drivers.
+pub async fn authed_get(
+    target: &str,
+    path: &str,
+    creds: Option<super::Credentials<'_>>,
+    limits: &super::http::Limits,
+    session: &mut Option<DigestSession>,
+) -> Result<super::http::Response, AuthedGetError> {
+    use super::http::{exchange, Request};
+    let send = |auth: Option<String>| {
+        let headers = auth.map(|a| vec![("Authorization", a)]).unwrap_or_default();
+        async move { exchange(target, &Request { method: "GET", path, headers, body: &[] }, limits).await }
+    };
+    let auth = match (session.as_mut(), creds) {
+        (Some(d), Some(c)) => Some(d.authorization("GET", path, c.user, c.pass).map_err(AuthedGetError::Digest)?),
+        _ => None,
+    };
+    let resp = send(auth).await?;
+    if resp.status != 401 {
+        return Ok(resp);
+    }
+    let Some(c) = creds else { return Err(AuthedGetError::Rejected(401)) };
+    let auth = match pick(resp.headers_named("www-authenticate")).map_err(AuthedGetError::Digest)? {
+        Challenge::Digest(ch) => {
+            let mut d = DigestSession::new(ch);
+            let a = d.authorization("GET", path, c.user, c.pass).map_err(AuthedGetError::Digest)?;
+            *session = Some(d);
+            a
+        }
+        Challenge::Basic => basic(c.user, c.pass),
+    };
+    let resp = send(Some(auth)).await?;
+    if resp.status == 401 || resp.status == 403 {
+        *session = None;
+        return Err(AuthedGetError::Rejected(resp.status));
+    }
+    Ok(resp)
+}
+
 /// `Authorization: Basic ...` value.
 pub fn basic(user: &str, pass: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))

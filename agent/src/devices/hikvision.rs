@@ -1,11 +1,13 @@
 //! Hikvision ISAPI (HTTP + XML, Digest auth): identity (`/ISAPI/System/deviceInfo`), health
-//! (`/ISAPI/System/status`: CPU, memory, uptime) and, on NVRs, disks (`/ISAPI/ContentMgmt/Storage`).
+//! (`/ISAPI/System/status`: CPU, memory, uptime) and, on NVRs, disks (`/ISAPI/ContentMgmt/Storage`),
+//! channels online (`/ISAPI/ContentMgmt/InputProxy/channels/status`) and recording enabled per channel
+//! (`/ISAPI/ContentMgmt/record/tracks`; track 101 is channel 1's main stream).
 //! Elements are matched by local name: firmware generations differ in namespace (ver10 / ver20).
 
 use super::digest::{self, Challenge, DigestSession};
 use super::http::{self, HttpError, Limits, Request, Response};
 use super::xml::{Doc, XmlError};
-use super::{Credentials, ErrorClass, Identity};
+use super::{Channel, Credentials, ErrorClass, Identity};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IsapiError {
@@ -133,6 +135,31 @@ impl<'a> Client<'a> {
         })
     }
 
+    /// NVR channels: online from InputProxy, recording from the record tracks. Empty on a camera (404).
+    pub async fn channels(&mut self) -> Result<Vec<Channel>, IsapiError> {
+        const S: &str = "/ISAPI/ContentMgmt/InputProxy/channels/status";
+        const T: &str = "/ISAPI/ContentMgmt/record/tracks";
+        let absent = |e: &IsapiError| matches!(e, IsapiError::Status { status: 403 | 404 | 501, .. });
+        let status = match self.get(S).await {
+            Ok(t) => Some(t),
+            Err(e) if absent(&e) => None,
+            Err(e) => return Err(e),
+        };
+        let tracks = match self.get(T).await {
+            Ok(t) => Some(t),
+            Err(e) if absent(&e) => None,
+            Err(e) => return Err(e),
+        };
+        let mut out = match &status {
+            Some(text) => parse_channel_status(&self.parse(S, text)?),
+            None => Vec::new(),
+        };
+        if let Some(text) = &tracks {
+            merge_tracks(&mut out, &self.parse(T, text)?);
+        }
+        Ok(out)
+    }
+
     pub async fn storage(&mut self) -> Result<Vec<Hdd>, IsapiError> {
         const P: &str = "/ISAPI/ContentMgmt/Storage";
         let text = self.get(P).await?;
@@ -147,5 +174,55 @@ impl<'a> Client<'a> {
                 free_mb: h.child_text("freeSpace").and_then(|v| v.parse().ok()),
             })
             .collect())
+    }
+}
+
+/// `InputProxyChannelStatus` entries: `id` and `online` (true/false).
+pub fn parse_channel_status(doc: &Doc<'_>) -> Vec<Channel> {
+    doc.find("InputProxyChannelStatus")
+        .iter()
+        .filter_map(|c| {
+            let id = c.child_text("id").filter(|i| !i.is_empty())?;
+            let online = c.child_text("online").map(|v| v.eq_ignore_ascii_case("true"));
+            Some(Channel { id, online, recording: None })
+        })
+        .collect()
+}
+
+/// Record tracks: `Channel` (or `id`) 101, 102, ... belong to channel 1 (main and sub stream); a
+/// channel records when any of its tracks is enabled.
+pub fn merge_tracks(channels: &mut Vec<Channel>, doc: &Doc<'_>) {
+    for t in doc.find("Track") {
+        let Some(track) = t.child_text("Channel").or_else(|| t.child_text("id")).and_then(|v| v.parse::<u32>().ok()) else {
+            continue;
+        };
+        let ch = if track >= 100 { track / 100 } else { track };
+        let enabled = t.child_text("Enable").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let id = ch.to_string();
+        match channels.iter_mut().find(|c| c.id == id) {
+            Some(c) => c.recording = Some(c.recording.unwrap_or(false) || enabled),
+            None => channels.push(Channel { id, online: None, recording: Some(enabled) }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_status_and_tracks_merge() {
+        let status = "<?xml version=\"1.0\"?><InputProxyChannelStatusList xmlns=\"http://www.hikvision.com/ver20/XMLSchema\">\
+            <InputProxyChannelStatus><id>1</id><sourceInputPortDescriptor><ipAddress>10.0.0.2</ipAddress></sourceInputPortDescriptor>\
+            <online>true</online></InputProxyChannelStatus><InputProxyChannelStatus><id>2</id><online>false</online>\
+            </InputProxyChannelStatus><InputProxyChannelStatus><online>true</online></InputProxyChannelStatus></InputProxyChannelStatusList>";
+        let mut c = parse_channel_status(&Doc::parse(status).unwrap());
+        let tracks = "<TrackList><Track><id>101</id><Channel>101</Channel><Enable>true</Enable></Track>\
+            <Track><id>102</id><Channel>102</Channel><Enable>false</Enable></Track>\
+            <Track><id>201</id><Channel>201</Channel><Enable>false</Enable></Track>\
+            <Track><id>301</id><Channel>301</Channel><Enable>true</Enable></Track><Track><Channel>x</Channel></Track></TrackList>";
+        merge_tracks(&mut c, &Doc::parse(tracks).unwrap());
+        let got: Vec<_> = c.iter().map(|c| (c.id.as_str(), c.online, c.recording)).collect();
+        assert_eq!(got, [("1", Some(true), Some(true)), ("2", Some(false), Some(false)), ("3", None, Some(true))]);
     }
 }

@@ -5,7 +5,9 @@
 //!
 //! Every probe result carries an [`ErrorClass`]: "auth broken" and "down" are different states.
 
+pub mod dahua;
 pub mod digest;
+pub mod events;
 pub mod hikvision;
 pub mod http;
 pub mod onvif;
@@ -188,6 +190,17 @@ pub struct StreamInfo {
     pub fps: Option<f64>,
 }
 
+/// One NVR channel (a camera input) as the recorder sees it. `id` is the channel number as the NVR's
+/// own UI shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Channel {
+    pub id: String,
+    /// The NVR reaches the camera on this channel.
+    pub online: Option<bool>,
+    /// Recording is enabled for this channel (a schedule or continuous mode, not "off").
+    pub recording: Option<bool>,
+}
+
 /// Results kept per device; the bound is in the type so a flapping device cannot grow memory.
 pub const HISTORY: usize = 8;
 
@@ -204,12 +217,20 @@ pub struct DeviceState {
     pub streams: Vec<StreamInfo>,
     /// CPU, memory and uptime where the device reports them (ISAPI System/status).
     pub health: Option<hikvision::Status>,
-    /// NVR disks (ISAPI ContentMgmt/Storage).
+    /// NVR disks (ISAPI ContentMgmt/Storage, Dahua storageDevice).
     pub hdds: Vec<hikvision::Hdd>,
+    /// NVR channels (ISAPI InputProxy + record tracks, Dahua LogicDeviceManager + RecordMode).
+    pub channels: Vec<Channel>,
+    /// Recordings an ONVIF Profile G recorder holds (GetRecordingSummary).
+    pub recordings: Option<u64>,
+    /// The driver `auto` settled on for this device, once known.
+    pub resolved_driver: Option<Driver>,
     /// Last sampled PLAY of the first stream.
     pub sample: Option<rtsp::Sample>,
     /// Set after an authentication failure; cleared by the next authenticated success.
     pub auth_failed: bool,
+    /// What the event detector has reported so far.
+    pub watch: events::Watch,
 }
 
 impl DeviceState {
@@ -234,6 +255,7 @@ impl DeviceState {
 #[derive(Debug, Clone, Default)]
 pub struct StateCache {
     inner: Arc<Mutex<HashMap<String, DeviceState>>>,
+    events: Arc<Mutex<events::Pending>>,
 }
 
 impl StateCache {
@@ -249,6 +271,32 @@ impl StateCache {
 
     pub fn snapshot(&self) -> HashMap<String, DeviceState> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Records a probe result and queues the events it causes.
+    pub fn record(&self, id: &str, r: ProbeResult) {
+        let evs = self.update(id, |s| {
+            s.record(r);
+            if r.class == ErrorClass::Auth {
+                s.auth_failed = true;
+            } else if r.class == ErrorClass::Ok && r.tier != Tier::Reach {
+                s.auth_failed = false;
+            }
+            events::after_probe(id, s, r)
+        });
+        if evs.is_empty() {
+            return;
+        }
+        let mut q = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        for e in evs {
+            log::info!("device {id}: event {}: {}", e.kind, e.detail.as_deref().unwrap_or(""));
+            q.push(e);
+        }
+    }
+
+    /// Up to `max` queued events, oldest first, for the next telemetry batch.
+    pub fn drain_events(&self, max: usize) -> Vec<scs_protocol::DeviceEvent> {
+        self.events.lock().unwrap_or_else(PoisonError::into_inner).drain(max)
     }
 }
 
@@ -269,6 +317,8 @@ pub fn start(cfg: &Config, telemetry_interval: Duration, cache: &StateCache) -> 
         concurrency: cfg.collect.probe_concurrency.max(1),
         reach: telemetry_interval.clamp(Duration::from_secs(1), Duration::from_secs(60)),
         reach_timeout: Duration::from_millis(cfg.collect.probe_timeout_ms.max(1)),
+        management: Duration::from_secs(cfg.collect.probe_management_secs.max(1)),
+        stream: Duration::from_secs(cfg.collect.probe_stream_secs.max(1)),
         ..scheduler::SchedulerConfig::default()
     };
     match scheduler::Scheduler::start(specs, sc, cache.clone()) {

@@ -20,6 +20,9 @@ use super::{Credentials, ErrorClass, Identity, StreamInfo};
 
 /// Where the device service lives when nothing else is known (ONVIF Core, "device_service").
 pub const DEVICE_PATH: &str = "/onvif/device_service";
+/// ONVIF Profile G services (recorders).
+pub const SEARCH_NS: &str = "http://www.onvif.org/ver10/search/wsdl";
+pub const RECORDING_NS: &str = "http://www.onvif.org/ver10/recording/wsdl";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OnvifError {
@@ -373,6 +376,60 @@ impl<'a> Client<'a> {
         let body = format!("<trt:GetSnapshotUri><trt:ProfileToken>{}</trt:ProfileToken></trt:GetSnapshotUri>", escape(token));
         let text = self.call(media, A, &body, true).await?;
         Doc::parse(&text).map_err(self.xml_err(A))?.text("Uri").filter(|u| !u.is_empty()).ok_or_else(|| self.missing(A, "Uri"))
+    }
+
+    /// Profile G service paths (search, recording) from GetServices, else GetCapabilities (`All`,
+    /// `Extension/Search` and `Extension/Recording`). Both `None` on a device that records nothing.
+    pub async fn recording_services(&mut self, path: &str) -> Result<(Option<String>, Option<String>), OnvifError> {
+        const S: &str = "GetServices";
+        match self
+            .call(path, S, "<tds:GetServices><tds:IncludeCapability>false</tds:IncludeCapability></tds:GetServices>", true)
+            .await
+        {
+            Ok(text) => {
+                let doc = Doc::parse(&text).map_err(self.xml_err(S))?;
+                let find = |ns: &str| {
+                    doc.find("Service")
+                        .into_iter()
+                        .find(|s| s.child_text("Namespace").is_some_and(|n| n == ns))
+                        .and_then(|s| s.child_text("XAddr"))
+                };
+                let search = find(SEARCH_NS).and_then(|x| self.xaddr_path(&x, S).ok());
+                let recording = find(RECORDING_NS).and_then(|x| self.xaddr_path(&x, S).ok());
+                return Ok((search, recording));
+            }
+            Err(e) if e.class() == ErrorClass::Auth || e.class().is_down() => return Err(e),
+            Err(_) => {}
+        }
+        const C: &str = "GetCapabilities";
+        let text =
+            self.call(path, C, "<tds:GetCapabilities><tds:Category>All</tds:Category></tds:GetCapabilities>", true).await?;
+        let doc = Doc::parse(&text).map_err(self.xml_err(C))?;
+        let xaddr =
+            |name: &str| doc.find(name).first().and_then(|e| e.child_text("XAddr")).and_then(|x| self.xaddr_path(&x, C).ok());
+        Ok((xaddr("Search"), xaddr("Recording")))
+    }
+
+    /// Recordings held by a Profile G recorder: `NumberRecordings` of GetRecordingSummary (search
+    /// service), else the `RecordingItem`s of GetRecordings (recording service). `None` when the device
+    /// has neither service.
+    pub async fn recording_count(&mut self, path: &str) -> Result<Option<u64>, OnvifError> {
+        let (search, recording) = self.recording_services(path).await?;
+        if let Some(sp) = search {
+            const A: &str = "GetRecordingSummary";
+            let body = format!("<tse:GetRecordingSummary xmlns:tse=\"{SEARCH_NS}\"/>");
+            let text = self.call(&sp, A, &body, true).await?;
+            let doc = Doc::parse(&text).map_err(self.xml_err(A))?;
+            if let Some(n) = doc.text("NumberRecordings").and_then(|v| v.parse().ok()) {
+                return Ok(Some(n));
+            }
+        }
+        let Some(rp) = recording else { return Ok(None) };
+        const R: &str = "GetRecordings";
+        let body = format!("<trc:GetRecordings xmlns:trc=\"{RECORDING_NS}\"/>");
+        let text = self.call(&rp, R, &body, true).await?;
+        let doc = Doc::parse(&text).map_err(self.xml_err(R))?;
+        Ok(Some(doc.find("RecordingItem").len() as u64))
     }
 
     /// A full management round. Per-profile URI failures leave that profile out rather than failing

@@ -18,7 +18,7 @@ use smol::lock::Semaphore;
 use smol::{LocalExecutor, Timer};
 
 use super::http::{self, Limits};
-use super::{hikvision, onvif, rtsp, DeviceSpec, Driver, ErrorClass, ProbeResult, StateCache, StreamInfo, Tier};
+use super::{dahua, hikvision, onvif, rtsp, DeviceSpec, Driver, ErrorClass, ProbeResult, StateCache, StreamInfo, Tier};
 
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
@@ -127,9 +127,8 @@ fn tiers_for(driver: Driver, cfg: &SchedulerConfig) -> Vec<Tier> {
     match driver {
         Driver::Onvif | Driver::Auto => t.extend([Tier::Management, Tier::Stream]),
         Driver::Rtsp => t.push(Tier::Stream),
-        Driver::Hikvision => t.push(Tier::Management),
-        // Dahua CGI is not implemented yet: reach only.
-        Driver::Dahua | Driver::Reach => {}
+        Driver::Hikvision | Driver::Dahua => t.push(Tier::Management),
+        Driver::Reach => {}
     }
     if cfg.sample.is_some() && t.contains(&Tier::Stream) {
         t.push(Tier::Sample);
@@ -199,14 +198,7 @@ async fn tier_loop(shared: Rc<Shared>, dev: Rc<Device>, tier: Tier) {
         if class != ErrorClass::Ok {
             log::debug!("device {}: {} probe: {} after {:?}", dev.spec.id, tier.as_str(), class.as_str(), result.duration);
         }
-        shared.cache.update(&dev.spec.id, |s| {
-            s.record(result);
-            if class == ErrorClass::Auth {
-                s.auth_failed = true;
-            } else if class == ErrorClass::Ok && tier != Tier::Reach {
-                s.auth_failed = false;
-            }
-        });
+        shared.cache.record(&dev.spec.id, result);
         delay = match (tier, class) {
             (Tier::Reach, c) if c.is_down() => {
                 dev.down_streak.set(dev.down_streak.get().saturating_add(1));
@@ -265,9 +257,60 @@ async fn run_tier(shared: &Shared, dev: &Device, tier: Tier) -> Option<ProbeResu
 }
 
 async fn management(shared: &Shared, dev: &Device) -> ErrorClass {
-    if dev.spec.driver == Driver::Hikvision {
-        return isapi_management(shared, dev).await;
+    match dev.spec.driver {
+        Driver::Hikvision => isapi_management(shared, dev).await,
+        Driver::Dahua => dahua_management(shared, dev).await,
+        Driver::Auto => auto_management(shared, dev).await,
+        _ => onvif_management(shared, dev).await,
     }
+}
+
+/// `driver = "auto"`: the driver that answered last time, else ONVIF, then the vendor APIs (ISAPI,
+/// Dahua CGI) when ONVIF is not there (unauthenticated GetSystemDateAndTime refused, or an HTTP error,
+/// a fault or garbage). Wrong credentials or a
+/// device that is down end the search: trying more APIs would only add failed logins or timeouts.
+/// The first driver that completes a round is kept for the device's lifetime in this process.
+async fn auto_management(shared: &Shared, dev: &Device) -> ErrorClass {
+    let id = &dev.spec.id;
+    match shared.cache.update(id, |s| s.resolved_driver) {
+        Some(Driver::Hikvision) => return isapi_management(shared, dev).await,
+        Some(Driver::Dahua) => return dahua_management(shared, dev).await,
+        Some(_) => return onvif_management(shared, dev).await,
+        None => {}
+    }
+    let not_there = |c: ErrorClass| matches!(c, ErrorClass::Fault | ErrorClass::Parse | ErrorClass::Protocol);
+    // ONVIF devices answer GetSystemDateAndTime without credentials; a vendor web server that has no
+    // ONVIF (or has it disabled) answers it with 401 or 404. Sent without credentials, it costs no login.
+    let mut probe = onvif::Client::new(&dev.spec.target, None, shared.cfg.limits);
+    let onvif_there = match probe.sync_clock(onvif::DEVICE_PATH).await {
+        Ok(_) => true,
+        Err(e) if e.class().is_down() => return e.class(),
+        Err(e) => {
+            log::debug!("device {id}: driver auto: no ONVIF: {e}");
+            false
+        }
+    };
+    let (mut class, mut found) =
+        if onvif_there { (onvif_management(shared, dev).await, Driver::Onvif) } else { (ErrorClass::Fault, Driver::Onvif) };
+    if !onvif_there || not_there(class) {
+        let c = isapi_management(shared, dev).await;
+        if c == ErrorClass::Ok || !not_there(c) {
+            (class, found) = (c, Driver::Hikvision);
+        } else {
+            let c = dahua_management(shared, dev).await;
+            if c == ErrorClass::Ok || !not_there(c) {
+                (class, found) = (c, Driver::Dahua);
+            }
+        }
+    }
+    if class == ErrorClass::Ok {
+        log::info!("device {id}: driver auto: {found:?}");
+        shared.cache.update(id, |s| s.resolved_driver = Some(found));
+    }
+    class
+}
+
+async fn onvif_management(shared: &Shared, dev: &Device) -> ErrorClass {
     let spec = &dev.spec;
     let mut client = onvif::Client::new(&spec.target, spec.credentials(), shared.cfg.limits);
     // The whole round is bounded too: a device answering each call just under the per-call timeout
@@ -286,11 +329,22 @@ async fn management(shared: &Shared, dev: &Device) -> ErrorClass {
                 }
             }
             dev.streams.replace(streams.clone());
+            // Profile G (recorders): best effort, a camera without it is not failing.
+            let recordings =
+                match http::until(Instant::now() + shared.cfg.limits.timeout, client.recording_count(onvif::DEVICE_PATH)).await {
+                    Some(Ok(n)) => n,
+                    Some(Err(e)) => {
+                        log::debug!("device {}: recordings: {e}", spec.id);
+                        None
+                    }
+                    None => None,
+                };
             shared.cache.update(&spec.id, |s| {
                 s.identity = Some(m.identity);
                 s.clock_offset_s = Some(m.clock_offset_s);
                 s.snapshot_uri = m.snapshot_uri;
                 s.streams = streams;
+                s.recordings = recordings;
             });
             ErrorClass::Ok
         }
@@ -313,15 +367,48 @@ async fn isapi_management(shared: &Shared, dev: &Device) -> ErrorClass {
             Err(e) if e.class() == ErrorClass::Fault => Vec::new(),
             Err(e) => return Err(e),
         };
-        Ok::<_, hikvision::IsapiError>((identity, health, hdds))
+        let channels = c.channels().await?;
+        Ok::<_, hikvision::IsapiError>((identity, health, hdds, channels))
     };
-    match http::until(Instant::now() + shared.cfg.limits.timeout.saturating_mul(3), round).await {
+    match http::until(Instant::now() + shared.cfg.limits.timeout.saturating_mul(4), round).await {
         None => ErrorClass::Timeout,
-        Some(Ok((identity, health, hdds))) => {
+        Some(Ok((identity, health, hdds, channels))) => {
             shared.cache.update(&spec.id, |s| {
                 s.identity = Some(identity);
                 s.health = Some(health);
                 s.hdds = hdds;
+                s.channels = channels;
+            });
+            ErrorClass::Ok
+        }
+        Some(Err(e)) => {
+            log::info!("device {}: management: {e}", spec.id);
+            e.class()
+        }
+    }
+}
+
+async fn dahua_management(shared: &Shared, dev: &Device) -> ErrorClass {
+    let spec = &dev.spec;
+    let mut c = dahua::Client::new(&spec.target, spec.credentials(), shared.cfg.limits);
+    let round = async {
+        let identity = c.identity().await?;
+        // Cameras have no storage or channel CGIs: their absence is not a failure.
+        let hdds = match c.storage().await {
+            Ok(h) => h,
+            Err(e) if e.is_absent() => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let channels = c.channels().await?;
+        Ok::<_, dahua::DahuaError>((identity, hdds, channels))
+    };
+    match http::until(Instant::now() + shared.cfg.limits.timeout.saturating_mul(4), round).await {
+        None => ErrorClass::Timeout,
+        Some(Ok((identity, hdds, channels))) => {
+            shared.cache.update(&spec.id, |s| {
+                s.identity = Some(identity);
+                s.hdds = hdds;
+                s.channels = channels;
             });
             ErrorClass::Ok
         }

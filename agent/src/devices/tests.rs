@@ -396,3 +396,221 @@ fn config_driver_is_validated_and_the_password_never_printed() {
     let e = crate::config::validate(&cfg).unwrap_err().to_string();
     assert!(e.contains("cam-1") && e.contains("driver"), "{e}");
 }
+
+const DAHUA: Credentials<'static> = Credentials { user: "admin", pass: "dahua-pass" };
+
+#[test]
+fn dahua_cgi_identity_disks_and_channels_with_digest() {
+    use super::dahua::Client as Dahua;
+    use scs_testkit::fakes::dahua::{DahuaOpts, FakeDahua};
+    for garbage_lines in [false, true] {
+        let nvr = FakeDahua::start(DahuaOpts { garbage_lines, ..DahuaOpts::default() });
+        let mut c = Dahua::new(&nvr.target(), Some(DAHUA), limits(3000));
+        let id = smol::block_on(c.identity()).unwrap();
+        assert_eq!(id.manufacturer, "Dahua");
+        assert_eq!(id.model, "DHI-NVR4208-8P-4KS2");
+        assert_eq!(id.serial, "6J0ABCD123456");
+        assert_eq!(id.firmware, "4.001.0000000.3,build:2023-05-10");
+        assert_eq!(id.hardware_id, "NVR-Lobby");
+        let hdds = smol::block_on(c.storage()).unwrap();
+        let got: Vec<_> = hdds.iter().map(|h| (h.id.as_str(), h.status.as_str(), h.capacity_mb, h.free_mb)).collect();
+        assert_eq!(
+            got,
+            [("/dev/sda", "ok", Some(3_814_697), Some(2_861_023)), ("/dev/sdb", "ok", Some(1_907_349), Some(1_907_349))]
+        );
+        let ch = smol::block_on(c.channels()).unwrap();
+        let got: Vec<_> = ch.iter().map(|c| (c.id.as_str(), c.online, c.recording)).collect();
+        assert_eq!(got, [("1", Some(true), Some(true)), ("2", Some(false), Some(true)), ("3", Some(true), Some(false))]);
+        assert_eq!(nvr.stats.auth_failures.load(Ordering::SeqCst), 0, "digest reused with increasing nc");
+    }
+    // A camera: no machine name, no NVR CGIs; neither is a failure.
+    let cam = FakeDahua::start(DahuaOpts { channels: Vec::new(), no_machine_name: true, ..DahuaOpts::default() });
+    let mut c = Dahua::new(&cam.target(), Some(DAHUA), limits(3000));
+    assert_eq!(smol::block_on(c.identity()).unwrap().hardware_id, "");
+    assert!(smol::block_on(c.channels()).unwrap().is_empty());
+    assert!(smol::block_on(c.storage()).unwrap_err().is_absent());
+    // Wrong password: auth, one bad login.
+    let mut bad = Dahua::new(&cam.target(), Some(BAD), limits(3000));
+    let e = smol::block_on(bad.identity()).unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Auth, "{e}");
+    assert_eq!(cam.stats.auth_failures.load(Ordering::SeqCst), 1);
+    let mut none = Dahua::new(&cam.target(), None, limits(3000));
+    assert_eq!(smol::block_on(none.identity()).unwrap_err().class(), ErrorClass::Auth);
+}
+
+#[test]
+fn hikvision_isapi_channels_online_and_recording() {
+    use super::hikvision::Client as Isapi;
+    use scs_testkit::fakes::isapi::{FakeIsapi, IsapiOpts};
+    let nvr = FakeIsapi::start(IsapiOpts::default());
+    let mut c = Isapi::new(&nvr.target(), Some(Credentials { user: "admin", pass: "nvr-pass" }), limits(3000));
+    let ch = smol::block_on(c.channels()).unwrap();
+    let got: Vec<_> = ch.iter().map(|c| (c.id.as_str(), c.online, c.recording)).collect();
+    assert_eq!(got, [("1", Some(true), Some(true)), ("2", Some(false), Some(true)), ("3", Some(true), Some(false))]);
+    let cam = FakeIsapi::start(IsapiOpts { channels: Vec::new(), ..IsapiOpts::default() });
+    let mut c = Isapi::new(&cam.target(), Some(Credentials { user: "admin", pass: "nvr-pass" }), limits(3000));
+    assert!(smol::block_on(c.channels()).unwrap().is_empty(), "a camera has no channels");
+}
+
+#[test]
+fn onvif_profile_g_counts_recordings_with_and_without_get_services() {
+    for no_get_services in [false, true] {
+        let nvr = FakeOnvif::start(OnvifOpts { recordings: Some(7), no_get_services, ..OnvifOpts::default() });
+        let mut c = Client::new(&nvr.target(), Some(GOOD), limits(3000));
+        smol::block_on(c.sync_clock(DEVICE_PATH)).unwrap();
+        let (search, rec) = smol::block_on(c.recording_services(DEVICE_PATH)).unwrap();
+        assert_eq!((search.as_deref(), rec.as_deref()), (Some("/onvif/search_service"), Some("/onvif/recording_service")));
+        assert_eq!(smol::block_on(c.recording_count(DEVICE_PATH)).unwrap(), Some(7));
+        assert!(nvr.stats.actions().iter().any(|a| a == "GetRecordingSummary"));
+    }
+    let cam = FakeOnvif::start(OnvifOpts::default());
+    let mut c = Client::new(&cam.target(), Some(GOOD), limits(3000));
+    assert_eq!(smol::block_on(c.recording_count(DEVICE_PATH)).unwrap(), None, "a camera records nothing");
+}
+
+fn collect_one(cache: &StateCache, id: &str, target: String) -> crate::collect::Report {
+    let cfg =
+        crate::config::DeviceConfig { id: id.into(), device_type: "NVR".into(), address: Some(target), ..Default::default() };
+    let mut collector = crate::collect::devices::Devices::new(&[cfg], cache.clone());
+    let mut report = crate::collect::Report::default();
+    crate::collect::Collector::collect(&mut collector, &mut report).unwrap();
+    report
+}
+
+#[test]
+fn auto_driver_finds_dahua_and_the_collector_reports_its_nvr_metrics() {
+    use scs_testkit::fakes::dahua::{DahuaOpts, FakeDahua};
+    let nvr = FakeDahua::start(DahuaOpts::default());
+    let cache = StateCache::default();
+    let sched =
+        Scheduler::start(vec![spec("nvr-1", nvr.target(), Driver::Auto, "dahua-pass")], fast_config(), cache.clone()).unwrap();
+    wait(&cache, "auto settled on Dahua", |c| c.get("nvr-1").is_some_and(|s| s.resolved_driver == Some(Driver::Dahua)));
+    wait(&cache, "channels", |c| c.get("nvr-1").is_some_and(|s| s.channels.len() == 3));
+    let r = collect_one(&cache, "nvr-1", nvr.target());
+    let m = &r.children.first().unwrap().metrics;
+    let v = |n: &str, l: Option<&str>| crate::collect::fixture::value(m, n, l);
+    assert_eq!(v("nvr.hdd_ok", Some("/dev/sda")), Some(1.0));
+    assert_eq!(v("nvr.hdd_capacity_bytes", Some("/dev/sda")), Some(3_814_697.0 * 1_048_576.0));
+    assert_eq!(v("nvr.hdd_free_bytes", Some("/dev/sdb")), Some(1_907_349.0 * 1_048_576.0));
+    assert_eq!(v("nvr.channel_online", Some("1")), Some(1.0));
+    assert_eq!(v("nvr.channel_online", Some("2")), Some(0.0));
+    assert_eq!(v("nvr.recording", Some("3")), Some(0.0));
+    assert_eq!(v("device.auth_ok", None), Some(1.0));
+    // Once resolved, a round asks Dahua only.
+    let before = nvr.stats.requests.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(nvr.stats.requests.load(Ordering::SeqCst) > before, "still probed");
+    // ISAPI was tried once (404 here) before Dahua answered; after that only Dahua CGIs.
+    let paths = nvr.paths();
+    assert_eq!(paths.iter().filter(|p| !p.starts_with("/cgi-bin/")).collect::<Vec<_>>(), ["/ISAPI/System/deviceInfo"]);
+    assert_eq!(paths.first().map(String::as_str), Some("/ISAPI/System/deviceInfo"), "{paths:?}");
+    assert_eq!(nvr.stats.auth_failures.load(Ordering::SeqCst), 0);
+    drop(sched);
+}
+
+#[test]
+fn auto_driver_finds_onvif_first_and_isapi_when_onvif_is_absent() {
+    use scs_testkit::fakes::isapi::{FakeIsapi, IsapiOpts};
+    let cam = FakeOnvif::start(OnvifOpts { recordings: Some(3), ..OnvifOpts::default() });
+    let nvr = FakeIsapi::start(IsapiOpts { pass: "cam-pass".into(), ..IsapiOpts::default() });
+    let cache = StateCache::default();
+    let specs =
+        vec![spec("cam-1", cam.target(), Driver::Auto, "cam-pass"), spec("nvr-1", nvr.target(), Driver::Auto, "cam-pass")];
+    let sched = Scheduler::start(specs, fast_config(), cache.clone()).unwrap();
+    wait(&cache, "both resolved", |c| {
+        c.get("cam-1").is_some_and(|s| s.resolved_driver == Some(Driver::Onvif))
+            && c.get("nvr-1").is_some_and(|s| s.resolved_driver == Some(Driver::Hikvision))
+    });
+    let cam_state = cache.get("cam-1").unwrap();
+    assert_eq!(cam_state.recordings, Some(3), "Profile G on an ONVIF recorder");
+    let r = collect_one(&cache, "cam-1", cam.target());
+    assert_eq!(crate::collect::fixture::value(&r.children[0].metrics, "nvr.recordings", None), Some(3.0));
+    wait(&cache, "ISAPI channels", |c| c.get("nvr-1").is_some_and(|s| s.channels.len() == 3));
+    assert_eq!(nvr.auth_failures.load(Ordering::SeqCst), 0);
+    drop(sched);
+}
+
+#[test]
+fn scheduler_reports_a_replaced_nvr_a_failed_disk_and_auth_changes_as_events() {
+    use scs_protocol::EventKind;
+    use scs_testkit::fakes::dahua::{DahuaOpts, FakeDahua};
+    let nvr = FakeDahua::start(DahuaOpts::default());
+    let cache = StateCache::default();
+    let cfg = SchedulerConfig { auth_backoff: Duration::from_millis(300), ..fast_config() };
+    let sched = Scheduler::start(vec![spec("nvr-1", nvr.target(), Driver::Dahua, "dahua-pass")], cfg, cache.clone()).unwrap();
+    wait(&cache, "identity", |c| c.get("nvr-1").is_some_and(|s| s.identity.is_some()));
+    assert!(cache.drain_events(64).is_empty(), "first sight is the baseline");
+    nvr.set(|o| {
+        o.serial = "6J0NEW0000001".into();
+        if let Some(d) = o.hdds.get_mut(1) {
+            d.state = "Error".into();
+        }
+    });
+    let mut seen = Vec::new();
+    let start = Instant::now();
+    while !(seen.iter().any(|e: &scs_protocol::DeviceEvent| e.kind == EventKind::REPLACED)
+        && seen.iter().any(|e| e.kind == EventKind::HDD_FAILED))
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "events: {seen:?}");
+        seen.extend(cache.drain_events(64));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let replaced = seen.iter().find(|e| e.kind == EventKind::REPLACED).unwrap();
+    assert_eq!(replaced.sensor, "nvr-1");
+    let a = replaced.attrs.as_ref().unwrap();
+    assert_eq!((a["old"].as_str(), a["new"].as_str()), ("6J0ABCD123456", "6J0NEW0000001"));
+    let hdd = seen.iter().find(|e| e.kind == EventKind::HDD_FAILED).unwrap();
+    assert_eq!(hdd.attrs.as_ref().unwrap()["hdd"], "/dev/sdb");
+    // Credentials changed on the device, then changed back.
+    nvr.set(|o| o.pass = "rotated".into());
+    wait(&cache, "auth failure", |c| c.get("nvr-1").is_some_and(|s| s.auth_failed));
+    nvr.set(|o| o.pass = "dahua-pass".into());
+    wait(&cache, "auth back", |c| c.get("nvr-1").is_some_and(|s| !s.auth_failed));
+    let kinds: Vec<String> = cache.drain_events(64).into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds.iter().filter(|k| *k == EventKind::AUTH_BROKEN).count(), 1, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| *k == EventKind::AUTH_RESTORED).count(), 1, "{kinds:?}");
+    assert!(!kinds.iter().any(|k| k == EventKind::REPLACED), "reported once: {kinds:?}");
+    drop(sched);
+}
+
+#[test]
+fn multicast_ws_discovery_on_loopback_in_both_dialects() {
+    use super::wsdiscovery::{multicast_probe_to, MULTICAST_V4};
+    use scs_testkit::fakes::wsdiscovery::{DiscoveryOpts, FakeDiscovery};
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    let lo = Ipv4Addr::LOCALHOST;
+    // Two devices (one per port), each speaking one dialect; the first answers three times.
+    let a = FakeDiscovery::start_multicast(
+        DiscoveryOpts { repeats: 3, only_own_dialect: true, ..DiscoveryOpts::default() },
+        MULTICAST_V4,
+        lo,
+    );
+    let group = SocketAddrV4::new(MULTICAST_V4, a.port());
+    let found = smol::block_on(multicast_probe_to(group, lo, 1, Duration::from_millis(500))).unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].xaddrs.len(), 2);
+    let b = FakeDiscovery::start_multicast(
+        DiscoveryOpts {
+            dialect_2009: true,
+            only_own_dialect: true,
+            endpoint: "urn:uuid:22222222-0000-4000-8000-000000000002".into(),
+            xaddrs: vec!["http://127.0.0.1:8081/onvif/device_service".into()],
+            ..DiscoveryOpts::default()
+        },
+        MULTICAST_V4,
+        lo,
+    );
+    let group_b = SocketAddrV4::new(MULTICAST_V4, b.port());
+    let found = smol::block_on(multicast_probe_to(group_b, lo, 1, Duration::from_millis(500))).unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].endpoint, "urn:uuid:22222222-0000-4000-8000-000000000002");
+    assert_eq!(a.probes.load(Ordering::SeqCst), 2, "one probe per dialect reached the first responder");
+    assert_eq!(b.probes.load(Ordering::SeqCst), 2);
+    // Nobody on the group: an empty result in bounded time, not an error.
+    let start = Instant::now();
+    let free = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let none =
+        smol::block_on(multicast_probe_to(SocketAddrV4::new(MULTICAST_V4, free), lo, 1, Duration::from_millis(300))).unwrap();
+    assert!(none.is_empty());
+    assert!(start.elapsed() < Duration::from_secs(2));
+}

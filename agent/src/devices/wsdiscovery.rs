@@ -1,9 +1,9 @@
 //! WS-Discovery (2005/04 draft as ONVIF uses it, and the 2009/01 OASIS standard): a Probe for
-//! NetworkVideoTransmitter sent by UDP unicast to a known address, ProbeMatch parsing by local name (the
+//! NetworkVideoTransmitter sent by UDP unicast to a known address or by multicast to the site LAN, ProbeMatch parsing by local name (the
 //! two dialects differ only in namespaces), and de-duplication by endpoint reference, since a device
 //! answers once per interface and repeats itself on retransmission.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use ring::rand::{SecureRandom, SystemRandom};
@@ -158,7 +158,22 @@ pub async fn unicast_probe(addr: SocketAddr, dialect: Dialect, timeout: Duration
     let sock = UdpSocket::bind(bind).await.map_err(io)?;
     let id = new_message_id()?;
     sock.send_to(probe_message(&id, dialect).as_bytes(), addr).await.map_err(io)?;
-    let deadline = Instant::now() + timeout;
+    let (found, last_err) = collect(&sock, &[id], Instant::now() + timeout, addr).await?;
+    if found.is_empty() {
+        return Err(last_err.unwrap_or(DiscoveryError::NoAnswer { addr }));
+    }
+    Ok(dedupe(found))
+}
+
+/// ProbeMatches relating to one of `ids` until `deadline`; the last parse error is kept for callers
+/// that report "nothing found" with its reason.
+async fn collect(
+    sock: &UdpSocket,
+    ids: &[String],
+    deadline: Instant,
+    addr: SocketAddr,
+) -> Result<(Vec<Match>, Option<DiscoveryError>), DiscoveryError> {
+    let io = |source| DiscoveryError::Io { addr, source };
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut found = Vec::new();
     let mut last_err = None;
@@ -166,7 +181,7 @@ pub async fn unicast_probe(addr: SocketAddr, dialect: Dialect, timeout: Duration
         let (n, _) = r.map_err(io)?;
         let text = std::str::from_utf8(buf.get(..n).unwrap_or_default()).unwrap_or("");
         let relates = Doc::parse(text).ok().and_then(|d| d.text("RelatesTo"));
-        if relates.as_deref() != Some(id.as_str()) {
+        if !relates.is_some_and(|r| ids.contains(&r)) {
             continue;
         }
         match parse_probe_matches(text) {
@@ -174,8 +189,46 @@ pub async fn unicast_probe(addr: SocketAddr, dialect: Dialect, timeout: Duration
             Err(source) => last_err = Some(DiscoveryError::Xml { addr, source }),
         }
     }
-    if found.is_empty() {
-        return Err(last_err.unwrap_or(DiscoveryError::NoAnswer { addr }));
+    Ok((found, last_err))
+}
+
+/// The WS-Discovery IPv4 multicast group.
+pub const MULTICAST_V4: Ipv4Addr = Ipv4Addr::new(239, 255, 255, 250);
+
+/// Multicast Probe on the site LAN (commissioning): one Probe per dialect to 239.255.255.250:3702
+/// out of the interface that owns `iface` (0.0.0.0: the default route's), with multicast TTL `ttl`
+/// (1 keeps it on the LAN). Answers arrive by unicast; they are merged by endpoint reference. No answer
+/// at all is an empty list, not an error: an empty site is a valid result.
+pub async fn multicast_probe(iface: Ipv4Addr, ttl: u32, timeout: Duration) -> Result<Vec<Match>, DiscoveryError> {
+    multicast_probe_to(SocketAddrV4::new(MULTICAST_V4, PORT), iface, ttl, timeout).await
+}
+
+/// [`multicast_probe`] to another group or port (tests use a free port).
+pub async fn multicast_probe_to(
+    group: SocketAddrV4,
+    iface: Ipv4Addr,
+    ttl: u32,
+    timeout: Duration,
+) -> Result<Vec<Match>, DiscoveryError> {
+    let addr = SocketAddr::V4(group);
+    let io = |source| DiscoveryError::Io { addr, source };
+    // Binding to the interface's address selects it for multicast output on Linux (the route lookup
+    // for a multicast destination uses the device owning the bound source address), without
+    // IP_MULTICAST_IF, which std does not expose.
+    let std_sock = std::net::UdpSocket::bind((iface, 0)).map_err(io)?;
+    std_sock.set_multicast_ttl_v4(ttl.clamp(1, 255)).map_err(io)?;
+    // A responder on this host (the gateway itself, or tests) hears the probe too.
+    std_sock.set_multicast_loop_v4(true).map_err(io)?;
+    let sock = UdpSocket::try_from(std_sock).map_err(io)?;
+    let mut ids = Vec::with_capacity(2);
+    for dialect in [Dialect::V2005, Dialect::V2009] {
+        let id = new_message_id()?;
+        sock.send_to(probe_message(&id, dialect).as_bytes(), addr).await.map_err(io)?;
+        ids.push(id);
+    }
+    let (found, last_err) = collect(&sock, &ids, Instant::now() + timeout, addr).await?;
+    if let Some(e) = last_err {
+        log::info!("WS-Discovery: {e}");
     }
     Ok(dedupe(found))
 }

@@ -1,7 +1,8 @@
 //! Per-gateway ingest statistics: `GET /v1/gateways/{id}/stats` — durable rejection counts and stored
 //! message totals from the store, plus this process's live counters and the gateway's presence.
+//! `GET /v1/gateways/{id}/events`: device events of all its children, newest first.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
@@ -11,7 +12,10 @@ use crate::state::AppState;
 use crate::store::queries;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/gateways/{id}/stats", get(stats)).route("/v1/stats", get(totals))
+    Router::new()
+        .route("/v1/gateways/{id}/stats", get(stats))
+        .route("/v1/gateways/{id}/events", get(events))
+        .route("/v1/stats", get(totals))
 }
 
 async fn stats(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -34,4 +38,26 @@ async fn stats(State(state): State<AppState>, Path(id): Path<String>) -> Result<
 
 async fn totals(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({ "process": state.stats.totals(), "online": state.presence.online() }))
+}
+
+async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(p): Query<super::sensors::EventParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = p.limit()?;
+    let (gw, since) = (id.clone(), p.since);
+    let (exists, rows) = state
+        .store
+        .call(move |c| {
+            Ok::<_, crate::store::StoreError>((
+                queries::get_sensor(c, &gw)?.is_some(),
+                queries::events(c, queries::EventsOf::Gateway(&gw), since, limit)?,
+            ))
+        })
+        .await?;
+    if !exists && rows.is_empty() {
+        return Err(ApiError::not_found(format!("no gateway {id:?}")));
+    }
+    Ok(Json(json!({ "gatewayId": id, "since": p.since, "limit": limit, "count": rows.len(), "events": rows })))
 }

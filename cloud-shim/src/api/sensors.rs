@@ -1,4 +1,5 @@
-//! Sensors and their metrics: `GET /v1/sensors`, `GET /v1/sensors/{id}`, `GET /v1/sensors/{id}/metrics`.
+//! Sensors and their metrics: `GET /v1/sensors`, `GET /v1/sensors/{id}`, `GET /v1/sensors/{id}/metrics`,
+//! `GET /v1/sensors/{id}/events` (device events, newest first).
 //!
 //! `GET /v1/sensors` is paginated by id: `limit` (1..=1000, default 1000) and `cursor` (opaque; the
 //! `X-Next-Cursor` of the previous page). The body stays a bare JSON array, so clients written before
@@ -29,6 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/sensors", get(list))
         .route("/v1/sensors/{id}", get(one))
         .route("/v1/sensors/{id}/metrics", get(metrics))
+        .route("/v1/sensors/{id}/events", get(events))
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,7 +81,28 @@ async fn list(State(state): State<AppState>, Query(p): Query<ListParams>) -> Res
     } else {
         None
     };
-    let mut resp = Json(sensors).into_response();
+    // A gateway's children (the portal's device list) come with their latest health.
+    let mut resp = if p.parent_sensor_id.is_some() {
+        let rows = state
+            .store
+            .call(move |c| {
+                sensors
+                    .into_iter()
+                    .map(|s| {
+                        let health = queries::device_health(c, &s.id)?;
+                        let mut v = serde_json::to_value(&s).unwrap_or_default();
+                        if let Some(o) = v.as_object_mut() {
+                            o.insert("health".into(), health);
+                        }
+                        Ok(v)
+                    })
+                    .collect::<Result<Vec<_>, crate::store::StoreError>>()
+            })
+            .await?;
+        Json(rows).into_response()
+    } else {
+        Json(sensors).into_response()
+    };
     if let Some(cursor) = next {
         let mut link = format!("/v1/sensors?limit={limit}&cursor={}", query_escape(&cursor));
         for (k, v) in [("gatewayId", &p.gateway_id), ("type", &p.sensor_type), ("parentSensorId", &p.parent_sensor_id)] {
@@ -159,4 +182,48 @@ async fn metrics(
         "count": samples.len(),
         "samples": samples,
     })))
+}
+
+/// `?since=` (ms, inclusive) and `?limit=` (1..=1000, default 100) of the events routes.
+#[derive(Debug, Deserialize)]
+pub struct EventParams {
+    pub since: Option<i64>,
+    pub limit: Option<u32>,
+}
+
+pub const EVENTS_DEFAULT_LIMIT: u32 = 100;
+pub const EVENTS_MAX_LIMIT: u32 = 1000;
+
+impl EventParams {
+    pub fn limit(&self) -> Result<u32, ApiError> {
+        let limit = self.limit.unwrap_or(EVENTS_DEFAULT_LIMIT);
+        if !(1..=EVENTS_MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::bad_request(format!("limit must be 1..={EVENTS_MAX_LIMIT}, not {limit}"))
+                .with("field", "limit")
+                .with("maxLimit", EVENTS_MAX_LIMIT));
+        }
+        Ok(limit)
+    }
+}
+
+async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(p): Query<EventParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = p.limit()?;
+    let (sid, since) = (id.clone(), p.since);
+    let (exists, rows) = state
+        .store
+        .call(move |c| {
+            Ok::<_, crate::store::StoreError>((
+                queries::get_sensor(c, &sid)?.is_some(),
+                queries::events(c, queries::EventsOf::Sensor(&sid), since, limit)?,
+            ))
+        })
+        .await?;
+    if !exists && rows.is_empty() {
+        return Err(ApiError::not_found(format!("no sensor {id:?}")));
+    }
+    Ok(Json(json!({ "sensorId": id, "since": p.since, "limit": limit, "count": rows.len(), "events": rows })))
 }

@@ -203,25 +203,26 @@ fn store_telemetry(ctx: &Ctx<'_, '_>, b: &TelemetryBatch) -> Result<(), rusqlite
         tx.prepare_cached("INSERT INTO metrics (sensor_id, name, label, ts, value, gateway_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
     // Per sensor of this batch: may its samples be stored?
     let mut claimed: HashMap<&str, bool> = HashMap::new();
-    for d in &b.devices {
-        let allowed = match claimed.get(d.sensor.as_str()) {
-            Some(a) => *a,
-            None => {
-                let a = match claim_sensor(ctx, &d.sensor)? {
-                    Claim::Own => {
-                        touch_sensor(tx, gateway, &d.sensor, now)?;
-                        true
-                    }
-                    Claim::Refused { reason, error } => {
-                        refuse_part(ctx, reason, error)?;
-                        false
-                    }
-                };
-                claimed.insert(&d.sensor, a);
-                a
+    let allowed = |sensor: &str, claimed: &HashMap<&str, bool>| -> Result<bool, rusqlite::Error> {
+        if let Some(a) = claimed.get(sensor) {
+            return Ok(*a);
+        }
+        let a = match claim_sensor(ctx, sensor)? {
+            Claim::Own => {
+                touch_sensor(tx, gateway, sensor, now)?;
+                true
+            }
+            Claim::Refused { reason, error } => {
+                refuse_part(ctx, reason, error)?;
+                false
             }
         };
-        if !allowed {
+        Ok(a)
+    };
+    for d in &b.devices {
+        let ok = allowed(&d.sensor, &claimed)?;
+        claimed.insert(&d.sensor, ok);
+        if !ok {
             continue;
         }
         let ts = i64::try_from(d.ts).unwrap_or(i64::MAX);
@@ -234,6 +235,33 @@ fn store_telemetry(ctx: &Ctx<'_, '_>, b: &TelemetryBatch) -> Result<(), rusqlite
                 MetricValue::Float(f) if f.is_nan() => continue,
                 MetricValue::Float(f) => metric.execute(params![d.sensor, name, label, ts, f, gateway])?,
             };
+        }
+    }
+    if let Some(events) = &b.events {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO device_events (gateway_id, boot, seq, idx, sensor_id, ts, kind, detail, attrs, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
+        )?;
+        let (boot, seq) = (boot_hex(b.boot), i64::try_from(b.seq).unwrap_or(i64::MAX));
+        for (idx, e) in events.iter().enumerate() {
+            let ok = allowed(&e.sensor, &claimed)?;
+            claimed.insert(&e.sensor, ok);
+            if !ok {
+                continue;
+            }
+            let attrs = e.attrs.as_ref().and_then(|a| serde_json::to_string(a).ok());
+            insert.execute(params![
+                gateway,
+                boot,
+                seq,
+                i64::try_from(idx).unwrap_or(i64::MAX),
+                e.sensor,
+                i64::try_from(e.ts).unwrap_or(i64::MAX),
+                e.kind,
+                e.detail,
+                attrs,
+                now
+            ])?;
         }
     }
     if let Some(g) = b.gap {
@@ -402,6 +430,39 @@ mod tests {
         let (ty, gw): (String, String) =
             conn.query_row("SELECT type, gateway_id FROM sensors WHERE id = 'gw-1'", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
         assert_eq!((ty.as_str(), gw.as_str()), ("EDGE_CONTROLLER", "gw-1"));
+    }
+
+    #[test]
+    fn device_events_are_stored_once_and_only_for_own_sensors() {
+        let dir = TestDir::new("ingest-events");
+        let store = Store::open(dir.path()).unwrap();
+        let mut conn = store.connect().unwrap();
+        let inv = inventory("gw-2", 1, vec![sensor("gw-2", "EDGE_CONTROLLER", None), sensor("cam-x", "CAMERA", Some("gw-2"))]);
+        assert_eq!(ingest_now(&mut conn, &topic("gw-2", TopicKind::Inventory), encode(&inv)), Outcome::Stored);
+        let t = topic("gw-1", TopicKind::Telemetry);
+        let mut b = batch(1);
+        let mut replaced = scs_protocol::DeviceEvent::new("cam-1", 1_700_000_000_500, scs_protocol::EventKind::REPLACED);
+        replaced.detail = Some("serial A -> B".into());
+        replaced.attrs = Some([("old".to_owned(), "A".to_owned()), ("new".to_owned(), "B".to_owned())].into());
+        // An event for a sensor without samples in the batch (nvr-1), and one for another gateway's.
+        b.events = Some(vec![
+            replaced,
+            scs_protocol::DeviceEvent::new("nvr-1", 1_700_000_000_600, scs_protocol::EventKind::HDD_FAILED),
+            scs_protocol::DeviceEvent::new("cam-x", 1_700_000_000_700, scs_protocol::EventKind::WENT_DOWN),
+        ]);
+        assert_eq!(ingest_now(&mut conn, &t, encode(&b)), Outcome::Stored);
+        assert_eq!(ingest_now(&mut conn, &t, encode(&b)), Outcome::Duplicate);
+        assert_eq!(count(&conn, "SELECT count(*) FROM device_events"), 2);
+        let (kind, detail, attrs): (String, String, String) = conn
+            .query_row("SELECT kind, detail, attrs FROM device_events WHERE sensor_id = 'cam-1'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!((kind.as_str(), detail.as_str()), ("device.replaced", "serial A -> B"));
+        assert_eq!(attrs, r#"{"new":"B","old":"A"}"#);
+        assert_eq!(count(&conn, "SELECT count(*) FROM sensors WHERE id = 'nvr-1' AND gateway_id = 'gw-1'"), 1);
+        assert_eq!(count(&conn, "SELECT count(*) FROM device_events WHERE sensor_id = 'cam-x'"), 0);
+        assert_eq!(count(&conn, "SELECT count FROM rejections WHERE gateway_id = 'gw-1' AND reason = 'sensor_owner'"), 1);
     }
 
     #[test]

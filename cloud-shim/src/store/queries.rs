@@ -193,3 +193,109 @@ pub fn ping(conn: &Connection) -> Result<(), StoreError> {
     conn.query_row("SELECT count(*) FROM d1_migrations", [], |r| r.get::<_, i64>(0))?;
     Ok(())
 }
+
+/// One stored device event (`GET /v1/sensors/{id}/events`, `GET /v1/gateways/{id}/events`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventRow {
+    pub sensor_id: String,
+    pub gateway_id: String,
+    /// When the agent noticed, ms since the Unix epoch.
+    pub ts: i64,
+    pub kind: String,
+    pub detail: Option<String>,
+    pub attrs: Json,
+    pub received_at: i64,
+}
+
+/// Whose events.
+#[derive(Debug, Clone, Copy)]
+pub enum EventsOf<'a> {
+    Sensor(&'a str),
+    Gateway(&'a str),
+}
+
+/// Events with `ts >= since`, newest first, at most `limit`.
+pub fn events(conn: &Connection, of: EventsOf<'_>, since: Option<i64>, limit: u32) -> Result<Vec<EventRow>, StoreError> {
+    let (column, id) = match of {
+        EventsOf::Sensor(s) => ("sensor_id", s),
+        EventsOf::Gateway(g) => ("gateway_id", g),
+    };
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT sensor_id, gateway_id, ts, kind, detail, attrs, received_at FROM device_events
+         WHERE {column} = ?1 AND ts >= ?2 ORDER BY ts DESC, seq DESC, idx DESC LIMIT ?3"
+    ))?;
+    let rows = stmt.query_map(params![id, since.unwrap_or(i64::MIN), limit], |r| {
+        let attrs: Option<String> = r.get(5)?;
+        Ok(EventRow {
+            sensor_id: r.get(0)?,
+            gateway_id: r.get(1)?,
+            ts: r.get(2)?,
+            kind: r.get(3)?,
+            detail: r.get(4)?,
+            attrs: attrs.and_then(|a| serde_json::from_str(&a).ok()).unwrap_or_else(|| Json::Object(Default::default())),
+            received_at: r.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A device clock further than this from the gateway's counts as drifting (`clock_drift`).
+pub const CLOCK_DRIFT_S: f64 = 30.0;
+
+/// Latest health of a child device from its newest probe samples: `online` (device.online),
+/// `authOk` (device.auth_ok), `streamOk` (every profile's camera.stream_ok), `hddOk` (every disk's
+/// nvr.hdd_ok), `clockOffsetS` (device.clock_offset_s), `ts` (newest of those samples) and `problems`,
+/// the portal's health categories: `down`, `auth_broken`, `stream_lost`, `hdd_failed`, `clock_drift`.
+/// A field is null when the device never reported it.
+pub fn device_health(conn: &Connection, sensor: &str) -> Result<Json, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT label, value, ts FROM metrics WHERE sensor_id = ?1 AND name = ?2
+           AND ts = (SELECT max(ts) FROM metrics WHERE sensor_id = ?1 AND name = ?2)",
+    )?;
+    let mut newest: Option<i64> = None;
+    let mut latest = |name: &str| -> Result<Vec<f64>, StoreError> {
+        let rows = stmt.query_map(params![sensor, name], |r| {
+            let v = match r.get_ref(1)? {
+                ValueRef::Integer(i) => i as f64,
+                ValueRef::Real(f) => f,
+                _ => f64::NAN,
+            };
+            Ok((v, r.get::<_, i64>(2)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (v, ts) = row?;
+            newest = newest.max(Some(ts));
+            out.push(v);
+        }
+        Ok(out)
+    };
+    let all_ok = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().all(|x| *x > 0.0));
+    let online = all_ok(latest("device.online")?);
+    let auth_ok = all_ok(latest("device.auth_ok")?);
+    let stream_ok = all_ok(latest("camera.stream_ok")?);
+    let hdd_ok = all_ok(latest("nvr.hdd_ok")?);
+    let clock = latest("device.clock_offset_s")?.first().copied().filter(|v| v.is_finite());
+    let mut problems = Vec::new();
+    for (bad, word) in [
+        (online == Some(false), "down"),
+        (auth_ok == Some(false), "auth_broken"),
+        (stream_ok == Some(false), "stream_lost"),
+        (hdd_ok == Some(false), "hdd_failed"),
+        (clock.is_some_and(|c| c.abs() > CLOCK_DRIFT_S), "clock_drift"),
+    ] {
+        if bad {
+            problems.push(word);
+        }
+    }
+    Ok(serde_json::json!({
+        "online": online,
+        "authOk": auth_ok,
+        "streamOk": stream_ok,
+        "hddOk": hdd_ok,
+        "clockOffsetS": clock,
+        "ts": newest,
+        "problems": problems,
+    }))
+}

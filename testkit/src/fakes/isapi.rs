@@ -1,5 +1,6 @@
-//! A fake Hikvision NVR speaking ISAPI on 127.0.0.1: deviceInfo, System/status and
-//! ContentMgmt/Storage behind HTTP Digest (MD5, qop=auth), verified for real.
+//! A fake Hikvision NVR speaking ISAPI on 127.0.0.1: deviceInfo, System/status,
+//! ContentMgmt/Storage, InputProxy channel status and record tracks behind HTTP Digest (MD5,
+//! qop=auth), verified for real.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -16,6 +17,8 @@ pub struct IsapiOpts {
     pub serial: String,
     /// (id, status, capacity MB, free MB)
     pub hdds: Vec<(u32, &'static str, u64, u64)>,
+    /// (online, recording enabled) per channel 1..; empty = a camera (InputProxy and tracks 404).
+    pub channels: Vec<(bool, bool)>,
 }
 
 impl Default for IsapiOpts {
@@ -25,6 +28,7 @@ impl Default for IsapiOpts {
             pass: "nvr-pass".into(),
             serial: "DS-7608NI-K2-8P0820240101CCRRJ12345678WCVU".into(),
             hdds: vec![(1, "ok", 3_815_447, 120_000), (2, "error", 3_815_447, 0)],
+            channels: vec![(true, true), (false, true), (true, false)],
         }
     }
 }
@@ -119,6 +123,43 @@ fn serve(mut conn: TcpStream, o: &IsapiOpts, fails: &AtomicU64, nonces: &Mutex<V
                 })
                 .collect();
             format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<storage {NS}><hddList size=\"8\">{hdds}</hddList><nasList size=\"8\"></nasList><workMode>group</workMode></storage>")
+        }
+        "/ISAPI/ContentMgmt/InputProxy/channels/status" if !o.channels.is_empty() => {
+            let list: String = o
+                .channels
+                .iter()
+                .enumerate()
+                .map(|(i, (online, _))| {
+                    format!(
+                        "<InputProxyChannelStatus version=\"2.0\"><id>{}</id><sourceInputPortDescriptor><proxyProtocol>HIKVISION</proxyProtocol>\
+                         <addressingFormatType>ipaddress</addressingFormatType><ipAddress>192.168.254.{}</ipAddress><managePortNo>8000</managePortNo>\
+                         </sourceInputPortDescriptor><online>{online}</online><chanDetectResult>{}</chanDetectResult></InputProxyChannelStatus>",
+                        i + 1,
+                        i + 2,
+                        if *online { "connect" } else { "offline" }
+                    )
+                })
+                .collect();
+            format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<InputProxyChannelStatusList {NS}>{list}</InputProxyChannelStatusList>")
+        }
+        "/ISAPI/ContentMgmt/record/tracks" if !o.channels.is_empty() => {
+            let list: String = o
+                .channels
+                .iter()
+                .enumerate()
+                .flat_map(|(i, (_, rec))| {
+                    // Main (x01) and sub (x02) stream tracks; only the main one records.
+                    [(100 * (i + 1) + 1, *rec), (100 * (i + 1) + 2, false)]
+                })
+                .map(|(t, en)| {
+                    format!(
+                        "<Track version=\"2.0\"><id>{t}</id><Channel>{t}</Channel><Enable>{en}</Enable><Description>trackType=standard</Description>\
+                         <LoopEnable>true</LoopEnable><TrackSchedule><ScheduleBlock><ScheduleAction><Actions><Record>true</Record></Actions>\
+                         </ScheduleAction></ScheduleBlock></TrackSchedule></Track>"
+                    )
+                })
+                .collect();
+            format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<TrackList {NS}>{list}</TrackList>")
         }
         _ => {
             let _ = write!(conn, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");

@@ -2,6 +2,7 @@
 //! the project allows: nobody can run a rack of cameras in CI). Each runs on plain threads and is
 //! stopped when its handle drops.
 
+pub mod dahua;
 pub mod http;
 pub mod isapi;
 pub mod onvif;

@@ -76,6 +76,8 @@ pub struct OnvifOpts {
     pub serial: String,
     /// Stream URIs are `{rtsp_base}/{profile token}`.
     pub rtsp_base: String,
+    /// `Some(n)`: an ONVIF Profile G recorder holding `n` recordings (search and recording services).
+    pub recordings: Option<u32>,
 }
 
 impl Default for OnvifOpts {
@@ -95,6 +97,7 @@ impl Default for OnvifOpts {
             firmware: "V5.7.3 build 240101".into(),
             serial: "FC1080-000123".into(),
             rtsp_base: "rtsp://127.0.0.1:554".into(),
+            recordings: None,
         }
     }
 }
@@ -457,6 +460,8 @@ const NS_ENV: &str = "http://www.w3.org/2003/05/soap-envelope";
 const NS_DEV: &str = "http://www.onvif.org/ver10/device/wsdl";
 const NS_MEDIA: &str = "http://www.onvif.org/ver10/media/wsdl";
 const NS_TT: &str = "http://www.onvif.org/ver10/schema";
+const NS_SEARCH: &str = "http://www.onvif.org/ver10/search/wsdl";
+const NS_RECORDING: &str = "http://www.onvif.org/ver10/recording/wsdl";
 
 impl Names {
     fn of(style: Prefixes) -> Names {
@@ -535,13 +540,45 @@ fn answer(action: &str, token: &str, o: &OnvifOpts, p: &Names, device_now: i64, 
         // The XAddrs name a factory address nobody can reach: clients must use the path only.
         "GetServices" => format!(
             "{}<{d}Service><{d}Namespace>{NS_DEV}</{d}Namespace><{d}XAddr>http://192.0.2.1/onvif/device_service</{d}XAddr></{d}Service>\
-             <{d}Service><{d}Namespace>{NS_MEDIA}</{d}Namespace><{d}XAddr>http://192.0.2.1:8080/onvif/Media</{d}XAddr></{d}Service>\
+             <{d}Service><{d}Namespace>{NS_MEDIA}</{d}Namespace><{d}XAddr>http://192.0.2.1:8080/onvif/Media</{d}XAddr></{d}Service>{}\
              </{d}GetServicesResponse>",
-            p.open(d, "GetServicesResponse", NS_DEV)
+            p.open(d, "GetServicesResponse", NS_DEV),
+            if o.recordings.is_some() {
+                format!(
+                    "<{d}Service><{d}Namespace>{NS_SEARCH}</{d}Namespace><{d}XAddr>http://192.0.2.1/onvif/search_service</{d}XAddr></{d}Service>\
+                     <{d}Service><{d}Namespace>{NS_RECORDING}</{d}Namespace><{d}XAddr>http://192.0.2.1/onvif/recording_service</{d}XAddr></{d}Service>"
+                )
+            } else {
+                String::new()
+            }
         ),
         "GetCapabilities" => format!(
-            "{}<{d}Capabilities><{t}Media><{t}XAddr>http://192.0.2.1/onvif/Media</{t}XAddr></{t}Media></{d}Capabilities></{d}GetCapabilitiesResponse>",
-            p.open(d, "GetCapabilitiesResponse", NS_DEV)
+            "{}<{d}Capabilities><{t}Media><{t}XAddr>http://192.0.2.1/onvif/Media</{t}XAddr></{t}Media>{}</{d}Capabilities></{d}GetCapabilitiesResponse>",
+            p.open(d, "GetCapabilitiesResponse", NS_DEV),
+            if o.recordings.is_some() {
+                format!(
+                    "<{t}Extension><{t}Recording><{t}XAddr>http://192.0.2.1/onvif/recording_service</{t}XAddr></{t}Recording>\
+                     <{t}Search><{t}XAddr>http://192.0.2.1/onvif/search_service</{t}XAddr></{t}Search></{t}Extension>"
+                )
+            } else {
+                String::new()
+            }
+        ),
+        "GetRecordingSummary" if o.recordings.is_some() => format!(
+            "{}<{d}Summary><{t}DataFrom>2026-01-01T00:00:00Z</{t}DataFrom><{t}DataUntil>2026-12-06T10:00:00Z</{t}DataUntil>\
+             <{t}NumberRecordings>{}</{t}NumberRecordings></{d}Summary></{d}GetRecordingSummaryResponse>",
+            p.open(d, "GetRecordingSummaryResponse", NS_SEARCH),
+            o.recordings.unwrap_or(0)
+        ),
+        "GetRecordings" if o.recordings.is_some() => format!(
+            "{}{}</{d}GetRecordingsResponse>",
+            p.open(d, "GetRecordingsResponse", NS_RECORDING),
+            (0..o.recordings.unwrap_or(0))
+                .map(|i| format!(
+                    "<{d}RecordingItem><{t}RecordingToken>rec{i}</{t}RecordingToken><{t}Configuration><{t}Source><{t}SourceId>ch{i}</{t}SourceId>\
+                     </{t}Source><{t}Content>channel {i}</{t}Content></{t}Configuration></{d}RecordingItem>"
+                ))
+                .collect::<String>()
         ),
         "GetProfiles" => {
             let prof = |token: &str, w: u32, h: u32| {

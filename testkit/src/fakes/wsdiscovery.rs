@@ -19,6 +19,8 @@ pub struct DiscoveryOpts {
     pub metadata_version: Option<u32>,
     /// Answer each probe this many times.
     pub repeats: u32,
+    /// Ignore probes in the other dialect (a device that speaks only one).
+    pub only_own_dialect: bool,
 }
 
 impl Default for DiscoveryOpts {
@@ -30,6 +32,7 @@ impl Default for DiscoveryOpts {
             scopes: vec!["onvif://www.onvif.org/type/video_encoder".into(), "onvif://www.onvif.org/hardware/FC-1080".into()],
             metadata_version: Some(1),
             repeats: 1,
+            only_own_dialect: false,
         }
     }
 }
@@ -43,6 +46,18 @@ pub struct FakeDiscovery {
 impl FakeDiscovery {
     pub fn start(o: DiscoveryOpts) -> FakeDiscovery {
         let sock = UdpSocket::bind("127.0.0.1:0").expect("bind fake WS-Discovery");
+        Self::serve(sock, o)
+    }
+
+    /// A responder joined to multicast group `group` on the interface owning `iface` (127.0.0.1 in
+    /// tests), listening on a free port: probes sent to `group:port()` reach it.
+    pub fn start_multicast(o: DiscoveryOpts, group: std::net::Ipv4Addr, iface: std::net::Ipv4Addr) -> FakeDiscovery {
+        let sock = UdpSocket::bind("0.0.0.0:0").expect("bind fake WS-Discovery");
+        sock.join_multicast_v4(&group, &iface).expect("join multicast group");
+        Self::serve(sock, o)
+    }
+
+    fn serve(sock: UdpSocket, o: DiscoveryOpts) -> FakeDiscovery {
         let addr = sock.local_addr().expect("local addr");
         let _ = sock.set_read_timeout(Some(Duration::from_millis(100)));
         let probes = Arc::new(AtomicU64::new(0));
@@ -59,6 +74,11 @@ impl FakeDiscovery {
                     }
                     probes.fetch_add(1, Ordering::SeqCst);
                     let id = elem_text(&text, "MessageID").unwrap_or_default();
+                    // Answer only in the dialect of the probe, as devices do.
+                    let dialect_2009 = text.contains("ws-dd/ns/discovery/2009/01");
+                    if o.only_own_dialect && dialect_2009 != o.dialect_2009 {
+                        continue;
+                    }
                     let reply = answer(&o, &id);
                     for _ in 0..o.repeats {
                         let _ = sock.send_to(reply.as_bytes(), peer);
@@ -71,6 +91,10 @@ impl FakeDiscovery {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
     }
 }
 
