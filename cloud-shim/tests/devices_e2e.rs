@@ -13,7 +13,9 @@ use serde_json::Value;
 const T: Duration = Duration::from_secs(40);
 
 fn latest(api: &scs_testkit::Api, sensor: &str, name: &str, label: &str) -> Option<f64> {
-    let v = api.get_json(&format!("/v1/sensors/{sensor}/metrics?name={name}&order=desc&limit=50"));
+    let r = api.get(&format!("/v1/sensors/{sensor}/metrics?name={name}&order=desc&limit=50"));
+    // 404 until the first report of the sensor is stored.
+    let v = if r.status == 404 { return None } else { r.json() };
     v["samples"].as_array()?.iter().find(|s| s["label"].as_str() == Some(label)).and_then(|s| s["value"].as_f64())
 }
 

@@ -239,6 +239,7 @@ impl Pending {
         out
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.queue.len()
     }
