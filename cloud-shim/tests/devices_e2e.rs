@@ -107,6 +107,14 @@ fn nvr_metrics_identity_health_and_a_replaced_event_through_agent_and_shim() {
         (row["health"]["hddOk"] == false).then_some(row)
     });
     assert_eq!(row["health"]["problems"], serde_json::json!(["hdd_failed"]), "{row}");
+    // The portal's views agree: the gateway's device tree and the fleet row count the failed disk.
+    let devices = api.get_json(&format!("/v1/gateways/{gw}/devices"));
+    let dev = devices["devices"].as_array().unwrap().iter().find(|s| s["id"] == "nvr-lobby").unwrap().clone();
+    assert_eq!(dev["health"]["problems"], serde_json::json!(["hdd_failed"]), "{dev}");
+    assert_eq!(dev["health"]["status"], "online", "{dev}");
+    let fleet = api.get_json("/v1/fleet");
+    let fleet_row = fleet["gateways"].as_array().unwrap().iter().find(|g| g["id"] == gw).unwrap().clone();
+    assert_eq!(fleet_row["children"]["problems"], serde_json::json!({ "hdd_failed": 1 }), "{fleet_row}");
 
     // Errors as documented.
     assert_eq!(api.get("/v1/sensors/no-such/events").status, 404);

@@ -84,13 +84,60 @@ export interface Sensor {
   lastSeen: number | null;
   attrs: Record<string, string>;
   presence?: Presence | null;
-  /** From GET /v1/gateways/{id}/devices: reachability from the latest device.online sample. */
-  health?: { status: string; online: boolean | null; latencyMs: number | null; ts: number | null };
+  /** From GET /v1/gateways/{id}/devices (and /v1/sensors?parentSensorId=): the latest probe state. */
+  health?: DeviceHealth;
+}
+
+/** The health categories operators filter on, as the API names them, with the words the portal shows. */
+export const PROBLEMS: { key: string; label: string }[] = [
+  { key: "down", label: "down" },
+  { key: "auth_broken", label: "auth broken" },
+  { key: "stream_lost", label: "stream lost" },
+  { key: "hdd_failed", label: "HDD failed" },
+  { key: "clock_drift", label: "clock drift" },
+];
+
+export function problemLabel(key: string): string {
+  return PROBLEMS.find((p) => p.key === key)?.label ?? key.replace(/_/g, " ");
+}
+
+export interface DeviceHealth {
+  status?: string;
+  online: boolean | null;
+  latencyMs?: number | null;
+  authOk?: boolean | null;
+  streamOk?: boolean | null;
+  hddOk?: boolean | null;
+  clockOffsetS?: number | null;
+  ts: number | null;
+  problems?: string[];
 }
 
 /** A device's health word: its latest probe result when known, else its stored status. */
 export function healthOf(s: Sensor): string {
-  return s.health?.status ?? s.status;
+  return s.health?.status ?? (s.health?.online === true ? "online" : s.health?.online === false ? "offline" : s.status);
+}
+
+/** The device's current problems (down, auth broken, ...), most serious first. */
+export function problemsOf(s: Sensor): string[] {
+  const p = s.health?.problems ?? [];
+  return PROBLEMS.map((x) => x.key).filter((k) => p.includes(k));
+}
+
+export interface DeviceEvent {
+  sensorId: string;
+  gatewayId: string;
+  ts: number;
+  kind: string;
+  detail: string | null;
+  attrs: Record<string, string>;
+  receivedAt: number;
+}
+
+export interface EventPage {
+  count: number;
+  limit: number;
+  events: DeviceEvent[];
 }
 
 export interface Sample {
@@ -145,7 +192,7 @@ export interface FleetGateway {
   gaps: { reports: number; dropped: number; lastAt: number | null };
   rejected: number;
   openCommands: number;
-  children: { total: number; online: number; offline: number; unknown: number; byType: Record<string, number> };
+  children: { total: number; online: number; offline: number; unknown: number; byType: Record<string, number>; problems?: Record<string, number> };
 }
 
 export interface Fleet {
@@ -177,6 +224,8 @@ export interface Command {
   id: string;
   type: string;
   gatewayId: string;
+  /** The child sensor the command acts on; absent or null for the gateway itself. */
+  target?: string | null;
   state: string;
   terminal: boolean;
   params: Record<string, unknown>;

@@ -77,21 +77,62 @@ describe("NVR tables from metrics", () => {
     const { nvrTables } = await import("../src/pages/device");
     const { latestBy } = await import("../src/metrics");
     const latest = latestBy([
-      { name: "nvr.disk_used_pct", label: "hdd2", ts: 1, value: 40 },
+      { name: "nvr.hdd_ok", label: "hdd2", ts: 1, value: 0 },
+      { name: "nvr.hdd_capacity_bytes", label: "hdd2", ts: 1, value: 4e12 },
+      { name: "nvr.hdd_free_bytes", label: "hdd2", ts: 1, value: 1.5e12 },
       { name: "nvr.disk_used_pct", label: "hdd1", ts: 1, value: 80 },
       { name: "nvr.disk_used_pct", label: "hdd1", ts: 2, value: 81.5 },
+      { name: "nvr.hdd_ok", label: "hdd1", ts: 2, value: 1 },
+      { name: "nvr.channel_online", label: "10", ts: 2, value: 1 },
       { name: "nvr.recording", label: "10", ts: 2, value: 0 },
       { name: "nvr.recording", label: "2", ts: 2, value: 1 },
     ]);
     const host = document.createElement("div");
     host.append(...nvrTables(latest));
-    const rows = [...host.querySelectorAll("tbody tr")].map((r) => [...r.querySelectorAll("td")].slice(0, 2).map((c) => c.textContent));
-    expect(rows).toEqual([
-      ["hdd1", "81.5 %"],
-      ["hdd2", "40 %"],
-      ["2", "recording"],
-      ["10", "not recording"],
+    const cells = (sel: string) =>
+      [...host.querySelectorAll(`table[data-table=${sel}] tbody tr`)].map((r) => [...r.querySelectorAll("td")].slice(0, -1).map((c) => c.textContent));
+    expect(cells("hdd")).toEqual([
+      ["hdd1", "ok", "—", "—", "81.5 %"],
+      ["hdd2", "failed", "4,000 GB", "1,500 GB", "—"],
+    ]);
+    expect(cells("channels")).toEqual([
+      ["2", "—", "recording"],
+      ["10", "online", "not recording"],
     ]);
     expect(nvrTables(latestBy([{ name: "device.online", ts: 1, value: 1 }]))).toEqual([]);
+  });
+});
+
+describe("device events", () => {
+  it("reads as the operator's words with the agent's detail, bad news flagged", async () => {
+    const { eventText, isBadEvent } = await import("../src/pages/gateway");
+    const ev = { sensorId: "cam-1", gatewayId: "gw", ts: 1, kind: "device.replaced", detail: "serial A -> B", attrs: {}, receivedAt: 2 };
+    expect(eventText(ev)).toBe("Device replaced: serial A -> B");
+    expect(eventText({ ...ev, kind: "vendor.custom_thing", detail: null })).toBe("vendor.custom_thing");
+    expect(isBadEvent("stream.lost")).toBe(true);
+    expect(isBadEvent("nvr.hdd_failed")).toBe(true);
+    expect(isBadEvent("stream.restored")).toBe(false);
+    expect(isBadEvent("device.up")).toBe(false);
+  });
+
+  it("counts children by problem on the fleet row", async () => {
+    const { childProblems, hasProblem } = await import("../src/pages/fleet");
+    const g = {
+      id: "gw",
+      name: null,
+      status: "online",
+      lastSeen: 1,
+      attrs: {},
+      presence: { online: true, boot: "1", since: 1, version: null },
+      backlog: null,
+      gaps: { reports: 0, dropped: 0, lastAt: null },
+      rejected: 0,
+      openCommands: 0,
+      children: { total: 3, online: 3, offline: 0, unknown: 0, byType: {}, problems: {} as Record<string, number> },
+    };
+    expect(hasProblem(g)).toBe(false);
+    g.children.problems = { auth_broken: 1, hdd_failed: 2 };
+    expect(childProblems(g)).toBe(3);
+    expect(hasProblem(g)).toBe(true);
   });
 });

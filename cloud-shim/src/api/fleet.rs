@@ -38,6 +38,9 @@ pub struct ChildCounts {
     pub unknown: i64,
     /// Counts per device type (CAMERA, NVR, ...).
     pub by_type: HashMap<String, i64>,
+    /// Children with each current problem (`down`, `auth_broken`, `stream_lost`, `hdd_failed`,
+    /// `clock_drift`: [`crate::store::queries::device_health`]); a child can count under several.
+    pub problems: HashMap<String, i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -103,7 +106,8 @@ pub fn fleet_rows(conn: &Connection) -> Result<Vec<FleetRow>, StoreError> {
         // latest `device.online` sample the gateway's probe reported.
         let mut stmt = conn.prepare_cached(
             "SELECT s.gateway_id, s.type, s.status,
-                (SELECT m.value FROM metrics m WHERE m.sensor_id = s.id AND m.name = 'device.online' ORDER BY m.ts DESC LIMIT 1)
+                (SELECT m.value FROM metrics m WHERE m.sensor_id = s.id AND m.name = 'device.online' ORDER BY m.ts DESC LIMIT 1),
+                s.id
              FROM sensors s WHERE s.parent_sensor_id IS NOT NULL AND s.id != s.gateway_id",
         )?;
         let mut rows = stmt.query([])?;
@@ -112,7 +116,12 @@ pub fn fleet_rows(conn: &Connection) -> Result<Vec<FleetRow>, StoreError> {
             let ty: String = r.get(1)?;
             let status: String = r.get(2)?;
             let online: Option<f64> = r.get(3)?;
+            let id: String = r.get(4)?;
+            let h = crate::store::queries::device_health(conn, &id)?;
             let c = children.entry(gateway).or_default();
+            for p in h.problems {
+                *c.problems.entry(p.to_owned()).or_default() += 1;
+            }
             c.total += 1;
             match health(online, &status) {
                 "online" => c.online += 1,
@@ -228,6 +237,7 @@ pub fn device_rows(conn: &Connection, gateway: &str) -> Result<Vec<Json_>, Store
             .optional()?
             .flatten();
         let word = health(online.map(|o| o.0), &s.status);
+        let h = crate::store::queries::device_health(conn, &s.id)?;
         out.push(json!({
             "id": s.id,
             "type": s.sensor_type,
@@ -237,7 +247,17 @@ pub fn device_rows(conn: &Connection, gateway: &str) -> Result<Vec<Json_>, Store
             "status": s.status,
             "lastSeen": s.last_seen,
             "attrs": s.attrs,
-            "health": { "status": word, "online": online.map(|o| o.0 > 0.0), "latencyMs": latency, "ts": online.map(|o| o.1) },
+            "health": {
+                "status": word,
+                "online": online.map(|o| o.0 > 0.0),
+                "latencyMs": latency,
+                "ts": h.ts.max(online.map(|o| o.1)),
+                "authOk": h.auth_ok,
+                "streamOk": h.stream_ok,
+                "hddOk": h.hdd_ok,
+                "clockOffsetS": h.clock_offset_s,
+                "problems": h.problems,
+            },
         }));
     }
     Ok(out)

@@ -92,7 +92,7 @@ async fn list(State(state): State<AppState>, Query(p): Query<ListParams>) -> Res
                         let health = queries::device_health(c, &s.id)?;
                         let mut v = serde_json::to_value(&s).unwrap_or_default();
                         if let Some(o) = v.as_object_mut() {
-                            o.insert("health".into(), health);
+                            o.insert("health".into(), serde_json::to_value(health).unwrap_or_default());
                         }
                         Ok(v)
                     })

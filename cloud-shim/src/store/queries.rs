@@ -248,7 +248,7 @@ pub const CLOCK_DRIFT_S: f64 = 30.0;
 /// nvr.hdd_ok), `clockOffsetS` (device.clock_offset_s), `ts` (newest of those samples) and `problems`,
 /// the portal's health categories: `down`, `auth_broken`, `stream_lost`, `hdd_failed`, `clock_drift`.
 /// A field is null when the device never reported it.
-pub fn device_health(conn: &Connection, sensor: &str) -> Result<Json, StoreError> {
+pub fn device_health(conn: &Connection, sensor: &str) -> Result<DeviceHealth, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT label, value, ts FROM metrics WHERE sensor_id = ?1 AND name = ?2
            AND ts = (SELECT max(ts) FROM metrics WHERE sensor_id = ?1 AND name = ?2)",
@@ -289,13 +289,18 @@ pub fn device_health(conn: &Connection, sensor: &str) -> Result<Json, StoreError
             problems.push(word);
         }
     }
-    Ok(serde_json::json!({
-        "online": online,
-        "authOk": auth_ok,
-        "streamOk": stream_ok,
-        "hddOk": hdd_ok,
-        "clockOffsetS": clock,
-        "ts": newest,
-        "problems": problems,
-    }))
+    Ok(DeviceHealth { online, auth_ok, stream_ok, hdd_ok, clock_offset_s: clock, ts: newest, problems })
+}
+
+/// See [`device_health`]; serialised as the API's `DeviceHealth` schema.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceHealth {
+    pub online: Option<bool>,
+    pub auth_ok: Option<bool>,
+    pub stream_ok: Option<bool>,
+    pub hdd_ok: Option<bool>,
+    pub clock_offset_s: Option<f64>,
+    pub ts: Option<i64>,
+    pub problems: Vec<&'static str>,
 }

@@ -1,16 +1,16 @@
 import { h, badge, errorBox, loading, empty, tableWrap, link, fmtNumber } from "../dom";
-import { get, enc, ApiError, apiUrl, type Sensor, type Command, type Sample } from "../api";
+import { get, enc, ApiError, apiUrl, problemLabel, type Sensor, type Command, type Sample, type EventPage } from "../api";
 import { timeEl } from "../time";
 import { chartCard } from "../chart";
 import { rangeSelect, samples, latestBy } from "../metrics";
-import { attrsTable } from "./gateway";
+import { attrsTable, eventText, isBadEvent } from "./gateway";
 import { POLL_SECS } from "../config";
 import { COMMANDS } from "../command-registry.gen";
 import type { Page } from "../app";
 
-/** Commands whose parameters name this device (a snapshot of a camera, ...), newest first. */
+/** Commands aimed at this device (their target, or a parameter naming it), newest first. */
 export function commandsForDevice(cmds: Command[], deviceId: string): Command[] {
-  return cmds.filter((c) => Object.values(c.params ?? {}).some((v) => v === deviceId));
+  return cmds.filter((c) => c.target === deviceId || Object.values(c.params ?? {}).some((v) => v === deviceId));
 }
 
 /** The newest image artifact among the commands, for the inline snapshot. */
@@ -23,12 +23,26 @@ export function latestImage(cmds: Command[]): { cmd: Command; url: string; name:
   return null;
 }
 
-/** NVR tables from metrics when the device reports them: HDDs (nvr.disk_used_pct per label) and
- * channels (nvr.recording per label). */
+/** Bytes as GB with one decimal (disks are sold in decimal units). */
+function gb(v: number | null | undefined): string {
+  return typeof v === "number" ? `${fmtNumber(v / 1e9, 1)} GB` : "—";
+}
+
+/** NVR tables from the latest samples: HDDs (nvr.hdd_ok, capacity, free, used % per disk label) and
+ * channels (nvr.channel_online, nvr.recording per channel label). */
 export function nvrTables(latest: Map<string, Sample>): HTMLElement[] {
   const out: HTMLElement[] = [];
-  const rows = (name: string) => [...latest.values()].filter((s) => s.name === name).sort((a, b) => (a.label ?? "").localeCompare(b.label ?? "", undefined, { numeric: true }));
-  const disks = rows("nvr.disk_used_pct");
+  const byLabel = (names: string[]) => {
+    const m = new Map<string, Map<string, Sample>>();
+    for (const s of latest.values()) {
+      if (!names.includes(s.name)) continue;
+      const l = s.label ?? "";
+      if (!m.has(l)) m.set(l, new Map());
+      m.get(l)?.set(s.name, s);
+    }
+    return [...m.entries()].sort(([a], [b]) => a.localeCompare(b, undefined, { numeric: true }));
+  };
+  const disks = byLabel(["nvr.hdd_ok", "nvr.hdd_capacity_bytes", "nvr.hdd_free_bytes", "nvr.disk_used_pct"]);
   if (disks.length) {
     out.push(
       h("h3", null, "Disks"),
@@ -36,14 +50,32 @@ export function nvrTables(latest: Map<string, Sample>): HTMLElement[] {
         "NVR disks",
         h(
           "table",
-          { class: "data" },
-          h("thead", null, h("tr", null, ...["Disk", "Used", "Reported"].map((t) => h("th", { scope: "col" }, t)))),
-          h("tbody", null, ...disks.map((s) => h("tr", null, h("td", null, s.label || "disk"), h("td", { class: "num" }, `${fmtNumber(s.value)} %`), h("td", null, timeEl(s.ts))))),
+          { class: "data", "data-table": "hdd" },
+          h("thead", null, h("tr", null, ...["Disk", "Status", "Capacity", "Free", "Used", "Reported"].map((t) => h("th", { scope: "col" }, t)))),
+          h(
+            "tbody",
+            null,
+            ...disks.map(([label, m]) => {
+              const ok = m.get("nvr.hdd_ok");
+              const used = m.get("nvr.disk_used_pct");
+              const ts = Math.max(...[...m.values()].map((x) => x.ts));
+              return h(
+                "tr",
+                null,
+                h("td", null, label || "disk"),
+                h("td", null, ok ? badge(ok.value ? "ok" : "failed", ok.value ? "online" : "offline") : "—"),
+                h("td", { class: "num" }, gb(m.get("nvr.hdd_capacity_bytes")?.value)),
+                h("td", { class: "num" }, gb(m.get("nvr.hdd_free_bytes")?.value)),
+                h("td", { class: "num" }, used ? `${fmtNumber(used.value)} %` : "—"),
+                h("td", null, timeEl(ts)),
+              );
+            }),
+          ),
         ),
       ),
     );
   }
-  const chans = rows("nvr.recording");
+  const chans = byLabel(["nvr.channel_online", "nvr.recording"]);
   if (chans.length) {
     out.push(
       h("h3", null, "Channels"),
@@ -51,9 +83,25 @@ export function nvrTables(latest: Map<string, Sample>): HTMLElement[] {
         "NVR channels",
         h(
           "table",
-          { class: "data" },
-          h("thead", null, h("tr", null, ...["Channel", "Recording", "Reported"].map((t) => h("th", { scope: "col" }, t)))),
-          h("tbody", null, ...chans.map((s) => h("tr", null, h("td", null, s.label || "channel"), h("td", null, badge(s.value ? "recording" : "not recording", s.value ? "online" : "offline")), h("td", null, timeEl(s.ts))))),
+          { class: "data", "data-table": "channels" },
+          h("thead", null, h("tr", null, ...["Channel", "Camera", "Recording", "Reported"].map((t) => h("th", { scope: "col" }, t)))),
+          h(
+            "tbody",
+            null,
+            ...chans.map(([label, m]) => {
+              const on = m.get("nvr.channel_online");
+              const rec = m.get("nvr.recording");
+              const ts = Math.max(...[...m.values()].map((x) => x.ts));
+              return h(
+                "tr",
+                null,
+                h("td", null, label || "channel"),
+                h("td", null, on ? badge(on.value ? "online" : "offline") : "—"),
+                h("td", null, rec ? badge(rec.value ? "recording" : "not recording", rec.value ? "online" : "offline") : "—"),
+                h("td", null, timeEl(ts)),
+              );
+            }),
+          ),
         ),
       ),
     );
@@ -76,7 +124,8 @@ export const devicePage: Page = (root, ctx) => {
   );
   const tables = h("section", { class: "card", "aria-labelledby": "dev-tables-h" }, h("h2", { id: "dev-tables-h" }, "Latest values"), loading("latest values"));
   const snap = h("section", { class: "card", "aria-labelledby": "dev-snap-h" }, h("h2", { id: "dev-snap-h" }, "Snapshot and commands"), loading("commands"));
-  root.append(crumbs, h("h1", null, "Device ", h("span", { class: "mono" }, id)), h("div", { class: "grid" }, info, charts, tables, snap));
+  const evs = h("section", { class: "card", "aria-labelledby": "dev-events-h" }, h("h2", { id: "dev-events-h" }, "Events"), loading("events"));
+  root.append(crumbs, h("h1", null, "Device ", h("span", { class: "mono" }, id)), h("div", { class: "grid" }, info, charts, tables, snap, evs));
   const setBody = (sec: HTMLElement, ...nodes: Node[]) => {
     const title = sec.querySelector(".section-head") ?? sec.querySelector("h2");
     sec.replaceChildren(...(title ? [title] : []), ...nodes);
@@ -116,10 +165,24 @@ export const devicePage: Page = (root, ctx) => {
       h("h3", null, "Attributes"),
       attrsTable(dev.attrs, "Device attributes"),
     );
-    const [m, cmds] = await Promise.allSettled([
+    const [m, cmds, devEvents] = await Promise.allSettled([
       samples(id, null, range),
       get<{ commands: Command[] }>(`/v1/gateways/${enc(dev.gatewayId)}/commands?limit=100`),
+      get<EventPage>(`/v1/sensors/${enc(id)}/events?limit=50`),
     ]);
+    if (devEvents.status === "fulfilled") {
+      const list = devEvents.value.events;
+      setBody(
+        evs,
+        list.length
+          ? h(
+              "ol",
+              { class: "events" },
+              ...list.map((e) => h("li", null, timeEl(e.ts), " ", h("span", { class: isBadEvent(e.kind) ? "warn" : "ok", "data-kind": e.kind }, eventText(e)))),
+            )
+          : empty("No events reported for this device."),
+      );
+    } else setBody(evs, errorBox("events", devEvents.reason));
     destroyers.forEach((d) => d());
     destroyers = [];
     if (m.status === "fulfilled") {
@@ -141,7 +204,17 @@ export const devicePage: Page = (root, ctx) => {
       const latest = latestBy(m.value.samples);
       const probe = latest.get("device.online\u0000");
       if (probe) {
-        document.getElementById("dev-health")?.replaceChildren(badge(probe.value ? "online" : "offline"), " probed ", timeEl(probe.ts, true));
+        const extra: (Node | string)[] = [];
+        const auth = latest.get("device.auth_ok\u0000");
+        if (auth && !auth.value) extra.push(h("span", { class: "badge badge-problem", "data-problem": "auth_broken" }, problemLabel("auth_broken")), " ");
+        const lost = [...latest.values()].filter((s) => s.name === "camera.stream_ok" && !s.value);
+        if (lost.length) extra.push(h("span", { class: "badge badge-problem", "data-problem": "stream_lost" }, problemLabel("stream_lost")), " ");
+        const hdd = [...latest.values()].filter((s) => s.name === "nvr.hdd_ok" && !s.value);
+        if (hdd.length) extra.push(h("span", { class: "badge badge-problem", "data-problem": "hdd_failed" }, problemLabel("hdd_failed")), " ");
+        const clock = latest.get("device.clock_offset_s\u0000");
+        if (clock && typeof clock.value === "number" && Math.abs(clock.value) > 30)
+          extra.push(h("span", { class: "badge badge-problem", "data-problem": "clock_drift" }, `${problemLabel("clock_drift")} ${fmtNumber(clock.value, 0)} s`), " ");
+        document.getElementById("dev-health")?.replaceChildren(badge(probe.value ? "online" : "offline"), " ", ...extra, "probed ", timeEl(probe.ts, true));
       }
       const nvr = nvrTables(latest);
       const list = [...latest.values()].sort((a, b) => a.name.localeCompare(b.name) || (a.label ?? "").localeCompare(b.label ?? ""));

@@ -1,5 +1,5 @@
 import { h, badge, errorBox, loading, empty, tableWrap, link, fmtNumber } from "../dom";
-import { get, ApiError, enc, type Fleet, type FleetGateway, type Sensor } from "../api";
+import { get, ApiError, enc, PROBLEMS, type Fleet, type FleetGateway, type Sensor } from "../api";
 import { timeEl } from "../time";
 import { POLL_SECS } from "../config";
 import type { Page } from "../app";
@@ -9,10 +9,16 @@ export function hasProblem(g: FleetGateway): boolean {
   return (
     !isOnline(g) ||
     g.children.offline > 0 ||
+    childProblems(g) > 0 ||
     g.gaps.dropped > 0 ||
     g.rejected > 0 ||
     (typeof g.backlog?.queueDepth === "number" && g.backlog.queueDepth > 100)
   );
+}
+
+/** Children with at least one problem counted, summed over the categories (a child may count twice). */
+export function childProblems(g: FleetGateway): number {
+  return Object.values(g.children.problems ?? {}).reduce((a, b) => a + b, 0);
 }
 
 export function isOnline(g: FleetGateway): boolean {
@@ -75,7 +81,7 @@ export function filterFleet(list: FleetGateway[], q: string, status: string, pro
       (!status || (status === "online" ? isOnline(g) : !isOnline(g))) &&
       (!problemsOnly || hasProblem(g)),
   );
-  const score = (g: FleetGateway) => (isOnline(g) ? 0 : 1000) + g.children.offline + (g.gaps.dropped > 0 ? 10 : 0) + (g.rejected > 0 ? 5 : 0);
+  const score = (g: FleetGateway) => (isOnline(g) ? 0 : 1000) + g.children.offline + childProblems(g) + (g.gaps.dropped > 0 ? 10 : 0) + (g.rejected > 0 ? 5 : 0);
   const cmp: Record<SortKey, (a: FleetGateway, b: FleetGateway) => number> = {
     id: (a, b) => a.id.localeCompare(b.id),
     status: (a, b) => Number(isOnline(a)) - Number(isOnline(b)) || a.id.localeCompare(b.id),
@@ -108,6 +114,10 @@ function row(g: FleetGateway): HTMLTableRowElement {
             c.offline ? [", ", h("span", { class: "warn" }, `${c.offline} down`)] : null,
             c.unknown ? `, ${c.unknown} unknown` : null,
             h("span", { class: "muted small" }, ` of ${c.total}`),
+            ...PROBLEMS.filter((p) => p.key !== "down" && (c.problems?.[p.key] ?? 0) > 0).map((p) => [
+              " ",
+              h("span", { class: `badge badge-problem`, "data-problem": p.key }, `${c.problems?.[p.key]} ${p.label}`),
+            ]),
           ],
     ),
     h("td", { class: "num" }, g.openCommands ? String(g.openCommands) : "0"),

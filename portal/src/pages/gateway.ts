@@ -1,5 +1,5 @@
 import { h, badge, errorBox, loading, empty, tableWrap, link, fmtNumber } from "../dom";
-import { get, enc, ApiError, healthOf, type Sensor, type GatewayStats, type Command } from "../api";
+import { get, enc, ApiError, healthOf, problemsOf, problemLabel, PROBLEMS, type Sensor, type GatewayStats, type Command, type DeviceEvent, type EventPage } from "../api";
 import { timeEl } from "../time";
 import { chartCard } from "../chart";
 import { rangeSelect, samples } from "../metrics";
@@ -50,7 +50,30 @@ export function buildTree(rootId: string, sensors: Sensor[]): TreeNode[] {
 
 function identity(s: Sensor): string {
   const a = s.attrs ?? {};
-  return [a.vendor, a.model, a.address].filter(Boolean).join(" · ");
+  return [a.manufacturer ?? a.vendor, a.model, a.firmwareVersion ? `fw ${a.firmwareVersion}` : null, a.address].filter(Boolean).join(" · ");
+}
+
+/** One line per device event: what happened, in the operator's words, with the detail the agent sent. */
+export function eventText(e: DeviceEvent): string {
+  const words: Record<string, string> = {
+    "device.replaced": "Device replaced",
+    "device.firmware_changed": "Firmware changed",
+    "device.rebooted": "Device rebooted",
+    "device.auth_broken": "Authentication broken",
+    "device.auth_restored": "Authentication restored",
+    "device.down": "Device down",
+    "device.up": "Device back up",
+    "stream.lost": "Stream lost",
+    "stream.restored": "Stream restored",
+    "nvr.hdd_failed": "HDD failed",
+    "nvr.hdd_restored": "HDD restored",
+  };
+  return `${words[e.kind] ?? e.kind}${e.detail ? `: ${e.detail}` : ""}`;
+}
+
+/** Event kinds that are bad news (shown with a warning tone). */
+export function isBadEvent(kind: string): boolean {
+  return /(replaced|broken|down|lost|failed)$/.test(kind);
 }
 
 function treeList(nodes: TreeNode[], top: boolean): HTMLElement {
@@ -65,6 +88,9 @@ function treeList(nodes: TreeNode[], top: boolean): HTMLElement {
           "div",
           { class: "tree-item" },
           badge(healthOf(n.sensor)),
+          ...problemsOf(n.sensor)
+            .filter((p) => p !== "down")
+            .map((p) => [" ", h("span", { class: "badge badge-problem", "data-problem": p }, problemLabel(p))]),
           " ",
           link(`/devices/${enc(n.sensor.id)}`, n.sensor.name || n.sensor.id),
           h("span", { class: "type" }, n.sensor.type),
@@ -89,8 +115,10 @@ interface Event {
   text: (string | Node)[];
 }
 
-function events(gw: Sensor, stats: GatewayStats | null, cmds: Command[]): Event[] {
+function events(gw: Sensor, stats: GatewayStats | null, cmds: Command[], devEvents: DeviceEvent[]): Event[] {
   const ev: Event[] = [];
+  for (const e of devEvents)
+    ev.push({ at: e.ts, text: [link(`/devices/${enc(e.sensorId)}`, e.sensorId), " ", h("span", { class: isBadEvent(e.kind) ? "warn" : "ok", "data-kind": e.kind }, eventText(e))] });
   const p = stats?.presence ?? gw.presence;
   if (p) ev.push({ at: p.since, text: [`Gateway ${p.online ? "came online" : "went offline"}`, p.version ? ` (agent ${p.version})` : ""] });
   for (const g of stats?.gaps ?? []) ev.push({ at: g.receivedAt, text: [`Agent dropped ${g.dropped} queued messages (seq ${g.firstSeq}–${g.lastSeq})`] });
@@ -155,20 +183,26 @@ export const gatewayPage: Page = (root, ctx) => {
       h("h3", null, "Identity"),
       attrsTable(gw.attrs, "Gateway attributes"),
     );
-    const [sensors, stats, cmds] = await Promise.allSettled([
+    const [sensors, stats, cmds, devEvents] = await Promise.allSettled([
       loadDevices(id),
       get<GatewayStats>(`/v1/gateways/${enc(id)}/stats`),
       get<{ commands: Command[] }>(`/v1/gateways/${enc(id)}/commands?limit=10`),
+      get<EventPage>(`/v1/gateways/${enc(id)}/events?limit=20`),
     ]);
     if (sensors.status === "fulfilled") {
       const nodes = buildTree(id, sensors.value);
       const children = sensors.value.filter((s) => s.id !== id);
       const on = children.filter((s) => healthOf(s) === "online").length;
       const down = children.filter((s) => healthOf(s) === "offline").length;
+      const counts = PROBLEMS.filter((p) => p.key !== "down")
+        .map((p) => [p.label, children.filter((s) => problemsOf(s).includes(p.key)).length] as const)
+        .filter(([, n]) => n > 0)
+        .map(([label, n]) => `, ${n} ${label}`)
+        .join("");
       setBody(
         tree,
         nodes.length
-          ? h("div", null, h("p", { class: "summary" }, `${children.length} devices: ${on} online, ${down} down, ${children.length - on - down} unknown.`), treeList(nodes, true))
+          ? h("div", null, h("p", { class: "summary" }, `${children.length} devices: ${on} online, ${down} down, ${children.length - on - down} unknown${counts}.`), treeList(nodes, true))
           : empty("This gateway reports no child devices."),
       );
     } else setBody(tree, errorBox("devices", sensors.reason));
@@ -198,7 +232,12 @@ export const gatewayPage: Page = (root, ctx) => {
         : empty("No gaps: the agent has not dropped queued data.");
       setBody(ingest, h("p", null, `${fmtNumber(s.storedMessages)} messages stored.`), h("h3", null, "Rejections"), rej, h("h3", null, "Gaps"), gaps);
     } else setBody(ingest, errorBox("ingest statistics", stats.reason));
-    const list = events(gw, stats.status === "fulfilled" ? stats.value : null, cmds.status === "fulfilled" ? cmds.value.commands : []);
+    const list = events(
+      gw,
+      stats.status === "fulfilled" ? stats.value : null,
+      cmds.status === "fulfilled" ? cmds.value.commands : [],
+      devEvents.status === "fulfilled" ? devEvents.value.events : [],
+    );
     setBody(
       evs,
       list.length
