@@ -155,6 +155,8 @@ fn device_commands_through_api_mqtt_agent_and_fakes() {
         let (d, b) = (res["droppedAt"].as_u64().expect("droppedAt"), res["backAt"].as_u64().expect("backAt"));
         assert!(b > d && b - d >= 1500, "down {} ms", b - d);
         assert_eq!(fake_boots.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let msg = res["message"].as_str().unwrap_or("");
+        assert!(msg == "Rebooting in 1 second" || msg == "OK", "device message: {r}");
     }
 
     // Discovery by unicast, identity read with the credentials of a configured camera.

@@ -94,7 +94,10 @@ async fn vendor_reboot(
     if resp.status != 200 {
         return Err(RebootError::Refused { device: spec.id.clone(), path, status: resp.status, body });
     }
-    Ok(Requested { method, message: Some(body.trim().to_owned()).filter(|b| !b.is_empty()) })
+    // ISAPI answers a ResponseStatus document: its statusString is the message; Dahua answers plain text.
+    let status = Doc::parse(resp.body_str()).ok().and_then(|d| d.text("statusString"));
+    let message = status.unwrap_or_else(|| body.trim().to_owned());
+    Ok(Requested { method, message: Some(message).filter(|b| !b.is_empty()) })
 }
 
 async fn isapi_reboot(spec: &DeviceSpec) -> Result<Requested, RebootError> {
