@@ -23,6 +23,8 @@ pub struct AgentContext {
     pub metrics: Arc<AgentMetrics>,
     pub shutdown: Shutdown,
     pub started: Instant,
+    /// Child devices: configured plus adopted (`site.adopt`); commands resolve their target here.
+    pub site: crate::devices::site::SiteDevices,
 }
 
 impl AgentContext {
@@ -31,6 +33,7 @@ impl AgentContext {
     pub fn new(config: Config, boot: u64, queue: Queue, settings: Settings) -> AgentContext {
         AgentContext {
             gateway_id: config.gateway_id.clone(),
+            site: crate::devices::site::SiteDevices::new(&config.gateway_id, &config.devices),
             boot,
             data_dir: config.data_dir.clone(),
             config: Arc::new(config),

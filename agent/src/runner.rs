@@ -144,7 +144,13 @@ pub fn start(o: &Overrides) -> Result<(AgentContext, Security), RunError> {
         s.bytes,
         s.next_seq
     );
-    Ok((AgentContext::new(cfg, boot, queue, settings), security))
+    let ctx = AgentContext::new(cfg, boot, queue, settings);
+    match ctx.site.load_adopted(&ctx.db_path()) {
+        Ok(0) => {}
+        Ok(n) => log::info!("{n} adopted devices loaded"),
+        Err(e) => log::error!("adopted devices not loaded: {e}"),
+    }
+    Ok((ctx, security))
 }
 
 static DATA_DIR_LOCK: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
@@ -242,11 +248,15 @@ pub fn telemetry_loop(ctx: &AgentContext) {
     // Device probes run on their own thread; the collector below only reads their cached results,
     // so a dead camera never delays this loop or the watchdog.
     let device_state = crate::devices::StateCache::default();
-    let _probes = crate::devices::start(cfg, Duration::from_secs(ctx.settings.interval_secs()), &device_state);
-    let mut collectors = collectors(cfg, ctx, &device_state);
+    // The configured devices plus adopted ones; `site.adopt` adds to it while running.
+    let mut site_gen = ctx.site.generation();
+    let mut eff = (**cfg).clone();
+    eff.devices = ctx.site.all();
+    let mut probes = crate::devices::start(&eff, Duration::from_secs(ctx.settings.interval_secs()), &device_state);
+    let mut collectors = collectors(&eff, ctx, &device_state);
     let mut announcer = Announcer::new(&ctx.gateway_id, ctx.boot);
     let agent_info = inventory::agent_info(&roots);
-    if let Err(e) = announcer.announce(&ctx.queue, inventory::sensors_seen(cfg, &device_state), agent_info.clone()) {
+    if let Err(e) = announcer.announce(&ctx.queue, inventory::sensors_seen(&eff, &device_state), agent_info.clone()) {
         log::error!("queueing inventory: {e}");
     }
     // The MQTT loop turns at least every connect timeout (+ slack) even while reconnecting.
@@ -264,6 +274,19 @@ pub fn telemetry_loop(ctx: &AgentContext) {
         let interval = Duration::from_secs(ctx.settings.interval_secs());
         // A shorter interval set remotely takes effect now, not after the old one runs out.
         next_tick = next_tick.min(last_tick + interval);
+        if ctx.site.generation() != site_gen {
+            site_gen = ctx.site.generation();
+            let devices = ctx.site.all();
+            let added: Vec<_> = devices.iter().filter(|d| !eff.devices.iter().any(|o| o.id == d.id)).cloned().collect();
+            eff.devices = devices;
+            match &probes {
+                Some(s) => added.iter().filter_map(crate::devices::DeviceSpec::of).for_each(|spec| s.add(spec)),
+                None => probes = crate::devices::start(&eff, Duration::from_secs(ctx.settings.interval_secs()), &device_state),
+            }
+            collectors.replace(Box::new(crate::collect::devices::Devices::new(&eff.devices, device_state.clone())));
+            // Announced now rather than at the next tick, so the cloud knows the device at once.
+            next_tick = now;
+        }
         if now >= next_tick {
             last_tick = now;
             next_tick = now + interval;
@@ -285,7 +308,7 @@ pub fn telemetry_loop(ctx: &AgentContext) {
                     last_err = Some(msg);
                 }
             }
-            if let Err(e) = announcer.announce(&ctx.queue, inventory::sensors_seen(cfg, &device_state), agent_info.clone()) {
+            if let Err(e) = announcer.announce(&ctx.queue, inventory::sensors_seen(&eff, &device_state), agent_info.clone()) {
                 log::error!("queueing inventory: {e}");
             }
         }

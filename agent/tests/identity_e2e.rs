@@ -235,3 +235,62 @@ fn uplinks_are_signed_and_only_authentic_downlinks_act() {
         verify(&st, &p, gw, gw_key).expect("status verifies");
     }
 }
+
+/// Error texts of the `rejected` updates for `id` that verify as the gateway's.
+fn rejections_for(sub: &Subscription, gw: &str, key: VerifyingKey, id: &str) -> Vec<String> {
+    let t = topic(gw, TopicKind::CommandUpdate);
+    sub.payloads_on(&t)
+        .iter()
+        .filter_map(|p| verify(&t, p, gw, key).ok())
+        .filter_map(|p| match decode_uplink(&t, &p) {
+            Ok((_, Uplink::Command(u))) if u.id == id && u.state == CommandState::Rejected => u.error,
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_agent_refuses_targets_it_does_not_have_or_the_command_does_not_accept() {
+    let dir = TempDir::new("id-target");
+    let broker = Mosquitto::start();
+    let gw = "gw-target-1";
+    let k = keys();
+    let gw_key = k.gateway.verifying_key();
+    let sub = broker.subscribe(&format!("scs/v1/{gw}/#"));
+    let b = dir.path().join("bundle.toml");
+    std::fs::write(&b, bundle(gw, &broker.url(), &k)).expect("write bundle");
+    let data = dir.path().join("data");
+    assert!(provision(&b, &data).status.success());
+    let mut opts = AgentOpts::new(gw, &broker.url());
+    opts.data_dir = Some(data);
+    // Addresses nobody listens on: every command below must be refused before any device is touched.
+    opts.config_toml = Some(
+        "[[devices]]\nid = \"cam-1\"\ntype = \"CAMERA\"\naddress = \"127.0.0.1:9\"\ndriver = \"onvif\"\n\
+         [[devices]]\nid = \"nvr-1\"\ntype = \"NVR\"\naddress = \"127.0.0.1:9\"\ndriver = \"hikvision\"\n"
+            .into(),
+    );
+    let _agent = Agent::start(opts);
+    assert!(wait_until(T, || !sub.payloads_on(&topic(gw, TopicKind::Telemetry)).is_empty()), "agent not up");
+    let ct = topic(gw, TopicKind::Command);
+    let send = |id: &str, ty: &str, target: Option<&str>, confirm: bool| {
+        let mut c = command(id, ty, confirm);
+        c.target = target.map(str::to_owned);
+        broker.publish(&ct, &cose::sign1(&k.cloud, KID_CLOUD, ct.as_bytes(), &encode(&c)));
+    };
+    send("t-stranger", "camera.snapshot", Some("cam-elsewhere"), false);
+    send("t-class", "camera.snapshot", Some("nvr-1"), false);
+    send("t-none", "camera.reboot", None, true);
+    send("t-gateway-only", "device.info", Some("cam-1"), false);
+    for (id, want) in [
+        ("t-stranger", "target cam-elsewhere is not a device of gateway gw-target-1"),
+        ("t-class", "camera.snapshot targets camera, not target nvr-1 (type NVR)"),
+        ("t-none", "camera.reboot targets camera, nvr: name the target device"),
+        ("t-gateway-only", "device.info targets gateway, not target cam-1 (type CAMERA)"),
+    ] {
+        assert!(
+            wait_until(T, || rejections_for(&sub, gw, gw_key, id).iter().any(|e| e.contains(want))),
+            "{id}: no rejection naming {want:?}; got {:?}",
+            rejections_for(&sub, gw, gw_key, id)
+        );
+    }
+}

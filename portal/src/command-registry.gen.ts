@@ -8,7 +8,7 @@ export type ParamType = "integer" | "number" | "string" | "boolean" | "array";
 /** Named string formats (not regular expressions); see protocol/src/registry.rs. */
 export type PatternName = "hostname" | "host" | "ipv4" | "id" | "printable";
 export type CommandState = "queued" | "delivered" | "accepted" | "running" | "succeeded" | "failed" | "timed_out" | "cancelled" | "expired" | "rejected" | "interrupted";
-export type CommandType = "device.info" | "device.time" | "device.reboot" | "agent.restart" | "telemetry.set_interval" | "agent.config" | "agent.log_tail" | "net.tcp_probe" | "diag.log_bundle" | "agent.update" | "image.install";
+export type CommandType = "device.info" | "device.time" | "device.reboot" | "agent.restart" | "telemetry.set_interval" | "agent.config" | "agent.log_tail" | "net.tcp_probe" | "diag.log_bundle" | "agent.update" | "image.install" | "camera.reboot" | "camera.snapshot" | "nvr.clip_export" | "device.probe" | "site.discover" | "site.adopt";
 
 export type Literal = string | number | boolean;
 
@@ -99,6 +99,34 @@ export interface CommandParams {
     size: number;
     sha256: string;
     reboot?: boolean;
+  };
+  "camera.reboot": {
+    waitSecs?: number;
+  };
+  "camera.snapshot": {
+    maxBytes?: number;
+    channel?: number;
+  };
+  "nvr.clip_export": {
+    channel: number;
+    from: string;
+    to: string;
+    maxBytes?: number;
+  };
+  "device.probe": Record<string, never>;
+  "site.discover": {
+    addresses?: Array<string>;
+    interface?: string;
+    timeoutMs?: number;
+    credentialsFrom?: string;
+  };
+  "site.adopt": {
+    id: string;
+    type: "CAMERA" | "NVR";
+    address: string;
+    driver?: "onvif" | "hikvision" | "dahua" | "rtsp" | "auto";
+    name?: string;
+    credentialsFrom?: string;
   };
 }
 
@@ -544,6 +572,302 @@ export const COMMANDS: readonly CommandSpec[] = [
     "timeoutSecs": 3600,
     "title": "Install a system image bundle",
     "type": "image.install"
+  },
+  {
+    "artifact": false,
+    "description": "Reboots the target device (ONVIF SystemReboot, else ISAPI PUT /ISAPI/System/reboot, else Dahua magicBox reboot) and watches it drop off and come back; the result gives both times.",
+    "operation": "execute",
+    "params": [
+      {
+        "default": 240,
+        "description": "How long to wait for the device to drop off and come back.",
+        "max": 600,
+        "min": 5,
+        "name": "waitSecs",
+        "required": false,
+        "type": "integer"
+      }
+    ],
+    "path": "/32772/0/1",
+    "safety": {
+      "destructive": true,
+      "maxConcurrentPerGateway": 2,
+      "rateLimit": {
+        "count": 4,
+        "perSecs": 3600
+      },
+      "requiresConfirmation": true,
+      "targets": [
+        "camera",
+        "nvr"
+      ]
+    },
+    "timeoutSecs": 660,
+    "title": "Reboot a camera or NVR",
+    "type": "camera.reboot"
+  },
+  {
+    "artifact": true,
+    "description": "A JPEG from the camera (ONVIF GetSnapshotUri, else the vendor snapshot URL), checked to be a JPEG, uploaded as an artifact; the result records the device clock offset.",
+    "operation": "execute",
+    "params": [
+      {
+        "default": 4194304,
+        "description": "Largest image accepted.",
+        "max": 16777216,
+        "min": 4096,
+        "name": "maxBytes",
+        "required": false,
+        "type": "integer"
+      },
+      {
+        "default": 1,
+        "description": "Vendor channel number (ISAPI/Dahua snapshot URL); ONVIF uses the first media profile.",
+        "max": 256,
+        "min": 1,
+        "name": "channel",
+        "required": false,
+        "type": "integer"
+      }
+    ],
+    "path": "/32772/0/2",
+    "safety": {
+      "destructive": false,
+      "maxConcurrentPerGateway": 4,
+      "rateLimit": {
+        "count": 60,
+        "perSecs": 60
+      },
+      "requiresConfirmation": false,
+      "targets": [
+        "camera"
+      ]
+    },
+    "timeoutSecs": 60,
+    "title": "Take a camera snapshot",
+    "type": "camera.snapshot"
+  },
+  {
+    "artifact": true,
+    "description": "Downloads a recorded clip of one channel between from and to (vendor download first: ISAPI ContentMgmt search + download, Dahua loadfile), streamed to the spool and uploaded as an artifact.",
+    "operation": "execute",
+    "params": [
+      {
+        "description": "Channel number on the NVR (1-based).",
+        "max": 256,
+        "min": 1,
+        "name": "channel",
+        "required": true,
+        "type": "integer"
+      },
+      {
+        "description": "Start: RFC 3339 UTC (2026-12-06T10:00:00Z) or milliseconds since the epoch.",
+        "maxLength": 40,
+        "minLength": 1,
+        "name": "from",
+        "pattern": "printable",
+        "required": true,
+        "type": "string"
+      },
+      {
+        "description": "End, same forms; at most 900 s after from.",
+        "maxLength": 40,
+        "minLength": 1,
+        "name": "to",
+        "pattern": "printable",
+        "required": true,
+        "type": "string"
+      },
+      {
+        "default": 268435456,
+        "description": "Largest clip accepted.",
+        "max": 1073741824,
+        "min": 65536,
+        "name": "maxBytes",
+        "required": false,
+        "type": "integer"
+      }
+    ],
+    "path": "/32773/0/1",
+    "safety": {
+      "destructive": false,
+      "maxConcurrentPerGateway": 1,
+      "rateLimit": {
+        "count": 12,
+        "perSecs": 3600
+      },
+      "requiresConfirmation": false,
+      "targets": [
+        "nvr"
+      ]
+    },
+    "timeoutSecs": 1800,
+    "title": "Export a recording clip",
+    "type": "nvr.clip_export"
+  },
+  {
+    "artifact": false,
+    "description": "Runs every probe tier (reach, management, stream, sample) against the target now and returns the full result.",
+    "operation": "execute",
+    "params": [],
+    "path": "/32772/0/3",
+    "safety": {
+      "destructive": false,
+      "maxConcurrentPerGateway": 2,
+      "rateLimit": {
+        "count": 60,
+        "perSecs": 3600
+      },
+      "requiresConfirmation": false,
+      "targets": [
+        "camera",
+        "nvr"
+      ]
+    },
+    "timeoutSecs": 120,
+    "title": "Probe a camera or NVR now",
+    "type": "device.probe"
+  },
+  {
+    "artifact": false,
+    "description": "WS-Discovery Probe for NetworkVideoTransmitter: by unicast to the given addresses, or by multicast on the site LAN (239.255.255.250:3702, TTL 1) when none are given; returns each device's endpoint, XAddrs and scopes.",
+    "operation": "execute",
+    "params": [
+      {
+        "description": "host or host:port to probe by unicast (port 3702 by default); absent: multicast scan.",
+        "items": {
+          "maxLength": 260,
+          "minLength": 1,
+          "pattern": "printable",
+          "type": "string"
+        },
+        "maxItems": 64,
+        "minItems": 1,
+        "name": "addresses",
+        "required": false,
+        "type": "array"
+      },
+      {
+        "description": "IPv4 address of the gateway interface a multicast scan leaves from (default: the default route's).",
+        "maxLength": 15,
+        "minLength": 7,
+        "name": "interface",
+        "pattern": "ipv4",
+        "required": false,
+        "type": "string"
+      },
+      {
+        "default": 2000,
+        "description": "How long to collect answers per address.",
+        "max": 10000,
+        "min": 100,
+        "name": "timeoutMs",
+        "required": false,
+        "type": "integer"
+      },
+      {
+        "description": "Id of a configured device whose credentials are used to read each found device's identity over ONVIF.",
+        "name": "credentialsFrom",
+        "pattern": "id",
+        "required": false,
+        "type": "string"
+      }
+    ],
+    "path": "/32774/0/1",
+    "safety": {
+      "destructive": false,
+      "maxConcurrentPerGateway": 1,
+      "rateLimit": {
+        "count": 30,
+        "perSecs": 3600
+      },
+      "requiresConfirmation": false,
+      "targets": [
+        "gateway"
+      ]
+    },
+    "timeoutSecs": 60,
+    "title": "Discover cameras on the site",
+    "type": "site.discover"
+  },
+  {
+    "artifact": false,
+    "description": "Adds a camera or NVR to this gateway (persisted in agent.db): announced in the next inventory and probed like a configured one, without a restart. Credentials are never sent in a command: credentialsFrom names a configured device whose credentials it shares.",
+    "operation": "execute",
+    "params": [
+      {
+        "description": "Sensor id of the new device.",
+        "name": "id",
+        "pattern": "id",
+        "required": true,
+        "type": "string"
+      },
+      {
+        "description": "CAMERA or NVR.",
+        "enum": [
+          "CAMERA",
+          "NVR"
+        ],
+        "name": "type",
+        "required": true,
+        "type": "string"
+      },
+      {
+        "description": "host:port of its HTTP (ONVIF/ISAPI/CGI) service.",
+        "maxLength": 260,
+        "minLength": 1,
+        "name": "address",
+        "pattern": "printable",
+        "required": true,
+        "type": "string"
+      },
+      {
+        "default": "onvif",
+        "description": "Probe driver.",
+        "enum": [
+          "onvif",
+          "hikvision",
+          "dahua",
+          "rtsp",
+          "auto"
+        ],
+        "name": "driver",
+        "required": false,
+        "type": "string"
+      },
+      {
+        "description": "Display name.",
+        "maxLength": 128,
+        "minLength": 1,
+        "name": "name",
+        "pattern": "printable",
+        "required": false,
+        "type": "string"
+      },
+      {
+        "description": "Id of a configured device whose username and password the new device uses.",
+        "name": "credentialsFrom",
+        "pattern": "id",
+        "required": false,
+        "type": "string"
+      }
+    ],
+    "path": "/32774/0/2",
+    "safety": {
+      "destructive": false,
+      "maxConcurrentPerGateway": 1,
+      "rateLimit": {
+        "count": 120,
+        "perSecs": 3600
+      },
+      "requiresConfirmation": false,
+      "targets": [
+        "gateway"
+      ]
+    },
+    "timeoutSecs": 10,
+    "title": "Adopt a discovered device",
+    "type": "site.adopt"
   }
 ];
 

@@ -77,6 +77,14 @@ impl Collectors {
         Collectors { list, reported: HashSet::new() }
     }
 
+    /// Swaps in a collector for the one with the same name (the device list changed at run time).
+    pub fn replace(&mut self, c: Box<dyn Collector>) {
+        match self.list.iter_mut().find(|x| x.name() == c.name()) {
+            Some(slot) => *slot = c,
+            None => self.list.push(c),
+        }
+    }
+
     pub fn collect_all(&mut self) -> Report {
         let mut out = Report::default();
         for c in &mut self.list {

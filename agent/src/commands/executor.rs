@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use scs_protocol::limits::MAX_UPLINK_BYTES;
-use scs_protocol::registry::{check_command, CommandSpec};
+use scs_protocol::registry::{check_command, target_class, CommandSpec};
 use scs_protocol::{
     encode, ArtifactMeta, CommandCancel, CommandRequest, CommandState, CommandUpdate, TopicKind, Value, PROTOCOL_VERSION,
 };
@@ -25,8 +25,9 @@ use scs_protocol::{
 use super::journal::{Journal, JournalError, Pending, RESTARTING};
 use super::limits::{check_rate, Concurrency, Slot};
 use super::Inbound;
-use super::{agent_restart, runner, CommandError, Job, Output, RunFn};
+use super::{agent_restart, runner, CommandError, Job, Output, RunFn, Target};
 use crate::context::{AgentContext, AgentMetrics};
+use crate::devices::DeviceSpec;
 use crate::queue::QueueError;
 
 /// How long a stopped job gets to wind down (kill its children) before the outcome is reported anyway.
@@ -244,14 +245,14 @@ impl Shared {
         }
         let decision = self.decide(&journal, &req, now);
         let (state, spec_params_slot, reason) = match decision {
-            Ok((spec, params, slot)) => (CommandState::Accepted, Some((spec, params, slot)), None),
+            Ok((spec, params, slot, target)) => (CommandState::Accepted, Some((spec, params, slot, target)), None),
             Err((state, reason)) => (state, None, Some(reason)),
         };
         if !journal.insert(&req.id, &req.command_type, state, self.ctx.boot, now)? {
             return Ok(());
         }
         drop(journal);
-        let Some((spec, params, slot)) = spec_params_slot else {
+        let Some((spec, params, slot, target)) = spec_params_slot else {
             let reason = reason.unwrap_or_default();
             log::warn!("command {} ({}) {}: {reason}", req.id, req.command_type, state.as_str());
             return self.finish(&req.id, Outcome::error(state, reason));
@@ -264,7 +265,7 @@ impl Shared {
         let id = req.id.clone();
         let started = std::thread::Builder::new()
             .name(format!("cmd-{}", spec.command_type))
-            .spawn(move || me.supervise(req, spec, params, slot, active));
+            .spawn(move || me.supervise(req, spec, params, slot, target, active));
         if let Err(e) = started {
             lock(&self.active).remove(&id);
             return self.finish(&id, Outcome::error(CommandState::Failed, format!("cannot start a thread: {e}")));
@@ -278,7 +279,7 @@ impl Shared {
         journal: &Journal,
         req: &CommandRequest,
         now: u64,
-    ) -> Result<(&'static CommandSpec, Value, Slot), (CommandState, String)> {
+    ) -> Result<(&'static CommandSpec, Value, Slot, Option<Target>), (CommandState, String)> {
         // `expires` 0 is not "never": every command the cloud sends carries a real expiry.
         if now > req.expires || req.expires == 0 {
             let late = (now - req.expires) / 1000;
@@ -286,18 +287,33 @@ impl Shared {
         }
         let (spec, params) = check_command(self.opts.registry, &req.command_type, &req.params, req.confirm)
             .map_err(|e| (CommandState::Rejected, e.to_string()))?;
-        if !spec.targets("gateway") {
-            return Err((
-                CommandState::Rejected,
-                format!("{} targets {:?}, not this gateway", spec.command_type, spec.safety.targets),
-            ));
-        }
+        let target = self.resolve_target(spec, req.target.as_deref()).map_err(|e| (CommandState::Rejected, e))?;
         if (self.opts.runner)(spec.command_type).is_none() {
             return Err((CommandState::Rejected, CommandError::Unsupported(spec.command_type).to_string()));
         }
         check_rate(journal, spec, now).map_err(|e| (CommandState::Rejected, e.to_string()))?;
         let slot = self.concurrency.try_acquire(spec).map_err(|e| (CommandState::Rejected, e.to_string()))?;
-        Ok((spec, params, slot))
+        Ok((spec, params, slot, target))
+    }
+
+    /// The device a command names, checked against this gateway's devices and the spec's target
+    /// classes. No target (or the gateway's own id) means the gateway.
+    fn resolve_target(&self, spec: &'static CommandSpec, target: Option<&str>) -> Result<Option<Target>, String> {
+        let classes = spec.safety.targets.join(", ");
+        let Some(id) = target.filter(|t| *t != self.ctx.gateway_id) else {
+            if spec.targets("gateway") {
+                return Ok(None);
+            }
+            return Err(format!("{} targets {classes}: name the target device", spec.command_type));
+        };
+        let Some(d) = self.ctx.site.find(id) else {
+            return Err(format!("target {id} is not a device of gateway {}", self.ctx.gateway_id));
+        };
+        let Some(class) = target_class(&d.device_type).filter(|c| spec.targets(c)) else {
+            return Err(format!("{} targets {classes}, not target {id} (type {})", spec.command_type, d.device_type));
+        };
+        let device = DeviceSpec::of(&d).ok_or_else(|| format!("target {id} has no address"))?;
+        Ok(Some(Target { device, class }))
     }
 
     /// A command that failed the protocol checks: `rejected` with the protocol error, once per id
@@ -338,10 +354,11 @@ impl Shared {
         spec: &'static CommandSpec,
         params: Value,
         slot: Slot,
+        target: Option<Target>,
         active: Arc<Active>,
     ) {
         let id = req.id.clone();
-        let outcome = self.execute(req, spec, params, slot, &active);
+        let outcome = self.execute(req, spec, params, slot, target, &active);
         // The restart hook normally ends the process here.
         let restart = outcome.is_none();
         let result = match outcome {
@@ -368,6 +385,7 @@ impl Shared {
         spec: &'static CommandSpec,
         params: Value,
         slot: Slot,
+        target: Option<Target>,
         active: &Active,
     ) -> Option<Outcome> {
         let id = req.id.clone();
@@ -398,6 +416,7 @@ impl Shared {
             cancel: Arc::clone(&cancel),
             upload: req.upload,
             issued_ms: req.issued,
+            target,
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let worker = std::thread::Builder::new().name(format!("run-{}", spec.command_type)).spawn(move || {

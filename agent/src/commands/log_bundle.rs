@@ -175,7 +175,8 @@ fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-fn failed_io(what: &str, e: io::Error) -> CommandError {
+/// An I/O error while writing into the spool: a full spool is reported as such, not as an I/O fault.
+pub(crate) fn failed_io(what: &str, e: io::Error) -> CommandError {
     match spool_error(&e) {
         Some(s) => CommandError::Failed(s.to_string()),
         None => CommandError::io(what.to_string(), e),

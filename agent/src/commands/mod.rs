@@ -5,9 +5,11 @@
 
 pub mod agent_restart;
 pub mod agent_update;
+pub mod camera;
 pub mod child;
 pub mod config_read;
 pub mod device_info;
+pub mod device_probe;
 pub mod executor;
 #[cfg(test)]
 mod executor_tests;
@@ -17,7 +19,9 @@ pub mod journal;
 pub mod limits;
 pub mod log_bundle;
 pub mod log_tail;
+pub mod nvr;
 pub mod reboot;
+pub mod site;
 pub mod tcp_probe;
 pub mod time;
 
@@ -56,6 +60,17 @@ pub struct Job {
     pub upload: Option<UploadGrant>,
     /// When the cloud issued the command (ms since the epoch).
     pub issued_ms: u64,
+    /// The child device the command targets (resolved and class-checked by the executor); `None` for
+    /// a command on the gateway itself.
+    pub target: Option<Target>,
+}
+
+/// A command's target device.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub device: crate::devices::DeviceSpec,
+    /// `camera` or `nvr` (`registry::target_class` of its sensor type).
+    pub class: &'static str,
 }
 
 impl Job {
@@ -104,6 +119,14 @@ impl Job {
     pub fn require_str(&self, name: &str) -> Result<&str, CommandError> {
         self.str(name).ok_or_else(|| CommandError::Failed(format!("parameter {name} missing after validation")))
     }
+
+    /// The target device; missing means the registry and the executor disagree.
+    pub fn device(&self) -> Result<&crate::devices::DeviceSpec, CommandError> {
+        self.target
+            .as_ref()
+            .map(|t| &t.device)
+            .ok_or_else(|| CommandError::Failed(format!("{} needs a target device", self.spec.command_type)))
+    }
 }
 
 /// What a successful command returns: a result value (small; it travels in the `CommandUpdate`) and
@@ -143,7 +166,34 @@ pub enum CommandError {
     Upload(#[from] crate::upload::UploadError),
     #[error(transparent)]
     Spool(#[from] crate::spool::SpoolError),
+    // Device errors are boxed: they carry targets, paths and sources, and every command result would
+    // otherwise grow to their size.
+    #[error(transparent)]
+    Snapshot(Box<crate::devices::snapshot::SnapshotError>),
+    #[error(transparent)]
+    Reboot(Box<crate::devices::reboot::RebootError>),
+    #[error(transparent)]
+    Clip(Box<crate::devices::clip::ClipError>),
+    #[error(transparent)]
+    Site(Box<crate::devices::site::SiteError>),
 }
+
+macro_rules! boxed_from {
+    ($($variant:ident: $ty:ty),*) => {$(
+        impl From<$ty> for CommandError {
+            fn from(e: $ty) -> CommandError {
+                CommandError::$variant(Box::new(e))
+            }
+        }
+    )*};
+}
+
+boxed_from!(
+    Snapshot: crate::devices::snapshot::SnapshotError,
+    Reboot: crate::devices::reboot::RebootError,
+    Clip: crate::devices::clip::ClipError,
+    Site: crate::devices::site::SiteError
+);
 
 impl CommandError {
     pub fn io(what: impl Into<String>, source: std::io::Error) -> CommandError {
@@ -168,6 +218,12 @@ pub fn runner(command_type: &str) -> Option<RunFn> {
         log_bundle::TYPE => log_bundle::run,
         agent_update::TYPE => agent_update::run,
         image_update::TYPE => image_update::run,
+        camera::SNAPSHOT => camera::snapshot,
+        camera::REBOOT => camera::reboot,
+        nvr::CLIP_EXPORT => nvr::clip_export,
+        device_probe::TYPE => device_probe::run,
+        site::DISCOVER => site::discover,
+        site::ADOPT => site::adopt,
         _ => return None,
     })
 }

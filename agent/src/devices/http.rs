@@ -196,6 +196,16 @@ impl Conn {
         Ok(std::mem::replace(&mut self.buf, rest))
     }
 
+    /// Up to `max` bytes of what follows: buffered bytes first, else one read. Empty at end of stream.
+    /// For bodies streamed to disk instead of collected ([`Conn::read_response`] with `no_body`).
+    pub async fn read_some(&mut self, max: usize) -> Result<Vec<u8>, HttpError> {
+        if self.buf.is_empty() && self.fill(max).await? == 0 {
+            return Ok(Vec::new());
+        }
+        let rest = self.buf.split_off(self.buf.len().min(max.max(1)));
+        Ok(std::mem::replace(&mut self.buf, rest))
+    }
+
     /// Reads one line ending in CRLF (without it), capped at `max` bytes.
     async fn line(&mut self, max: usize) -> Result<Vec<u8>, HttpError> {
         loop {

@@ -5,15 +5,20 @@
 //!
 //! Every probe result carries an [`ErrorClass`]: "auth broken" and "down" are different states.
 
+pub mod clip;
 pub mod dahua;
 pub mod digest;
 pub mod events;
 pub mod hikvision;
 pub mod http;
 pub mod onvif;
+pub mod probe_now;
+pub mod reboot;
 pub mod rtsp;
 pub mod scheduler;
-#[allow(dead_code, reason = "site.discover/site.adopt commands will drive it")]
+pub mod site;
+pub mod snapshot;
+pub mod vendor_http;
 pub mod wsdiscovery;
 pub mod xml;
 
@@ -64,6 +69,11 @@ impl DeviceSpec {
             password: d.password.as_ref().map(|p| p.expose().to_owned()),
             rtsp_uri: d.attrs.get("rtsp_uri").cloned(),
         })
+    }
+
+    /// As [`DeviceSpec::from_config`] with the device's own `driver` setting (reach only when unset).
+    pub fn of(d: &DeviceConfig) -> Option<DeviceSpec> {
+        DeviceSpec::from_config(d, Driver::parse(d.driver.as_deref().unwrap_or("")).unwrap_or(Driver::Reach))
     }
 
     /// Credentials, when both halves are configured.

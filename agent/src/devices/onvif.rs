@@ -104,7 +104,7 @@ pub fn envelope(header: &str, body: &str) -> String {
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (inverse of the civil-from-days in
 /// `commands/time.rs`).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y.rem_euclid(400);

@@ -60,42 +60,66 @@ impl Default for SchedulerConfig {
 /// Running scheduler; stops (and joins its thread) on drop.
 pub struct Scheduler {
     stop: Option<smol::channel::Sender<()>>,
+    /// Devices added while running (adopted by `site.adopt`).
+    add: Option<smol::channel::Sender<DeviceSpec>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn spawn_device<'a>(ex: &LocalExecutor<'a>, shared: &Rc<Shared>, spec: DeviceSpec) {
+    let dev = Rc::new(Device {
+        slots: Semaphore::new(shared.cfg.slots_per_device.max(1)),
+        spec,
+        down_streak: Cell::new(0),
+        auth_failures: Cell::new(0),
+        auth_blocked_until: Cell::new(None),
+        streams: RefCell::new(Vec::new()),
+    });
+    for tier in tiers_for(dev.spec.driver, &shared.cfg) {
+        ex.spawn(tier_loop(Rc::clone(shared), Rc::clone(&dev), tier)).detach();
+    }
 }
 
 impl Scheduler {
     pub fn start(specs: Vec<DeviceSpec>, cfg: SchedulerConfig, cache: StateCache) -> std::io::Result<Scheduler> {
         let (tx, rx) = smol::channel::bounded::<()>(1);
+        let (add_tx, add_rx) = smol::channel::unbounded::<DeviceSpec>();
         let thread = std::thread::Builder::new().name("devices".into()).spawn(move || {
             let ex = LocalExecutor::new();
             let n = cfg.concurrency.max(1);
             let shared = Rc::new(Shared { reach: Semaphore::new(n), sessions: Semaphore::new(n), cfg, cache });
             for spec in specs {
-                let dev = Rc::new(Device {
-                    slots: Semaphore::new(shared.cfg.slots_per_device.max(1)),
-                    spec,
-                    down_streak: Cell::new(0),
-                    auth_failures: Cell::new(0),
-                    auth_blocked_until: Cell::new(None),
-                    streams: RefCell::new(Vec::new()),
-                });
-                for tier in tiers_for(dev.spec.driver, &shared.cfg) {
-                    ex.spawn(tier_loop(Rc::clone(&shared), Rc::clone(&dev), tier)).detach();
-                }
+                spawn_device(&ex, &shared, spec);
             }
-            // Runs until the handle is dropped (the channel closes); dropping the executor cancels
+            // Runs until the handle is dropped (the channels close); dropping the executor cancels
             // every probe wherever it is, which closes its sockets.
             smol::block_on(ex.run(async {
-                let _ = rx.recv().await;
+                loop {
+                    let added = smol::future::or(async { add_rx.recv().await.ok() }, async {
+                        let _ = rx.recv().await;
+                        None
+                    })
+                    .await;
+                    let Some(spec) = added else { break };
+                    log::info!("device {}: probing from now on", spec.id);
+                    spawn_device(&ex, &shared, spec);
+                }
             }));
         })?;
-        Ok(Scheduler { stop: Some(tx), thread: Some(thread) })
+        Ok(Scheduler { stop: Some(tx), add: Some(add_tx), thread: Some(thread) })
+    }
+
+    /// Starts probing one more device.
+    pub fn add(&self, spec: DeviceSpec) {
+        if let Some(tx) = &self.add {
+            let _ = tx.try_send(spec);
+        }
     }
 }
 
 impl Drop for Scheduler {
     fn drop(&mut self) {
         drop(self.stop.take());
+        drop(self.add.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -1,5 +1,5 @@
 //! Command HTTP API:
-//! * `POST /v1/gateways/{id}/commands` `{type, params, confirm, expiresInSecs? | expiresAt?, timeoutSecs?}` → 201
+//! * `POST /v1/gateways/{id}/commands` `{type, target?, params, confirm, expiresInSecs? | expiresAt?, timeoutSecs?}` → 201
 //!   with the command. Scope `operate`; `admin` for a destructive type. The audit names the API token.
 //! * `GET /v1/gateways/{id}/commands?limit=&before=` → `{gatewayId, commands: [...]}`, newest first
 //! * `GET /v1/commands/{id}` → the command with its `artifacts` and `audit` trail
@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use scs_protocol::ids::validate_id;
-use scs_protocol::registry::{check_command, CheckError};
+use scs_protocol::registry::{check_command, target_class, CheckError, CommandSpec};
 use serde_json::{json, Value as Json_};
 
 use super::session::{Kick, Sessions};
@@ -178,6 +178,7 @@ pub fn command_json(row: &CommandRow, artifacts: Option<Json_>) -> Json_ {
         "deliveredAt": row.delivered_at,
         "deliveries": row.deliveries,
         "cancelRequested": row.cancel_requested_at.is_some(),
+        "target": row.target,
     })
 }
 
@@ -194,6 +195,59 @@ fn int_field(body: &Json_, name: &str, min: i64, max: i64) -> Result<Option<i64>
             }
             Ok(Some(i))
         }
+    }
+}
+
+/// `target`: absent or null for the gateway itself, else a sensor id.
+fn target_field(body: &Json_) -> Result<Option<String>, CommandApiError> {
+    match body.get("target") {
+        None | Some(Json_::Null) => Ok(None),
+        Some(Json_::String(t)) => {
+            validate_id("target", t).map_err(|e| CommandApiError::invalid("target", "pattern", e.to_string()))?;
+            Ok(Some(t.clone()))
+        }
+        Some(_) => Err(CommandApiError::invalid("target", "type", "target must be a sensor id (string)")),
+    }
+}
+
+/// A command names a target the registry entry accepts: none (or the gateway's own id) for a
+/// gateway command, else a child sensor of this gateway whose type's class is in the entry's `targets`.
+async fn check_target(
+    state: &CommandApi,
+    gateway: &str,
+    spec: &'static CommandSpec,
+    target: Option<&str>,
+) -> Result<(), CommandApiError> {
+    let classes = spec.safety.targets.join(", ");
+    let Some(t) = target.filter(|t| *t != gateway) else {
+        if spec.targets("gateway") {
+            return Ok(());
+        }
+        return Err(CommandApiError::invalid(
+            "target",
+            "required",
+            format!("{} targets {classes}: name the target device", spec.command_type),
+        ));
+    };
+    let id = t.to_owned();
+    let sensor = state.store.call(move |c| crate::store::queries::get_sensor(c, &id)).await.map_err(|e| {
+        log::error!("command target lookup: {e}");
+        CommandApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}"))
+    })?;
+    let Some(sensor) = sensor.filter(|s| s.parent_sensor_id.as_deref() == Some(gateway) && s.gateway_id == gateway) else {
+        return Err(CommandApiError::invalid(
+            "target",
+            "child",
+            format!("target {t} is not a child device of gateway {gateway}"),
+        ));
+    };
+    match target_class(&sensor.sensor_type) {
+        Some(c) if spec.targets(c) => Ok(()),
+        _ => Err(CommandApiError::invalid(
+            "target",
+            "targets",
+            format!("{} targets {classes}, not target {t} (type {})", spec.command_type, sensor.sensor_type),
+        )),
     }
 }
 
@@ -229,6 +283,8 @@ async fn create(
             return Ok(e.into_response());
         }
     }
+    let target = target_field(&body)?;
+    check_target(&state, &gateway, spec, target.as_deref()).await?;
     let now = now_ms();
     let expires_at = expiry(&body, now)?;
     let timeout_secs = int_field(&body, "timeoutSecs", 1, i64::from(spec.timeout_secs))?.unwrap_or(i64::from(spec.timeout_secs));
@@ -242,6 +298,7 @@ async fn create(
         now,
         expires_at,
         timeout_secs: timeout_secs as u32,
+        target,
     };
     let row = state.store.call(move |c| store::create(c, &new)).await?;
     log::info!("command {} ({}) for {gateway} queued by {}", row.id, row.command_type, row.requested_by);

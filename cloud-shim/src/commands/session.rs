@@ -163,7 +163,7 @@ fn request_for(state: &SessionHandles, row: &CommandRow) -> CommandRequest {
         confirm: row.confirm,
         upload: upload_grant(state, row),
         requested_by: Some(row.requested_by.chars().take(64).collect()),
-        target: None,
+        target: row.target.clone(),
     }
 }
 

@@ -44,6 +44,8 @@ pub struct CommandRow {
     pub delivered_at: Option<i64>,
     pub deliveries: i64,
     pub cancel_requested_at: Option<i64>,
+    /// Child sensor the command targets; `None` for the gateway itself.
+    pub target: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -66,10 +68,11 @@ pub struct NewCommand {
     pub now: i64,
     pub expires_at: i64,
     pub timeout_secs: u32,
+    pub target: Option<String>,
 }
 
 const COLUMNS: &str = "id, gateway_id, type, params, confirm, state, result, error, artifacts, requested_by, \
-                       created_at, updated_at, expires_at, timeout_secs, delivered_at, deliveries, cancel_requested_at";
+                       created_at, updated_at, expires_at, timeout_secs, delivered_at, deliveries, cancel_requested_at, target";
 
 fn parse_json(text: Option<String>) -> Option<Json> {
     text.and_then(|t| serde_json::from_str(&t).ok())
@@ -96,6 +99,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<(CommandRow, String)> {
             delivered_at: r.get(14)?,
             deliveries: r.get(15)?,
             cancel_requested_at: r.get(16)?,
+            target: r.get(17)?,
         },
         state,
     ))
@@ -165,8 +169,8 @@ fn insert_audit(conn: &Connection, a: &Audit<'_>) -> Result<(), rusqlite::Error>
 pub fn create(conn: &mut Connection, c: &NewCommand) -> Result<CommandRow, CommandStoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.prepare_cached(
-        "INSERT INTO commands (id, gateway_id, type, params, confirm, state, requested_by, created_at, updated_at, expires_at, timeout_secs)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?7, ?8, ?9)",
+        "INSERT INTO commands (id, gateway_id, type, params, confirm, state, requested_by, created_at, updated_at, expires_at, timeout_secs, target)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         c.id,
@@ -177,9 +181,11 @@ pub fn create(conn: &mut Connection, c: &NewCommand) -> Result<CommandRow, Comma
         c.requested_by,
         c.now,
         c.expires_at,
-        c.timeout_secs
+        c.timeout_secs,
+        c.target
     ])?;
-    let detail = format!("{} requested, expires in {} s", c.command_type, (c.expires_at - c.now) / 1000);
+    let on = c.target.as_deref().map(|t| format!(" on {t}")).unwrap_or_default();
+    let detail = format!("{}{on} requested, expires in {} s", c.command_type, (c.expires_at - c.now) / 1000);
     insert_audit(
         &tx,
         &Audit {
@@ -415,7 +421,22 @@ mod tests {
             now,
             expires_at: now + 60_000,
             timeout_secs: 10,
+            target: None,
         }
+    }
+
+    #[test]
+    fn a_target_is_stored_and_read_back() {
+        let mut c = db();
+        let mut n = new("c-t", "gw", 1000);
+        n.command_type = "camera.snapshot".into();
+        n.target = Some("cam-1".into());
+        let row = create(&mut c, &n).unwrap();
+        assert_eq!(row.target.as_deref(), Some("cam-1"));
+        assert_eq!(get(&c, "c-t").unwrap().unwrap().target.as_deref(), Some("cam-1"));
+        assert!(audit(&c, "c-t").unwrap()[0].detail.as_deref().unwrap().contains("on cam-1"));
+        let plain = create(&mut c, &new("c-g", "gw", 1000)).unwrap();
+        assert_eq!(plain.target, None);
     }
 
     fn update(id: &str, gw: &str, state: CommandState) -> CommandUpdate {

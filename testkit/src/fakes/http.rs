@@ -43,3 +43,112 @@ pub fn read_request(conn: &mut TcpStream) -> Option<HttpRequest> {
     conn.read_exact(&mut body).ok()?;
     Some(HttpRequest { method, path, headers, body })
 }
+
+/// A simulated power cycle for the fakes: after [`PowerCycle::trigger`], the accept loop closes its
+/// listener (new connections are refused, as from a device that is down) for the given time, then
+/// listens on the same port again with its uptime reset.
+#[derive(Debug, Default)]
+pub struct PowerCycle {
+    pending_ms: std::sync::atomic::AtomicU64,
+    /// Completed reboots.
+    pub boots: std::sync::atomic::AtomicU64,
+    /// When the device last started (ms since the epoch); 0 = never rebooted.
+    pub booted_at_ms: std::sync::atomic::AtomicU64,
+    /// When the listener closed and reopened for the last reboot (ms since the epoch).
+    pub down_at_ms: std::sync::atomic::AtomicU64,
+    pub up_at_ms: std::sync::atomic::AtomicU64,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl PowerCycle {
+    /// Goes down for `down_ms` shortly (the answer to the reboot request is sent first).
+    pub fn trigger(&self, down_ms: u64) {
+        self.pending_ms.store(down_ms.max(1), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Seconds since the last (simulated) start, or `None` before any reboot.
+    pub fn uptime_s(&self) -> Option<u64> {
+        match self.booted_at_ms.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => None,
+            t => Some(now_ms().saturating_sub(t) / 1000),
+        }
+    }
+}
+
+/// Accepts connections on `listener` and hands each to `handle` on its own thread until `stop`;
+/// honours `power` reboots by closing and re-binding the port.
+pub fn accept_loop(
+    listener: std::net::TcpListener,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    power: std::sync::Arc<PowerCycle>,
+    handle: std::sync::Arc<dyn Fn(TcpStream) + Send + Sync>,
+) {
+    use std::sync::atomic::Ordering;
+    let addr = listener.local_addr().expect("local addr");
+    let mut listener = Some(listener);
+    while !stop.load(Ordering::SeqCst) {
+        let down = power.pending_ms.swap(0, Ordering::SeqCst);
+        if down > 0 {
+            // Let the reboot answer leave before the port closes.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            listener = None;
+            power.down_at_ms.store(now_ms(), Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(down));
+            let mut tries = 0;
+            while listener.is_none() && tries < 100 {
+                listener = std::net::TcpListener::bind(addr).ok();
+                if listener.is_none() {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                tries += 1;
+            }
+            power.up_at_ms.store(now_ms(), Ordering::SeqCst);
+            power.booted_at_ms.store(now_ms(), Ordering::SeqCst);
+            power.boots.fetch_add(1, Ordering::SeqCst);
+        }
+        let Some(l) = listener.as_ref() else { return };
+        let _ = l.set_nonblocking(true);
+        match l.accept() {
+            Ok((conn, _)) => {
+                let _ = conn.set_nonblocking(false);
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let h = handle.clone();
+                std::thread::spawn(move || h(conn));
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+        }
+    }
+}
+
+/// Deterministic bytes for fake media (xorshift from `seed`): tests compare what arrives with them.
+pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A small JPEG-framed image (SOI, JFIF APP0, a comment segment of deterministic bytes, EOI): what
+/// the snapshot path checks. Its content is not a picture.
+pub fn fake_jpeg(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0, 1, 1, 0, 0, 1, 0, 1, 0, 0];
+    let body = pseudo_random_bytes(seed, len.max(64));
+    for seg in body.chunks(60_000) {
+        out.extend_from_slice(&[0xFF, 0xFE]);
+        out.extend_from_slice(&((seg.len() + 2) as u16).to_be_bytes());
+        // 0xFF inside a comment would be fine, but keep markers unambiguous.
+        out.extend(seg.iter().map(|b| if *b == 0xFF { 0xFE } else { *b }));
+    }
+    out.extend_from_slice(&[0xFF, 0xD9]);
+    out
+}

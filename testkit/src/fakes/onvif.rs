@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::http::{read_request, HttpRequest};
+use super::http::{accept_loop, fake_jpeg, read_request, HttpRequest, PowerCycle};
 use super::{auth_params, b64, b64_decode, hex, md5_hex, sha256_hex};
 
 /// How the device wants clients to authenticate.
@@ -78,6 +78,12 @@ pub struct OnvifOpts {
     pub rtsp_base: String,
     /// `Some(n)`: an ONVIF Profile G recorder holding `n` recordings (search and recording services).
     pub recordings: Option<u32>,
+    /// After SystemReboot the device refuses connections for this long, then is back with its
+    /// uptime reset.
+    pub reboot_down_ms: u64,
+    /// Seed and size of the JPEG served at the GetSnapshotUri address (HTTP Digest, as cameras do).
+    pub snapshot_seed: u64,
+    pub snapshot_len: usize,
 }
 
 impl Default for OnvifOpts {
@@ -98,6 +104,9 @@ impl Default for OnvifOpts {
             serial: "FC1080-000123".into(),
             rtsp_base: "rtsp://127.0.0.1:554".into(),
             recordings: None,
+            reboot_down_ms: 2000,
+            snapshot_seed: 7,
+            snapshot_len: 20_000,
         }
     }
 }
@@ -120,6 +129,8 @@ impl OnvifStats {
 pub struct FakeOnvif {
     addr: SocketAddr,
     pub stats: Arc<OnvifStats>,
+    /// Simulated reboots (SystemReboot).
+    pub power: Arc<PowerCycle>,
     stop: Arc<AtomicBool>,
     pub opts: Arc<Mutex<OnvifOpts>>,
 }
@@ -132,20 +143,22 @@ impl FakeOnvif {
         let stop = Arc::new(AtomicBool::new(false));
         let opts = Arc::new(Mutex::new(opts));
         let state = Arc::new(Mutex::new(AuthState::default()));
+        let power = Arc::new(PowerCycle::default());
         {
-            let (stats, stop, opts) = (stats.clone(), stop.clone(), opts.clone());
-            std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(conn) = conn else { continue };
-                    let (stats, opts, state, stop) = (stats.clone(), opts.clone(), state.clone(), stop.clone());
-                    std::thread::spawn(move || serve(conn, addr, &opts, &stats, &state, &stop));
-                }
-            });
+            let (stats, stop, opts, power) = (stats.clone(), stop.clone(), opts.clone(), power.clone());
+            let handle: Arc<dyn Fn(TcpStream) + Send + Sync> = {
+                let (stop, power) = (stop.clone(), power.clone());
+                Arc::new(move |conn| serve(conn, addr, &opts, &stats, &state, &stop, &power))
+            };
+            std::thread::spawn(move || accept_loop(listener, stop, power, handle));
         }
-        FakeOnvif { addr, stats, stop, opts }
+        FakeOnvif { addr, stats, power, stop, opts }
+    }
+
+    /// The JPEG served at the snapshot URI.
+    pub fn snapshot_jpeg(&self) -> Vec<u8> {
+        let o = self.opts.lock().map(|o| o.clone()).unwrap_or_default();
+        fake_jpeg(o.snapshot_seed, o.snapshot_len)
     }
 
     /// `127.0.0.1:port`
@@ -187,6 +200,7 @@ fn serve(
     stats: &OnvifStats,
     state: &Mutex<AuthState>,
     stop: &AtomicBool,
+    power: &PowerCycle,
 ) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
     let Some(req) = read_request(&mut conn) else { return };
@@ -243,6 +257,10 @@ fn serve(
             return;
         }
     }
+    if req.method == "GET" && req.path == "/onvif/snapshot.jpg" {
+        serve_snapshot(&mut conn, &req, &o, stats, state);
+        return;
+    }
     let body = String::from_utf8_lossy(&req.body).into_owned();
     let action = first_body_element(&body).unwrap_or_default();
     if let Ok(mut a) = stats.actions.lock() {
@@ -279,6 +297,53 @@ fn serve(
     let token = elem_text(&body, "ProfileToken").unwrap_or_else(|| "main".into());
     let (status, xml) = answer(&action, &token, &o, &p, device_now, addr);
     respond(&mut conn, status, &xml);
+    if action == "SystemReboot" && status == 200 {
+        power.trigger(o.reboot_down_ms);
+    }
+}
+
+/// The snapshot URI: a JPEG behind HTTP Digest (whatever the SOAP auth mode), with a `Date` header
+/// on the device's clock.
+fn serve_snapshot(conn: &mut TcpStream, req: &HttpRequest, o: &OnvifOpts, stats: &OnvifStats, state: &Mutex<AuthState>) {
+    if let Ok(mut a) = stats.actions.lock() {
+        a.push("GET snapshot".into());
+    }
+    match check_digest(req, o, state) {
+        Ok(()) => {}
+        Err(AuthFail::Challenge) => {
+            let n = hex(&rand16());
+            if let Ok(mut s) = state.lock() {
+                s.nonces.insert(n.clone(), 0);
+            }
+            let _ = write!(
+                conn,
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Digest realm=\"fakecam\", qop=\"auth\", nonce=\"{n}\", opaque=\"op4que\", algorithm=MD5\r\nContent-Length: 0\r\n\r\n"
+            );
+            return;
+        }
+        Err(AuthFail::Rejected(_)) => {
+            stats.auth_failures.fetch_add(1, Ordering::SeqCst);
+            let _ = write!(conn, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n");
+            return;
+        }
+    }
+    let jpeg = fake_jpeg(o.snapshot_seed, o.snapshot_len);
+    let _ = write!(
+        conn,
+        "HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nDate: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        imf_date(now_s() + o.clock_skew_s),
+        jpeg.len()
+    );
+    let _ = conn.write_all(&jpeg);
+    let _ = conn.flush();
+}
+
+/// IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) of Unix seconds.
+pub fn imf_date(t: i64) -> String {
+    let (y, mo, d, h, mi, s) = utc_parts(t);
+    let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][t.div_euclid(86_400).rem_euclid(7) as usize];
+    let mon = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][(mo - 1) as usize];
+    format!("{wd}, {d:02} {mon} {y} {h:02}:{mi:02}:{s:02} GMT")
 }
 
 fn respond(conn: &mut TcpStream, status: u16, body: &str) {
@@ -312,34 +377,37 @@ enum AuthFail {
     Rejected(String),
 }
 
-fn check_auth(req: &HttpRequest, body: &str, o: &OnvifOpts, state: &Mutex<AuthState>, device_now: i64) -> Result<(), AuthFail> {
-    let digest_ok = || -> Result<(), AuthFail> {
-        let Some(h) = req.header("authorization") else { return Err(AuthFail::Challenge) };
-        let Some(params) = h.strip_prefix("Digest ").map(auth_params) else { return Err(AuthFail::Challenge) };
-        let get = |k: &str| params.get(k).cloned().unwrap_or_default();
-        let mut st = state.lock().map_err(|_| AuthFail::Challenge)?;
-        let nonce = get("nonce");
-        let Some(last_nc) = st.nonces.get(&nonce).copied() else { return Err(AuthFail::Challenge) };
-        let nc = u32::from_str_radix(&get("nc"), 16).unwrap_or(0);
-        if nc <= last_nc {
-            return Err(AuthFail::Rejected(format!("nc {nc} reused")));
-        }
-        let hash = |s: &str| match get("algorithm").to_ascii_uppercase().as_str() {
-            "SHA-256" => sha256_hex(s.as_bytes()),
-            _ => md5_hex(s.as_bytes()),
-        };
-        if get("uri") != req.path {
-            return Err(AuthFail::Rejected("uri mismatch".into()));
-        }
-        let ha1 = hash(&format!("{}:fakecam:{}", get("username"), o.pass));
-        let ha2 = hash(&format!("{}:{}", req.method, req.path));
-        let want = hash(&format!("{ha1}:{nonce}:{}:{}:auth:{ha2}", get("nc"), get("cnonce")));
-        if get("username") != o.user || get("response") != want || get("qop") != "auth" || get("opaque") != "op4que" {
-            return Err(AuthFail::Rejected("digest response".into()));
-        }
-        st.nonces.insert(nonce, nc);
-        Ok(())
+/// HTTP Digest (RFC 7616, MD5 or SHA-256, qop=auth) against the issued nonces; nc must increase.
+fn check_digest(req: &HttpRequest, o: &OnvifOpts, state: &Mutex<AuthState>) -> Result<(), AuthFail> {
+    let Some(h) = req.header("authorization") else { return Err(AuthFail::Challenge) };
+    let Some(params) = h.strip_prefix("Digest ").map(auth_params) else { return Err(AuthFail::Challenge) };
+    let get = |k: &str| params.get(k).cloned().unwrap_or_default();
+    let mut st = state.lock().map_err(|_| AuthFail::Challenge)?;
+    let nonce = get("nonce");
+    let Some(last_nc) = st.nonces.get(&nonce).copied() else { return Err(AuthFail::Challenge) };
+    let nc = u32::from_str_radix(&get("nc"), 16).unwrap_or(0);
+    if nc <= last_nc {
+        return Err(AuthFail::Rejected(format!("nc {nc} reused")));
+    }
+    let hash = |s: &str| match get("algorithm").to_ascii_uppercase().as_str() {
+        "SHA-256" => sha256_hex(s.as_bytes()),
+        _ => md5_hex(s.as_bytes()),
     };
+    if get("uri") != req.path {
+        return Err(AuthFail::Rejected("uri mismatch".into()));
+    }
+    let ha1 = hash(&format!("{}:fakecam:{}", get("username"), o.pass));
+    let ha2 = hash(&format!("{}:{}", req.method, req.path));
+    let want = hash(&format!("{ha1}:{nonce}:{}:{}:auth:{ha2}", get("nc"), get("cnonce")));
+    if get("username") != o.user || get("response") != want || get("qop") != "auth" || get("opaque") != "op4que" {
+        return Err(AuthFail::Rejected("digest response".into()));
+    }
+    st.nonces.insert(nonce, nc);
+    Ok(())
+}
+
+fn check_auth(req: &HttpRequest, body: &str, o: &OnvifOpts, state: &Mutex<AuthState>, device_now: i64) -> Result<(), AuthFail> {
+    let digest_ok = || check_digest(req, o, state);
     let wsse_ok = || -> Result<(), AuthFail> {
         let (Some(user), Some(pw), Some(nonce), Some(created)) =
             (elem_text(body, "Username"), elem_text(body, "Password"), elem_text(body, "Nonce"), elem_text(body, "Created"))
@@ -392,7 +460,8 @@ fn parse_utc(s: &str) -> Option<i64> {
     Some(days * 86_400 + h * 3600 + mi * 60 + sec)
 }
 
-fn utc_parts(t: i64) -> (i64, i64, i64, i64, i64, i64) {
+/// Calendar parts (year, month, day, hour, minute, second) of Unix seconds, UTC.
+pub fn utc_parts(t: i64) -> (i64, i64, i64, i64, i64, i64) {
     let days = t.div_euclid(86_400);
     let sod = t.rem_euclid(86_400);
     let z = days + 719_468;
@@ -601,6 +670,10 @@ fn answer(action: &str, token: &str, o: &OnvifOpts, p: &Names, device_now: i64, 
                 p.open(m, &format!("{action}Response"), NS_MEDIA)
             )
         }
+        "SystemReboot" => format!(
+            "{}<{d}Message>Rebooting in 1 second</{d}Message></{d}SystemRebootResponse>",
+            p.open(d, "SystemRebootResponse", NS_DEV)
+        ),
         _ => return (o.fault_status, fault(p, o, "Receiver", "ter:ActionNotSupported", "unknown action")),
     };
     (200, p.envelope(&body))
