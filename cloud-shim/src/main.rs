@@ -64,9 +64,13 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("serve") => {}
-        Some(cmd @ ("gateways" | "mosquitto-config")) => {
+        Some(cmd @ ("gateways" | "mosquitto-config" | "enroll-tokens")) => {
             let rest = args.get(1..).unwrap_or_default();
-            let result = if cmd == "gateways" { identity::cli::gateways(rest) } else { identity::cli::mosquitto_config(rest) };
+            let result = match cmd {
+                "gateways" => identity::cli::gateways(rest),
+                "enroll-tokens" => identity::cli::enroll_tokens(rest),
+                _ => identity::cli::mosquitto_config(rest),
+            };
             return match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e @ identity::cli::CliError::Usage(_)) => {

@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod cli;
+pub mod enroll;
 pub mod keys;
 pub mod mosquitto;
 pub mod registry;
