@@ -195,7 +195,7 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         }
         BrokerMode::External { host, port, tls } => format!("{}://{host}:{port}", if *tls { "mqtts" } else { "mqtt" }),
     };
-    identity::cli::Endpoints { broker_url, api_url: public_url.clone(), max_gateways: config.max_gateways }
+    identity::endpoints::Endpoints { broker_url, api_url: public_url.clone(), max_gateways: config.max_gateways }
         .write(&config.data_dir)?;
     let artifacts_cfg = artifacts::ArtifactsConfig::new(&config.data_dir, &public_url);
     let artifacts = artifacts::Artifacts::open(artifacts_cfg)?;

@@ -13,7 +13,7 @@ use axum::Router;
 
 use super::error::ApiError;
 use crate::access::{bearer, sha256_hex};
-use crate::identity::cli::Endpoints;
+use crate::identity::endpoints::Endpoints;
 use crate::identity::enroll::{self, EnrollError, EnrollRequest};
 use crate::state::AppState;
 

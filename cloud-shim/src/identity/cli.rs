@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use scs_protocol::cose::SigningKey;
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::bundle::Bundle;
+use super::endpoints::Endpoints;
 use super::keys::{cloud_signing_key, new_password, password_sha256};
 use super::mosquitto::MqttCa;
 use super::registry::{self, AddError};
@@ -18,8 +18,6 @@ use crate::store::{now_ms, Store, StoreError};
 
 /// Gateways a shim accepts at most unless `--max-gateways` says otherwise.
 pub const DEFAULT_MAX_GATEWAYS: usize = 10_000;
-/// Where `serve` records the addresses and limits `gateways add` defaults to.
-pub const ENDPOINTS_FILE: &str = "run/endpoints.json";
 
 pub const USAGE: &str = "\
     scs-cloud-shim gateways add ID --data-dir DIR --out BUNDLE [--broker-url URL] [--api-url URL]
@@ -42,30 +40,6 @@ pub const USAGE: &str = "\
                                     [--server-name NAME]...
         Mosquitto mTLS set-up: CA, server and shim certificates, ACL file and mosquitto.conf snippet
 ";
-
-/// What a running `serve` records for the CLI.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Endpoints {
-    pub broker_url: String,
-    pub api_url: String,
-    pub max_gateways: usize,
-}
-
-impl Endpoints {
-    pub fn write(&self, data_dir: &Path) -> Result<(), IdentityError> {
-        let path = data_dir.join(ENDPOINTS_FILE);
-        let io = |source| IdentityError::Io { path: path.clone(), source };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let text = serde_json::to_string_pretty(self).unwrap_or_default();
-        std::fs::write(&path, text).map_err(io)
-    }
-
-    pub fn read(data_dir: &Path) -> Option<Endpoints> {
-        serde_json::from_slice(&std::fs::read(data_dir.join(ENDPOINTS_FILE)).ok()?).ok()
-    }
-}
 
 #[derive(Debug, Error)]
 pub enum CliError {

@@ -22,7 +22,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use super::bundle::Bundle;
-use super::cli::Endpoints;
+use super::endpoints::Endpoints;
 use super::keys::{cloud_signing_key, new_password, password_sha256, random_bytes};
 use super::mosquitto::MqttCa;
 use super::registry::{self, AddError};

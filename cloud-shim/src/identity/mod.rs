@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod cli;
+pub mod endpoints;
 pub mod enroll;
 pub mod keys;
 pub mod mosquitto;
