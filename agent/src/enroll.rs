@@ -216,17 +216,25 @@ fn request_body(gateway: &str, key: &SigningKey, site: Option<&str>) -> Vec<u8> 
     let signature = key.sign_ed25519(&pop_message(gateway, &public_key));
     let mut e = minicbor::Encoder::new(Vec::new());
     // Writing into a Vec cannot fail.
-    let _ = (|| -> Result<(), minicbor::encode::Error<std::convert::Infallible>> {
-        e.map(if site.is_some() { 4 } else { 3 })?;
-        e.str("gatewayId")?.str(gateway)?;
-        e.str("publicKey")?.bytes(&public_key)?;
-        e.str("signature")?.bytes(&signature)?;
-        if let Some(s) = site {
-            e.str("site")?.str(s)?;
-        }
-        Ok(())
-    })();
+    let _ = encode_request(&mut e, gateway, &public_key, &signature, site);
     e.into_writer()
+}
+
+fn encode_request(
+    e: &mut minicbor::Encoder<Vec<u8>>,
+    gateway: &str,
+    public_key: &[u8],
+    signature: &[u8],
+    site: Option<&str>,
+) -> Result<(), minicbor::encode::Error<std::convert::Infallible>> {
+    e.map(if site.is_some() { 4 } else { 3 })?;
+    e.str("gatewayId")?.str(gateway)?;
+    e.str("publicKey")?.bytes(public_key)?;
+    e.str("signature")?.bytes(signature)?;
+    if let Some(s) = site {
+        e.str("site")?.str(s)?;
+    }
+    Ok(())
 }
 
 /// The private key as PEM (PKCS#8), for the TLS client certificate issued over it.
@@ -444,7 +452,6 @@ mod tests {
         let (k1, p1) = device_key(&dir).unwrap();
         let (k2, p2) = device_key(&dir).unwrap();
         assert_eq!((k1.public_key(), &p1), (k2.public_key(), &p2));
-        use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(dir.join(KEY_FILE)).unwrap().permissions().mode() & 0o777, 0o600);
         let file = EnrollFile {
             api_url: "https://c".into(),

@@ -10,8 +10,8 @@
 //!
 //! A token is single-use unless created with `--max-uses N`, expiring, scoped to one site and
 //! revocable; only its SHA-256 is stored. The same gateway (same id, same key, same token) may repeat
-//! its enrollment while the token is unexpired: its answer may have been lost on the way, and the
-//! repetition only rotates the MQTT password of the key that enrolled, which only that device holds.
+//! its enrollment within [`REPEAT_WINDOW_MS`] while the token is unexpired: its answer may have been
+//! lost on the way, and the repetition only rotates the MQTT password of the key that enrolled.
 
 use std::path::Path;
 
@@ -33,6 +33,9 @@ use crate::access::{hex, sha256_hex};
 pub const TOKEN_PREFIX: &str = "scs_enroll_";
 /// Longest lifetime a token may be given.
 pub const MAX_TTL_MS: i64 = 90 * 24 * 3600 * 1000;
+/// How long after its enrollment a gateway may repeat it (its answer was lost). The signed request is
+/// the same every time, so a captured one could rotate the gateway's password: only within this window.
+pub const REPEAT_WINDOW_MS: i64 = 3600 * 1000;
 /// Domain separation of the proof-of-possession signature.
 pub const POP_CONTEXT: &[u8] = b"scs-enroll-v1";
 
@@ -289,8 +292,8 @@ pub fn enroll(
         .query_row(
             "SELECT 1 FROM enrollments e JOIN gateways g ON g.id = e.gateway_id
              WHERE e.gateway_id = ?1 AND e.token_id = ?2 AND e.public_key = ?3 AND g.status = 'active'
-               AND g.public_key = ?3",
-            params![gw, token.id, req.public_key.as_slice()],
+               AND g.public_key = ?3 AND e.enrolled_ms > ?4",
+            params![gw, token.id, req.public_key.as_slice(), now.saturating_sub(REPEAT_WINDOW_MS)],
             |_| Ok(()),
         )
         .optional()?
@@ -438,7 +441,7 @@ mod tests {
             Err(EnrollError::UsedUp { .. })
         ));
         // Another key for the enrolled id with a fresh token: refused while gw-1 is active.
-        let (_, t2) = add_token(&c, "site-a", 1000, 5, 100).unwrap();
+        let (t2_id, t2) = add_token(&c, "site-a", 1000, 5, 100).unwrap();
         let h2 = sha256_hex(t2.as_bytes());
         assert!(matches!(enroll(&mut c, dir.path(), &endpoints(), &h2, &request(&k2, "gw-1"), 300), Err(EnrollError::Active(_))));
         assert!(matches!(
@@ -446,7 +449,15 @@ mod tests {
             Err(EnrollError::Expired { .. })
         ));
         assert!(matches!(enroll(&mut c, dir.path(), &endpoints(), &hash, &r1, 1100), Err(EnrollError::Expired { .. })));
-        let t2_id = list_tokens(&c).unwrap()[1].id.clone();
+        // A repeat after the window counts as a new enrollment: the token is used up.
+        let (_, t5) = add_token(&c, "site-a", 2 * REPEAT_WINDOW_MS, 1, 100).unwrap();
+        let (k5, _) = SigningKey::generate().unwrap();
+        let h5 = sha256_hex(t5.as_bytes());
+        enroll(&mut c, dir.path(), &endpoints(), &h5, &request(&k5, "gw-5"), 200).unwrap();
+        assert!(matches!(
+            enroll(&mut c, dir.path(), &endpoints(), &h5, &request(&k5, "gw-5"), 300 + REPEAT_WINDOW_MS),
+            Err(EnrollError::UsedUp { .. })
+        ));
         assert!(revoke_token(&c, &t2_id, 400).unwrap());
         assert!(!revoke_token(&c, &t2_id, 400).unwrap());
         assert!(matches!(
@@ -458,9 +469,13 @@ mod tests {
             Err(EnrollError::UnknownToken)
         ));
         let tokens = list_tokens(&c).unwrap();
-        assert_eq!((tokens[0].uses, tokens[1].uses), (1, 0));
+        let uses = |id: &str| tokens.iter().find(|t| t.id == id).unwrap().uses;
+        assert_eq!((uses(&id), uses(&t2_id)), (1, 0));
         let e = list_enrollments(&c).unwrap();
-        assert_eq!((e.len(), e[0].token_id.as_str(), e[0].site.as_str()), (1, id.as_str(), "site-a"));
+        assert_eq!(
+            (e.len(), e[0].gateway_id.as_str(), e[0].token_id.as_str(), e[0].site.as_str()),
+            (2, "gw-1", id.as_str(), "site-a")
+        );
         assert!(matches!(add_token(&c, "site-a", 0, 1, 0), Err(EnrollError::BadRequest(_))));
         assert!(matches!(add_token(&c, "bad site", 10, 1, 0), Err(EnrollError::BadRequest(_))));
     }
