@@ -116,8 +116,13 @@ pub struct FlooredClock;
 impl rustls::time_provider::TimeProvider for FlooredClock {
     fn current_time(&self) -> Option<rustls::pki_types::UnixTime> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        Some(rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(now.max(clock_floor_secs()))))
+        Some(floored(now))
     }
+}
+
+/// `now_secs`, or the floor when the clock is behind it.
+fn floored(now_secs: u64) -> rustls::pki_types::UnixTime {
+    rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(now_secs.max(clock_floor_secs())))
 }
 
 /// The start of every TLS client configuration in the agent: ring, the default protocol versions and
@@ -230,6 +235,94 @@ mod tests {
         std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nnot base64!\n").unwrap();
         assert!(matches!(ca_certs(Some(&garbage)), Err(CaError::Pem { .. })));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A clock stuck at a fixed time, to play a gateway that booted at 1970.
+    #[derive(Debug)]
+    struct Fixed(rustls::pki_types::UnixTime);
+
+    impl rustls::time_provider::TimeProvider for Fixed {
+        fn current_time(&self) -> Option<rustls::pki_types::UnixTime> {
+            Some(self.0)
+        }
+    }
+
+    /// Drives an in-memory TLS handshake to its end or its first error.
+    fn handshake(client: &mut rustls::ClientConnection, server: &mut rustls::ServerConnection) -> Result<(), rustls::Error> {
+        for _ in 0..20 {
+            let mut buf = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut buf).unwrap();
+            }
+            if !buf.is_empty() {
+                server.read_tls(&mut buf.as_slice()).unwrap();
+                server.process_new_packets()?;
+            }
+            let mut buf = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut buf).unwrap();
+            }
+            if !buf.is_empty() {
+                client.read_tls(&mut buf.as_slice()).unwrap();
+                client.process_new_packets()?;
+            }
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return Ok(());
+            }
+        }
+        Err(rustls::Error::General("handshake made no progress".into()))
+    }
+
+    #[test]
+    fn a_clock_at_1970_still_verifies_a_current_certificate_and_expiry_still_counts() {
+        // CA and server certificate valid from 2025-01-01 (before the floor) until 2040.
+        let dated = |names: Vec<String>| {
+            let mut p = rcgen::CertificateParams::new(names).unwrap();
+            p.not_before = rcgen::date_time_ymd(2025, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2040, 1, 1);
+            p
+        };
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = dated(Vec::new());
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = dated(vec!["gw.example".into()]).signed_by(&leaf_key, &issuer).unwrap();
+        let server_cfg = Arc::new(
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![leaf.der().clone()], pem_key(&leaf_key.serialize_pem()).unwrap())
+                .unwrap(),
+        );
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let connect = |clock: Fixed| {
+            let cfg =
+                rustls::ClientConfig::builder_with_details(Arc::new(rustls::crypto::ring::default_provider()), Arc::new(clock))
+                    .with_safe_default_protocol_versions()
+                    .unwrap()
+                    .with_root_certificates(roots.clone())
+                    .with_no_client_auth();
+            let mut client = rustls::ClientConnection::new(Arc::new(cfg), "gw.example".try_into().unwrap()).unwrap();
+            let mut server = rustls::ServerConnection::new(server_cfg.clone()).unwrap();
+            handshake(&mut client, &mut server)
+        };
+        // The raw 1970 clock: "not valid yet". The floored one: accepted.
+        let at_1970 = rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::ZERO);
+        let raw = connect(Fixed(at_1970)).unwrap_err();
+        assert!(format!("{raw:?}").contains("NotValidYet"), "{raw:?}");
+        connect(Fixed(floored(0))).unwrap();
+        // A clock past the certificate's end still refuses it: the floor only lifts a clock that is behind.
+        let in_2041 = rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(2_240_524_800));
+        let late = connect(Fixed(in_2041)).unwrap_err();
+        assert!(format!("{late:?}").contains("Expired"), "{late:?}");
+        assert_eq!(floored(2_240_524_800), in_2041);
+        // The production provider never answers earlier than the floor.
+        use rustls::time_provider::TimeProvider as _;
+        assert!(FlooredClock.current_time().unwrap().as_secs() >= clock_floor_secs());
     }
 
     #[test]
