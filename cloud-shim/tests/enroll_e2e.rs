@@ -35,13 +35,7 @@ fn enroll_tokens(data_dir: &Path, args: &[&str]) -> String {
 fn new_token(data_dir: &Path, site: &str, ttl: &str) -> (String, String) {
     let token = enroll_tokens(data_dir, &["add", "--site", site, "--ttl", ttl]).trim().to_owned();
     let list = enroll_tokens(data_dir, &["list"]);
-    let id = list
-        .lines()
-        .filter(|l| l.starts_with("et-"))
-        .last()
-        .and_then(|l| l.split('\t').next())
-        .expect("a listed token")
-        .to_owned();
+    let id = list.lines().rfind(|l| l.starts_with("et-")).and_then(|l| l.split('\t').next()).expect("a listed token").to_owned();
     (id, token)
 }
 
