@@ -27,6 +27,8 @@ flags (run, print-config; they override the config file):
   --interval-secs N      telemetry interval
   --api-url URL          cloud HTTP API base URL (artifact uploads)
   --log-level FILTER     e.g. info, debug, scs_agent=debug (RUST_LOG overrides)
+  --enroll-file FILE     first-boot enrollment file (default /etc/scs/enroll.toml): with no identity.toml,
+                         `run` enrolls with its token first (key pair made here, identity from the cloud)
   --insecure-no-identity run without identity.toml: unsigned messages, unverified commands and
                          receipts (development only; never on a real network)
 ";
@@ -98,8 +100,17 @@ fn parse_flags(args: &[String]) -> Result<Overrides, CliError> {
             o.insecure_no_identity = true;
             continue;
         }
-        let known =
-            ["--config", "--gateway-id", "--broker", "--ca-file", "--data-dir", "--interval-secs", "--api-url", "--log-level"];
+        let known = [
+            "--config",
+            "--gateway-id",
+            "--broker",
+            "--ca-file",
+            "--data-dir",
+            "--interval-secs",
+            "--api-url",
+            "--log-level",
+            "--enroll-file",
+        ];
         if !known.contains(&flag.as_str()) {
             return Err(CliError::UnknownFlag(arg.clone()));
         }
@@ -118,6 +129,7 @@ fn parse_flags(args: &[String]) -> Result<Overrides, CliError> {
                     Some(value.parse().map_err(|_| CliError::BadValue { flag, reason: format!("{value:?} is not a number") })?)
             }
             "--api-url" => o.api_url = Some(value),
+            "--enroll-file" => o.enroll_file = Some(PathBuf::from(value)),
             _ => o.log_level = Some(value), // "--log-level", the only flag left in `known`
         }
     }

@@ -279,6 +279,8 @@ pub struct Overrides {
     pub log_level: Option<String>,
     /// `--insecure-no-identity`: run without a provisioned identity (unsigned messages; development only).
     pub insecure_no_identity: bool,
+    /// `--enroll-file`: the first-boot enrollment file (default `/etc/scs/enroll.toml`).
+    pub enroll_file: Option<PathBuf>,
 }
 
 /// Where the effective configuration came from, for the startup log line.

@@ -208,7 +208,13 @@ pub fn load(data_dir: &Path) -> Result<Option<Identity>, IdentityError> {
 /// the old one, directory fsynced. A bad bundle changes nothing.
 pub fn provision(bundle: &Path, data_dir: &Path) -> Result<Identity, IdentityError> {
     let text = read_capped(bundle)?;
-    let identity = Identity::parse(&text, bundle)?;
+    install(&text, bundle, data_dir)
+}
+
+/// Validates bundle `text` (`source` names it in errors) and installs it as `data_dir/identity.toml`,
+/// as [`provision`] describes; first-boot enrollment installs what it assembled the same way.
+pub fn install(text: &str, source: &Path, data_dir: &Path) -> Result<Identity, IdentityError> {
+    let identity = Identity::parse(text, source)?;
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| IdentityError::Io { path, source }

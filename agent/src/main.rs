@@ -10,6 +10,7 @@ mod config;
 mod context;
 mod db;
 mod devices;
+mod enroll;
 mod identity;
 mod inventory;
 mod logging;

@@ -35,8 +35,10 @@ pub enum RunError {
     AlreadyRunning(std::path::PathBuf),
     #[error("command executor: {0}")]
     Executor(#[from] crate::commands::executor::ExecutorError),
+    #[error(transparent)]
+    Enroll(#[from] crate::enroll::EnrollError),
     #[error(
-        "gateway {gateway}: no identity in {path} (install one with `scs-agent provision BUNDLE --data-dir {dir}`); \
+        "gateway {gateway}: no identity in {path} (install one with `scs-agent provision BUNDLE --data-dir {dir}`, or give an enrollment file: --enroll-file, default /etc/scs/enroll.toml); \
          refusing to connect unauthenticated (--insecure-no-identity is for development only)"
     )]
     NoIdentity { gateway: String, path: std::path::PathBuf, dir: std::path::PathBuf },
@@ -77,18 +79,7 @@ pub fn collectors(cfg: &Config, ctx: &AgentContext, device_state: &crate::device
 
 /// Opens everything and returns the shared context and the transport's keys (no threads started yet).
 pub fn start(o: &Overrides) -> Result<(AgentContext, Security), RunError> {
-    let (cfg, source, identity) = crate::config::load_with_identity(o)?;
-    let security = match &identity {
-        Some(id) => Security::from_identity(id),
-        None if o.insecure_no_identity => Security::insecure(&cfg.gateway_id),
-        None => {
-            return Err(RunError::NoIdentity {
-                gateway: cfg.gateway_id.clone(),
-                path: crate::identity::path_in(&cfg.data_dir),
-                dir: cfg.data_dir.clone(),
-            })
-        }
-    };
+    let (mut cfg, source, mut identity) = crate::config::load_with_identity(o)?;
     std::fs::create_dir_all(&cfg.data_dir).map_err(|source| RunError::DataDir { path: cfg.data_dir.clone(), source })?;
     // Held until the process exits.
     let _ = DATA_DIR_LOCK.set(lock_data_dir(&cfg.data_dir)?);
@@ -106,6 +97,27 @@ pub fn start(o: &Overrides) -> Result<(AgentContext, Security), RunError> {
     if let Some(f) = log_file {
         log::info!("logging to {}", f.display());
     }
+    mqtt::install_crypto_provider();
+    if let Err(e) = Shutdown::install_signal_handlers() {
+        log::warn!("cannot install signal handlers ({e}); SIGTERM will kill without a clean disconnect");
+    }
+    // First boot of an image that carries an enrollment token: become a provisioned gateway first.
+    let enroll_file = o.enroll_file.clone().unwrap_or_else(|| crate::enroll::DEFAULT_ENROLL_FILE.into());
+    if identity.is_none() && enroll_file.exists() {
+        crate::enroll::enroll(&enroll_file, &cfg.data_dir, &Shutdown::default())?;
+        (cfg, _, identity) = crate::config::load_with_identity(o)?;
+    }
+    let security = match &identity {
+        Some(id) => Security::from_identity(id),
+        None if o.insecure_no_identity => Security::insecure(&cfg.gateway_id),
+        None => {
+            return Err(RunError::NoIdentity {
+                gateway: cfg.gateway_id.clone(),
+                path: crate::identity::path_in(&cfg.data_dir),
+                dir: cfg.data_dir.clone(),
+            })
+        }
+    };
     match &identity {
         Some(id) => log::info!(
             "identity: gateway {} from {}, signing key {:?}",
@@ -118,10 +130,6 @@ pub fn start(o: &Overrides) -> Result<(AgentContext, Security), RunError> {
              commands and receipts are not verified",
             cfg.gateway_id
         ),
-    }
-    mqtt::install_crypto_provider();
-    if let Err(e) = Shutdown::install_signal_handlers() {
-        log::warn!("cannot install signal handlers ({e}); SIGTERM will kill without a clean disconnect");
     }
     let db = cfg.data_dir.join(crate::db::DB_FILE);
     let sealer = Some(security.sealer.clone());
@@ -187,7 +195,14 @@ fn spawn_commands(
 }
 
 pub fn run(o: &Overrides) -> Result<(), RunError> {
-    let (ctx, security) = start(o)?;
+    let (ctx, security) = match start(o) {
+        // SIGTERM while still enrolling: a clean stop, not a failure.
+        Err(RunError::Enroll(e @ crate::enroll::EnrollError::Stopped { .. })) => {
+            log::info!("{e}");
+            return Ok(());
+        }
+        other => other?,
+    };
     let cfg = ctx.config.clone();
     let publisher = Publisher::new(
         ctx.queue.clone(),

@@ -64,9 +64,13 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("serve") => {}
-        Some(cmd @ ("gateways" | "mosquitto-config")) => {
+        Some(cmd @ ("gateways" | "mosquitto-config" | "enroll-tokens")) => {
             let rest = args.get(1..).unwrap_or_default();
-            let result = if cmd == "gateways" { identity::cli::gateways(rest) } else { identity::cli::mosquitto_config(rest) };
+            let result = match cmd {
+                "gateways" => identity::cli::gateways(rest),
+                "enroll-tokens" => identity::cli::enroll_tokens(rest),
+                _ => identity::cli::mosquitto_config(rest),
+            };
             return match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e @ identity::cli::CliError::Usage(_)) => {
@@ -191,7 +195,7 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         }
         BrokerMode::External { host, port, tls } => format!("{}://{host}:{port}", if *tls { "mqtts" } else { "mqtt" }),
     };
-    identity::cli::Endpoints { broker_url, api_url: public_url.clone(), max_gateways: config.max_gateways }
+    identity::endpoints::Endpoints { broker_url, api_url: public_url.clone(), max_gateways: config.max_gateways }
         .write(&config.data_dir)?;
     let artifacts_cfg = artifacts::ArtifactsConfig::new(&config.data_dir, &public_url);
     let artifacts = artifacts::Artifacts::open(artifacts_cfg)?;

@@ -95,10 +95,8 @@ pub fn tls_config(cfg: &MqttConfig, pems: &TlsPems, gateway: &str) -> Result<Tls
         (file, _) => crate::tls::root_store(file.as_deref()),
     }
     .map_err(|source| TransportError::Ca { gateway: gateway.to_owned(), source })?;
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| err(e.to_string()))?
-        .with_root_certificates(roots);
+    // Certificate validity is checked at the floored clock: a gateway at 1970 still connects.
+    let builder = crate::tls::client_config_builder().map_err(|e| err(e.to_string()))?.with_root_certificates(roots);
     let config = match (&cfg.client_cert_file, &cfg.client_key_file, &pems.client_cert, &pems.client_key) {
         (Some(cert), Some(key), _, _) => {
             let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)

@@ -6,25 +6,16 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use scs_protocol::ArtifactMeta;
 use ureq::http::Response;
-use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 use ureq::{Body, SendBody};
 
 use super::{UploadConfig, UploadError};
 
 pub fn build_agent(cfg: &UploadConfig) -> Result<ureq::Agent, UploadError> {
-    let roots = load_roots(cfg.ca_file.as_deref())?;
-    let tls = TlsConfig::builder()
-        .provider(TlsProvider::Rustls)
-        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .root_certs(RootCerts::new_with_certs(&roots))
-        .build();
-    Ok(ureq::Agent::config_builder()
-        .tls_config(tls)
+    let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         // Uploads go to the configured cloud, never through an environment proxy picked up by accident.
         .proxy(None)
@@ -32,22 +23,21 @@ pub fn build_agent(cfg: &UploadConfig) -> Result<ureq::Agent, UploadError> {
         .timeout_per_read(Some(Duration::from_secs(cfg.io_timeout_secs)))
         .timeout_per_write(Some(Duration::from_secs(cfg.io_timeout_secs)))
         .user_agent(concat!("scs-agent/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into())
+        .build();
+    crate::tls::https_agent(config, load_roots(cfg.ca_file.as_deref())?).map_err(UploadError::TlsSetup)
 }
 
 /// The CA file's certificates, or the system store's; none when neither exists (plain HTTP still works,
 /// HTTPS then fails the handshake with a clear "unknown issuer").
-fn load_roots(ca_file: Option<&Path>) -> Result<Vec<Certificate<'static>>, UploadError> {
-    let certs = match crate::tls::ca_certs(ca_file) {
-        Ok(c) => c,
+fn load_roots(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, UploadError> {
+    match crate::tls::root_store(ca_file) {
+        Ok(r) => Ok(r),
         Err(crate::tls::CaError::NoSystemRoots) => {
             log::warn!("no CA file configured and no system CA certificates found; HTTPS uploads will fail");
-            Vec::new()
+            Ok(rustls::RootCertStore::empty())
         }
-        Err(e) => return Err(e.into()),
-    };
-    Ok(certs.iter().map(|c| Certificate::from_der(c.as_ref()).to_owned()).collect())
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// What the server says about an upload.

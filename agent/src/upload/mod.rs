@@ -59,6 +59,8 @@ pub enum UploadError {
     Spool(#[from] SpoolError),
     #[error("upload TLS roots: {0}")]
     Ca(#[from] crate::tls::CaError),
+    #[error("upload TLS set-up: {0}")]
+    TlsSetup(#[source] rustls::Error),
     #[error("upload progress table: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("artifact {artifact}: reading spool file {path}: {source}")]

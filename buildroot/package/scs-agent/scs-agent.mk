@@ -56,10 +56,15 @@ define SCS_AGENT_INSTALL_TARGET_CMDS
 	$(if $(SCS_AGENT_RELEASE_KEY),\
 		$(INSTALL) -D -m 0644 $(SCS_AGENT_RELEASE_KEY) \
 			$(TARGET_DIR)/etc/scs/release-key.pub)
+	$(if $(SCS_AGENT_ENROLL_FILE),\
+		$(INSTALL) -D -m 0640 $(SCS_AGENT_ENROLL_FILE) \
+			$(TARGET_DIR)/etc/scs/enroll.toml)
 endef
 
 # Release public key for agent.update (32 raw bytes, base64), from the defconfig.
 SCS_AGENT_RELEASE_KEY = $(call qstrip,$(BR2_PACKAGE_SCS_AGENT_RELEASE_KEY))
+# First-boot enrollment file (site token), from the defconfig; empty = none.
+SCS_AGENT_ENROLL_FILE = $(call qstrip,$(BR2_PACKAGE_SCS_AGENT_ENROLL_FILE))
 
 define SCS_AGENT_USERS
 	scs -1 scs -1 * /var/lib/scs-agent - - SCS Gateway agent
@@ -69,6 +74,7 @@ define SCS_AGENT_PERMISSIONS
 	/etc/scs d 0750 0 scs - - - - -
 	/etc/scs/agent.toml f 0640 0 scs - - - - -
 	/var/lib/scs-agent d 0750 scs scs - - - - -
+	$(if $(SCS_AGENT_ENROLL_FILE),/etc/scs/enroll.toml f 0640 0 scs - - - - -)
 endef
 
 # Unit, init script, supervisor and polkit rule come from the source tree

@@ -5,6 +5,7 @@
 //! rewrites axum's own plain-text rejections).
 
 pub mod auth;
+pub mod enroll;
 pub mod error;
 pub mod fleet;
 pub mod gateways;
@@ -34,6 +35,8 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     let public = Router::new()
         .merge(health::routes())
+        // Authenticated by its enrollment token, before the body is read.
+        .merge(enroll::routes())
         .merge(crate::artifacts::api::upload_routes())
         .merge(crate::commands::api::public_routes());
     Router::new()

@@ -15,8 +15,10 @@ pub struct Bundle {
     pub api_url: String,
     pub mqtt_username: String,
     pub mqtt_password: String,
-    /// Base64 (standard) of the gateway's PKCS#8 Ed25519 key.
-    pub signing_key: String,
+    /// Base64 (standard) of the gateway's PKCS#8 Ed25519 key. `None` in an enrollment answer: an
+    /// enrolled gateway made its key itself and adds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<String>,
     /// Base64 (standard) of the cloud's 32-byte Ed25519 public key.
     pub cloud_public_key: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -50,7 +52,7 @@ mod tests {
             api_url: "http://127.0.0.1:8080".into(),
             mqtt_username: "gw-1".into(),
             mqtt_password: "pw".into(),
-            signing_key: "c2s=".into(),
+            signing_key: Some("c2s=".into()),
             cloud_public_key: "cGs=".into(),
             broker_ca_pem: Some("-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n".into()),
             client_cert_pem: None,

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use scs_protocol::cose::SigningKey;
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::bundle::Bundle;
+use super::endpoints::Endpoints;
 use super::keys::{cloud_signing_key, new_password, password_sha256};
 use super::mosquitto::MqttCa;
 use super::registry::{self, AddError};
@@ -18,8 +18,6 @@ use crate::store::{now_ms, Store, StoreError};
 
 /// Gateways a shim accepts at most unless `--max-gateways` says otherwise.
 pub const DEFAULT_MAX_GATEWAYS: usize = 10_000;
-/// Where `serve` records the addresses and limits `gateways add` defaults to.
-pub const ENDPOINTS_FILE: &str = "run/endpoints.json";
 
 pub const USAGE: &str = "\
     scs-cloud-shim gateways add ID --data-dir DIR --out BUNDLE [--broker-url URL] [--api-url URL]
@@ -30,34 +28,18 @@ pub const USAGE: &str = "\
     scs-cloud-shim gateways revoke ID --data-dir DIR
         cut a gateway off (MQTT login and uplinks refused within a second; no restart needed)
     scs-cloud-shim gateways list --data-dir DIR
+    scs-cloud-shim enroll-tokens add --site SITE --data-dir DIR [--ttl 24h] [--max-uses 1]
+                                     [--out ENROLL_TOML] [--api-url URL] [--ca-pem FILE]
+        a site enrollment token for first-boot enrollment (`POST /v1/enroll`): printed once on stdout
+        (only its SHA-256 is stored); --out also writes the /etc/scs/enroll.toml an image carries
+        (mode 0600). TTL: 90s, 30m, 24h, 7d (at most 90d); checked with this machine's clock.
+    scs-cloud-shim enroll-tokens revoke TOKEN_ID --data-dir DIR
+    scs-cloud-shim enroll-tokens list --data-dir DIR
+        tokens (id, site, uses/max, expiry, revocation) and which gateways each enrolled
     scs-cloud-shim mosquitto-config --data-dir DIR --out OUTDIR [--port 8883] [--bind 0.0.0.0]
                                     [--server-name NAME]...
         Mosquitto mTLS set-up: CA, server and shim certificates, ACL file and mosquitto.conf snippet
 ";
-
-/// What a running `serve` records for the CLI.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Endpoints {
-    pub broker_url: String,
-    pub api_url: String,
-    pub max_gateways: usize,
-}
-
-impl Endpoints {
-    pub fn write(&self, data_dir: &Path) -> Result<(), IdentityError> {
-        let path = data_dir.join(ENDPOINTS_FILE);
-        let io = |source| IdentityError::Io { path: path.clone(), source };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let text = serde_json::to_string_pretty(self).unwrap_or_default();
-        std::fs::write(&path, text).map_err(io)
-    }
-
-    pub fn read(data_dir: &Path) -> Option<Endpoints> {
-        serde_json::from_slice(&std::fs::read(data_dir.join(ENDPOINTS_FILE)).ok()?).ok()
-    }
-}
 
 #[derive(Debug, Error)]
 pub enum CliError {
@@ -73,6 +55,10 @@ pub enum CliError {
     Sqlite(#[from] rusqlite::Error),
     #[error("no active gateway {0}")]
     NotFound(String),
+    #[error(transparent)]
+    Enroll(#[from] super::enroll::EnrollError),
+    #[error("no unrevoked enrollment token {0}")]
+    TokenNotFound(String),
 }
 
 struct Args {
@@ -174,6 +160,92 @@ pub fn gateways(args: &[String]) -> Result<(), CliError> {
     }
 }
 
+/// `enroll-tokens ...`; prints what it did on stdout (the token alone on its line, for scripts).
+pub fn enroll_tokens(args: &[String]) -> Result<(), CliError> {
+    use super::enroll;
+    let a = Args::parse(args)?;
+    match a.positional.first().map(String::as_str) {
+        Some("add") if a.positional.len() == 1 => {
+            a.only(&["data-dir", "site", "ttl", "max-uses", "out", "api-url", "ca-pem"])?;
+            let data_dir = a.data_dir()?;
+            let site = a.require("site")?;
+            let ttl = a.get("ttl").unwrap_or("24h");
+            let ttl_ms =
+                enroll::parse_ttl(ttl).ok_or_else(|| CliError::Usage(format!("--ttl {ttl:?}: use e.g. 90s, 30m, 24h, 7d")))?;
+            let max_uses = match a.get("max-uses") {
+                Some(v) => v.parse().map_err(|_| CliError::Usage(format!("--max-uses {v:?}: not a number")))?,
+                None => 1,
+            };
+            // Everything the enroll file needs is checked before a token exists.
+            let file = match a.get("out") {
+                Some(out) => {
+                    let api_url = match a.get("api-url") {
+                        Some(u) => u.to_owned(),
+                        None => Endpoints::read(&data_dir).map(|e| e.api_url).ok_or_else(|| {
+                            CliError::Usage(format!("--api-url is required: no shim has served {} yet", data_dir.display()))
+                        })?,
+                    };
+                    let ca_pem = match a.get("ca-pem") {
+                        Some(p) => {
+                            Some(std::fs::read_to_string(p).map_err(|source| IdentityError::Io { path: p.into(), source })?)
+                        }
+                        None => None,
+                    };
+                    Some((PathBuf::from(out), api_url, ca_pem))
+                }
+                None => None,
+            };
+            let store = Store::open(&data_dir)?;
+            let (id, token) = enroll::add_token(&store.connect()?, site, ttl_ms, max_uses, now_ms())?;
+            if let Some((out, api_url, ca_pem)) = file {
+                let f = enroll::EnrollFile { api_url, token: token.clone(), site: site.to_owned(), ca_pem };
+                let text = toml::to_string(&f).map_err(IdentityError::Toml)?;
+                super::keys::write_private(&out, text.as_bytes())?;
+                eprintln!("wrote {} (mode 0600): install it as /etc/scs/enroll.toml", out.display());
+            }
+            eprintln!("enrollment token {id} for site {site}: {max_uses} use(s), expires in {ttl}; shown once:");
+            println!("{token}");
+            Ok(())
+        }
+        Some("revoke") => {
+            a.only(&["data-dir"])?;
+            let id = a.positional.get(1).ok_or_else(|| CliError::Usage("enroll-tokens revoke needs a TOKEN_ID".into()))?;
+            let store = Store::open(&a.data_dir()?)?;
+            if !enroll::revoke_token(&store.connect()?, id, now_ms())? {
+                return Err(CliError::TokenNotFound(id.clone()));
+            }
+            println!("enrollment token {id} revoked");
+            Ok(())
+        }
+        Some("list") => {
+            a.only(&["data-dir"])?;
+            let store = Store::open(&a.data_dir()?)?;
+            let conn = store.connect()?;
+            let now = now_ms();
+            for t in enroll::list_tokens(&conn)? {
+                let state = match t.usable(now) {
+                    Ok(()) => "usable".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                println!(
+                    "{}\tsite={}\tuses={}/{}\texpires_ms={}\trevoked_ms={}\t{state}",
+                    t.id,
+                    t.site,
+                    t.uses,
+                    t.max_uses,
+                    t.expires_ms,
+                    t.revoked_ms.unwrap_or(0)
+                );
+            }
+            for e in enroll::list_enrollments(&conn)? {
+                println!("enrolled\t{}\ttoken={}\tsite={}\tenrolled_ms={}", e.gateway_id, e.token_id, e.site, e.enrolled_ms);
+            }
+            Ok(())
+        }
+        _ => Err(CliError::Usage(format!("usage:\n{USAGE}"))),
+    }
+}
+
 /// Provisions `id` and writes its bundle to `out`.
 pub fn add(data_dir: &Path, id: &str, out: &Path, broker_url: String, api_url: String, max: usize) -> Result<(), CliError> {
     let store = Store::open(data_dir)?;
@@ -192,7 +264,7 @@ pub fn add(data_dir: &Path, id: &str, out: &Path, broker_url: String, api_url: S
         api_url,
         mqtt_username: id.to_owned(),
         mqtt_password: password.clone(),
-        signing_key: b64.encode(&pkcs8),
+        signing_key: Some(b64.encode(&pkcs8)),
         cloud_public_key: b64.encode(cloud.public_key()),
         broker_ca_pem: ca.as_ref().map(|c| c.cert_pem.clone()),
         client_cert_pem: client.as_ref().map(|c| c.cert_pem.clone()),

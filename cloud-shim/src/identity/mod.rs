@@ -4,6 +4,8 @@
 
 pub mod bundle;
 pub mod cli;
+pub mod endpoints;
+pub mod enroll;
 pub mod keys;
 pub mod mosquitto;
 pub mod registry;

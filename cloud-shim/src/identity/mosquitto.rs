@@ -65,11 +65,15 @@ impl MqttCa {
     /// A client certificate with CN = `name` (a gateway id, or `scs-shim`).
     pub fn issue_client(&self, name: &str) -> Result<IssuedCert, IdentityError> {
         let key = KeyPair::generate().map_err(IdentityError::Cert)?;
-        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(IdentityError::Cert)?;
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let cert = params.signed_by(&key, &self.issuer).map_err(IdentityError::Cert)?;
+        let cert = client_params(name)?.signed_by(&key, &self.issuer).map_err(IdentityError::Cert)?;
         Ok(IssuedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    }
+
+    /// A client certificate (CN = `name`) over a gateway's own Ed25519 public key: an enrolled gateway
+    /// authenticates to Mosquitto with the key it generated, which never leaves it.
+    pub fn issue_client_for_key(&self, name: &str, public_key: &[u8; 32]) -> Result<String, IdentityError> {
+        let cert = client_params(name)?.signed_by(&Ed25519Public(*public_key), &self.issuer).map_err(IdentityError::Cert)?;
+        Ok(cert.pem())
     }
 
     /// A server certificate for the broker's DNS names / IP addresses.
@@ -80,6 +84,26 @@ impl MqttCa {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let cert = params.signed_by(&key, &self.issuer).map_err(IdentityError::Cert)?;
         Ok(IssuedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    }
+}
+
+fn client_params(name: &str) -> Result<CertificateParams, IdentityError> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(IdentityError::Cert)?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    Ok(params)
+}
+
+/// A raw Ed25519 public key as rcgen's certificate subject key.
+struct Ed25519Public([u8; 32]);
+
+impl rcgen::PublicKeyData for Ed25519Public {
+    fn der_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ED25519
     }
 }
 

@@ -145,8 +145,22 @@ pub fn add(
     now: i64,
     max_gateways: usize,
 ) -> Result<(), AddError> {
-    scs_protocol::ids::validate_id("gateway id", id).map_err(|source| AddError::InvalidId { id: id.to_owned(), source })?;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    add_in(&tx, id, public_key, password_sha256, now, max_gateways)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// [`add`] inside the caller's transaction (enrollment records the token's use in the same one).
+pub fn add_in(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    public_key: &[u8; 32],
+    password_sha256: &str,
+    now: i64,
+    max_gateways: usize,
+) -> Result<(), AddError> {
+    scs_protocol::ids::validate_id("gateway id", id).map_err(|source| AddError::InvalidId { id: id.to_owned(), source })?;
     let status: Option<String> = tx.query_row("SELECT status FROM gateways WHERE id = ?1", [id], |r| r.get(0)).optional()?;
     match status.as_deref() {
         Some("active") => return Err(AddError::Exists(id.to_owned())),
@@ -166,7 +180,6 @@ pub fn add(
              created_ms = excluded.created_ms, revoked_ms = NULL",
         params![id, public_key.as_slice(), password_sha256, now],
     )?;
-    tx.commit()?;
     Ok(())
 }
 

@@ -82,6 +82,12 @@ do_install:append() {
     # Config is readable by the agent, writable only by root (scripts/provision runs as root).
     install -d -m 0750 -g scs ${D}${sysconfdir}/scs
     install -m 0640 -g scs ${S}/packaging/agent.toml ${D}${sysconfdir}/scs/agent.toml
+
+    # First-boot enrollment: a site token (`scs-cloud-shim enroll-tokens add --out FILE`) with which every
+    # gateway flashed with this image enrolls itself; readable by the agent only.
+    if [ -n "${SCS_ENROLL_TOKEN_FILE}" ]; then
+        install -m 0640 -g scs ${SCS_ENROLL_TOKEN_FILE} ${D}${sysconfdir}/scs/enroll.toml
+    fi
     install -m 0644 ${S}/agent/agent.example.toml ${D}${sysconfdir}/scs/agent.toml.example
 
     # Data dir: queue db, spool, logs. Put it on the persistent partition for A/B updates (README.md).
@@ -94,6 +100,11 @@ do_install:append() {
 
 # Path (on the build host) of the release public key file; empty = no key, agent.update refuses.
 SCS_RELEASE_KEY_PUB ??= ""
+# Path (on the build host) of an enrollment file installed as /etc/scs/enroll.toml; empty = none (gateways
+# then get a bundle with scripts/provision --bundle). Its token must allow as many uses as gateways flashed.
+SCS_ENROLL_TOKEN_FILE ??= ""
+# A new token means a new image: rebuild when the file's content changes.
+do_install[file-checksums] += "${@'${SCS_ENROLL_TOKEN_FILE}:True' if d.getVar('SCS_ENROLL_TOKEN_FILE') else ''}"
 # Image updates (image.install): pull in the update tool; set [update] image_tool in agent.toml to match.
 PACKAGECONFIG ??= ""
 PACKAGECONFIG[rauc] = ",,,rauc"
