@@ -181,6 +181,9 @@ pub struct CollectConfig {
     /// TCP reachability probe of each child device.
     pub probe_timeout_ms: u64,
     pub probe_concurrency: usize,
+    /// Camera/NVR application probes (management, stream, sample) start spread over this many
+    /// seconds after the agent starts, so a restart does not log in to every device at once.
+    pub probe_stagger_secs: u64,
 }
 
 impl Default for CollectConfig {
@@ -192,6 +195,7 @@ impl Default for CollectConfig {
             interfaces: Vec::new(),
             probe_timeout_ms: 1000,
             probe_concurrency: 16,
+            probe_stagger_secs: 20,
         }
     }
 }

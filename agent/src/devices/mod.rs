@@ -16,6 +16,8 @@ pub mod wsdiscovery;
 pub mod xml;
 
 #[cfg(test)]
+mod gst_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
@@ -269,6 +271,7 @@ pub fn start(cfg: &Config, telemetry_interval: Duration, cache: &StateCache) -> 
         concurrency: cfg.collect.probe_concurrency.max(1),
         reach: telemetry_interval.clamp(Duration::from_secs(1), Duration::from_secs(60)),
         reach_timeout: Duration::from_millis(cfg.collect.probe_timeout_ms.max(1)),
+        stagger: Duration::from_secs(cfg.collect.probe_stagger_secs.min(3600)),
         ..scheduler::SchedulerConfig::default()
     };
     match scheduler::Scheduler::start(specs, sc, cache.clone()) {
