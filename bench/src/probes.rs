@@ -84,6 +84,8 @@ pub fn run(opts: &Opts) -> Result<(), String> {
 
     let start_agent = |gw: &str, devices: &str| {
         let mut o = AgentOpts::new(gw, &shim.mqtt_url());
+        // The shim's broker admits provisioned gateways only.
+        o.bundle = Some(shim.add_gateway(gw).bundle);
         o.interval_secs = Some(interval);
         // Stagger 0: the first management round starts at once, so its logged duration is the round's.
         o.config_toml = Some(format!("[collect]\nprobe_stagger_secs = 0\n\n{devices}"));
@@ -151,7 +153,8 @@ pub fn run(opts: &Opts) -> Result<(), String> {
     let mut online = 0;
     let mut managed = 0;
     for d in &site.devices {
-        let v = api.get_json(&format!("/v1/sensors/{}/metrics?from={window_from_ms}&order=desc&limit=200", d.id));
+        let r = api.get(&format!("/v1/sensors/{}/metrics?from={window_from_ms}&order=desc&limit=200", d.id));
+        let v = if r.is_success() { r.json() } else { Value::Null };
         let samples = v["samples"].as_array().cloned().unwrap_or_default();
         let val = |n: &str, l: Option<&str>| {
             samples
