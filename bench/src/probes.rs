@@ -78,7 +78,15 @@ pub fn run(opts: &Opts) -> Result<(), String> {
     };
 
     let shim = Shim::start(ShimOpts { rust_log: "warn".into(), ..ShimOpts::default() });
-    let site = Site::start(&SiteOpts { cameras, nvrs, id_prefix: "bench-site".into(), rtsp, ..SiteOpts::default() })?;
+    // Every camera speaks ONVIF, so the management round covers all devices.
+    let site = Site::start(&SiteOpts {
+        cameras,
+        nvrs,
+        id_prefix: "bench-site".into(),
+        rtsp,
+        rtsp_only_encoders: false,
+        ..SiteOpts::default()
+    })?;
     let n_dev = site.devices.len();
     println!("site: {cameras} cameras + {nvrs} NVRs, streams from {} ({})", site.rtsp_kind, site.rtsp_base);
 

@@ -68,6 +68,8 @@ pub struct SiteOpts {
     pub id_prefix: String,
     pub quirks: Vec<Quirk>,
     pub rtsp: RtspChoice,
+    /// Every fourth camera is an RTSP-only encoder (no management API); `false`: all speak ONVIF.
+    pub rtsp_only_encoders: bool,
     pub camera_user: String,
     pub camera_pass: String,
     pub nvr_user: String,
@@ -82,6 +84,7 @@ impl Default for SiteOpts {
             id_prefix: "site".into(),
             quirks: Vec::new(),
             rtsp: RtspChoice::Auto,
+            rtsp_only_encoders: true,
             camera_user: "admin".into(),
             camera_pass: "cam-pass".into(),
             nvr_user: "admin".into(),
@@ -209,7 +212,7 @@ impl Site {
                 if quirk == Some(Quirk::WrongPassword) { format!("{}-old", o.camera_pass) } else { o.camera_pass.clone() };
             // Every fourth camera is an RTSP-only encoder, unless it carries a quirk an RTSP-only
             // device cannot show (identity, clock).
-            let rtsp_only = i % 4 == 3 && matches!(quirk, None | Some(Quirk::NoFrames));
+            let rtsp_only = o.rtsp_only_encoders && i % 4 == 3 && matches!(quirk, None | Some(Quirk::NoFrames));
             let stream_base = if quirk == Some(Quirk::NoFrames) {
                 let f = FakeRtsp::start(RtspOpts {
                     user: o.camera_user.clone(),
@@ -239,7 +242,7 @@ impl Site {
                 });
                 continue;
             }
-            let f = FLAVOURS.get(i % 4).unwrap_or(&FLAVOURS[0]);
+            let f = FLAVOURS.get(i % 4).or(FLAVOURS.get(i % 3)).unwrap_or(&FLAVOURS[0]);
             let cam = FakeOnvif::start(OnvifOpts {
                 user: o.camera_user.clone(),
                 pass: o.camera_pass.clone(),
@@ -274,11 +277,13 @@ impl Site {
             let n = i + 1;
             let quirk = quirk_for(&nvr_quirks, i, o.nvrs);
             let second = if quirk == Some(Quirk::HddFailed) { "error" } else { "ok" };
+            #[allow(clippy::needless_update, reason = "IsapiOpts gains fields (NVR channels): their defaults apply")]
             let nvr = FakeIsapi::start(IsapiOpts {
                 user: o.nvr_user.clone(),
                 pass: o.nvr_pass.clone(),
                 serial: format!("DS-7608NI-K2-8P08202401{n:02}CCRRJ{:08}WCVU", 1000 + i),
                 hdds: vec![(1, "ok", 3_815_447, 1_204_000 + 1000 * i as u64), (2, second, 3_815_447, 911_000)],
+                ..IsapiOpts::default()
             });
             devices.push(SiteDevice {
                 id: format!("{}-nvr-{n:02}", o.id_prefix),
