@@ -185,6 +185,9 @@ pub struct CollectConfig {
     pub probe_management_secs: u64,
     /// Interval of the stream tier (RTSP DESCRIBE), seconds.
     pub probe_stream_secs: u64,
+    /// Camera/NVR application probes (management, stream, sample) start spread over this many
+    /// seconds after the agent starts, so a restart does not log in to every device at once.
+    pub probe_stagger_secs: u64,
 }
 
 impl Default for CollectConfig {
@@ -198,6 +201,7 @@ impl Default for CollectConfig {
             probe_concurrency: 16,
             probe_management_secs: 300,
             probe_stream_secs: 600,
+            probe_stagger_secs: 20,
         }
     }
 }

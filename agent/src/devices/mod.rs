@@ -23,6 +23,8 @@ pub mod wsdiscovery;
 pub mod xml;
 
 #[cfg(test)]
+mod gst_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
@@ -329,6 +331,7 @@ pub fn start(cfg: &Config, telemetry_interval: Duration, cache: &StateCache) -> 
         reach_timeout: Duration::from_millis(cfg.collect.probe_timeout_ms.max(1)),
         management: Duration::from_secs(cfg.collect.probe_management_secs.max(1)),
         stream: Duration::from_secs(cfg.collect.probe_stream_secs.max(1)),
+        stagger: Duration::from_secs(cfg.collect.probe_stagger_secs.min(3600)),
         ..scheduler::SchedulerConfig::default()
     };
     match scheduler::Scheduler::start(specs, sc, cache.clone()) {

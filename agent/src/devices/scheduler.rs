@@ -37,6 +37,8 @@ pub struct SchedulerConfig {
     pub limits: Limits,
     pub max_backoff: Duration,
     pub auth_backoff: Duration,
+    /// The application tiers' first run is spread over this window after start.
+    pub stagger: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -53,6 +55,7 @@ impl Default for SchedulerConfig {
             limits: onvif::default_limits(),
             max_backoff: Duration::from_secs(600),
             auth_backoff: Duration::from_secs(900),
+            stagger: Duration::from_secs(20),
         }
     }
 }
@@ -86,7 +89,9 @@ impl Scheduler {
         let thread = std::thread::Builder::new().name("devices".into()).spawn(move || {
             let ex = LocalExecutor::new();
             let n = cfg.concurrency.max(1);
-            let shared = Rc::new(Shared { reach: Semaphore::new(n), sessions: Semaphore::new(n), cfg, cache });
+            let managed = specs.iter().filter(|s| tiers_for(s.driver, &cfg).contains(&Tier::Management)).count();
+            let first_round = FirstRound { start: Instant::now(), total: managed, pending: Cell::new(managed), ok: Cell::new(0) };
+            let shared = Rc::new(Shared { reach: Semaphore::new(n), sessions: Semaphore::new(n), cfg, cache, first_round });
             for spec in specs {
                 spawn_device(&ex, &shared, spec);
             }
@@ -134,6 +139,35 @@ struct Shared {
     sessions: Semaphore,
     cfg: SchedulerConfig,
     cache: StateCache,
+    first_round: FirstRound,
+}
+
+/// Progress of the first management round over every device: its duration is logged once, the figure
+/// behind "one management round over the site" (scripts/bench; `collect.probe_stagger_secs = 0` makes
+/// the round start at once).
+struct FirstRound {
+    start: Instant,
+    total: usize,
+    pending: Cell<usize>,
+    ok: Cell<usize>,
+}
+
+impl FirstRound {
+    fn done(&self, class: ErrorClass) {
+        if class == ErrorClass::Ok {
+            self.ok.set(self.ok.get() + 1);
+        }
+        let left = self.pending.get().saturating_sub(1);
+        self.pending.set(left);
+        if left == 0 {
+            log::info!(
+                "devices: first management round: {} devices ({} ok) in {} ms",
+                self.total,
+                self.ok.get(),
+                self.start.elapsed().as_millis()
+            );
+        }
+    }
 }
 
 struct Device {
@@ -186,8 +220,9 @@ async fn tier_loop(shared: Rc<Shared>, dev: Rc<Device>, tier: Tier) {
     // application tiers start staggered so a restart does not log in to every camera at once.
     let first = match tier {
         Tier::Reach => Duration::ZERO,
-        _ => every.min(Duration::from_secs(20)),
+        _ => every.min(cfg.stagger),
     };
+    let mut first_round = tier == Tier::Management;
     let mut delay = first.mul_f64((crate::clock::random_u64() % 1000) as f64 / 1000.0);
     loop {
         Timer::after(delay).await;
@@ -214,11 +249,17 @@ async fn tier_loop(shared: Rc<Shared>, dev: Rc<Device>, tier: Tier) {
             run_tier(&shared, &dev, tier).await
         };
         let Some(result) = result else {
-            // Nothing to probe on this tier yet (no stream URI known): look again later.
-            delay = jitter(every);
+            // Nothing to probe on this tier yet (no stream URI known, typically because the first
+            // management round has not resolved them): look again after a reach interval rather than
+            // leave the stream unknown for a whole stream or sample interval after start.
+            delay = jitter(every.min(cfg.reach));
             continue;
         };
         let class = result.class;
+        if first_round {
+            first_round = false;
+            shared.first_round.done(class);
+        }
         if class != ErrorClass::Ok {
             log::debug!("device {}: {} probe: {} after {:?}", dev.spec.id, tier.as_str(), class.as_str(), result.duration);
         }

@@ -2,11 +2,14 @@
 //! the project allows: nobody can run a rack of cameras in CI). Each runs on plain threads and is
 //! stopped when its handle drops.
 
+pub mod blackhole;
 pub mod dahua;
+pub mod gst;
 pub mod http;
 pub mod isapi;
 pub mod onvif;
 pub mod rtsp;
+pub mod site;
 pub mod wsdiscovery;
 
 use base64::Engine as _;
