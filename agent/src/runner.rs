@@ -125,6 +125,12 @@ pub fn start(o: &Overrides) -> Result<(AgentContext, Security), RunError> {
     }
     let db = cfg.data_dir.join(crate::db::DB_FILE);
     let sealer = Some(security.sealer.clone());
+    // First, while nothing else has the file open. A failure only costs flash wear, not data.
+    match crate::db::set_page_size(&db, cfg.queue.page_size) {
+        Ok(Some(old)) => log::info!("{}: page size {old} rewritten as {}", db.display(), cfg.queue.page_size),
+        Ok(None) => {}
+        Err(e) => log::warn!("{}: page size stays as it is: {e}", db.display()),
+    }
     let queue = match Queue::open_sealed(&db, (&cfg.queue).into(), sealer.clone()) {
         Err(e) if e.is_corrupt() => {
             // A damaged file would fail every restart; keep it for analysis and start afresh.
@@ -230,6 +236,10 @@ pub fn run(o: &Overrides) -> Result<(), RunError> {
     }
     // The command thread ends when the transport drops its sender; do not wait on long commands.
     drop(cmd_thread);
+    // Receipted rows not yet deleted (they wait for the next enqueue) go now, not as re-sends.
+    if let Err(e) = ctx.queue.flush_receipts() {
+        log::warn!("{e}");
+    }
     log::info!("stopped");
     Ok(())
 }

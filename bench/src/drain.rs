@@ -1,6 +1,6 @@
 //! Backlog drain after reconnect: one day of a `devices`-device site at 10 s (8640 batches by default) is
 //! committed to an agent's outbox while it is stopped; then a shim and the agent start and the time until
-//! the outbox is empty (every batch receipted after the store committed it) is measured. Target <= 60 s.
+//! the store holds every batch (each receipted right after its commit) is measured. Target <= 60 s.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -65,12 +65,27 @@ pub fn run(opts: &Opts) -> Result<(), String> {
     agent_opts.interval_secs = Some(10);
     agent_opts.rust_log = "warn".into();
 
-    let c = outbox::open(&db)?;
     let start = Instant::now();
     let mut agent = Agent::start(agent_opts);
     let mut half = None;
+    // Done when the store holds every prefilled batch (receipts go out right after each commit). The
+    // agent's file is no measure: receipted rows wait there for its next commit (agent/src/queue.rs).
+    let mut store = None;
     loop {
-        let depth = outbox::depth(&c)?;
+        if store.is_none() && shim.db_path().exists() {
+            store = outbox::open(&shim.db_path()).ok();
+        }
+        let stored = match &store {
+            Some(c) => c
+                .query_row(
+                    "SELECT count(*) FROM ingest_receipts WHERE gateway_id = ?1 AND kind = 'telemetry' AND seq <= ?2",
+                    rusqlite::params![gw, batches as i64],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap_or(0) as u64,
+            None => 0,
+        };
+        let depth = batches.saturating_sub(stored);
         if depth == 0 {
             break;
         }

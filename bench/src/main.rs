@@ -7,11 +7,14 @@
 //!                                                 one day of a site's backlog through agent + shim
 //! scs-bench rss [--secs N] [--devices N]          agent RSS at steady state with N devices configured
 //! scs-bench sign [--n N] [--devices N] [--dir DIR] COSE_Sign1 sign/verify cost per batch vs encode+enqueue
+//! scs-bench flash [--interval-secs N] [--site-batches N] [--worst-batches N]
+//!                                                 agent bytes written vs payload queued (/proc/PID/io)
 //! ```
 //! Each prints human lines and one machine line `BENCH <name> key=value ...` that scripts/bench collects.
 //! The real binaries come from the same target dir as this program (build them with the same profile).
 
 mod drain;
+mod flash;
 mod opts;
 mod outbox;
 mod raw_insert;
@@ -25,7 +28,8 @@ use std::process::ExitCode;
 use crate::opts::Opts;
 
 const USAGE: &str = "usage: scs-bench size | raw-insert [--n N] [--dir DIR] | drain [--batches N] [--devices N] \
-                     [--broker embedded|mosquitto] | rss [--secs N] [--devices N] | sign [--n N] [--devices N] [--dir DIR]";
+                     [--broker embedded|mosquitto] | rss [--secs N] [--devices N] | sign [--n N] [--devices N] [--dir DIR] \
+                     | flash [--interval-secs N] [--site-batches N] [--worst-batches N]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         "drain" => drain::run(&opts),
         "rss" => rss::run(&opts),
         "sign" => sign::run(&opts),
+        "flash" => flash::run(&opts),
         _ => Err(format!("unknown subcommand {cmd:?}")),
     };
     match result {
