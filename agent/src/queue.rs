@@ -196,10 +196,13 @@ struct WriteSide {
     receipted_since: Option<Instant>,
     /// `rejected_total` changed since it was last written.
     rejected_dirty: bool,
+    /// How long receipted rows may wait for an enqueue; zero deletes each receipt at once.
+    linger: Duration,
 }
 
-/// Receipted rows wait at most this long for an enqueue to delete them with its own commit. Longer
-/// than the default interval (10 s), so at the usual rates every deletion rides on the next batch.
+/// Receipted rows wait at most this long for an enqueue to delete them with its own commit
+/// (`queue.receipt_linger_secs`). Longer than the default interval (10 s), so at the usual rates
+/// every deletion rides on the next batch.
 pub const RECEIPT_LINGER: Duration = Duration::from_secs(30);
 /// ... and at most this many (a backlog being drained is deleted in transactions of this size).
 pub const RECEIPT_BATCH: usize = 256;
@@ -280,6 +283,7 @@ impl Queue {
                     receipted: BTreeSet::new(),
                     receipted_since: None,
                     rejected_dirty: false,
+                    linger: RECEIPT_LINGER,
                 }),
                 read: Mutex::new(read),
                 doorbell: Arc::new(Doorbell::default()),
@@ -505,7 +509,7 @@ impl Queue {
         w.bytes = w.bytes.saturating_sub(freed);
         self.inner.depth.store(w.depth, Ordering::Relaxed);
         self.inner.bytes.store(w.bytes, Ordering::Relaxed);
-        if w.receipted.len() >= RECEIPT_BATCH {
+        if w.receipted.len() >= RECEIPT_BATCH || w.linger.is_zero() {
             self.delete_receipted(w)?;
         }
         Ok(out)
@@ -516,9 +520,15 @@ impl Queue {
     pub fn flush_receipts_if_due(&self) -> Result<(), QueueError> {
         let mut guard = lock(&self.inner.write);
         match guard.receipted_since {
-            Some(t) if t.elapsed() >= RECEIPT_LINGER => self.delete_receipted(&mut guard),
+            Some(t) if t.elapsed() >= guard.linger => self.delete_receipted(&mut guard),
             _ => Ok(()),
         }
+    }
+
+    /// How long receipted rows may wait for the next enqueue to delete them (default
+    /// [`RECEIPT_LINGER`]); zero deletes each receipt in a transaction of its own, as earlier agents did.
+    pub fn set_receipt_linger(&self, linger: Duration) {
+        lock(&self.inner.write).linger = linger;
     }
 
     /// Deletes every receipted row now, in one transaction.
@@ -808,6 +818,16 @@ mod tests {
     }
 
     #[test]
+    fn zero_linger_deletes_each_receipt_at_once() {
+        let t = Tmp::new("linger0");
+        let q = Queue::open(&t.db(), opts(100, 1 << 30)).unwrap();
+        q.set_receipt_linger(Duration::ZERO);
+        let (a, b) = (put(&q, 10), put(&q, 10));
+        q.ack(&[a], &[]).unwrap();
+        assert_eq!(on_disk(&t.db()), vec![b]);
+    }
+
+    #[test]
     fn read_range_respects_bounds_and_limit() {
         let t = Tmp::new("range");
         let q = Queue::open(&t.db(), opts(100, 1 << 30)).unwrap();
@@ -1071,6 +1091,9 @@ mod flash {
                     precreate(&p, page_size);
                     let opts = QueueOptions { max_rows: 1_000_000, max_bytes: 1 << 34, sync: SyncMode::Full };
                     let q = Queue::open(&p, opts).unwrap();
+                    if immediate {
+                        q.set_receipt_linger(Duration::ZERO);
+                    }
                     let before = write_bytes();
                     for _ in 0..cycles {
                         let seq = q.enqueue(TopicKind::Telemetry, |seq| {
@@ -1079,9 +1102,6 @@ mod flash {
                             v
                         });
                         q.ack(&[seq.unwrap()], &[]).unwrap();
-                        if immediate {
-                            q.flush_receipts().unwrap();
-                        }
                     }
                     let per = (write_bytes() - before) as f64 / cycles as f64;
                     let mode = if immediate { "immediate" } else { "deferred" };

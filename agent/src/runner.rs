@@ -140,6 +140,7 @@ pub fn start(o: &Overrides) -> Result<(AgentContext, Security), RunError> {
         }
         other => other?,
     };
+    queue.set_receipt_linger(Duration::from_secs(cfg.queue.receipt_linger_secs));
     let settings = Settings::open(&db, &cfg, o.interval_secs.is_some())?;
     let boot = crate::clock::random_u64() | 1; // never 0, so "no boot" is never a valid id
     let s = queue.stats();
