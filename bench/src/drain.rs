@@ -71,18 +71,23 @@ pub fn run(opts: &Opts) -> Result<(), String> {
     // Done when the store holds every prefilled batch (receipts go out right after each commit). The
     // agent's file is no measure: receipted rows wait there for its next commit (agent/src/queue.rs).
     let mut store = None;
+    let mut last_err: Option<String> = None;
     loop {
         if store.is_none() && shim.db_path().exists() {
             store = outbox::open(&shim.db_path()).ok();
         }
         let stored = match &store {
-            Some(c) => c
-                .query_row(
-                    "SELECT count(*) FROM ingest_receipts WHERE gateway_id = ?1 AND kind = 'telemetry' AND seq <= ?2",
-                    rusqlite::params![gw, batches as i64],
-                    |r| r.get::<_, i64>(0),
-                )
-                .unwrap_or(0) as u64,
+            Some(c) => match c.query_row(
+                "SELECT count(*) FROM ingest_receipts WHERE gateway_id = ?1 AND kind = 'telemetry' AND seq <= ?2",
+                rusqlite::params![gw, batches as i64],
+                |r| r.get::<_, i64>(0),
+            ) {
+                Ok(n) => n as u64,
+                Err(e) => {
+                    last_err = Some(e.to_string());
+                    0
+                }
+            },
             None => 0,
         };
         let depth = batches.saturating_sub(stored);
@@ -96,7 +101,10 @@ pub fn run(opts: &Opts) -> Result<(), String> {
             return Err(format!("the agent exited during the drain:\n{}", agent.logs()));
         }
         if start.elapsed() > timeout {
-            return Err(format!("{depth} of {batches} batches still queued after {timeout:?}"));
+            return Err(format!(
+                "{depth} of {batches} batches not stored after {timeout:?} (store query: {last_err:?})\n{}",
+                agent.logs()
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }

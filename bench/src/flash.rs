@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use scs_testkit::{free_port, Agent, AgentOpts, Mosquitto, Shim, ShimOpts, Subscription};
+use scs_testkit::{free_port, Agent, Mosquitto, Shim, ShimOpts, Subscription};
 
 use crate::opts::Opts;
 use crate::site;
@@ -49,7 +49,8 @@ fn measure(
         toml.push_str(&format!("[queue]\npage_size = {p}\nreceipt_linger_secs = 0\n\n"));
     }
     toml.push_str(&site::devices_toml(gw, devices, open_port, free_port()));
-    let mut o = AgentOpts::new(gw, &shim.mqtt_url());
+    // Provisioned, so the shim stores and receipts what it sends (receipts delete rows: part of the cost).
+    let mut o = shim.agent_opts(gw);
     o.interval_secs = Some(interval);
     o.config_toml = Some(toml);
     // The field default: info lines go to the log file like on a gateway.
@@ -76,6 +77,10 @@ fn measure(
     let w1 = write_bytes(pid)?;
     let window = sub.messages();
     agent.kill();
+    let stored = shim.api().get_json(&format!("/v1/gateways/{gw}/stats"))["storedMessages"].as_u64().unwrap_or(0);
+    if stored < batches {
+        return Err(format!("the shim stored only {stored} messages of {gw}: no receipts, so no deletions measured"));
+    }
     drop(open);
     // Distinct messages only: a re-send is not queued again.
     let mut distinct = HashSet::new();
