@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use scs_protocol::TopicKind;
-use scs_testkit::{Agent, AgentOpts, Mosquitto, Shim, ShimOpts, TempDir};
+use scs_testkit::{Agent, Mosquitto, Shim, ShimOpts, TempDir};
 
 use crate::opts::Opts;
 use crate::{outbox, site};
@@ -60,7 +60,9 @@ pub fn run(opts: &Opts) -> Result<(), String> {
         Some(m) => Shim::start(ShimOpts { broker: Some(m.url()), ..shim_opts }),
         None => Shim::start(shim_opts),
     };
-    let mut agent_opts = AgentOpts::new(gw, &shim.mqtt_url());
+    // Provisioned: the shim stores only what a known gateway signed (the prefilled rows are signed as
+    // they are read).
+    let mut agent_opts = shim.agent_opts(gw);
     agent_opts.data_dir = Some(data.clone());
     agent_opts.interval_secs = Some(10);
     agent_opts.rust_log = "warn".into();
