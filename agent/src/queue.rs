@@ -42,10 +42,12 @@
 //! Measured with `/proc/PID/io` write_bytes, against the outbox as earlier agents kept it (4 KiB
 //! pages, each receipt its own commit). The queue alone (`flash` below), per message: 430-byte batch
 //! 16.5 KB before, 5.2 KB now; 3.5 KB batch 16.5 KB before, 9.4 KB now. The real agent with a shim
-//! (`scripts/bench --only flash`): 64 devices at 10 s, 12.3 KB before and 10.9 KB now per 4.3 KB
-//! batch (2.55x the payload, about 94 MB a day); 1 device every second, 7.6 KB before and 5.0 KB now
-//! per 280-byte batch (about 430 MB a day). write_bytes counts whole page-cache folios when they turn
-//! dirty, so it is a proxy for flash writes, not the device's own count.
+//! receipting (`scripts/bench --only flash`): 64 devices at 10 s, 41.6 KB before and 21.5 KB now per
+//! 5.6 KB batch (3.9x the payload, about 190 MB a day); 1 device every second, 17.1 KB before and
+//! 5.6 KB now per 506-byte batch (about 490 MB a day; one fsynced 4 KiB block per commit is the
+//! floor). At 10 s a part of the rest is paid per second, not per batch (the mmapped `-shm` index is
+//! written back and dirtied again). write_bytes counts whole page-cache folios when they turn dirty,
+//! so it is a proxy for flash writes, not the device's own count.
 //!
 //! Bounds. `max_rows` and `max_bytes` cap the outbox; an enqueue past them drops the oldest rows in
 //! the same transaction, counts them, and records the dropped seq range as the pending gap, which the
