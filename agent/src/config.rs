@@ -143,12 +143,24 @@ pub struct QueueConfig {
     pub max_rows: u64,
     pub max_bytes: u64,
     pub sync: SyncMode,
+    /// SQLite page size of `agent.db` (512..=65536, a power of two); a database with another size is
+    /// rewritten at start. Small pages wear flash less (see `db::DEFAULT_PAGE_SIZE`).
+    pub page_size: u32,
+    /// Receipted messages are deleted by the next enqueue's commit, or after this many seconds if none
+    /// comes; 0 deletes each receipt in a write of its own (more flash wear, fewer re-sends after a crash).
+    pub receipt_linger_secs: u64,
 }
 
 impl Default for QueueConfig {
     fn default() -> Self {
         // 64 MiB holds about two days of a 64-device site at 10 s intervals.
-        QueueConfig { max_rows: 200_000, max_bytes: 64 * 1024 * 1024, sync: SyncMode::Full }
+        QueueConfig {
+            max_rows: 200_000,
+            max_bytes: 64 * 1024 * 1024,
+            sync: SyncMode::Full,
+            page_size: crate::db::DEFAULT_PAGE_SIZE,
+            receipt_linger_secs: crate::queue::RECEIPT_LINGER.as_secs(),
+        }
     }
 }
 
@@ -461,6 +473,12 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
             "queue.max_rows must be positive and queue.max_bytes at least {} (one largest message)",
             scs_protocol::limits::MAX_UPLINK_BYTES
         ));
+    }
+    if cfg.queue.receipt_linger_secs > 3600 {
+        return bad(format!("queue.receipt_linger_secs must be 0..=3600, got {}", cfg.queue.receipt_linger_secs));
+    }
+    if !(512..=65536).contains(&cfg.queue.page_size) || !cfg.queue.page_size.is_power_of_two() {
+        return bad(format!("queue.page_size must be a power of two in 512..=65536, got {}", cfg.queue.page_size));
     }
     if cfg.collect.probe_concurrency == 0 {
         return bad("collect.probe_concurrency must be positive".into());

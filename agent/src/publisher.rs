@@ -122,7 +122,7 @@ impl Publisher {
         st.inflight.clear();
     }
 
-    /// Deletes receipted seqs from the outbox (one transaction) and frees their window slots.
+    /// Removes receipted seqs from the outbox (see `Queue::ack`) and frees their window slots.
     pub fn on_receipt(&self, r: &Receipt) -> Result<AckOutcome, QueueError> {
         let rejected: &[u64] = r.rejected.as_deref().unwrap_or(&[]);
         let out = self.inner.queue.ack(&r.accepted, rejected)?;
@@ -255,6 +255,10 @@ impl Publisher {
                     last_err = Some(msg);
                     shutdown.sleep(Duration::from_secs(1));
                 }
+            }
+            // Receipted rows normally go with the next enqueue; this covers a queue that went quiet.
+            if let Err(e) = self.inner.queue.flush_receipts_if_due() {
+                log::warn!("publisher: {e}");
             }
             self.inner.bell.wait_past(seen, Duration::from_millis(500));
         }

@@ -133,6 +133,12 @@ pub fn start(o: &Overrides) -> Result<(AgentContext, Security), RunError> {
     }
     let db = cfg.data_dir.join(crate::db::DB_FILE);
     let sealer = Some(security.sealer.clone());
+    // First, while nothing else has the file open. A failure only costs flash wear, not data.
+    match crate::db::set_page_size(&db, cfg.queue.page_size) {
+        Ok(Some(old)) => log::info!("{}: page size {old} rewritten as {}", db.display(), cfg.queue.page_size),
+        Ok(None) => {}
+        Err(e) => log::warn!("{}: page size stays as it is: {e}", db.display()),
+    }
     let queue = match Queue::open_sealed(&db, (&cfg.queue).into(), sealer.clone()) {
         Err(e) if e.is_corrupt() => {
             // A damaged file would fail every restart; keep it for analysis and start afresh.
@@ -142,6 +148,7 @@ pub fn start(o: &Overrides) -> Result<(AgentContext, Security), RunError> {
         }
         other => other?,
     };
+    queue.set_receipt_linger(Duration::from_secs(cfg.queue.receipt_linger_secs));
     let settings = Settings::open(&db, &cfg, o.interval_secs.is_some())?;
     let boot = crate::clock::random_u64() | 1; // never 0, so "no boot" is never a valid id
     let s = queue.stats();
@@ -251,6 +258,10 @@ pub fn run(o: &Overrides) -> Result<(), RunError> {
     }
     // The command thread ends when the transport drops its sender; do not wait on long commands.
     drop(cmd_thread);
+    // Receipted rows not yet deleted (they wait for the next enqueue) go now, not as re-sends.
+    if let Err(e) = ctx.queue.flush_receipts() {
+        log::warn!("{e}");
+    }
     log::info!("stopped");
     Ok(())
 }

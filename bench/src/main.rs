@@ -9,11 +9,14 @@
 //! scs-bench sign [--n N] [--devices N] [--dir DIR] COSE_Sign1 sign/verify cost per batch vs encode+enqueue
 //! scs-bench probes [--secs N] [--warmup-secs N] [--cameras N] [--nvrs N] [--interval-secs N] [--rtsp fake|gst|auto]
 //!                                                 agent monitoring a simulated site vs an agent with no devices
+//! scs-bench flash [--interval-secs N] [--site-batches N] [--worst-batches N]
+//!                                                 agent bytes written vs payload queued (/proc/PID/io)
 //! ```
 //! Each prints human lines and one machine line `BENCH <name> key=value ...` that scripts/bench collects.
 //! The real binaries come from the same target dir as this program (build them with the same profile).
 
 mod drain;
+mod flash;
 mod opts;
 mod outbox;
 mod probes;
@@ -29,7 +32,8 @@ use crate::opts::Opts;
 
 const USAGE: &str = "usage: scs-bench size | raw-insert [--n N] [--dir DIR] | drain [--batches N] [--devices N] \
                      [--broker embedded|mosquitto] | rss [--secs N] [--devices N] | sign [--n N] [--devices N] [--dir DIR] \
-                     | probes [--secs N] [--warmup-secs N] [--cameras N] [--nvrs N] [--interval-secs N] [--rtsp fake|gst|auto]";
+                     | probes [--secs N] [--warmup-secs N] [--cameras N] [--nvrs N] [--interval-secs N] [--rtsp fake|gst|auto] \
+                     | flash [--interval-secs N] [--site-batches N] [--worst-batches N]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
         "rss" => rss::run(&opts),
         "sign" => sign::run(&opts),
         "probes" => probes::run(&opts),
+        "flash" => flash::run(&opts),
         _ => Err(format!("unknown subcommand {cmd:?}")),
     };
     match result {

@@ -11,8 +11,3 @@ pub fn open(path: &Path) -> Result<Connection, String> {
     c.busy_timeout(Duration::from_secs(5)).map_err(|e| e.to_string())?;
     Ok(c)
 }
-
-/// Rows still queued.
-pub fn depth(c: &Connection) -> Result<u64, String> {
-    c.query_row("SELECT count(*) FROM outbox", [], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(|e| e.to_string())
-}

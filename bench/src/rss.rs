@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use scs_testkit::{bin_path, free_port, Agent, AgentOpts, Shim, ShimOpts};
 
 use crate::opts::Opts;
+use crate::site;
 
 fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -23,15 +24,7 @@ pub fn run(opts: &Opts) -> Result<(), String> {
     // Children probed with a TCP connect each interval: half answer (a listener), half refuse.
     let open = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let open_port = open.local_addr().map_err(|e| e.to_string())?.port();
-    let closed_port = free_port();
-    let mut toml = String::new();
-    for i in 1..devices {
-        let (ty, port) =
-            if i % 16 == 0 { ("NVR", open_port) } else { ("CAMERA", if i % 2 == 0 { open_port } else { closed_port }) };
-        toml.push_str(&format!(
-            "[[devices]]\nid = \"gw-bench-rss-dev-{i:03}\"\ntype = \"{ty}\"\nname = \"Device {i}\"\naddress = \"127.0.0.1:{port}\"\n\n"
-        ));
-    }
+    let toml = site::devices_toml("gw-bench-rss", devices, open_port, free_port());
     let mut o = AgentOpts::new("gw-bench-rss", &shim.mqtt_url());
     o.interval_secs = Some(interval);
     o.config_toml = Some(toml);

@@ -130,3 +130,18 @@ pub fn as_json(b: &TelemetryBatch) -> Vec<u8> {
     }
     serde_json::to_vec(&v).expect("serialising a serde_json::Value cannot fail")
 }
+
+/// The `[[devices]]` section of an agent config for a site of `devices` sensors: the gateway itself and
+/// `devices - 1` children probed with a TCP connect each interval. Half answer on `open_port` (1 in 16 an
+/// NVR), the other half refuse on `closed_port`.
+pub fn devices_toml(gw: &str, devices: u64, open_port: u16, closed_port: u16) -> String {
+    let mut toml = String::new();
+    for i in 1..devices {
+        let (ty, port) =
+            if i % 16 == 0 { ("NVR", open_port) } else { ("CAMERA", if i % 2 == 0 { open_port } else { closed_port }) };
+        toml.push_str(&format!(
+            "[[devices]]\nid = \"{gw}-dev-{i:03}\"\ntype = \"{ty}\"\nname = \"Device {i}\"\naddress = \"127.0.0.1:{port}\"\n\n"
+        ));
+    }
+    toml
+}

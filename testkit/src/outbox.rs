@@ -55,7 +55,8 @@ pub fn append_to_outbox(
 ) -> rusqlite::Result<(u64, u64)> {
     let mut c = Connection::open(db)?;
     c.busy_timeout(Duration::from_secs(5))?;
-    c.execute_batch("PRAGMA journal_mode=WAL;")?;
+    // The agent's page size (agent/src/db.rs), so it need not rewrite the file when it starts.
+    c.execute_batch("PRAGMA page_size=1024; PRAGMA journal_mode=WAL;")?;
     c.execute_batch(SCHEMA)?;
     let tx = c.transaction()?;
     let first = outbox_next_seq(&tx)?;
