@@ -3,7 +3,7 @@ use rusqlite::types::Value as Sql;
 use rusqlite::Connection;
 
 fn db() -> Connection {
-    let conn = Connection::open_in_memory().unwrap();
+    let conn = crate::sql::test_db();
     for f in ["0001_init.sql", "0004_gateway_identity.sql"] {
         let path = format!("{}/../cloud-shim/migrations/{f}", env!("CARGO_MANIFEST_DIR"));
         conn.execute_batch(&std::fs::read_to_string(path).unwrap()).unwrap();

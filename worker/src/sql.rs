@@ -41,3 +41,15 @@ impl Query {
         Query { sql: sql.into(), params }
     }
 }
+
+/// An in-memory SQLite for the host tests of the Worker's SQL, which needs the JSON functions D1 has.
+#[cfg(test)]
+pub fn test_db() -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open_in_memory().unwrap();
+    assert!(
+        conn.query_row("SELECT json('[]')", [], |r| r.get::<_, String>(0)).is_ok(),
+        "this SQLite has no JSON functions: run with LIBSQLITE3_FLAGS from scs_sqlite_flags_with_json \
+         (scripts/worker-tools-env), as the worker step of scripts/test does"
+    );
+    conn
+}

@@ -279,7 +279,7 @@ mod sql_tests {
 
     #[test]
     fn key_and_receipt_queries_on_sqlite() {
-        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let conn = crate::sql::test_db();
         conn.execute_batch(include_str!("../../../cloud-shim/migrations/0001_init.sql")).unwrap();
         conn.execute_batch(include_str!("../../../cloud-shim/migrations/0004_gateway_identity.sql")).unwrap();
         let key = test_support::key_for("gw-1").public_key();

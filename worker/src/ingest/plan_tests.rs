@@ -7,7 +7,7 @@ use scs_protocol::telemetry::Gap;
 use scs_protocol::{AgentInfo, DeviceReport, Metric, SensorInfo, Status, PROTOCOL_VERSION};
 
 fn db() -> Connection {
-    let conn = Connection::open_in_memory().unwrap();
+    let conn = crate::sql::test_db();
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../cloud-shim/migrations");
     let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
