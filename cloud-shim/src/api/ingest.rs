@@ -15,7 +15,7 @@ use crate::ingest::IngestError;
 use crate::state::AppState;
 
 /// Request bodies above this answer 413.
-pub const MAX_BODY: usize = 8 * 1024 * 1024;
+pub use scs_protocol::http_ingest::MAX_BODY;
 
 pub fn routes() -> Router<AppState> {
     // The handler enforces the limit itself (below), before reading anything.

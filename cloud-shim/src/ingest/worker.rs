@@ -200,66 +200,12 @@ fn chunks(items: &[Item]) -> Vec<&[Item]> {
     out
 }
 
-/// The HTTP ingest body: a CBOR array of `[topic (tstr), payload (bstr)]`.
-pub fn encode_batch<'a>(messages: impl ExactSizeIterator<Item = (&'a str, &'a [u8])>) -> Vec<u8> {
-    let mut e = minicbor::Encoder::new(Vec::new());
-    // Writing into a Vec cannot fail.
-    let _ = e.array(messages.len() as u64);
-    for (topic, payload) in messages {
-        let _ = e.array(2).and_then(|e| e.str(topic)).and_then(|e| e.bytes(payload));
-    }
-    e.into_writer()
-}
-
-#[derive(Debug, Error)]
-pub enum BatchError {
-    #[error("ingest body is not a CBOR array of [topic, payload] pairs: {0}")]
-    Shape(String),
-    #[error("ingest body holds {0} messages, more than the limit of {1}")]
-    TooMany(u64, usize),
-}
-
-/// Most messages in one ingest request.
-pub const MAX_BATCH_MESSAGES: usize = 10_000;
-
-/// Decodes the HTTP ingest body; the server side of [`encode_batch`].
-pub fn decode_batch(body: &[u8]) -> Result<Vec<(String, Vec<u8>)>, BatchError> {
-    let shape = |e: minicbor::decode::Error| BatchError::Shape(e.to_string());
-    let mut d = minicbor::Decoder::new(body);
-    let n = d.array().map_err(shape)?.ok_or_else(|| BatchError::Shape("indefinite-length array".into()))?;
-    if n > MAX_BATCH_MESSAGES as u64 {
-        return Err(BatchError::TooMany(n, MAX_BATCH_MESSAGES));
-    }
-    let mut out = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        if d.array().map_err(shape)? != Some(2) {
-            return Err(BatchError::Shape("each message must be a 2-element array".into()));
-        }
-        let topic = d.str().map_err(shape)?.to_owned();
-        let payload = d.bytes().map_err(shape)?.to_vec();
-        out.push((topic, payload));
-    }
-    if d.position() != body.len() {
-        return Err(BatchError::Shape("trailing bytes after the array".into()));
-    }
-    Ok(out)
-}
+pub use scs_protocol::http_ingest::{decode_batch, encode_batch};
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ingest::Origin;
-
-    #[test]
-    fn batch_roundtrip_and_bad_shapes() {
-        let msgs = [("scs/v1/gw/up/telemetry", &b"\x01\x02"[..]), ("t2", &b""[..])];
-        let body = encode_batch(msgs.iter().copied());
-        let back = decode_batch(&body).unwrap();
-        assert_eq!(back, vec![("scs/v1/gw/up/telemetry".to_owned(), vec![1, 2]), ("t2".to_owned(), vec![])]);
-        assert!(decode_batch(b"garbage").is_err());
-        assert!(decode_batch(&body[..body.len() - 1]).is_err());
-        assert!(decode_batch(&[0x9a, 0xff, 0xff, 0xff, 0xff]).is_err(), "huge count refused before allocating");
-    }
 
     #[test]
     fn chunks_respect_the_request_limit() {

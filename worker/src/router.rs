@@ -1,0 +1,131 @@
+//! Which handler serves a request: a pure function of method and path, so routing is tested on the host.
+//! Route families of other modules (command sessions, artifacts) add their variants here.
+
+/// HTTP methods the API distinguishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Options,
+    Other,
+}
+
+impl Method {
+    pub fn parse(m: &str) -> Method {
+        match m.to_ascii_uppercase().as_str() {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "PATCH" => Method::Patch,
+            "DELETE" => Method::Delete,
+            "OPTIONS" => Method::Options,
+            _ => Method::Other,
+        }
+    }
+
+    /// Safe methods need the `read` scope, everything else `operate` (as the shim's API does).
+    pub fn is_safe(self) -> bool {
+        matches!(self, Method::Get | Method::Head | Method::Options)
+    }
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No credentials (health).
+    Public,
+    /// An API token whose scope covers the method.
+    Token,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Healthz,
+    Ingest,
+    Sensors,
+    Sensor(String),
+    SensorMetrics(String),
+    Fleet,
+    GatewayDevices(String),
+    GatewayStats(String),
+    Stats,
+    /// Known path, other method.
+    MethodNotAllowed(&'static str),
+    NotFound,
+}
+
+impl Route {
+    pub fn access(&self) -> Access {
+        match self {
+            Route::Healthz | Route::MethodNotAllowed(_) | Route::NotFound => Access::Public,
+            _ => Access::Token,
+        }
+    }
+}
+
+/// Decodes one path segment (`%2F` and friends); ids never contain `/`, so a decoded one is refused later.
+fn decode_segment(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut it = bytes.iter();
+    while let Some(&b) = it.next() {
+        if b == b'%' {
+            let hi = it.next().and_then(|c| (*c as char).to_digit(16))?;
+            let lo = it.next().and_then(|c| (*c as char).to_digit(16))?;
+            out.push((hi * 16 + lo) as u8);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+pub fn route(method: Method, path: &str) -> Route {
+    let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let get = |r: Route| if matches!(method, Method::Get | Method::Head) { r } else { Route::MethodNotAllowed("GET") };
+    let id = |s: &str| decode_segment(s);
+    match segs.as_slice() {
+        ["healthz"] => get(Route::Healthz),
+        ["v1", "ingest"] => {
+            if method == Method::Post {
+                Route::Ingest
+            } else {
+                Route::MethodNotAllowed("POST")
+            }
+        }
+        ["v1", "sensors"] => get(Route::Sensors),
+        ["v1", "sensors", s] => id(s).map_or(Route::NotFound, |s| get(Route::Sensor(s))),
+        ["v1", "sensors", s, "metrics"] => id(s).map_or(Route::NotFound, |s| get(Route::SensorMetrics(s))),
+        ["v1", "fleet"] => get(Route::Fleet),
+        ["v1", "gateways", g, "devices"] => id(g).map_or(Route::NotFound, |g| get(Route::GatewayDevices(g))),
+        ["v1", "gateways", g, "stats"] => id(g).map_or(Route::NotFound, |g| get(Route::GatewayStats(g))),
+        ["v1", "stats"] => get(Route::Stats),
+        _ => Route::NotFound,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_to_routes() {
+        assert_eq!(route(Method::Get, "/healthz"), Route::Healthz);
+        assert_eq!(route(Method::Post, "/v1/ingest"), Route::Ingest);
+        assert_eq!(route(Method::Get, "/v1/ingest"), Route::MethodNotAllowed("POST"));
+        assert_eq!(route(Method::Get, "/v1/sensors/"), Route::Sensors);
+        assert_eq!(route(Method::Get, "/v1/sensors/gw%2D1"), Route::Sensor("gw-1".into()));
+        assert_eq!(route(Method::Get, "/v1/sensors/gw-1/metrics"), Route::SensorMetrics("gw-1".into()));
+        assert_eq!(route(Method::Post, "/v1/sensors"), Route::MethodNotAllowed("GET"));
+        assert_eq!(route(Method::Get, "/v1/gateways/gw-1/devices"), Route::GatewayDevices("gw-1".into()));
+        assert_eq!(route(Method::Get, "/v1/nope"), Route::NotFound);
+        assert_eq!(route(Method::Get, "/v1/sensors/%zz"), Route::NotFound);
+        assert_eq!(Route::Healthz.access(), Access::Public);
+        assert_eq!(Route::Ingest.access(), Access::Token);
+    }
+}

@@ -1,0 +1,43 @@
+//! Parameters of D1 statements, pure so the read queries can be built and tested on the host.
+//! JavaScript numbers hold integers exactly only up to 2^53, so integer parameters are clamped to that
+//! range; everything bigger travels inside JSON text and is read by SQLite's JSON functions.
+
+/// Largest integer a JavaScript number holds exactly.
+pub const MAX_SAFE_INT: i64 = (1 << 53) - 1;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Null,
+    Text(String),
+    /// Clamped to ±[`MAX_SAFE_INT`] when bound.
+    Int(i64),
+}
+
+impl Param {
+    pub fn opt_text(v: Option<&str>) -> Param {
+        v.map_or(Param::Null, |s| Param::Text(s.to_owned()))
+    }
+
+    pub fn safe_int(i: i64) -> i64 {
+        i.clamp(-MAX_SAFE_INT, MAX_SAFE_INT)
+    }
+}
+
+/// A statement and its positional parameters (`?1`, `?2`, ...).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    pub sql: std::borrow::Cow<'static, str>,
+    pub params: Vec<Param>,
+}
+
+impl From<crate::ingest::plan::Stmt> for Query {
+    fn from(s: crate::ingest::plan::Stmt) -> Query {
+        Query { sql: s.sql.into(), params: vec![Param::Text(s.json)] }
+    }
+}
+
+impl Query {
+    pub fn new(sql: &'static str, params: Vec<Param>) -> Query {
+        Query { sql: sql.into(), params }
+    }
+}
