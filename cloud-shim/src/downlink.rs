@@ -22,8 +22,9 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
-use crate::ingest::worker::{decode_batch, http_agent, BatchError, WorkerError};
+use crate::ingest::worker::{http_agent, WorkerError};
 use crate::presence::{GatewayEvent, Presence};
+use scs_protocol::http_ingest::{decode_batch, BatchError};
 
 /// How long the Worker may hold a poll open; the HTTP timeout allows for it.
 const WAIT_SECS: u64 = 20;
