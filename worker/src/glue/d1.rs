@@ -2,7 +2,7 @@
 //! holding JSON text built by SQLite, so integers reach the client exactly (JavaScript numbers would
 //! round anything above 2^53).
 
-use wasm_bindgen::JsValue;
+use worker::wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement, Env};
 
 use crate::http::ApiError;

@@ -7,8 +7,8 @@ use scs_protocol::http_ingest::{decode_batch, MAX_BODY};
 use scs_protocol::{decode_uplink, rejection::Rejection};
 use serde_json::json;
 use worker::{
-    console_error, console_warn, event, js_sys, wasm_bindgen::JsValue, Context, Date, Delay, Env, MessageBatch, MessageExt,
-    QueueContentType, RawMessageBuilder, Request, Response,
+    console_error, console_warn, event, js_sys, wasm_bindgen::JsValue, Context, Date, Delay, Env, MessageBatch, QueueContentType,
+    RawMessageBuilder, Request, Response,
 };
 
 use super::d1::{batch_json, batch_write, db, json_text};
