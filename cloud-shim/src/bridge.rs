@@ -236,7 +236,7 @@ impl Bridge {
     fn on_status(&self, topic: &str, signed: &[u8]) {
         let Ok(Some(payload)) = crate::identity::verify_uplink(&self.registry, topic, signed) else { return };
         if let Ok((t, Uplink::Status(s))) = decode_uplink(topic, payload) {
-            self.presence.set(&t.gateway, s.state, s.boot, s.version.clone());
+            self.presence.set(&t.gateway, s.state, s.boot, s.ts, s.version.clone());
             let ev = match s.state {
                 GatewayState::Online => GatewayEvent::Online(t.gateway),
                 GatewayState::Offline => GatewayEvent::Offline(t.gateway),

@@ -11,6 +11,7 @@ mod clock;
 mod command_registry_gen;
 mod commands;
 mod config;
+mod downlink;
 mod http_error;
 mod identity;
 mod ingest;
@@ -160,9 +161,9 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         tokio::net::TcpListener::bind(config.http).await.map_err(|source| ServeError::Http { addr: config.http, source })?;
     let (mqtt, eventloop) = bridge::client(&config, &shim_secret)?;
     let stats = Arc::new(Stats::default());
+    let worker_token = std::env::var("SCS_WORKER_TOKEN").ok().filter(|t| !t.is_empty()).unwrap_or_else(|| token.clone());
     let backend: Box<dyn ingest::Backend> = match &config.worker_url {
         Some(url) => {
-            let worker_token = std::env::var("SCS_WORKER_TOKEN").ok().filter(|t| !t.is_empty()).unwrap_or_else(|| token.clone());
             log::info!("ingest forwards to the Worker at {url}");
             Box::new(ingest::worker::WorkerBackend::new(url, &worker_token, config.worker_ca.as_deref())?)
         }
@@ -223,6 +224,11 @@ async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     };
     // Subscribes to gateway events before the bridge can fire any.
     commands::session::start(session_handles, events.subscribe(), command_sessions_rx);
+    if let Some(url) = &config.worker_url {
+        // Commands created at the Worker arrive signed from its Durable Objects; this shim publishes them.
+        let dl = downlink::Downlink::new(url, &worker_token, config.worker_ca.as_deref(), mqtt.clone(), state.presence.clone())?;
+        downlink::start(dl, events.subscribe());
+    }
     let bridge = bridge::Bridge {
         client: mqtt,
         ingest,

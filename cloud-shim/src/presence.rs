@@ -34,18 +34,22 @@ pub struct GatewayPresence {
     /// When this shim received the status (ms).
     pub since: i64,
     pub version: Option<String>,
+    /// The status message's own timestamp: with `boot` it names one connection of the agent, the same
+    /// for every shim that saw it (the Worker's downlink re-sends once per connection).
+    #[serde(skip)]
+    pub ts: u64,
 }
 
 /// Gateways tracked at most, against a flood of status messages under made-up ids.
 const MAX_PRESENCE: usize = 100_000;
 
 impl Presence {
-    pub fn set(&self, gateway: &str, state: GatewayState, boot: u64, version: Option<String>) {
+    pub fn set(&self, gateway: &str, state: GatewayState, boot: u64, ts: u64, version: Option<String>) {
         if let Ok(mut m) = self.gateways.lock() {
             if m.len() >= MAX_PRESENCE && !m.contains_key(gateway) {
                 return;
             }
-            let p = GatewayPresence { online: state == GatewayState::Online, boot: boot_hex(boot), since: now_ms(), version };
+            let p = GatewayPresence { online: state == GatewayState::Online, boot: boot_hex(boot), since: now_ms(), version, ts };
             m.insert(gateway.to_owned(), p);
         }
     }

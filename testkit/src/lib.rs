@@ -29,6 +29,7 @@
 mod agent;
 mod api;
 pub mod cddl;
+pub mod conformance;
 pub mod fakes;
 mod identity;
 mod mosquitto;

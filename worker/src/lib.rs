@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod cors;
 pub mod router;
+pub mod sessions;
 pub mod sql;
 pub mod verify;
 

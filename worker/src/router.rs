@@ -54,6 +54,8 @@ pub enum Route {
     GatewayDevices(String),
     GatewayStats(String),
     Stats,
+    /// The command routes (`crate::sessions`).
+    Sessions(crate::sessions::SessionRoute),
     /// Known path, other method.
     MethodNotAllowed(&'static str),
     NotFound,
@@ -89,6 +91,9 @@ pub fn route(method: Method, path: &str) -> Route {
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let get = |r: Route| if matches!(method, Method::Get | Method::Head) { r } else { Route::MethodNotAllowed("GET") };
     let id = |s: &str| decode_segment(s);
+    if let Some(r) = crate::sessions::route(method, path) {
+        return r.map_or_else(Route::MethodNotAllowed, Route::Sessions);
+    }
     match segs.as_slice() {
         ["healthz"] => get(Route::Healthz),
         ["v1", "ingest"] => {

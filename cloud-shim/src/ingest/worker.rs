@@ -66,17 +66,8 @@ impl WorkerBackend {
     /// `base` is the Worker's root URL (`https://api.example` → POSTs to `https://api.example/v1/ingest`).
     /// `ca`: a PEM file of CAs to trust instead of the public web roots (a private Worker endpoint).
     pub fn new(base: &str, token: &str, ca: Option<&Path>) -> Result<WorkerBackend, WorkerError> {
-        let mut tls = TlsConfig::builder().provider(TlsProvider::Rustls);
-        if let Some(path) = ca {
-            tls = tls.root_certs(RootCerts::new_with_certs(&read_ca(path)?));
-        }
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .tls_config(tls.build())
-            .build();
         Ok(WorkerBackend {
-            agent: ureq::Agent::new_with_config(config),
+            agent: http_agent(ca, Duration::from_secs(30))?,
             url: format!("{}/v1/ingest", base.trim_end_matches('/')),
             auth: format!("Bearer {token}"),
         })
@@ -130,6 +121,18 @@ impl WorkerBackend {
             }
         }
     }
+}
+
+/// The HTTP client for the Worker: rustls + ring, the public web roots or the PEM CAs in `ca`, statuses
+/// returned rather than turned into errors, every request bounded by `timeout`.
+pub fn http_agent(ca: Option<&Path>, timeout: Duration) -> Result<ureq::Agent, WorkerError> {
+    let mut tls = TlsConfig::builder().provider(TlsProvider::Rustls);
+    if let Some(path) = ca {
+        tls = tls.root_certs(RootCerts::new_with_certs(&read_ca(path)?));
+    }
+    let config =
+        ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).tls_config(tls.build()).build();
+    Ok(ureq::Agent::new_with_config(config))
 }
 
 fn read_ca(path: &Path) -> Result<Vec<Certificate<'static>>, WorkerError> {

@@ -7,8 +7,10 @@ use worker::Env;
 /// update (`Err(reason)` counts a `command_update` rejection). Called before the consumer's D1 batch
 /// commits, so an update may be applied again when the batch is retried: the command state only moves
 /// forward, which makes a repeat harmless.
-pub async fn command_updates(_env: &Env, updates: &[(String, CommandUpdate)]) -> Vec<Result<(), String>> {
-    // Command sessions are not part of this build: count the updates as refused rather than drop them
-    // silently.
-    updates.iter().map(|(_, u)| Err(format!("command {}: no command session in this Worker build", u.id))).collect()
+pub async fn command_updates(env: &Env, updates: &[(String, CommandUpdate)]) -> Vec<Result<(), String>> {
+    let mut out = Vec::with_capacity(updates.len());
+    for (gateway, u) in updates {
+        out.push(crate::sessions::routes::apply_command_update(env, gateway, u).await.map(|_| ()).map_err(|e| e.to_string()));
+    }
+    out
 }

@@ -60,6 +60,10 @@ async fn handle(req: Request, env: &Env, method: Method, path: &str) -> std::res
             Err(ApiError::new(405, format!("method not allowed; use {allow}")).header("Allow", allow))
         }
         Route::NotFound => Err(ApiError::not_found(format!("no route for {path}"))),
+        Route::Sessions(r) => match &principal {
+            Some(p) => crate::sessions::routes::handle(r, req, env, p).await,
+            None => Err(ApiError::internal("command route without a caller")),
+        },
         Route::Ingest => ingest::ingest(req, env).await,
         Route::Sensors => read::sensors(&req, env).await,
         Route::Sensor(id) => read::sensor(env, &id).await,

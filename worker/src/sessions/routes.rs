@@ -1,0 +1,159 @@
+//! wasm glue: the command routes. Reads go straight to D1; everything that changes a gateway's commands
+//! goes through that gateway's Durable Object ([`super::object`]), the single owner of its delivery.
+
+use scs_protocol::ids::validate_id;
+use serde_json::json;
+use worker::{Env, Headers, Method as JsMethod, Request, RequestInit, Response};
+
+use super::api::{audit_json, check_target, command_json, invalid, is_destructive, parse_create, parse_history_query};
+use super::d1::D1;
+use super::object::GATEWAY_HEADER;
+use super::store::{self, NewCommand};
+use super::SessionRoute;
+use crate::auth::{require, Principal, Scope};
+use crate::http::ApiError;
+
+/// Durable Object namespace binding of the command sessions.
+pub const SESSIONS: &str = "GATEWAY_SESSIONS";
+
+type Answer = Result<Response, ApiError>;
+
+fn internal(what: &str) -> impl Fn(worker::Error) -> ApiError + '_ {
+    move |e| ApiError::internal(format!("{what}: {e}"))
+}
+
+fn store_err(e: store::CommandStoreError) -> ApiError {
+    ApiError::unavailable(format!("store: {e}"))
+}
+
+fn db(env: &Env) -> Result<D1, ApiError> {
+    Ok(D1(env.d1(crate::glue::DB).map_err(internal("D1"))?))
+}
+
+fn json(status: u16, v: &serde_json::Value) -> Answer {
+    crate::glue::json_response(status, v)
+}
+
+fn now() -> i64 {
+    worker::Date::now().as_millis() as i64
+}
+
+/// `cmd-` and 24 hex digits from the platform's CSPRNG (`crypto.getRandomValues`).
+fn new_command_id() -> Result<String, ApiError> {
+    use worker::js_sys::{global, Function, Reflect, Uint8Array};
+    use worker::wasm_bindgen::JsCast;
+    let fail = |_| ApiError::internal("crypto.getRandomValues is unavailable");
+    let crypto = Reflect::get(&global(), &"crypto".into()).map_err(fail)?;
+    let f: Function = Reflect::get(&crypto, &"getRandomValues".into())
+        .map_err(fail)?
+        .dyn_into()
+        .map_err(|_| fail(worker::wasm_bindgen::JsValue::NULL))?;
+    let arr = Uint8Array::new_with_length(12);
+    f.call1(&crypto, &arr).map_err(fail)?;
+    let mut b = [0u8; 12];
+    arr.copy_to(&mut b);
+    Ok(format!("cmd-{}", crate::auth::hex(&b)))
+}
+
+/// Forwards to the gateway's object and returns its answer as it is.
+async fn to_session(env: &Env, gateway: &str, op: &str, method: JsMethod, body: Option<Vec<u8>>) -> Answer {
+    let ns = env.durable_object(SESSIONS).map_err(internal("Durable Object binding"))?;
+    let stub = ns.id_from_name(gateway).and_then(|id| id.get_stub()).map_err(internal("session"))?;
+    let headers = Headers::new();
+    headers.set(GATEWAY_HEADER, gateway).map_err(internal("header"))?;
+    let mut init = RequestInit::new();
+    init.with_method(method).with_headers(headers);
+    if let Some(b) = body {
+        init.with_body(Some(worker::js_sys::Uint8Array::from(b.as_slice()).into()));
+    }
+    let req = Request::new_with_init(&format!("https://session{op}"), &init).map_err(internal("session request"))?;
+    stub.fetch_with_request(req).await.map_err(|e| ApiError::unavailable(format!("session of {gateway}: {e}")))
+}
+
+pub async fn handle(route: SessionRoute, mut req: Request, env: &Env, who: &Principal) -> Answer {
+    match route {
+        SessionRoute::Create(gw) => {
+            let body = req.bytes().await.map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
+            let t = now();
+            let c = parse_create(&gw, &body, t)?;
+            if c.spec.safety.destructive {
+                require(who, Scope::Admin, &format!("run the destructive command {}", c.spec.command_type))?;
+            }
+            if let Some(target) = &c.target {
+                let ty = store::child_sensor_type(&db(env)?, &gw, target).await.map_err(store_err)?;
+                check_target(c.spec, &gw, target, ty.as_deref())?;
+            }
+            let new = NewCommand {
+                id: new_command_id()?,
+                gateway_id: gw.clone(),
+                command_type: c.spec.command_type.to_owned(),
+                params: c.params,
+                confirm: c.confirm,
+                requested_by: who.actor(),
+                now: t,
+                expires_at: c.expires_at,
+                timeout_secs: c.timeout_secs,
+                target: c.target,
+            };
+            let body = serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?;
+            let mut resp = to_session(env, &gw, "/create", JsMethod::Post, Some(body)).await?;
+            if resp.status_code() != 201 {
+                return Ok(resp);
+            }
+            // A fetched response's headers are immutable: answer with a new one carrying Location.
+            let bytes = resp.bytes().await.map_err(internal("session answer"))?;
+            let headers = Headers::new();
+            headers.set("Content-Type", "application/json").map_err(internal("header"))?;
+            headers.set("Location", &format!("/v1/commands/{}", new.id)).map_err(internal("header"))?;
+            Ok(Response::from_bytes(bytes).map_err(internal("response"))?.with_status(201).with_headers(headers))
+        }
+        SessionRoute::History(gw) => {
+            validate_id("gateway id", &gw).map_err(|e| invalid("gatewayId", "pattern", e.to_string()))?;
+            let url = req.url().map_err(internal("url"))?;
+            let q = |k: &str| url.query_pairs().find(|(n, _)| n == k).map(|(_, v)| v.into_owned());
+            let (limit, before) = parse_history_query(q("limit").as_deref(), q("before").as_deref())?;
+            let rows = store::list_for_gateway(&db(env)?, &gw, limit, before).await.map_err(store_err)?;
+            let commands: Vec<serde_json::Value> = rows.iter().map(|r| command_json(r, None)).collect();
+            json(200, &json!({ "gatewayId": gw, "commands": commands }))
+        }
+        SessionRoute::Show(id) => {
+            let db = db(env)?;
+            let Some(row) = store::get(&db, &id).await.map_err(store_err)? else {
+                return Err(ApiError::not_found("no such command"));
+            };
+            let audit = store::audit(&db, &id).await.map_err(store_err)?;
+            let mut v = command_json(&row, None);
+            v["audit"] = audit_json(&audit);
+            json(200, &v)
+        }
+        SessionRoute::Cancel(id) => {
+            let Some(row) = store::get(&db(env)?, &id).await.map_err(store_err)? else {
+                return Err(ApiError::not_found("no such command"));
+            };
+            if is_destructive(&row.command_type) {
+                require(who, Scope::Admin, &format!("cancel the destructive command {}", row.command_type))?;
+            }
+            let body =
+                serde_json::to_vec(&json!({"id": id, "actor": who.actor()})).map_err(|e| ApiError::internal(e.to_string()))?;
+            to_session(env, &row.gateway_id, "/cancel", JsMethod::Post, Some(body)).await
+        }
+        SessionRoute::Downlink(gw) => {
+            validate_id("gateway id", &gw).map_err(|e| invalid("gatewayId", "pattern", e.to_string()))?;
+            let url = req.url().map_err(internal("url"))?;
+            let op = format!("/poll?{}", url.query().unwrap_or(""));
+            to_session(env, &gw, &op, JsMethod::Post, None).await
+        }
+    }
+}
+
+/// For ingest: applies a verified command update from `gateway` to its command (monotonic, so a
+/// replayed or re-tried message changes nothing). Call it before the message's receipt row is written,
+/// so a failure here leaves the message to be retried.
+pub async fn apply_command_update(
+    env: &Env,
+    gateway: &str,
+    update: &scs_protocol::CommandUpdate,
+) -> Result<bool, store::CommandStoreError> {
+    let db = D1(env.d1(crate::glue::DB).map_err(|e| super::sql::SqlError::Db(e.to_string()))?);
+    store::apply_update(&db, gateway, update, now()).await
+}
