@@ -118,3 +118,19 @@ describe("runner on the gateway's page", () => {
     expect([...pick.options].map((o) => o.value)).toEqual(["gw-1-nvr-01"]);
   });
 });
+
+describe("device snapshot", () => {
+  const cmd = (id: string, over: Partial<Command>): Command =>
+    ({ id, type: "camera.snapshot", gatewayId: "gw-1", target: "gw-1-cam-02", state: "succeeded", terminal: true, params: {}, confirm: false, result: null, error: null, artifacts: [], requestedBy: "t", createdAt: 1, updatedAt: 1, expiresAt: 9, timeoutSecs: 30, deliveries: 1, cancelRequested: false, ...over }) as Command;
+  it("picks the newest succeeded image command, listed without artifact URLs", async () => {
+    const { imageCandidate } = await import("../src/pages/device");
+    const list = [
+      cmd("old", { updatedAt: 5 }),
+      cmd("failed", { updatedAt: 9, state: "failed" }),
+      cmd("probe", { updatedAt: 10, type: "device.probe" }),
+      cmd("new", { updatedAt: 8 }),
+    ];
+    expect(imageCandidate(list)?.id).toBe("new");
+    expect(imageCandidate([cmd("p", { type: "device.probe" })])).toBeNull();
+  });
+});

@@ -23,6 +23,13 @@ export function latestImage(cmds: Command[]): { cmd: Command; url: string; name:
   return null;
 }
 
+/** The newest succeeded command that produced (or, by its registry entry, produces) an image. */
+export function imageCandidate(cmds: Command[]): Command | null {
+  const isImage = (c: Command) =>
+    c.state === "succeeded" && ((c.artifacts ?? []).some((a) => a.contentType.startsWith("image/")) || c.type === "camera.snapshot");
+  return [...cmds].sort((a, b) => b.updatedAt - a.updatedAt).find(isImage) ?? null;
+}
+
 /** Bytes as GB with one decimal (disks are sold in decimal units). */
 function gb(v: number | null | undefined): string {
   return typeof v === "number" ? `${fmtNumber(v / 1e9, 1)} GB` : "—";
@@ -137,6 +144,24 @@ export const devicePage: Page = (root, ctx) => {
     destroyers.forEach((d) => d());
   });
   let runner: Runner | null = null;
+  // The command list carries no artifact download URLs: the newest finished image command is read in
+  // full, once, and again only when its tokenized URLs expire.
+  const full = new Map<string, Command>();
+  const snapshotOf = async (mine: Command[]) => {
+    const c = imageCandidate(mine);
+    if (!c) return null;
+    let got = full.get(c.id);
+    const expired = (got?.artifacts ?? []).some((a) => typeof a.urlExpires === "number" && a.urlExpires < Date.now() + 30_000);
+    if (!got || expired) {
+      try {
+        got = await get<Command>(`/v1/commands/${enc(c.id)}`);
+        full.set(c.id, got);
+      } catch {
+        return latestImage(mine);
+      }
+    }
+    return latestImage([got]);
+  };
   /** Follows a command sent from this page until it finishes, then redraws (a snapshot shows inline). */
   const follow = async (cmd: Command) => {
     const say = (c: Command) =>
@@ -268,7 +293,7 @@ export const devicePage: Page = (root, ctx) => {
     const nodes: Node[] = [];
     if (cmds.status === "fulfilled") {
       const mine = commandsForDevice(cmds.value.commands, id);
-      const img = latestImage(mine);
+      const img = await snapshotOf(mine);
       nodes.push(
         img
           ? h("figure", { class: "snapshot" }, h("img", { src: img.url, alt: `Latest snapshot of ${dev.name ?? id}` }), h("figcaption", null, `${img.name}, `, timeEl(img.cmd.updatedAt)))
