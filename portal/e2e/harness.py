@@ -23,7 +23,7 @@ def bin_path(name):
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     p = target / "debug" / name
     if not p.exists():
-        raise SystemExit(f"{p} missing: run cargo build -p scs-cloud-shim -p scs-agent")
+        raise SystemExit(f"{p} missing: run cargo build -p scs-cloud-shim -p scs-agent -p scs-testkit --bins")
     return p
 
 
@@ -98,6 +98,25 @@ class Cloud:
 
         wait_for("the shim's /healthz", ready, timeout=30)
         return self
+
+    def start_site(self, prefix, cameras=1, nvrs=1):
+        """A simulated site (testkit's fake-site: real ONVIF/ISAPI/Dahua fakes on loopback); returns the
+        agent's [[devices]] TOML for it."""
+        out = self.dir / "site"
+        log = open(self.dir / "site.log", "wb")
+        p = subprocess.Popen(
+            [str(bin_path("fake-site")), "--cameras", str(cameras), "--nvrs", str(nvrs), "--out", str(out),
+             "--id-prefix", prefix, "--rtsp", "fake"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
+        self.procs.append(p)
+
+        def ready():
+            if p.poll() is not None:
+                raise SystemExit("fake-site exited:\n" + (self.dir / "site.log").read_text())
+            return "READY" in (self.dir / "site.log").read_text()
+
+        wait_for("fake-site READY", ready, timeout=30)
+        return (out / "devices.toml").read_text()
 
     def start_agent(self, gateway, devices_toml):
         data = self.dir / f"agent-{gateway}"

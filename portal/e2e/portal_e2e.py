@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The operators' portal in a real browser (headless Debian Chromium via chromedriver) against a real
-scs-cloud-shim serving the built portal and a real scs-agent with two child devices.
+scs-cloud-shim serving the built portal and a real scs-agent watching a simulated site (testkit's
+fake-site: an ONVIF camera, a Hikvision ISAPI NVR and a Dahua NVR on loopback) plus a camera that is down.
 
 Screenshots and axe-core results go to target/portal-e2e/. Prints one closing line "N passed, N failed".
 Needs: portal/dist (npm run build), portal/node_modules/axe-core (npm ci), the debug binaries."""
@@ -20,6 +21,10 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from harness import ARTIFACTS, PORTAL_DIST, ROOT, Cloud, chromium, quit_chromium, wait_for
 
 GW = "gw-1"
+CAM = f"{GW}-cam-01"
+NVR = f"{GW}-nvr-01"
+DAHUA = f"{GW}-nvr-02"
+DEAD = f"{GW}-cam-09"
 AXE = ROOT / "portal" / "node_modules" / "axe-core" / "axe.min.js"
 results = []
 
@@ -86,32 +91,26 @@ def main():
     if not AXE.exists():
         raise SystemExit("axe-core missing: run npm ci in portal/")
     cloud = Cloud().start_shim()
-    port = cloud.http
-    devices = f"""
+    site = cloud.start_site(GW, cameras=1, nvrs=2)
+    # Nothing listens on port 9: a camera that is down.
+    devices = site + f"""
 [[devices]]
-id = "{GW}-cam-01"
+id = "{DEAD}"
 type = "CAMERA"
 name = "Gate camera"
 address = "127.0.0.1:9"
 vendor = "Example"
 model = "Bullet 4MP"
-
-[[devices]]
-id = "{GW}-nvr-01"
-type = "NVR"
-name = "Recorder"
-address = "127.0.0.1:{port}"
-vendor = "Example"
-[devices.attrs]
-channels = "16"
 """
     agent = cloud.start_agent(GW, devices)
     api = cloud.api
     d = None
     try:
-        wait_for("the gateway's metrics and both children",
+        wait_for("the gateway's metrics, its four children and the NVRs' disks",
                  lambda: api.get(f"/v1/sensors/{GW}/metrics?name=cpu.usage_pct&limit=3")[1]["count"] >= 2
-                 and len(api.get(f"/v1/sensors?gatewayId={GW}")[1]) >= 3, timeout=60)
+                 and len(api.get(f"/v1/sensors?gatewayId={GW}")[1]) >= 5
+                 and all(api.get(f"/v1/sensors/{n}/metrics?name=nvr.hdd_ok&limit=1")[1]["count"] >= 1 for n in (NVR, DAHUA)),
+                 timeout=90)
         d = chromium()
         base = cloud.base
         token = cloud.token
@@ -151,8 +150,8 @@ channels = "16"
             def row_text(_):
                 return d.find_element(By.CSS_SELECTOR, f'#fleet-body a[href="/gateways/{GW}"]').find_element(By.XPATH, "./ancestor::tr").text
 
-            # The NVR's probe target (the shim's port) answers, the camera's (port 9) does not.
-            wait(d, lambda _: all(t in row_text(_) for t in ("online", "1 online", "1 down", "of 2")))
+            # The simulated camera and NVRs answer, the camera on port 9 does not.
+            wait(d, lambda _: all(t in row_text(_) for t in ("online", "3 online", "1 down", "of 4")), timeout=60)
             shot(d, "03-fleet")
             axe(d, "fleet")
 
@@ -170,12 +169,19 @@ channels = "16"
                 d.switch_to.active_element.send_keys(Keys.TAB)
             raise AssertionError("Tab never reached the gateway link")
 
-        @step("the gateway page: children tree, a chart of stored data, ingest stats, events")
+        @step("the gateway page: children tree with health, a chart of stored data, ingest stats, events")
         def gateway_page():
             d.get(base + f"/gateways/{GW}")
             text_in(d, "section[aria-labelledby=gw-tree-h]", "Gate camera")
-            text_in(d, "section[aria-labelledby=gw-tree-h]", "Recorder")
-            text_in(d, "section[aria-labelledby=gw-tree-h]", "1 online, 1 down")
+            text_in(d, "section[aria-labelledby=gw-tree-h]", "Recorder 01")
+            text_in(d, "section[aria-labelledby=gw-tree-h]", "3 online, 1 down")
+
+            def health(dev):
+                item = d.find_element(By.CSS_SELECTOR, f'section[aria-labelledby=gw-tree-h] a[href="/devices/{dev}"]')
+                return item.find_element(By.XPATH, "./ancestor::div[contains(@class,'tree-item')]").find_element(By.CSS_SELECTOR, ".badge").text
+
+            for dev, want in ((CAM, "online"), (NVR, "online"), (DAHUA, "online"), (DEAD, "offline")):
+                wait(d, lambda _: health(dev) == want, timeout=30)
             css(d, 'figure[data-metric="cpu.usage_pct"] canvas')
             text_in(d, 'figure[data-metric="cpu.usage_pct"] .chart-summary', "latest")
             text_in(d, "section[aria-labelledby=gw-ingest-h]", "messages stored")
@@ -188,16 +194,72 @@ channels = "16"
             shot(d, "04-gateway")
             axe(d, "gateway")
 
-        @step("a device page: identity and a chart of its stored data")
+        @step("an NVR page: identity, health, disk and channel tables, its command form")
         def device_page():
-            d.find_element(By.LINK_TEXT, "Recorder").click()
+            d.find_element(By.CSS_SELECTOR, f'section[aria-labelledby=gw-tree-h] a[href="/devices/{NVR}"]').click()
             text_in(d, "section[aria-labelledby=dev-info-h]", "NVR")
-            text_in(d, "section[aria-labelledby=dev-info-h]", "channels")
             text_in(d, "#dev-health", "online")
             css(d, 'figure[data-metric="device.online"] canvas')
             text_in(d, "section[aria-labelledby=dev-snap-h]", "No snapshot image")
+            hdd = css(d, 'table[data-table="hdd"]', timeout=30)
+            assert len(hdd.find_elements(By.CSS_SELECTOR, "tbody tr")) >= 2, hdd.text
+            text_in(d, 'table[data-table="hdd"]', "ok")
+            css(d, 'table[data-table="channels"] tbody tr')
+            types = [o.get_attribute("value") for o in Select(css(d, "#cmd-type")).options]
+            assert "nvr.clip_export" in types and "camera.snapshot" not in types and "device.info" not in types, types
             shot(d, "05-device")
             axe(d, "device")
+
+        @step("the Dahua NVR page shows its disks and channels")
+        def dahua_page():
+            d.get(base + f"/devices/{DAHUA}")
+            text_in(d, "#dev-health", "online")
+            hdd = css(d, 'table[data-table="hdd"]', timeout=30)
+            assert len(hdd.find_elements(By.CSS_SELECTOR, "tbody tr")) >= 2, hdd.text
+            css(d, 'table[data-table="channels"] tbody tr')
+            shot(d, "05b-device-dahua")
+
+        @step("a camera page: camera.snapshot from the page, the JPEG shows inline")
+        def camera_snapshot():
+            d.get(base + f"/devices/{CAM}")
+            text_in(d, "#dev-health", "online", timeout=30)
+            types = [o.get_attribute("value") for o in Select(css(d, "#cmd-type")).options]
+            assert "camera.snapshot" in types and "nvr.clip_export" not in types, types
+            Select(d.find_element(By.ID, "cmd-type")).select_by_value("camera.snapshot")
+            d.find_element(By.CSS_SELECTOR, "#cmd-form button[type=submit]").click()
+            text_in(d, "#cmd-status", "succeeded", timeout=60)
+            assert f"/devices/{CAM}" in d.current_url, d.current_url
+            img = css(d, "figure.snapshot img", timeout=30)
+            src = img.get_attribute("src")
+            assert "token=" in src and token not in src, src
+            with urllib.request.urlopen(src) as r:
+                body = r.read()
+                ctype = r.headers["Content-Type"]
+            assert ctype.startswith("image/jpeg") and body[:2] == b"\xff\xd8" and body[-2:] == b"\xff\xd9", (ctype, body[:4])
+            cmds = api.get(f"/v1/gateways/{GW}/commands")[1]["commands"]
+            snap = next(c for c in cmds if c["type"] == "camera.snapshot")
+            assert snap["target"] == CAM and snap["state"] == "succeeded", snap
+            shot(d, "05c-camera-snapshot")
+            axe(d, "camera")
+
+        @step("camera.reboot is refused until confirmed by naming the camera")
+        def camera_reboot():
+            d.get(base + f"/devices/{CAM}?type=camera.reboot")
+            css(d, "#cmd-form button[type=submit]").click()
+            text_in(d, "#cmd-confirm", f"camera {CAM}")
+            send = d.find_element(By.ID, "confirm-send")
+            assert not send.is_enabled(), "confirm button enabled before the id was typed"
+            d.find_element(By.ID, "confirm-id").send_keys(GW)
+            assert not send.is_enabled(), "confirm enabled for the gateway's id"
+            time.sleep(1.5)  # a poll or two: nothing may have been sent meanwhile
+            cmds = api.get(f"/v1/gateways/{GW}/commands")[1]["commands"]
+            assert not any(c["type"] == "camera.reboot" for c in cmds), "camera.reboot was sent"
+            shot(d, "05d-camera-confirm")
+            axe(d, "camera-confirm")
+            d.find_element(By.ID, "confirm-cancel").click()
+            text_in(d, "#cmd-status", "Not sent")
+            cmds = api.get(f"/v1/gateways/{GW}/commands")[1]["commands"]
+            assert not any(c["type"] == "camera.reboot" for c in cmds), "camera.reboot was sent"
 
         @step("run a read command (device.info) and see its result")
         def read_command():
@@ -261,11 +323,17 @@ channels = "16"
             cmds = api.get(f"/v1/gateways/{GW}/commands")[1]["commands"]
             assert not any(c["type"] == "device.reboot" for c in cmds), "device.reboot was sent"
 
-        @step("history lists the commands with states")
+        @step("history lists the commands with states and targets; the picker lists the right children")
         def history():
             d.get(base + f"/gateways/{GW}/commands")
             text_in(d, "#history", "device.info")
             text_in(d, "#history", "succeeded")
+            rows = d.find_elements(By.CSS_SELECTOR, "#history tbody tr")
+            snap = [r for r in rows if "camera.snapshot" in r.text]
+            assert snap and CAM in snap[0].text, [r.text for r in rows]
+            Select(css(d, "#cmd-type")).select_by_value("nvr.clip_export")
+            wait(d, lambda _: [o.get_attribute("value") for o in Select(d.find_element(By.ID, "cmd-target")).options] == [NVR, DAHUA])
+            shot(d, "08b-history-targets")
 
         @step("phone width: no page-wide horizontal scrolling")
         def phone():
@@ -306,8 +374,8 @@ channels = "16"
             assert d.execute_script("return sessionStorage.getItem('scs.apiToken')") is None
             shot(d, "10-login-after-401")
 
-        print("skip camera snapshot image: the registry has no camera.snapshot command yet", flush=True)
-        for s in (static_files, wrong_token, sign_in, keyboard, gateway_page, device_page, read_command, artifact,
+        for s in (static_files, wrong_token, sign_in, keyboard, gateway_page, device_page, dahua_page, camera_snapshot,
+                  camera_reboot, read_command, artifact,
                   invalid_params, destructive, history, phone, live, revoked):
             s()
     finally:

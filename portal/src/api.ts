@@ -209,6 +209,7 @@ export interface Artifact {
   sha256: string;
   contentType: string;
   url?: string;
+  /** Milliseconds since the epoch. */
   urlExpires?: number;
 }
 

@@ -135,8 +135,9 @@ describe("real registry entries", () => {
       const required = Object.fromEntries(
         c.params
           .filter((p) => p.required)
-          // The shortest string the length rules allow; letters satisfy every named format but host/ipv4.
-          .map((p) => [p.name, p.type === "integer" ? (p.min ?? 1) : p.type === "string" ? "a".repeat(Math.max(1, p.minLength ?? 1)) : true]),
+          // The first allowed value of an enum, else the shortest string the length rules allow; letters
+          // satisfy every named format but host/ipv4.
+          .map((p) => [p.name, p.enum?.[0] ?? (p.type === "integer" ? (p.min ?? 1) : p.type === "string" ? "a".repeat(Math.max(1, p.minLength ?? 1)) : true)]),
       );
       const r = validateParams(c, required);
       expect(r.ok, c.type).toBe(true);

@@ -1,8 +1,8 @@
 import { h, badge, errorBox, loading, empty, tableWrap, link, fmtBytes } from "../dom";
-import { get, post, enc, apiUrl, ApiError, type Command } from "../api";
+import { get, post, enc, apiUrl, ApiError, type Command, type Sensor } from "../api";
 import { timeEl } from "../time";
-import { buildForm } from "../form";
 import { COMMANDS, type CommandSpec } from "../command-registry.gen";
+import { commandRunner, commandsForClass } from "../command-runner";
 import { POLL_SECS } from "../config";
 import type { Page } from "../app";
 
@@ -10,11 +10,12 @@ const PAGE = 25;
 
 /** Commands a gateway itself can run (targets include "gateway"). */
 export function gatewayCommands(): CommandSpec[] {
-  return COMMANDS.filter((c) => c.safety.targets.includes("gateway"));
+  return commandsForClass("gateway");
 }
 
-export function needsConfirmation(spec: CommandSpec): boolean {
-  return spec.safety.requiresConfirmation || spec.safety.destructive;
+/** The gateway's commands page: the gateway's own commands first, then those for its cameras and NVRs. */
+export function pageCommands(): CommandSpec[] {
+  return [...gatewayCommands(), ...COMMANDS.filter((c) => !c.safety.targets.includes("gateway"))];
 }
 
 function historyTable(cmds: Command[]): HTMLElement {
@@ -23,7 +24,7 @@ function historyTable(cmds: Command[]): HTMLElement {
     h(
       "table",
       { class: "data", id: "history" },
-      h("thead", null, h("tr", null, ...["Command", "State", "Created", "Updated", "Requested by"].map((t) => h("th", { scope: "col" }, t)))),
+      h("thead", null, h("tr", null, ...["Command", "Target", "State", "Created", "Updated", "Requested by"].map((t) => h("th", { scope: "col" }, t)))),
       h(
         "tbody",
         null,
@@ -32,6 +33,7 @@ function historyTable(cmds: Command[]): HTMLElement {
             "tr",
             { "data-command": c.id },
             h("th", { scope: "row" }, link(`/commands/${enc(c.id)}`, c.type), h("div", { class: "mono small muted" }, c.id)),
+            h("td", { class: "mono small" }, c.target ? link(`/devices/${enc(c.target)}`, c.target) : "gateway"),
             h("td", null, badge(c.state), c.cancelRequested && !c.terminal ? h("span", { class: "small" }, " cancel requested") : null),
             h("td", null, timeEl(c.createdAt)),
             h("td", null, timeEl(c.updatedAt)),
@@ -46,111 +48,33 @@ function historyTable(cmds: Command[]): HTMLElement {
 export const commandsPage: Page = (root, ctx) => {
   const gw = ctx.params.id ?? "";
   ctx.setTitle(`Commands · ${gw}`);
-  const specs = gatewayCommands();
-  const select = h(
-    "select",
-    { id: "cmd-type", name: "type" },
-    ...specs.map((c) => h("option", { value: c.type }, `${c.title} (${c.type})${needsConfirmation(c) ? " — needs confirmation" : ""}`)),
-  );
-  const wanted = ctx.query.get("type");
-  if (wanted && specs.some((s) => s.type === wanted)) select.value = wanted;
-  const formBox = h("div", { id: "cmd-form" });
-  const confirmBox = h("div", { id: "cmd-confirm" });
-  const status = h("p", { id: "cmd-status", role: "status", class: "muted" });
-  const run = h(
-    "section",
-    { class: "card", "aria-labelledby": "run-h" },
-    h("h2", { id: "run-h" }, "Run a command"),
-    h("div", { class: "field" }, h("label", { for: "cmd-type" }, "Command"), select),
-    formBox,
-    confirmBox,
-    status,
-  );
+  let children: Sensor[] = [];
+  const runner = commandRunner({
+    gw,
+    specs: pageCommands(),
+    children: () => children,
+    initialType: ctx.query.get("type"),
+    onSent: (cmd) => ctx.navigate(`/commands/${enc(cmd.id)}`),
+  });
   const histBody = h("div", null, loading("the command history"));
   const more = h("button", { type: "button", id: "history-older", hidden: true }, "Older commands");
   const hist = h("section", { class: "card", "aria-labelledby": "hist-h" }, h("h2", { id: "hist-h" }, "History"), histBody, more);
   root.append(
     h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, link("/", "Fleet"), " / ", link(`/gateways/${enc(gw)}`, gw), " / Commands"),
     h("h1", null, "Commands for ", h("span", { class: "mono" }, gw)),
-    h("div", { class: "grid" }, run, hist),
+    h("div", { class: "grid" }, runner.el, hist),
   );
-
-  const send = async (spec: CommandSpec, params: Record<string, unknown>, confirm: boolean, form: ReturnType<typeof buildForm>) => {
-    status.textContent = `Sending ${spec.type}…`;
+  // The picker lists the gateway's cameras and NVRs; a device adopted meanwhile shows on the next poll.
+  ctx.poll(POLL_SECS * 6, async () => {
     try {
-      const cmd = await post<Command>(`/v1/gateways/${enc(gw)}/commands`, { type: spec.type, params, confirm });
-      ctx.navigate(`/commands/${enc(cmd.id)}`);
-    } catch (e) {
-      status.textContent = "";
-      if (e instanceof ApiError && e.body) {
-        form.showServerError({ field: typeof e.body.field === "string" ? e.body.field : undefined, message: e.message });
-      } else {
-        form.showServerError({ message: e instanceof Error ? e.message : String(e) });
-      }
+      const list = await get<Sensor[]>(`/v1/sensors?gatewayId=${enc(gw)}`);
+      const changed = list.map((s) => s.id).join() !== children.map((s) => s.id).join();
+      children = list;
+      if (changed) runner.refreshTargets();
+    } catch {
+      // The picker keeps its last list; the history card reports API trouble.
     }
-  };
-
-  const showForm = () => {
-    const spec = specs.find((s) => s.type === select.value);
-    confirmBox.replaceChildren();
-    status.textContent = "";
-    if (!spec) {
-      formBox.replaceChildren(empty("No commands in the registry."));
-      return;
-    }
-    const built = buildForm(spec, "p", needsConfirmation(spec) ? "Review…" : "Run");
-    const meta = h(
-      "p",
-      { class: "small muted" },
-      `${spec.operation} · ${spec.path} · timeout ${spec.timeoutSecs} s`,
-      spec.safety.destructive ? [" · ", h("strong", { class: "warn" }, "destructive")] : null,
-      spec.artifact ? " · uploads an artifact" : null,
-    );
-    built.form.addEventListener("submit", (e) => {
-      e.preventDefault();
-      const params = built.read();
-      if (!params) return;
-      if (!needsConfirmation(spec)) {
-        void send(spec, params, false, built);
-        return;
-      }
-      // A separate step that names the gateway; nothing is sent until it is confirmed.
-      const typed = h("input", { id: "confirm-id", name: "confirm-id", type: "text", autocomplete: "off", spellcheck: "false", "aria-describedby": "confirm-text" });
-      const ok = h("button", { type: "button", class: "danger", id: "confirm-send", disabled: true }, `${spec.title} on ${gw}`);
-      const cancel = h("button", { type: "button", id: "confirm-cancel" }, "Cancel");
-      typed.addEventListener("input", () => (ok.disabled = typed.value.trim() !== gw));
-      ok.addEventListener("click", () => {
-        if (typed.value.trim() !== gw) return;
-        confirmBox.replaceChildren();
-        void send(spec, params, true, built);
-      });
-      cancel.addEventListener("click", () => {
-        confirmBox.replaceChildren();
-        status.textContent = "Not sent.";
-        select.focus();
-      });
-      confirmBox.replaceChildren(
-        h(
-          "div",
-          { class: "confirm", role: "alertdialog", "aria-labelledby": "confirm-h", "aria-describedby": "confirm-text" },
-          h("h3", { id: "confirm-h" }, `Confirm: ${spec.title}`),
-          h(
-            "p",
-            { id: "confirm-text" },
-            `This ${spec.safety.destructive ? "destructive " : ""}command will run on gateway `,
-            h("strong", { class: "mono" }, gw),
-            `: ${spec.description} Type the gateway id to confirm.`,
-          ),
-          h("div", { class: "field" }, h("label", { for: "confirm-id" }, `Gateway id (${gw})`), typed),
-          h("div", { class: "actions" }, ok, cancel),
-        ),
-      );
-      typed.focus();
-    });
-    formBox.replaceChildren(meta, built.form);
-  };
-  select.addEventListener("change", showForm);
-  showForm();
+  });
 
   let older: Command[] = [];
   let newest: Command[] = [];
@@ -242,6 +166,8 @@ export const commandPage: Page = (root, ctx) => {
           h("dd", { id: "cmd-state" }, badge(c.state), c.terminal ? "" : h("span", { class: "small muted" }, " (live)")),
           h("dt", null, "Gateway"),
           h("dd", null, link(`/gateways/${enc(c.gatewayId)}`, c.gatewayId)),
+          h("dt", null, "Target"),
+          h("dd", { id: "cmd-target-id" }, c.target ? link(`/devices/${enc(c.target)}`, c.target) : "the gateway"),
           h("dt", null, "Requested by"),
           h("dd", null, c.requestedBy),
           h("dt", null, "Created"),

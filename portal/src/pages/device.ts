@@ -5,7 +5,7 @@ import { chartCard } from "../chart";
 import { rangeSelect, samples, latestBy } from "../metrics";
 import { attrsTable, eventText, isBadEvent } from "./gateway";
 import { POLL_SECS } from "../config";
-import { COMMANDS } from "../command-registry.gen";
+import { commandRunner, commandsForClass, targetClass, type Runner } from "../command-runner";
 import type { Page } from "../app";
 
 /** Commands aimed at this device (their target, or a parameter naming it), newest first. */
@@ -21,6 +21,13 @@ export function latestImage(cmds: Command[]): { cmd: Command; url: string; name:
     }
   }
   return null;
+}
+
+/** The newest succeeded command that produced (or, by its registry entry, produces) an image. */
+export function imageCandidate(cmds: Command[]): Command | null {
+  const isImage = (c: Command) =>
+    c.state === "succeeded" && ((c.artifacts ?? []).some((a) => a.contentType.startsWith("image/")) || c.type === "camera.snapshot");
+  return [...cmds].sort((a, b) => b.updatedAt - a.updatedAt).find(isImage) ?? null;
 }
 
 /** Bytes as GB with one decimal (disks are sold in decimal units). */
@@ -131,7 +138,47 @@ export const devicePage: Page = (root, ctx) => {
     sec.replaceChildren(...(title ? [title] : []), ...nodes);
   };
   let destroyers: (() => void)[] = [];
-  ctx.onLeave(() => destroyers.forEach((d) => d()));
+  let left = false;
+  ctx.onLeave(() => {
+    left = true;
+    destroyers.forEach((d) => d());
+  });
+  let runner: Runner | null = null;
+  // The command list carries no artifact download URLs: the newest finished image command is read in
+  // full, once, and again only when its tokenized URLs expire.
+  const full = new Map<string, Command>();
+  const snapshotOf = async (mine: Command[]) => {
+    const c = imageCandidate(mine);
+    if (!c) return null;
+    let got = full.get(c.id);
+    const expired = (got?.artifacts ?? []).some((a) => typeof a.urlExpires === "number" && a.urlExpires < Date.now() + 30_000);
+    if (!got || expired) {
+      try {
+        got = await get<Command>(`/v1/commands/${enc(c.id)}`);
+        full.set(c.id, got);
+      } catch {
+        return latestImage(mine);
+      }
+    }
+    return latestImage([got]);
+  };
+  /** Follows a command sent from this page until it finishes, then redraws (a snapshot shows inline). */
+  const follow = async (cmd: Command) => {
+    const say = (c: Command) =>
+      runner?.status.replaceChildren(link(`/commands/${enc(c.id)}`, c.type), " ", badge(c.state), c.error ? ` ${c.error}` : "");
+    say(cmd);
+    let c = cmd;
+    while (!c.terminal && !left) {
+      await new Promise((r) => setTimeout(r, 1000));
+      try {
+        c = await get<Command>(`/v1/commands/${enc(cmd.id)}`);
+      } catch {
+        continue;
+      }
+      if (!left) say(c);
+    }
+    if (!left) void poller.now();
+  };
 
   const poller = ctx.poll(POLL_SECS * 2, async () => {
     let dev: Sensor;
@@ -237,12 +284,16 @@ export const devicePage: Page = (root, ctx) => {
       chartsBody.replaceChildren(errorBox("metrics", m.reason));
       setBody(tables, errorBox("latest values", m.reason));
     }
-    const cls = dev.type.toLowerCase();
-    const targeting = COMMANDS.filter((c) => c.safety.targets.includes(cls));
+    const cls = targetClass(dev.type);
+    const targeting = cls === "gateway" ? [] : commandsForClass(cls);
+    if (!runner && targeting.length) {
+      runner = commandRunner({ gw: dev.gatewayId, specs: targeting, device: { id, name: dev.name, type: dev.type }, initialType: ctx.query.get("type"), onSent: (c) => void follow(c) });
+      snap.after(runner.el);
+    }
     const nodes: Node[] = [];
     if (cmds.status === "fulfilled") {
       const mine = commandsForDevice(cmds.value.commands, id);
-      const img = latestImage(mine);
+      const img = await snapshotOf(mine);
       nodes.push(
         img
           ? h("figure", { class: "snapshot" }, h("img", { src: img.url, alt: `Latest snapshot of ${dev.name ?? id}` }), h("figcaption", null, `${img.name}, `, timeEl(img.cmd.updatedAt)))
@@ -253,8 +304,8 @@ export const devicePage: Page = (root, ctx) => {
     } else nodes.push(errorBox("commands", cmds.reason));
     nodes.push(
       targeting.length
-        ? h("p", null, link(`/gateways/${enc(dev.gatewayId)}/commands`, `Run a command (${targeting.map((c) => c.type).join(", ")})`))
-        : h("p", { class: "muted" }, `No command in the registry targets ${dev.type} devices yet; gateway commands are on the `, link(`/gateways/${enc(dev.gatewayId)}/commands`, "gateway's commands page"), "."),
+        ? h("p", { class: "small" }, "History of every command: the ", link(`/gateways/${enc(dev.gatewayId)}/commands`, "gateway's commands page"), ".")
+        : h("p", { class: "muted" }, `No command in the registry targets ${dev.type} devices; gateway commands are on the `, link(`/gateways/${enc(dev.gatewayId)}/commands`, "gateway's commands page"), "."),
     );
     setBody(snap, ...nodes);
     ctx.updated();

@@ -123,7 +123,8 @@ function events(gw: Sensor, stats: GatewayStats | null, cmds: Command[], devEven
   if (p) ev.push({ at: p.since, text: [`Gateway ${p.online ? "came online" : "went offline"}`, p.version ? ` (agent ${p.version})` : ""] });
   for (const g of stats?.gaps ?? []) ev.push({ at: g.receivedAt, text: [`Agent dropped ${g.dropped} queued messages (seq ${g.firstSeq}–${g.lastSeq})`] });
   for (const r of stats?.rejections ?? []) ev.push({ at: r.lastAt, text: [`Rejected message: ${r.reason} (${r.count}×) — ${r.lastError}`] });
-  for (const c of cmds) ev.push({ at: c.updatedAt, text: [link(`/commands/${enc(c.id)}`, c.type), " ", badge(c.state), ` requested by ${c.requestedBy}`] });
+  for (const c of cmds)
+    ev.push({ at: c.updatedAt, text: [link(`/commands/${enc(c.id)}`, c.type), c.target ? ` on ${c.target}` : "", " ", badge(c.state), ` requested by ${c.requestedBy}`] });
   return ev.sort((a, b) => b.at - a.at).slice(0, 20);
 }
 

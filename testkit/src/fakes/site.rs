@@ -6,14 +6,15 @@
 //! Cameras cycle through vendor flavours an operator meets: an ONVIF-only camera (WS-UsernameToken),
 //! a Hikvision camera over ONVIF (HTTP Digest MD5, gSOAP prefixes, `driver = "auto"`), a camera with
 //! SHA-256 Digest, no namespace prefixes and no GetServices, and an RTSP-only encoder (`driver = "rtsp"`).
-//! NVRs speak Hikvision ISAPI (disks, status) behind Digest.
+//! NVRs alternate between Hikvision ISAPI and Dahua's HTTP CGI API (disks, channels), both behind Digest.
 
 use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
+use super::dahua::{DahuaChannel, DahuaOpts, FakeDahua};
 use super::gst::{self, GstOpts, GstRtsp};
-use super::isapi::{FakeIsapi, IsapiOpts};
+use super::isapi::{FakeIsapi, IsapiOpts, Recording};
 use super::onvif::{AuthMode, FakeOnvif, OnvifOpts, Prefixes};
 use super::rtsp::{FakeRtsp, RtspOpts};
 
@@ -123,6 +124,7 @@ pub struct Site {
     pub rtsp_note: Option<String>,
     _onvif: Vec<FakeOnvif>,
     _isapi: Vec<FakeIsapi>,
+    _dahua: Vec<FakeDahua>,
     _rtsp: Vec<FakeRtsp>,
     _gst: Option<GstRtsp>,
 }
@@ -273,20 +275,66 @@ impl Site {
             onvif.push(cam);
         }
         let mut isapi = Vec::new();
+        let mut dahua = Vec::new();
+        // Channel 1 has been recording for the last hour and goes on for a day, so a clip export of
+        // "the last few minutes" (what scripts/demo prints) finds it.
+        let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let recent = Recording { start_s: now_s - 3600, end_s: now_s + 86_400, ..IsapiOpts::default().recording };
         for i in 0..o.nvrs {
             let n = i + 1;
+            let id = format!("{}-nvr-{n:02}", o.id_prefix);
             let quirk = quirk_for(&nvr_quirks, i, o.nvrs);
-            let second = if quirk == Some(Quirk::HddFailed) { "error" } else { "ok" };
-            #[allow(clippy::needless_update, reason = "IsapiOpts gains fields (NVR channels): their defaults apply")]
+            let failed = quirk == Some(Quirk::HddFailed);
+            // Every second NVR is a Dahua, so a site of two has one of each vendor.
+            if i % 2 == 1 {
+                let mut d = DahuaOpts {
+                    user: o.nvr_user.clone(),
+                    pass: o.nvr_pass.clone(),
+                    serial: format!("6J0ABCD{:06}", 100 + i),
+                    machine_name: format!("NVR-{n:02}"),
+                    channels: vec![
+                        DahuaChannel { connected: true, record_mode: 0 },
+                        DahuaChannel { connected: true, record_mode: 0 },
+                        DahuaChannel { connected: false, record_mode: 0 },
+                        DahuaChannel { connected: true, record_mode: 2 },
+                    ],
+                    ..DahuaOpts::default()
+                };
+                if failed {
+                    if let Some(h) = d.hdds.last_mut() {
+                        h.state = "Error".into();
+                        h.is_error = true;
+                    }
+                }
+                let model = d.device_type.clone();
+                let nvr = FakeDahua::start(d);
+                devices.push(SiteDevice {
+                    id,
+                    device_type: "NVR",
+                    name: format!("Recorder {n:02} (Dahua)"),
+                    address: nvr.target(),
+                    driver: "dahua",
+                    vendor: "Dahua".into(),
+                    model,
+                    username: o.nvr_user.clone(),
+                    password: o.nvr_pass.clone(),
+                    rtsp_uri: None,
+                    quirk,
+                });
+                dahua.push(nvr);
+                continue;
+            }
+            let second = if failed { "error" } else { "ok" };
             let nvr = FakeIsapi::start(IsapiOpts {
                 user: o.nvr_user.clone(),
                 pass: o.nvr_pass.clone(),
                 serial: format!("DS-7608NI-K2-8P08202401{n:02}CCRRJ{:08}WCVU", 1000 + i),
                 hdds: vec![(1, "ok", 3_815_447, 1_204_000 + 1000 * i as u64), (2, second, 3_815_447, 911_000)],
+                recording: recent,
                 ..IsapiOpts::default()
             });
             devices.push(SiteDevice {
-                id: format!("{}-nvr-{n:02}", o.id_prefix),
+                id,
                 device_type: "NVR",
                 name: format!("Recorder {n:02} (Hikvision ISAPI)"),
                 address: nvr.target(),
@@ -300,7 +348,17 @@ impl Site {
             });
             isapi.push(nvr);
         }
-        Ok(Site { devices, rtsp_base, rtsp_kind, rtsp_note: note, _onvif: onvif, _isapi: isapi, _rtsp: fakes, _gst: gst_handle })
+        Ok(Site {
+            devices,
+            rtsp_base,
+            rtsp_kind,
+            rtsp_note: note,
+            _onvif: onvif,
+            _isapi: isapi,
+            _dahua: dahua,
+            _rtsp: fakes,
+            _gst: gst_handle,
+        })
     }
 
     /// The agent's `[[devices]]` entries for this site (TOML, appended to an agent config).
@@ -394,6 +452,12 @@ mod tests {
         assert_ne!(wrong.password, "cam-pass");
         assert!(site.devices.iter().filter(|d| d.device_type == "CAMERA").all(|d| crate::port_open(port(&d.address))));
         assert_eq!(site.manifest()["devices"].as_array().unwrap().len(), 8);
+        let drivers: Vec<_> = site.devices.iter().filter(|d| d.device_type == "NVR").map(|d| d.driver).collect();
+        assert_eq!(drivers, ["hikvision", "dahua"]);
+        let failed = site.devices.iter().find(|d| d.quirk == Some(Quirk::HddFailed)).unwrap();
+        assert_eq!(failed.driver, "dahua");
+        let fake = site._dahua.first().unwrap();
+        assert!(fake.opts.lock().unwrap().hdds.iter().any(|h| h.is_error && h.state == "Error"));
     }
 
     fn port(addr: &str) -> u16 {
