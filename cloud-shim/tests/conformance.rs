@@ -24,7 +24,6 @@ fn commands_refusals() {
 }
 
 #[test]
-#[ignore = "the shim's target check arrives with the device-commands change; the Worker passes it"]
 fn commands_target_refusals() {
     let s = shim();
     let conn = rusqlite::Connection::open(s.db_path()).unwrap();

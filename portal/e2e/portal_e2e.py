@@ -236,6 +236,8 @@ model = "Bullet 4MP"
                 body = r.read()
                 ctype = r.headers["Content-Type"]
             assert ctype.startswith("image/jpeg") and body[:2] == b"\xff\xd8" and body[-2:] == b"\xff\xd9", (ctype, body[:4])
+            # The browser decoded it: a broken image has no natural size.
+            wait(d, lambda _: d.execute_script("const i = arguments[0]; return i.complete && i.naturalWidth > 0;", img), 15)
             cmds = api.get(f"/v1/gateways/{GW}/commands")[1]["commands"]
             snap = next(c for c in cmds if c["type"] == "camera.snapshot")
             assert snap["target"] == CAM and snap["state"] == "succeeded", snap

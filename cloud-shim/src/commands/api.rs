@@ -210,8 +210,9 @@ fn target_field(body: &Json_) -> Result<Option<String>, CommandApiError> {
     }
 }
 
-/// A command names a target the registry entry accepts: none (or the gateway's own id) for a
-/// gateway command, else a child sensor of this gateway whose type's class is in the entry's `targets`.
+/// A command names a target the registry entry accepts: none for a gateway command, else a child
+/// sensor of this gateway whose type's class is in the entry's `targets`. The gateway's own id is not a
+/// target (the agent would refuse it as a device it does not have), as on the Worker.
 async fn check_target(
     state: &CommandApi,
     gateway: &str,
@@ -219,7 +220,7 @@ async fn check_target(
     target: Option<&str>,
 ) -> Result<(), CommandApiError> {
     let classes = spec.safety.targets.join(", ");
-    let Some(t) = target.filter(|t| *t != gateway) else {
+    let Some(t) = target else {
         if spec.targets("gateway") {
             return Ok(());
         }

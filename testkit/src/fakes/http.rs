@@ -141,7 +141,12 @@ pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
 /// A small JPEG-framed image (SOI, JFIF APP0, a comment segment of deterministic bytes, EOI): what
 /// the snapshot path checks. Its content is not a picture.
 pub fn fake_jpeg(seed: u64, len: usize) -> Vec<u8> {
-    let mut out = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0, 1, 1, 0, 0, 1, 0, 1, 0, 0];
+    // A real 64x48 baseline JPEG (GStreamer's SMPTE test card through jpegenc), so browsers render
+    // it; `len` bytes of seeded filler ride in COM segments after its JFIF header, so every device's
+    // picture differs and has the size the test asks for.
+    const CARD: &[u8] = include_bytes!("testcard.jpg");
+    const HEADER: usize = 20; // SOI + the APP0 JFIF segment
+    let mut out = CARD[..HEADER].to_vec();
     let body = pseudo_random_bytes(seed, len.max(64));
     for seg in body.chunks(60_000) {
         out.extend_from_slice(&[0xFF, 0xFE]);
@@ -149,6 +154,6 @@ pub fn fake_jpeg(seed: u64, len: usize) -> Vec<u8> {
         // 0xFF inside a comment would be fine, but keep markers unambiguous.
         out.extend(seg.iter().map(|b| if *b == 0xFF { 0xFE } else { *b }));
     }
-    out.extend_from_slice(&[0xFF, 0xD9]);
+    out.extend_from_slice(&CARD[HEADER..]);
     out
 }
