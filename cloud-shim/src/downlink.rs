@@ -152,9 +152,9 @@ pub fn start(downlink: Downlink, mut events: broadcast::Receiver<GatewayEvent>) 
             };
             tasks.retain(|_, t| !t.is_finished());
             for gw in online {
-                if !tasks.contains_key(&gw) {
-                    let task = tokio::spawn(downlink.clone().run_gateway(gw.clone()));
-                    tasks.insert(gw, task);
+                if let std::collections::hash_map::Entry::Vacant(slot) = tasks.entry(gw) {
+                    let gw = slot.key().clone();
+                    slot.insert(tokio::spawn(downlink.clone().run_gateway(gw)));
                 }
             }
         }

@@ -48,8 +48,7 @@ pub fn test_db() -> rusqlite::Connection {
     let conn = rusqlite::Connection::open_in_memory().unwrap();
     assert!(
         conn.query_row("SELECT json('[]')", [], |r| r.get::<_, String>(0)).is_ok(),
-        "this SQLite has no JSON functions: run with LIBSQLITE3_FLAGS from scs_sqlite_flags_with_json \
-         (scripts/worker-tools-env), as the worker step of scripts/test does"
+        "this SQLite has no JSON functions: build with the workspace's LIBSQLITE3_FLAGS (.cargo/config.toml), which keep them"
     );
     conn
 }

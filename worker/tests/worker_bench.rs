@@ -9,7 +9,6 @@
 
 mod common;
 #[path = "../../cloud-shim/tests/support/mod.rs"]
-#[allow(dead_code, reason = "shared with the shim's tests; this benchmark uses a part")]
 mod support;
 
 use std::time::{Duration, Instant};

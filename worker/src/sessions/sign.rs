@@ -78,10 +78,10 @@ mod tests {
         let topic = "scs/v1/gw-1/down/command";
         let signed = key.sign_downlink(topic, b"payload");
         let vk = ring_key.verifying_key();
-        let v = scs_protocol::cose::verify1(&signed, topic.as_bytes(), |_| Some(vk.clone())).unwrap();
+        let v = scs_protocol::cose::verify1(&signed, topic.as_bytes(), |_| Some(vk)).unwrap();
         assert_eq!(v.payload, b"payload");
         assert_eq!(v.kid, KID_CLOUD);
-        assert!(scs_protocol::cose::verify1(&signed, b"scs/v1/gw-2/down/command", |_| Some(vk.clone())).is_err());
+        assert!(scs_protocol::cose::verify1(&signed, b"scs/v1/gw-2/down/command", |_| Some(vk)).is_err());
     }
 
     #[test]

@@ -212,18 +212,24 @@ enum Extra {
     Outcome { result: Option<String>, error: Option<String>, artifacts: Option<String> },
 }
 
-/// Moves `row` forward to `to` if that is progress; returns whether it moved (a concurrent writer that
+/// One audited move: to which state, by whom, why, when.
+struct Step<'a> {
+    to: CommandState,
+    actor: &'a str,
+    detail: Option<&'a str>,
+    now: i64,
+}
+
+/// Moves `row` forward to `step.to` if that is progress; returns whether it moved (a concurrent writer that
 /// moved it first wins, and this call then writes nothing).
 async fn transition(
     db: &impl Sql,
     row: &CommandRow,
-    to: CommandState,
-    actor: &str,
-    detail: Option<&str>,
-    now: i64,
+    step: Step<'_>,
     extra: Extra,
     before: Vec<Stmt>,
 ) -> Result<bool, CommandStoreError> {
+    let Step { to, actor, detail, now } = step;
     if row.state.is_terminal() || to.rank() <= row.state.rank() {
         if !before.is_empty() {
             db.batch(before).await?;
@@ -257,7 +263,7 @@ pub async fn mark_delivered(db: &impl Sql, row: &CommandRow, actor: &str, now: i
         args: vec![row.id.as_str().into(), now.into()],
     };
     let detail = format!("published to the gateway (delivery {})", row.deliveries + 1);
-    transition(db, row, CommandState::Delivered, actor, Some(&detail), now, Extra::None, vec![count]).await
+    transition(db, row, Step { to: CommandState::Delivered, actor, detail: Some(&detail), now }, Extra::None, vec![count]).await
 }
 
 /// Commands to send the gateway now, oldest first: unexpired `queued` ones, and with `resend` also the
@@ -300,8 +306,14 @@ pub async fn request_cancel(db: &impl Sql, id: &str, actor: &str, now: i64) -> R
             return Ok(CancelOutcome::AlreadyFinished(row));
         }
         if row.state == CommandState::Queued {
-            if transition(db, &row, CommandState::Cancelled, actor, Some("cancelled before delivery"), now, Extra::None, vec![])
-                .await?
+            if transition(
+                db,
+                &row,
+                Step { to: CommandState::Cancelled, actor, detail: Some("cancelled before delivery"), now },
+                Extra::None,
+                vec![],
+            )
+            .await?
             {
                 let row = get(db, id).await?.unwrap_or(row);
                 return Ok(CancelOutcome::Cancelled(row));
@@ -338,7 +350,15 @@ pub async fn expire_due(db: &impl Sql, gateway: &str, actor: &str, now: i64) -> 
     let mut expired = Vec::new();
     for row in rows(db, &sql, vec![gateway.into(), now.into()]).await? {
         let detail = "not delivered before it expired (gateway offline)";
-        if transition(db, &row, CommandState::Expired, actor, Some(detail), now, Extra::Error(detail.into()), vec![]).await? {
+        if transition(
+            db,
+            &row,
+            Step { to: CommandState::Expired, actor, detail: Some(detail), now },
+            Extra::Error(detail.into()),
+            vec![],
+        )
+        .await?
+        {
             expired.push(row);
         }
     }
@@ -386,5 +406,5 @@ pub async fn apply_update(db: &impl Sql, gateway: &str, update: &CommandUpdate, 
     });
     let actor = format!("agent:{gateway}");
     let extra = Extra::Outcome { result, error: update.error.clone(), artifacts };
-    transition(db, &row, update.state, &actor, update.error.as_deref(), now, extra, vec![]).await
+    transition(db, &row, Step { to: update.state, actor: &actor, detail: update.error.as_deref(), now }, extra, vec![]).await
 }

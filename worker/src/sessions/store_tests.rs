@@ -219,7 +219,7 @@ fn cancel_expiry_pending_and_history() {
 #[test]
 fn targets_are_children_of_the_gateway_only() {
     let db = db();
-    run(async {
+    {
         let conn = db.0.borrow();
         for (id, ty, gw) in [("gw", "EDGE_CONTROLLER", "gw"), ("cam-1", "CAMERA", "gw"), ("cam-9", "CAMERA", "gw-2")] {
             conn.execute(
@@ -228,7 +228,8 @@ fn targets_are_children_of_the_gateway_only() {
             )
             .unwrap();
         }
-        drop(conn);
+    }
+    run(async {
         assert_eq!(child_sensor_type(&db, "gw", "cam-1").await.unwrap().as_deref(), Some("CAMERA"));
         assert_eq!(child_sensor_type(&db, "gw", "cam-9").await.unwrap(), None, "another gateway's camera");
         assert_eq!(child_sensor_type(&db, "gw", "gw").await.unwrap(), None, "the gateway is not its own child");
