@@ -62,6 +62,12 @@ export async function request<T>(method: string, path: string, body?: unknown, t
 }
 
 export const get = <T>(path: string) => request<T>("GET", path);
+
+/** The API in front of us does not offer this route (404, or 501 from a Worker that lacks it yet):
+ * the page falls back to the plain sensor list. */
+export function routeMissing(e: unknown): boolean {
+  return e instanceof ApiError && (e.status === 404 || e.status === 501);
+}
 export const post = <T>(path: string, body: unknown) => request<T>("POST", path, body);
 export const enc = encodeURIComponent;
 

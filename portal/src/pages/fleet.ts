@@ -1,5 +1,5 @@
 import { h, badge, errorBox, loading, empty, tableWrap, link, fmtNumber } from "../dom";
-import { get, ApiError, enc, PROBLEMS, type Fleet, type FleetGateway, type Sensor } from "../api";
+import { get, enc, routeMissing, PROBLEMS, type Fleet, type FleetGateway, type Sensor } from "../api";
 import { timeEl } from "../time";
 import { POLL_SECS } from "../config";
 import type { Page } from "../app";
@@ -61,7 +61,7 @@ async function loadFleet(): Promise<Fleet> {
   try {
     return await get<Fleet>("/v1/fleet");
   } catch (e) {
-    if (e instanceof ApiError && e.status === 404) return fleetFromSensors();
+    if (routeMissing(e)) return fleetFromSensors();
     throw e;
   }
 }

@@ -1,5 +1,5 @@
 import { h, badge, errorBox, loading, empty, tableWrap, link, fmtNumber } from "../dom";
-import { get, enc, ApiError, healthOf, problemsOf, problemLabel, PROBLEMS, type Sensor, type GatewayStats, type Command, type DeviceEvent, type EventPage } from "../api";
+import { get, enc, ApiError, routeMissing, healthOf, problemsOf, problemLabel, PROBLEMS, type Sensor, type GatewayStats, type Command, type DeviceEvent, type EventPage } from "../api";
 import { timeEl } from "../time";
 import { chartCard } from "../chart";
 import { rangeSelect, samples } from "../metrics";
@@ -21,7 +21,7 @@ async function loadDevices(id: string): Promise<Sensor[]> {
   try {
     return (await get<{ devices: Sensor[] }>(`/v1/gateways/${enc(id)}/devices`)).devices;
   } catch (e) {
-    if (e instanceof ApiError && e.status === 404) return get<Sensor[]>(`/v1/sensors?gatewayId=${enc(id)}`);
+    if (routeMissing(e)) return get<Sensor[]>(`/v1/sensors?gatewayId=${enc(id)}`);
     throw e;
   }
 }
