@@ -5,6 +5,7 @@
 //! the whole application state, so this module does not depend on `crate::state`.
 
 pub mod api;
+pub mod rows;
 pub mod session;
 pub mod store;
 pub mod value_json;

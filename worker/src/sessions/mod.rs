@@ -11,6 +11,8 @@ pub mod api;
 pub mod downlink;
 #[path = "../../../cloud-shim/src/command_registry_gen.rs"]
 pub mod registry;
+#[path = "../../../cloud-shim/src/commands/rows.rs"]
+pub mod rows;
 pub mod sign;
 pub mod sql;
 pub mod store;
