@@ -58,9 +58,9 @@ pub fn sensors(cfg: &Config) -> Vec<SensorInfo> {
 /// announcer re-sends the inventory when any of them changes (a replaced unit, a firmware update).
 pub fn sensors_seen(cfg: &Config, devices: &crate::devices::StateCache) -> Vec<SensorInfo> {
     let mut out = sensors(cfg);
-    let states = devices.snapshot();
     for s in out.iter_mut() {
-        let Some(id) = states.get(&s.id).and_then(|st| st.identity.as_ref()) else { continue };
+        // One identity copied out per device, not the whole cache: this runs at every interval.
+        let Some(id) = devices.read(&s.id, |st| st.identity.clone()).flatten() else { continue };
         let attrs = s.attrs.get_or_insert_with(BTreeMap::new);
         for (k, v) in [
             ("manufacturer", &id.manufacturer),

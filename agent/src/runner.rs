@@ -266,6 +266,19 @@ pub fn run(o: &Overrides) -> Result<(), RunError> {
     Ok(())
 }
 
+/// Hands the pages freed since the last tick back to the kernel. glibc trims only the top of each
+/// heap, so the free pages left between live blocks after a burst (the probe thread's management
+/// rounds, a batch being built) stay resident otherwise: about 0.4 MiB on a 68-device site.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_memory() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists and has no preconditions.
+    unsafe { libc::malloc_trim(0) };
+}
+
+/// Other allocators (musl's) release freed memory themselves.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}
+
 /// Collects and enqueues a batch every interval (re-read at each tick), re-announces the inventory
 /// when it changes, and feeds the systemd watchdog while the MQTT loop is alive. Returns at shutdown.
 pub fn telemetry_loop(ctx: &AgentContext) {
@@ -337,6 +350,8 @@ pub fn telemetry_loop(ctx: &AgentContext) {
             if let Err(e) = announcer.announce(&ctx.queue, inventory::sensors_seen(&eff, &device_state), agent_info.clone()) {
                 log::error!("queueing inventory: {e}");
             }
+            drop(report);
+            release_free_memory();
         }
         if let Some(every) = watchdog_every {
             if last_ping.is_none_or(|t| t.elapsed() >= every) && mqtt_alive(ctx, mqtt_stale_after) {

@@ -26,6 +26,9 @@ pub fn run(opts: &Opts) -> Result<(), String> {
     let open_port = open.local_addr().map_err(|e| e.to_string())?.port();
     let toml = site::devices_toml("gw-bench-rss", devices, open_port, free_port());
     let mut o = AgentOpts::new("gw-bench-rss", &shim.mqtt_url());
+    // The shim's broker admits provisioned gateways only: without a bundle the agent never connects
+    // and the figure would be that of an agent retrying, not of one publishing.
+    o.bundle = Some(shim.add_gateway("gw-bench-rss").bundle);
     o.interval_secs = Some(interval);
     o.config_toml = Some(toml);
     o.rust_log = "warn".into();
@@ -62,6 +65,10 @@ pub fn run(opts: &Opts) -> Result<(), String> {
         max as f64 / 1024.0,
         hwm as f64 / 1024.0
     );
+    if stored == 0 {
+        // An agent that never got through is not the steady state this figure is about.
+        return Err(format!("the shim stored no message from the agent (not connected?):\n{}", agent.logs()));
+    }
     println!("agent binary {}: {size} bytes ({:.2} MiB)", bin.display(), size as f64 / (1 << 20) as f64);
     println!(
         "BENCH rss devices={devices} interval_secs={interval} median_kib={median} max_kib={max} hwm_kib={hwm} binary_bytes={size} stored={stored}"

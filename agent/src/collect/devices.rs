@@ -6,7 +6,7 @@ use scs_protocol::{DeviceReport, Metric};
 
 use super::{CollectError, Collector, Report};
 use crate::config::DeviceConfig;
-use crate::devices::{class_code, ErrorClass, StateCache, Tier};
+use crate::devices::{class_code, DeviceState, ErrorClass, StateCache, Tier};
 
 /// Profile tokens come from the device: cut to the protocol's label limit on a char boundary.
 fn label(s: &str) -> &str {
@@ -41,90 +41,96 @@ impl Collector for Devices {
             return Ok(());
         }
         out.events.extend(self.cache.drain_events(MAX_EVENTS_PER_INTERVAL));
-        let states = self.cache.snapshot();
         let ts = crate::clock::now_ms();
         for id in &self.ids {
-            let Some(s) = states.get(id) else { continue };
-            let Some(online) = s.online() else { continue };
-            let mut metrics = vec![Metric::new("device.online", i64::from(online))];
-            if let Some(ms) = s.reach_rtt_ms.filter(|_| online) {
-                metrics.push(Metric::new("device.latency_ms", ms));
-            }
-            for tier in Tier::ALL {
-                if let Some(r) = s.last.get(tier.as_str()) {
-                    metrics.push(Metric::labelled("device.probe_class", tier.as_str(), class_code(r.class)));
-                    let ms = (r.duration.as_secs_f64() * 10_000.0).round() / 10.0;
-                    metrics.push(Metric::labelled("device.probe_ms", tier.as_str(), ms));
-                }
-            }
-            let authed = [Tier::Management, Tier::Stream, Tier::Sample]
-                .iter()
-                .filter_map(|t| s.last.get(t.as_str()))
-                .any(|r| r.class == ErrorClass::Ok);
-            if s.auth_failed || authed {
-                metrics.push(Metric::new("device.auth_ok", i64::from(!s.auth_failed)));
-            }
-            if let Some(off) = s.clock_offset_s {
-                metrics.push(Metric::new("device.clock_offset_s", off));
-            }
-            for st in &s.streams {
-                if let Some(c) = st.class {
-                    metrics.push(Metric::labelled("camera.stream_ok", label(&st.profile), i64::from(c == ErrorClass::Ok)));
-                }
-            }
-            if let Some(h) = &s.health {
-                if let Some(v) = h.cpu_pct {
-                    metrics.push(Metric::new("device.cpu_pct", v));
-                }
-                if let (Some(used), Some(free)) = (h.mem_used_mb, h.mem_free_mb) {
-                    if used + free > 0.0 {
-                        metrics.push(Metric::new("device.mem_used_pct", (used * 1000.0 / (used + free)).round() / 10.0));
-                    }
-                }
-                if let Some(u) = h.uptime_s {
-                    metrics.push(Metric::new("device.uptime_secs", u));
-                }
-            }
-            for d in &s.hdds {
-                let ok = d.status.eq_ignore_ascii_case("ok");
-                metrics.push(Metric::labelled("nvr.hdd_ok", label(&d.id), i64::from(ok)));
-                if let (Some(cap), Some(free)) = (d.capacity_mb, d.free_mb) {
-                    if cap > 0 {
-                        let used = (cap.saturating_sub(free)) as f64 * 1000.0 / cap as f64;
-                        metrics.push(Metric::labelled("nvr.disk_used_pct", label(&d.id), used.round() / 10.0));
-                    }
-                }
-                const MB: u64 = 1024 * 1024;
-                if let Some(cap) = d.capacity_mb {
-                    metrics.push(Metric::labelled("nvr.hdd_capacity_bytes", label(&d.id), cap.saturating_mul(MB)));
-                }
-                if let Some(free) = d.free_mb {
-                    metrics.push(Metric::labelled("nvr.hdd_free_bytes", label(&d.id), free.saturating_mul(MB)));
-                }
-            }
-            for c in &s.channels {
-                if let Some(on) = c.online {
-                    metrics.push(Metric::labelled("nvr.channel_online", label(&c.id), i64::from(on)));
-                }
-                if let Some(rec) = c.recording {
-                    metrics.push(Metric::labelled("nvr.recording", label(&c.id), i64::from(rec)));
-                }
-            }
-            if let Some(n) = s.recordings {
-                metrics.push(Metric::new("nvr.recordings", n));
-            }
-            if let Some(m) = s.sample {
-                metrics.push(Metric::new("camera.fps", (m.fps * 10.0).round() / 10.0));
-                metrics.push(Metric::new("camera.bitrate_kbps", m.kbit_s.round()));
-                let sent = m.packets + m.lost;
-                if sent > 0 {
-                    metrics.push(Metric::new("camera.rtp_loss_pct", (m.lost as f64 * 1000.0 / sent as f64).round() / 10.0));
-                }
-            }
+            // Read in place under the lock, one device at a time: cloning every device's state per
+            // batch would cost a copy of the whole cache at each interval.
+            let Some(metrics) = self.cache.read(id, metrics_of).flatten() else { continue };
             out.children.push(DeviceReport { sensor: id.clone(), ts, metrics });
         }
         Ok(())
     }
+}
+
+/// The metrics one device's state gives; `None` before its first reach probe.
+fn metrics_of(s: &DeviceState) -> Option<Vec<Metric>> {
+    let online = s.online()?;
+    let mut metrics = vec![Metric::new("device.online", i64::from(online))];
+    if let Some(ms) = s.reach_rtt_ms.filter(|_| online) {
+        metrics.push(Metric::new("device.latency_ms", ms));
+    }
+    for tier in Tier::ALL {
+        if let Some(r) = s.last.get(tier.as_str()) {
+            metrics.push(Metric::labelled("device.probe_class", tier.as_str(), class_code(r.class)));
+            let ms = (r.duration.as_secs_f64() * 10_000.0).round() / 10.0;
+            metrics.push(Metric::labelled("device.probe_ms", tier.as_str(), ms));
+        }
+    }
+    let authed = [Tier::Management, Tier::Stream, Tier::Sample]
+        .iter()
+        .filter_map(|t| s.last.get(t.as_str()))
+        .any(|r| r.class == ErrorClass::Ok);
+    if s.auth_failed || authed {
+        metrics.push(Metric::new("device.auth_ok", i64::from(!s.auth_failed)));
+    }
+    if let Some(off) = s.clock_offset_s {
+        metrics.push(Metric::new("device.clock_offset_s", off));
+    }
+    for st in &s.streams {
+        if let Some(c) = st.class {
+            metrics.push(Metric::labelled("camera.stream_ok", label(&st.profile), i64::from(c == ErrorClass::Ok)));
+        }
+    }
+    if let Some(h) = &s.health {
+        if let Some(v) = h.cpu_pct {
+            metrics.push(Metric::new("device.cpu_pct", v));
+        }
+        if let (Some(used), Some(free)) = (h.mem_used_mb, h.mem_free_mb) {
+            if used + free > 0.0 {
+                metrics.push(Metric::new("device.mem_used_pct", (used * 1000.0 / (used + free)).round() / 10.0));
+            }
+        }
+        if let Some(u) = h.uptime_s {
+            metrics.push(Metric::new("device.uptime_secs", u));
+        }
+    }
+    for d in &s.hdds {
+        let ok = d.status.eq_ignore_ascii_case("ok");
+        metrics.push(Metric::labelled("nvr.hdd_ok", label(&d.id), i64::from(ok)));
+        if let (Some(cap), Some(free)) = (d.capacity_mb, d.free_mb) {
+            if cap > 0 {
+                let used = (cap.saturating_sub(free)) as f64 * 1000.0 / cap as f64;
+                metrics.push(Metric::labelled("nvr.disk_used_pct", label(&d.id), used.round() / 10.0));
+            }
+        }
+        const MB: u64 = 1024 * 1024;
+        if let Some(cap) = d.capacity_mb {
+            metrics.push(Metric::labelled("nvr.hdd_capacity_bytes", label(&d.id), cap.saturating_mul(MB)));
+        }
+        if let Some(free) = d.free_mb {
+            metrics.push(Metric::labelled("nvr.hdd_free_bytes", label(&d.id), free.saturating_mul(MB)));
+        }
+    }
+    for c in &s.channels {
+        if let Some(on) = c.online {
+            metrics.push(Metric::labelled("nvr.channel_online", label(&c.id), i64::from(on)));
+        }
+        if let Some(rec) = c.recording {
+            metrics.push(Metric::labelled("nvr.recording", label(&c.id), i64::from(rec)));
+        }
+    }
+    if let Some(n) = s.recordings {
+        metrics.push(Metric::new("nvr.recordings", n));
+    }
+    if let Some(m) = s.sample {
+        metrics.push(Metric::new("camera.fps", (m.fps * 10.0).round() / 10.0));
+        metrics.push(Metric::new("camera.bitrate_kbps", m.kbit_s.round()));
+        let sent = m.packets + m.lost;
+        if sent > 0 {
+            metrics.push(Metric::new("camera.rtp_loss_pct", (m.lost as f64 * 1000.0 / sent as f64).round() / 10.0));
+        }
+    }
+    Some(metrics)
 }
 
 #[cfg(test)]

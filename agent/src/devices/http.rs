@@ -128,6 +128,9 @@ pub async fn connect(target: &str, deadline: Instant) -> Result<(TcpStream, Dura
     Err(last)
 }
 
+/// Largest single read into a [`Conn`]'s buffer.
+const READ_CHUNK: usize = 4096;
+
 /// One connection with a read buffer; bytes past a response stay buffered for the next read (RTSP
 /// keeps the connection for several requests and interleaved RTP).
 pub struct Conn {
@@ -161,17 +164,23 @@ impl Conn {
 
     /// Reads more bytes into the buffer; `Ok(0)` at end of stream. At most `room` bytes are read so the
     /// buffer never exceeds the caller's cap by more than one read.
+    ///
+    /// Reads straight into the buffer's tail: a chunk array on the stack would live in the state of
+    /// every future awaiting this, and those states stay allocated for each device's probe tasks.
     async fn fill(&mut self, room: usize) -> Result<usize, HttpError> {
-        let mut chunk = [0u8; 4096];
-        let want = room.clamp(1, chunk.len());
-        let Some(dst) = chunk.get_mut(..want) else { return Ok(0) };
-        match until(self.deadline, self.stream.read(dst)).await {
+        let want = room.clamp(1, READ_CHUNK);
+        let old = self.buf.len();
+        self.buf.resize(old + want, 0);
+        let r = until(self.deadline, self.stream.read(self.buf.get_mut(old..).unwrap_or_default())).await;
+        let n = match &r {
+            Some(Ok(n)) => *n,
+            _ => 0,
+        };
+        self.buf.truncate(old + n);
+        match r {
             None => Err(HttpError::Timeout { target: self.target.clone() }),
             Some(Err(e)) => Err(self.err_io(e)),
-            Some(Ok(n)) => {
-                self.buf.extend_from_slice(dst.get(..n).unwrap_or_default());
-                Ok(n)
-            }
+            Some(Ok(n)) => Ok(n),
         }
     }
 

@@ -281,6 +281,13 @@ impl StateCache {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner).get(id).cloned()
     }
 
+    /// `f` applied to one device's state under the lock (`None` before the device's first result), for
+    /// readers that need a few fields and not a copy.
+    pub fn read<R>(&self, id: &str, f: impl FnOnce(&DeviceState) -> R) -> Option<R> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).get(id).map(f)
+    }
+
+    #[cfg(test)]
     pub fn snapshot(&self) -> HashMap<String, DeviceState> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }

@@ -301,8 +301,11 @@ async fn run_tier(shared: &Shared, dev: &Device, tier: Tier) -> Option<ProbeResu
     let start = Instant::now();
     let cfg = &shared.cfg;
     let id = &dev.spec.id;
+    // Each tier's probe future is boxed: they are kilobytes each (the management rounds over 7 KiB);
+    // inline, the largest would be part of every tier task's state for the agent's lifetime, boxed
+    // they exist only while a probe runs (at most `concurrency` of them).
     let class = match tier {
-        Tier::Reach => match http::connect(&dev.spec.target, start + cfg.reach_timeout).await {
+        Tier::Reach => match Box::pin(http::connect(&dev.spec.target, start + cfg.reach_timeout)).await {
             Ok((_stream, rtt)) => {
                 let ms = (rtt.as_secs_f64() * 10_000.0).round() / 10.0;
                 shared.cache.update(id, |s| s.reach_rtt_ms = Some(ms));
@@ -314,9 +317,9 @@ async fn run_tier(shared: &Shared, dev: &Device, tier: Tier) -> Option<ProbeResu
                 e.class()
             }
         },
-        Tier::Management => management(shared, dev).await,
-        Tier::Stream => stream(shared, dev).await?,
-        Tier::Sample => sample(shared, dev).await?,
+        Tier::Management => Box::pin(management(shared, dev)).await,
+        Tier::Stream => Box::pin(stream(shared, dev)).await?,
+        Tier::Sample => Box::pin(sample(shared, dev)).await?,
     };
     Some(ProbeResult { tier, class, duration: start.elapsed(), ts_ms: crate::clock::now_ms() })
 }
@@ -561,6 +564,38 @@ mod tests {
             let j = jitter(s(100));
             assert!(j >= s(90) && j < s(110), "{j:?}");
         }
+    }
+
+    /// Every (device, tier) task lives as long as the agent: its state must not carry a probe's
+    /// kilobytes (protocol futures, read buffers), which belong in a box that exists while probing.
+    #[test]
+    fn tier_tasks_keep_small_state() {
+        let shared = Rc::new(Shared {
+            reach: Semaphore::new(1),
+            sessions: Semaphore::new(1),
+            cfg: SchedulerConfig::default(),
+            cache: StateCache::default(),
+            first_round: FirstRound { start: Instant::now(), total: 0, pending: Cell::new(0), ok: Cell::new(0) },
+        });
+        let dev = Rc::new(Device {
+            spec: DeviceSpec {
+                id: "cam".into(),
+                target: "127.0.0.1:1".into(),
+                driver: Driver::Auto,
+                username: None,
+                password: None,
+                rtsp_uri: None,
+            },
+            slots: Semaphore::new(1),
+            down_streak: Cell::new(0),
+            auth_failures: Cell::new(0),
+            auth_blocked_until: Cell::new(None),
+            streams: RefCell::new(Vec::new()),
+        });
+        let task = tier_loop(Rc::clone(&shared), Rc::clone(&dev), Tier::Management);
+        assert!(std::mem::size_of_val(&task) <= 512, "{} bytes", std::mem::size_of_val(&task));
+        // The probes themselves are larger, which is why they are boxed.
+        assert!(std::mem::size_of_val(&management(&shared, &dev)) > 512);
     }
 
     #[test]
