@@ -159,7 +159,7 @@ impl Default for QueueConfig {
             max_bytes: 64 * 1024 * 1024,
             sync: SyncMode::Full,
             page_size: crate::db::DEFAULT_PAGE_SIZE,
-            receipt_linger_secs: crate::queue::RECEIPT_LINGER.as_secs(),
+            receipt_linger_secs: DEFAULT_RECEIPT_LINGER_SECS,
         }
     }
 }
@@ -307,6 +307,9 @@ pub enum Source {
 }
 
 /// Loads defaults < file < flags and validates the result ([`load_with_identity`] adds the identity).
+/// Default for `queue.receipt_linger_secs`: how long receipted outbox rows may wait for the next commit.
+pub const DEFAULT_RECEIPT_LINGER_SECS: u64 = 30;
+
 #[cfg(test)]
 pub fn load(o: &Overrides) -> Result<(Config, Source), ConfigError> {
     load_with(o, |_| Ok(()))

@@ -210,7 +210,7 @@ struct WriteSide {
 /// Receipted rows wait at most this long for an enqueue to delete them with its own commit
 /// (`queue.receipt_linger_secs`). Longer than the default interval (10 s), so at the usual rates
 /// every deletion rides on the next batch.
-pub const RECEIPT_LINGER: Duration = Duration::from_secs(30);
+pub const RECEIPT_LINGER: Duration = Duration::from_secs(crate::config::DEFAULT_RECEIPT_LINGER_SECS);
 /// ... and at most this many (a backlog being drained is deleted in transactions of this size).
 pub const RECEIPT_BATCH: usize = 256;
 

@@ -20,6 +20,7 @@ pub mod verify;
 
 pub mod http;
 pub mod ingest;
+pub mod method;
 pub mod read;
 
 // wasm glue: the entry points (fetch, queue) and the handlers that touch bindings.

@@ -10,7 +10,7 @@ use worker::Env;
 pub async fn command_updates(env: &Env, updates: &[(String, CommandUpdate)]) -> Vec<Result<(), String>> {
     let mut out = Vec::with_capacity(updates.len());
     for (gateway, u) in updates {
-        out.push(crate::sessions::routes::apply_command_update(env, gateway, u).await.map(|_| ()).map_err(|e| e.to_string()));
+        out.push(crate::glue::sessions::apply_command_update(env, gateway, u).await.map(|_| ()).map_err(|e| e.to_string()));
     }
     out
 }

@@ -10,6 +10,7 @@ pub mod hooks;
 mod ingest;
 mod read;
 mod respond;
+pub mod sessions;
 
 use worker::{event, Context, Env, Request, Response, Result};
 
@@ -61,7 +62,7 @@ async fn handle(req: Request, env: &Env, method: Method, path: &str) -> std::res
         }
         Route::NotFound => Err(ApiError::not_found(format!("no route for {path}"))),
         Route::Sessions(r) => match &principal {
-            Some(p) => crate::sessions::routes::handle(r, req, env, p).await,
+            Some(p) => self::sessions::handle(r, req, env, p).await,
             None => Err(ApiError::internal("command route without a caller")),
         },
         Route::Ingest => ingest::ingest(req, env).await,

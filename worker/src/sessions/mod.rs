@@ -19,14 +19,13 @@ pub mod store;
 #[path = "../../../cloud-shim/src/commands/value_json.rs"]
 pub mod value_json;
 
-mod d1;
+pub(crate) mod d1;
 pub mod object;
-pub mod routes;
 
 #[cfg(test)]
 mod store_tests;
 
-use crate::router::Method;
+use crate::method::Method;
 
 /// The command routes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,17 +1,17 @@
 //! wasm glue: the command routes. Reads go straight to D1; everything that changes a gateway's commands
-//! goes through that gateway's Durable Object ([`super::object`]), the single owner of its delivery.
+//! goes through that gateway's Durable Object ([`crate::sessions::object`]), the single owner of its delivery.
 
 use scs_protocol::ids::validate_id;
 use serde_json::json;
 use worker::{Env, Headers, Method as JsMethod, Request, RequestInit, Response};
 
-use super::api::{audit_json, check_target, command_json, invalid, is_destructive, parse_create, parse_history_query};
-use super::d1::D1;
-use super::object::GATEWAY_HEADER;
-use super::store::{self, NewCommand};
-use super::SessionRoute;
 use crate::auth::{require, Principal, Scope};
 use crate::http::ApiError;
+use crate::sessions::api::{audit_json, check_target, command_json, invalid, is_destructive, parse_create, parse_history_query};
+use crate::sessions::d1::D1;
+use crate::sessions::object::GATEWAY_HEADER;
+use crate::sessions::store::{self, NewCommand};
+use crate::sessions::SessionRoute;
 
 /// Durable Object namespace binding of the command sessions.
 pub const SESSIONS: &str = "GATEWAY_SESSIONS";
@@ -154,6 +154,6 @@ pub async fn apply_command_update(
     gateway: &str,
     update: &scs_protocol::CommandUpdate,
 ) -> Result<bool, store::CommandStoreError> {
-    let db = D1(env.d1(crate::glue::DB).map_err(|e| super::sql::SqlError::Db(e.to_string()))?);
+    let db = D1(env.d1(crate::glue::DB).map_err(|e| crate::sessions::sql::SqlError::Db(e.to_string()))?);
     store::apply_update(&db, gateway, update, now()).await
 }
