@@ -132,7 +132,10 @@ fn assert_exactly_once(agent: &Agent, shim: &Shim, gw: &str, capture: Option<&Su
     }
     let dups: Vec<_> = per_seq.iter().filter(|(_, b)| b.len() > 1).collect();
     let have: BTreeSet<u64> = per_seq.keys().copied().collect();
-    let missing: Vec<_> = committed.difference(&have).collect();
+    // A batch the agent committed between the drain check and its kill is not lost: it is still in
+    // its outbox and goes out at its next start. Anything else missing is a loss.
+    let held = outbox_seqs(&agent.db_path());
+    let missing: Vec<_> = committed.difference(&have).filter(|s| !held.contains(s)).collect();
     let extra: Vec<_> = have.difference(&committed).collect();
     assert!(dups.is_empty(), "seqs stored more than once: {dups:?}");
     assert!(missing.is_empty(), "{} committed seqs never stored: {missing:?}", missing.len());
@@ -148,7 +151,7 @@ fn assert_exactly_once(agent: &Agent, shim: &Shim, gw: &str, capture: Option<&Su
         let metric_rows = count_rows(&shim.db_path(), "SELECT count(*) FROM metrics WHERE gateway_id = ?1", gw);
         assert_eq!(metric_rows, expected as u64, "metric rows vs samples of the distinct stored batches");
     }
-    eprintln!("exactly once: {} committed seqs, {} stored rows, outbox empty", committed.len(), rows.len());
+    eprintln!("exactly once: {} committed seqs, {} stored rows, {} still queued", committed.len(), rows.len(), held.len());
 }
 
 /// A realistic batch: the gateway plus `children` devices with a handful of metrics each.
