@@ -22,7 +22,7 @@ use scs_protocol::registry::{check_command, target_class, CheckError, CommandSpe
 use serde_json::{json, Value as Json_};
 
 use super::session::{Kick, Sessions};
-use super::store::{self, CancelOutcome, CommandRow, CommandStoreError, NewCommand};
+use super::store::{self, CancelOutcome, CommandStoreError, NewCommand};
 use super::value_json::{json_to_value, value_to_json};
 use crate::access::{Principal, Scope};
 use crate::artifacts::Artifacts;
@@ -157,30 +157,7 @@ fn new_command_id() -> String {
     format!("cmd-{}", crate::random::random_hex(12))
 }
 
-/// JSON view of a command. `artifacts` is always a list.
-pub fn command_json(row: &CommandRow, artifacts: Option<Json_>) -> Json_ {
-    json!({
-        "id": row.id,
-        "type": row.command_type,
-        "gatewayId": row.gateway_id,
-        "state": row.state.as_str(),
-        "terminal": row.state.is_terminal(),
-        "params": row.params,
-        "confirm": row.confirm,
-        "result": row.result,
-        "error": row.error,
-        "artifacts": artifacts.or_else(|| row.artifacts.clone()).unwrap_or_else(|| json!([])),
-        "requestedBy": row.requested_by,
-        "createdAt": row.created_at,
-        "updatedAt": row.updated_at,
-        "expiresAt": row.expires_at,
-        "timeoutSecs": row.timeout_secs,
-        "deliveredAt": row.delivered_at,
-        "deliveries": row.deliveries,
-        "cancelRequested": row.cancel_requested_at.is_some(),
-        "target": row.target,
-    })
-}
+pub use super::rows::command_json;
 
 fn int_field(body: &Json_, name: &str, min: i64, max: i64) -> Result<Option<i64>, CommandApiError> {
     match body.get(name) {

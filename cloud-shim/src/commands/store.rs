@@ -25,21 +25,7 @@ pub enum CommandStoreError {
 }
 
 /// A command as stored.
-pub use super::rows::{AuditRow, CommandRow};
-
-/// What `POST /v1/gateways/{id}/commands` stores.
-pub struct NewCommand {
-    pub id: String,
-    pub gateway_id: String,
-    pub command_type: String,
-    pub params: Json,
-    pub confirm: bool,
-    pub requested_by: String,
-    pub now: i64,
-    pub expires_at: i64,
-    pub timeout_secs: u32,
-    pub target: Option<String>,
-}
+pub use super::rows::{AuditRow, CommandRow, NewCommand};
 
 const COLUMNS: &str = "id, gateway_id, type, params, confirm, state, result, error, artifacts, requested_by, \
                        created_at, updated_at, expires_at, timeout_secs, delivered_at, deliveries, cancel_requested_at, target";

@@ -7,9 +7,10 @@ use worker::{Env, Headers, Method as JsMethod, Request, RequestInit, Response};
 
 use crate::auth::{require, Principal, Scope};
 use crate::http::ApiError;
-use crate::sessions::api::{audit_json, check_target, command_json, invalid, is_destructive, parse_create, parse_history_query};
+use crate::sessions::api::{audit_json, check_target, invalid, is_destructive, parse_create, parse_history_query};
 use crate::sessions::d1::D1;
 use crate::sessions::object::GATEWAY_HEADER;
+use crate::sessions::rows::command_json;
 use crate::sessions::store::{self, NewCommand};
 use crate::sessions::SessionRoute;
 

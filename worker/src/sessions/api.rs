@@ -7,7 +7,7 @@ use scs_protocol::registry::{check_command, target_class, CheckError, CommandSpe
 use serde_json::{json, Value as Json};
 
 use super::registry::COMMANDS;
-use super::store::{AuditRow, CommandRow};
+use super::store::AuditRow;
 use super::value_json::{json_to_value, value_to_json};
 use crate::http::ApiError;
 
@@ -164,31 +164,6 @@ pub fn check_target(spec: &CommandSpec, gateway: &str, target: &str, sensor_type
             ),
         )),
     }
-}
-
-/// JSON view of a command, as the shim's. `artifacts` is always a list.
-pub fn command_json(row: &CommandRow, artifacts: Option<Json>) -> Json {
-    json!({
-        "id": row.id,
-        "type": row.command_type,
-        "gatewayId": row.gateway_id,
-        "target": row.target,
-        "state": row.state.as_str(),
-        "terminal": row.state.is_terminal(),
-        "params": row.params,
-        "confirm": row.confirm,
-        "result": row.result,
-        "error": row.error,
-        "artifacts": artifacts.or_else(|| row.artifacts.clone()).unwrap_or_else(|| json!([])),
-        "requestedBy": row.requested_by,
-        "createdAt": row.created_at,
-        "updatedAt": row.updated_at,
-        "expiresAt": row.expires_at,
-        "timeoutSecs": row.timeout_secs,
-        "deliveredAt": row.delivered_at,
-        "deliveries": row.deliveries,
-        "cancelRequested": row.cancel_requested_at.is_some(),
-    })
 }
 
 pub fn audit_json(audit: &[AuditRow]) -> Json {

@@ -16,9 +16,9 @@ use futures_util::future::{select, Either};
 use serde_json::json;
 use worker::{durable_object, Date, Delay, DurableObject, Env, Request, Response, Result, State};
 
-use super::api::command_json;
 use super::d1::D1;
 use super::downlink::{cancel_message, command_message, encode_messages, is_new_connection, wait_ms, Lease};
+use super::rows::command_json;
 use super::sign::CloudKey;
 use super::store::{self, CancelOutcome, NewCommand};
 
