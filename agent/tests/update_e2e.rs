@@ -11,14 +11,14 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ring::signature::{Ed25519KeyPair, KeyPair};
-use scs_testkit::{bin_path, wait_until, Shim, ShimOpts, TempDir};
+use scs_testkit::{bin_path, wait_until, Shim, ShimOpts, Supervised, TempDir};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(90);
@@ -142,87 +142,6 @@ impl FileServer {
     fn put(&self, path: &str, data: Vec<u8>) -> String {
         self.files.lock().unwrap().push((path.to_string(), data));
         format!("http://127.0.0.1:{}{path}", self.port)
-    }
-}
-
-/// The launcher run in a restart loop, like a supervisor: restarts it whenever it exits.
-struct Supervised {
-    child: Arc<Mutex<Option<Child>>>,
-    stop: Arc<AtomicBool>,
-    starts: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Supervised {
-    fn start(dir: &Path, data: &Path, gw: &str, config: &Path) -> Supervised {
-        let launcher = workspace().join("packaging/scs-agent-launch");
-        let args: Vec<String> = vec![
-            launcher.display().to_string(),
-            "run".into(),
-            "--config".into(),
-            config.display().to_string(),
-            "--gateway-id".into(),
-            gw.into(),
-            "--data-dir".into(),
-            data.display().to_string(),
-            "--interval-secs".into(),
-            "1".into(),
-        ];
-        let child: Arc<Mutex<Option<Child>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let starts = Arc::new(AtomicU64::new(0));
-        let (c, s, n) = (child.clone(), stop.clone(), starts.clone());
-        let log = dir.join("agent.out");
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::SeqCst) {
-                let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-                let spawned = Command::new("/bin/sh")
-                    .args(&args)
-                    .env("SCS_AGENT_PACKAGED", bin_path("scs-agent"))
-                    .env("RUST_LOG", "info")
-                    .stdin(Stdio::null())
-                    .stdout(out.try_clone().unwrap())
-                    .stderr(out)
-                    .spawn()
-                    .unwrap();
-                n.fetch_add(1, Ordering::SeqCst);
-                *c.lock().unwrap() = Some(spawned);
-                loop {
-                    std::thread::sleep(Duration::from_millis(50));
-                    let mut g = c.lock().unwrap();
-                    let Some(ch) = g.as_mut() else { break };
-                    if s.load(Ordering::SeqCst) {
-                        let _ = ch.kill();
-                        let _ = ch.wait();
-                        return;
-                    }
-                    if ch.try_wait().unwrap().is_some() {
-                        break;
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(300));
-            }
-        });
-        Supervised { child, stop, starts, thread: Some(thread) }
-    }
-
-    fn pid(&self) -> Option<u32> {
-        self.child.lock().unwrap().as_ref().map(Child::id)
-    }
-
-    fn kill9(&self) {
-        if let Some(pid) = self.pid() {
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-    }
-}
-
-impl Drop for Supervised {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -19,6 +19,7 @@ mod objects;
 mod presence;
 mod random;
 mod rejection;
+mod releases;
 mod state;
 mod stats;
 mod store;
@@ -84,17 +85,30 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Some("releases") => {
+            return match releases::cli::releases(args.get(1..).unwrap_or_default()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e @ (releases::cli::ReleasesCliError::Usage(_) | releases::cli::ReleasesCliError::Args(_))) => {
+                    eprintln!("scs-cloud-shim releases: {e}");
+                    ExitCode::from(2)
+                }
+                Err(e) => {
+                    eprintln!("scs-cloud-shim releases: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Some("tokens") => return api::tokens::cli(&args[1..]),
         Some("version" | "--version" | "-V") => {
             println!("scs-cloud-shim {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
         Some("help" | "--help" | "-h") => {
-            print!("{USAGE}{}", identity::cli::USAGE);
+            print!("{USAGE}{}{}", identity::cli::USAGE, releases::cli::USAGE);
             return ExitCode::SUCCESS;
         }
         _ => {
-            eprint!("{USAGE}{}", identity::cli::USAGE);
+            eprint!("{USAGE}{}{}", identity::cli::USAGE, releases::cli::USAGE);
             return ExitCode::from(2);
         }
     }

@@ -27,10 +27,19 @@ impl ObjectKey {
         }
     }
 
+    /// The key of a release's bytes: `releases.{release_id}`, the releases prefix of the flat key space
+    /// (an R2 store may map the first `.` to `/`).
+    pub fn for_release(release_id: &str) -> Result<ObjectKey, ObjectError> {
+        ObjectKey::for_artifact(release_id).and_then(|_| ObjectKey::for_artifact(&format!("{RELEASES_PREFIX}{release_id}")))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
+
+/// Prefix of every release object key.
+pub const RELEASES_PREFIX: &str = "releases.";
 
 #[derive(Debug, Error)]
 pub enum ObjectError {

@@ -12,6 +12,7 @@ use crate::commands::api::CommandApi;
 use crate::commands::Sessions;
 use crate::config::ServeConfig;
 use crate::ingest::IngestHandle;
+use crate::releases::api::ReleasesApi;
 use crate::stats::Stats;
 use crate::store::Store;
 
@@ -43,6 +44,12 @@ impl FromRef<AppState> for Artifacts {
 impl FromRef<AppState> for CommandApi {
     fn from_ref(s: &AppState) -> Self {
         CommandApi { store: s.store.clone(), sessions: s.commands.clone(), artifacts: s.artifacts.clone() }
+    }
+}
+
+impl FromRef<AppState> for ReleasesApi {
+    fn from_ref(s: &AppState) -> Self {
+        ReleasesApi { commands: CommandApi::from_ref(s), artifacts: s.artifacts.clone() }
     }
 }
 

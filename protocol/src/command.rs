@@ -196,6 +196,13 @@ pub struct CommandUpdate {
     pub artifacts: Option<Vec<ArtifactMeta>>,
 }
 
+/// The exact text the release key signs for an `agent.update` binary: version, size and SHA-256
+/// together, so a genuine old binary cannot be offered under a new version label. `scripts/build-release`
+/// signs it, the cloud checks it when a release is added, the agent checks it before downloading.
+pub fn agent_update_signed_message(version: &str, size: u64, sha256: &str) -> String {
+    format!("scs-agent-update\nversion={version}\nsize={size}\nsha256={}\n", sha256.to_ascii_lowercase())
+}
+
 /// Reads the command id (key 1) from a raw command payload without decoding the rest, so a
 /// command that fails [`crate::decode_downlink`] can still be answered with `rejected` under its
 /// own id. `None` unless the payload is a CBOR map whose key 1 is a text that passes `validate_id`.

@@ -166,11 +166,9 @@ pub fn verify_file(path: &Path, size: u64, sha256: &str) -> Result<(), DownloadE
     Ok(())
 }
 
-/// The exact bytes the release key signs for an agent binary: the version, size and SHA-256 together,
-/// so a genuine old binary cannot be offered under a new version label.
-pub fn signed_message(version: &str, size: u64, sha256: &str) -> String {
-    format!("scs-agent-update\nversion={version}\nsize={size}\nsha256={}\n", sha256.to_ascii_lowercase())
-}
+/// The exact bytes the release key signs for an agent binary (shared with the cloud, which checks
+/// the same signature when a release is added).
+pub use scs_protocol::command::agent_update_signed_message as signed_message;
 
 /// Checks `signature_b64` (Ed25519, base64) over [`signed_message`] with the public key in `key_file`
 /// (32 raw bytes, base64).

@@ -32,12 +32,15 @@ pub fn router(state: AppState) -> Router {
         .merge(fleet::routes())
         .merge(crate::commands::api::routes())
         .merge(crate::artifacts::api::operator_routes())
+        .merge(crate::releases::api::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     let public = Router::new()
         .merge(health::routes())
         // Authenticated by its enrollment token, before the body is read.
         .merge(enroll::routes())
         .merge(crate::artifacts::api::upload_routes())
+        // Authorized by the download token in the URL the release offer put in the command.
+        .merge(crate::releases::api::download_routes())
         .merge(crate::commands::api::public_routes());
     Router::new()
         .merge(public)

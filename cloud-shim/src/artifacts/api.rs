@@ -607,10 +607,17 @@ async fn download(
         Ok(Found::Complete(row)) => row,
         Ok(_) => return error(StatusCode::NOT_FOUND, "no such artifact"),
     };
-    let len = match art.objects().len(&key).await {
+    serve_object(&art, &key, &row, &headers).await
+}
+
+/// Streams the finalized object `key` described by `row` (name, SHA-256 as ETag, content type),
+/// honouring a single `Range`. The caller has checked the download token.
+pub async fn serve_object(art: &Artifacts, key: &ObjectKey, row: &ArtifactRow, headers: &HeaderMap) -> Response {
+    let id = row.id.as_str();
+    let len = match art.objects().len(key).await {
         Ok(Some(len)) => len,
-        Ok(None) => return internal("object missing", &id, "metadata without bytes"),
-        Err(e) => return internal("object length", &id, e),
+        Ok(None) => return internal("object missing", id, "metadata without bytes"),
+        Err(e) => return internal("object length", id, e),
     };
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map_or(RangeSpec::Full, |v| parse_range(v, len));
     let (status, start, end) = match range {
@@ -625,9 +632,9 @@ async fn download(
                 .into_response();
         }
     };
-    let reader = match art.objects().read_range(&key, start, end).await {
+    let reader = match art.objects().read_range(key, start, end).await {
         Ok(r) => r,
-        Err(e) => return internal("reading object", &id, e),
+        Err(e) => return internal("reading object", id, e),
     };
     let mut resp = Response::new(Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader, 64 * 1024)));
     *resp.status_mut() = status;

@@ -127,7 +127,8 @@ impl Artifacts {
         )
     }
 
-    fn objects(&self) -> &dyn ObjectStore {
+    /// The object store holding artifact (and release) bytes.
+    pub fn objects(&self) -> &dyn ObjectStore {
         self.inner.objects.as_ref()
     }
 

@@ -69,18 +69,27 @@ pub struct CommandApiError {
     message: String,
     field: Option<String>,
     rule: Option<String>,
+    /// More members of the JSON body (what a 409 conflicted with).
+    details: Option<Json_>,
 }
 
 impl CommandApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> CommandApiError {
-        CommandApiError { status, message: message.into(), field: None, rule: None }
+    pub fn new(status: StatusCode, message: impl Into<String>) -> CommandApiError {
+        CommandApiError { status, message: message.into(), field: None, rule: None, details: None }
     }
-    fn invalid(field: &str, rule: &str, message: impl Into<String>) -> CommandApiError {
+
+    /// Adds the members of the object `details` to the error body.
+    pub fn with_details(mut self, details: Json_) -> CommandApiError {
+        self.details = Some(details);
+        self
+    }
+    pub fn invalid(field: &str, rule: &str, message: impl Into<String>) -> CommandApiError {
         CommandApiError {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
             field: Some(field.into()),
             rule: Some(rule.into()),
+            details: None,
         }
     }
 }
@@ -93,6 +102,11 @@ impl IntoResponse for CommandApiError {
         }
         if let Some(r) = self.rule {
             body["rule"] = json!(r);
+        }
+        if let Some(Json_::Object(extra)) = self.details {
+            for (k, v) in extra {
+                body[k.as_str()] = v;
+            }
         }
         (self.status, Json(body)).into_response()
     }
@@ -128,7 +142,7 @@ fn is_destructive(command_type: &str) -> bool {
 
 /// When the command expires (ms): `expiresInSecs` from now or an absolute `expiresAt`, else the default.
 /// Zero, a past instant or a horizon beyond the maximum is refused, never read as "no expiry".
-fn expiry(body: &Json_, now: i64) -> Result<i64, CommandApiError> {
+pub fn expiry(body: &Json_, now: i64) -> Result<i64, CommandApiError> {
     let at =
         match body.get("expiresAt") {
             None | Some(Json_::Null) => None,
@@ -153,13 +167,13 @@ fn expiry(body: &Json_, now: i64) -> Result<i64, CommandApiError> {
     }
 }
 
-fn new_command_id() -> String {
+pub fn new_command_id() -> String {
     format!("cmd-{}", crate::random::random_hex(12))
 }
 
 pub use super::rows::command_json;
 
-fn int_field(body: &Json_, name: &str, min: i64, max: i64) -> Result<Option<i64>, CommandApiError> {
+pub fn int_field(body: &Json_, name: &str, min: i64, max: i64) -> Result<Option<i64>, CommandApiError> {
     match body.get(name) {
         None | Some(Json_::Null) => Ok(None),
         Some(v) => {
@@ -249,44 +263,90 @@ async fn create(
         None | Some(Json_::Null) => return Err(CommandApiError::invalid("type", "required", "type is required")),
         Some(_) => return Err(CommandApiError::invalid("type", "type", "type must be a string")),
     };
-    let confirm = match body.get("confirm") {
-        None | Some(Json_::Null) => false,
-        Some(Json_::Bool(b)) => *b,
-        Some(_) => return Err(CommandApiError::invalid("confirm", "type", "confirm must be a boolean")),
+    let request = CommandRequestBody {
+        gateway,
+        command_type,
+        params: body.get("params").cloned().unwrap_or(Json_::Null),
+        confirm: confirm_field(&body)?,
+        target: target_field(&body)?,
+        expires_at: expiry(&body, now_ms())?,
+        timeout_secs: int_field(&body, "timeoutSecs", 1, i64::MAX)?,
     };
-    let params = json_to_value(body.get("params").unwrap_or(&Json_::Null));
-    let (spec, params) = check_command(COMMANDS, &command_type, &params, confirm)?;
-    if spec.safety.destructive {
-        if let Err(e) = principal.require(Scope::Admin, &format!("run the destructive command {}", spec.command_type)) {
-            return Ok(e.into_response());
-        }
-    }
-    let target = target_field(&body)?;
-    check_target(&state, &gateway, spec, target.as_deref()).await?;
-    let now = now_ms();
-    let expires_at = expiry(&body, now)?;
-    let timeout_secs = int_field(&body, "timeoutSecs", 1, i64::from(spec.timeout_secs))?.unwrap_or(i64::from(spec.timeout_secs));
-    let new = NewCommand {
-        id: new_command_id(),
-        gateway_id: gateway.clone(),
-        command_type: spec.command_type.to_owned(),
-        params: value_to_json(&params),
-        confirm,
-        requested_by: principal.actor(),
-        now,
-        expires_at,
-        timeout_secs: timeout_secs as u32,
-        target,
+    let row = match create_command(&state, &principal, new_command_id(), request).await? {
+        Ok(row) => row,
+        Err(refused) => return Ok(refused),
     };
-    let row = state.store.call(move |c| store::create(c, &new)).await?;
-    log::info!("command {} ({}) for {gateway} queued by {}", row.id, row.command_type, row.requested_by);
-    state.sessions.kick(Kick::Gateway(gateway));
     let location = format!("/v1/commands/{}", row.id);
     let mut resp = (StatusCode::CREATED, Json(command_json(&row, None))).into_response();
     if let Ok(v) = header::HeaderValue::from_str(&location) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
     Ok(resp)
+}
+
+/// `confirm`: absent or null is `false`.
+pub fn confirm_field(body: &Json_) -> Result<bool, CommandApiError> {
+    match body.get("confirm") {
+        None | Some(Json_::Null) => Ok(false),
+        Some(Json_::Bool(b)) => Ok(*b),
+        Some(_) => Err(CommandApiError::invalid("confirm", "type", "confirm must be a boolean")),
+    }
+}
+
+/// A command as a caller asks for it, before the registry checks.
+pub struct CommandRequestBody {
+    pub gateway: String,
+    pub command_type: String,
+    /// The `params` object as JSON.
+    pub params: Json_,
+    pub confirm: bool,
+    pub target: Option<String>,
+    /// Milliseconds since the epoch (see [`expiry`]).
+    pub expires_at: i64,
+    /// Requested timeout; the registry's is the default and the ceiling.
+    pub timeout_secs: Option<i64>,
+}
+
+/// Validates a command against the registry (parameters, confirmation, the `admin` scope for a
+/// destructive type, the target), stores it under `id` and wakes the gateway's session. The inner
+/// `Err` is a finished refusal (403 for a missing scope). Used by the command route and by the routes
+/// that build commands for the caller (release offers).
+pub async fn create_command(
+    state: &CommandApi,
+    principal: &Principal,
+    id: String,
+    req: CommandRequestBody,
+) -> Result<Result<store::CommandRow, Response>, CommandApiError> {
+    let params = json_to_value(&req.params);
+    let (spec, params) = check_command(COMMANDS, &req.command_type, &params, req.confirm)?;
+    if spec.safety.destructive {
+        if let Err(e) = principal.require(Scope::Admin, &format!("run the destructive command {}", spec.command_type)) {
+            return Ok(Err(e.into_response()));
+        }
+    }
+    check_target(state, &req.gateway, spec, req.target.as_deref()).await?;
+    let ceiling = i64::from(spec.timeout_secs);
+    if let Some(t) = req.timeout_secs.filter(|t| *t > ceiling) {
+        return Err(CommandApiError::invalid("timeoutSecs", "max", format!("timeoutSecs must be at most {ceiling} (not {t})")));
+    }
+    let timeout_secs = req.timeout_secs.unwrap_or(ceiling);
+    let gateway = req.gateway;
+    let new = NewCommand {
+        id,
+        gateway_id: gateway.clone(),
+        command_type: spec.command_type.to_owned(),
+        params: value_to_json(&params),
+        confirm: req.confirm,
+        requested_by: principal.actor(),
+        now: now_ms(),
+        expires_at: req.expires_at,
+        timeout_secs: timeout_secs as u32,
+        target: req.target,
+    };
+    let row = state.store.call(move |c| store::create(c, &new)).await?;
+    log::info!("command {} ({}) for {gateway} queued by {}", row.id, row.command_type, row.requested_by);
+    state.sessions.kick(Kick::Gateway(gateway));
+    Ok(Ok(row))
 }
 
 async fn show(State(state): State<CommandApi>, Path(id): Path<String>) -> Result<Json<Json_>, CommandApiError> {

@@ -61,13 +61,14 @@ pub enum CliError {
     TokenNotFound(String),
 }
 
-struct Args {
-    positional: Vec<String>,
+/// `--name value` / `--name=value` options and positional arguments of the shim's CLI subcommands.
+pub(crate) struct Args {
+    pub(crate) positional: Vec<String>,
     options: Vec<(String, String)>,
 }
 
 impl Args {
-    fn parse(args: &[String]) -> Result<Args, CliError> {
+    pub(crate) fn parse(args: &[String]) -> Result<Args, CliError> {
         let (mut positional, mut options) = (Vec::new(), Vec::new());
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -87,26 +88,26 @@ impl Args {
         Ok(Args { positional, options })
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.options.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
-    fn all(&self, name: &str) -> Vec<String> {
+    pub(crate) fn all(&self, name: &str) -> Vec<String> {
         self.options.iter().filter(|(n, _)| n == name).map(|(_, v)| v.clone()).collect()
     }
 
-    fn require(&self, name: &str) -> Result<&str, CliError> {
+    pub(crate) fn require(&self, name: &str) -> Result<&str, CliError> {
         self.get(name).ok_or_else(|| CliError::Usage(format!("--{name} is required")))
     }
 
-    fn only(&self, allowed: &[&str]) -> Result<(), CliError> {
+    pub(crate) fn only(&self, allowed: &[&str]) -> Result<(), CliError> {
         match self.options.iter().find(|(n, _)| !allowed.contains(&n.as_str())) {
             Some((n, _)) => Err(CliError::Usage(format!("unknown option --{n}"))),
             None => Ok(()),
         }
     }
 
-    fn data_dir(&self) -> Result<PathBuf, CliError> {
+    pub(crate) fn data_dir(&self) -> Result<PathBuf, CliError> {
         Ok(PathBuf::from(self.require("data-dir")?))
     }
 }

@@ -1,0 +1,217 @@
+//! `scs-cloud-shim releases add|list`: works on the data dir directly, also while `serve` runs on it.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use ring::digest;
+use serde::Deserialize;
+use thiserror::Error;
+
+use super::store::{self, ReleaseRow};
+use super::{read_public_key, verify_signature, ReleaseError, RELEASE_KEY_FILE};
+use crate::identity::cli::{Args, CliError};
+use crate::objects::{FsObjectStore, ObjectKey, ObjectStore};
+use crate::store::{now_ms, Store};
+
+pub const USAGE: &str = "\
+    scs-cloud-shim releases add FILE --data-dir DIR [--release-key KEY]
+        store a signed agent update from `scripts/build-release --release-key` (FILE: the
+        scs-agent-VERSION-TARGET.update binary or its .update.json manifest). Refused unless size,
+        SHA-256 and the Ed25519 signature check out with the release public key KEY (32 bytes, base64;
+        default DIR/release-key.pub). Offer it with POST /v1/gateways/{id}/releases/{version}/offer.
+    scs-cloud-shim releases list --data-dir DIR
+";
+
+#[derive(Debug, Error)]
+pub enum ReleasesCliError {
+    #[error(transparent)]
+    Args(#[from] CliError),
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+}
+
+/// The manifest `scripts/build-release` writes beside each signed update (`.update.json`).
+#[derive(Debug, Deserialize)]
+struct Manifest {
+    version: String,
+    target: String,
+    file: String,
+    size: u64,
+    sha256: String,
+    signature: String,
+}
+
+/// `releases ...`; prints what it did on stdout.
+pub fn releases(args: &[String]) -> Result<(), ReleasesCliError> {
+    let a = Args::parse(args)?;
+    match a.positional.first().map(String::as_str) {
+        Some("add") => {
+            a.only(&["data-dir", "release-key"])?;
+            let [_, file] = a.positional.as_slice() else {
+                return Err(ReleasesCliError::Usage("releases add needs one FILE (the .update or its .update.json)".into()));
+            };
+            let data_dir = a.data_dir()?;
+            let key = a.get("release-key").map_or_else(|| data_dir.join(RELEASE_KEY_FILE), PathBuf::from);
+            let (row, new) = add(&data_dir, Path::new(file), &key)?;
+            let what = if new { "stored" } else { "already stored (same bytes)" };
+            println!("release {} {} {} {what}: {} bytes, sha256 {}", row.id, row.version, row.target, row.size, row.sha256);
+            Ok(())
+        }
+        Some("list") => {
+            a.only(&["data-dir"])?;
+            let store = Store::open(&a.data_dir()?).map_err(ReleaseError::from)?;
+            let conn = store.connect().map_err(ReleaseError::from)?;
+            println!("id\tversion\ttarget\tsize\tsha256\tcreated_ms\toffers");
+            for (r, offers) in store::list(&conn).map_err(ReleaseError::from)? {
+                println!("{}\t{}\t{}\t{}\t{}\t{}\t{offers}", r.id, r.version, r.target, r.size, r.sha256, r.created_ms);
+            }
+            Ok(())
+        }
+        _ => Err(ReleasesCliError::Usage("releases add|list (see scs-cloud-shim help)".into())),
+    }
+}
+
+/// Where the manifest and the binary of a signed update are, given either of them.
+fn locate(file: &Path) -> Result<(PathBuf, Manifest, PathBuf), ReleaseError> {
+    let manifest_path = if file.extension().is_some_and(|e| e == "json") {
+        file.to_owned()
+    } else {
+        let mut p = file.as_os_str().to_owned();
+        p.push(".json");
+        PathBuf::from(p)
+    };
+    let bad = |reason: String| ReleaseError::Manifest { path: manifest_path.clone(), reason };
+    let text = std::fs::read(&manifest_path).map_err(|source| ReleaseError::Io { path: manifest_path.clone(), source })?;
+    let m: Manifest = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+    // The manifest names a file beside it, never a path elsewhere.
+    if m.file.is_empty() || m.file.contains('/') || m.file.starts_with('.') {
+        return Err(bad(format!("file {:?} is not a plain file name", m.file)));
+    }
+    let binary = manifest_path.parent().unwrap_or(Path::new(".")).join(&m.file);
+    Ok((manifest_path, m, binary))
+}
+
+fn sha256_and_size(path: &Path) -> Result<(String, u64), ReleaseError> {
+    let io = |source| ReleaseError::Io { path: path.to_owned(), source };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(io)?;
+        let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else { break };
+        ctx.update(chunk);
+        size += n as u64;
+    }
+    Ok((crate::access::hex(ctx.finish().as_ref()), size))
+}
+
+/// Checks and stores one signed update; `(row, true)` when it is new, `(existing, false)` when the same
+/// bytes were stored before. Nothing is stored unless every check passed.
+pub fn add(data_dir: &Path, file: &Path, key_path: &Path) -> Result<(ReleaseRow, bool), ReleaseError> {
+    let (manifest_path, m, binary) = locate(file)?;
+    let refused = |reason: String| ReleaseError::Refused { version: m.version.clone(), target: m.target.clone(), reason };
+    scs_protocol::ids::validate_id("release version", &m.version).map_err(|e| refused(e.to_string()))?;
+    scs_protocol::ids::validate_id("target triple", &m.target).map_err(|e| refused(e.to_string()))?;
+    let sha256 = m.sha256.to_ascii_lowercase();
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(refused(format!("sha256 {:?} in {} is not 64 hex digits", m.sha256, manifest_path.display())));
+    }
+    let key = read_public_key(key_path)?;
+    verify_signature(&key, &m.version, m.size, &sha256, &m.signature).map_err(refused)?;
+    let (actual_sha, actual_size) = sha256_and_size(&binary)?;
+    if actual_size != m.size {
+        return Err(refused(format!("{} has {actual_size} bytes, the signed size is {}", binary.display(), m.size)));
+    }
+    if actual_sha != sha256 {
+        return Err(refused(format!("{} has sha256 {actual_sha}, the signed one is {sha256}", binary.display())));
+    }
+
+    let store = Store::open(data_dir)?;
+    let conn = store.connect()?;
+    let same_or_conflict = |existing: ReleaseRow| {
+        if existing.sha256 == sha256 {
+            Ok((existing, false))
+        } else {
+            Err(ReleaseError::Conflict { version: m.version.clone(), target: m.target.clone(), existing: existing.sha256 })
+        }
+    };
+    if let Some(existing) = store::by_version_target(&conn, &m.version, &m.target)? {
+        return same_or_conflict(existing);
+    }
+    let id = format!("rel-{}", crate::random::random_hex(10));
+    let object = ObjectKey::for_release(&id).map_err(|source| ReleaseError::Objects { id: id.clone(), source })?;
+    // Bytes first, then the row: a crash in between leaves an unreferenced object, never a row without bytes.
+    write_object(data_dir, &object, &binary, m.size, &sha256)
+        .map_err(|source| ReleaseError::Objects { id: id.clone(), source })?;
+    let row = ReleaseRow {
+        id: id.clone(),
+        version: m.version.clone(),
+        target: m.target.clone(),
+        size: m.size,
+        sha256: sha256.clone(),
+        signature: m.signature.trim().to_owned(),
+        file_name: m.file.clone(),
+        object_key: object.as_str().to_owned(),
+        created_ms: now_ms(),
+    };
+    match store::insert(&conn, &row)? {
+        None => Ok((row, true)),
+        Some(existing) => {
+            // Another `releases add` of the same version and target won the race.
+            remove_object(data_dir, &object);
+            same_or_conflict(existing)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, crate::objects::ObjectError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| crate::objects::ObjectError::Io { key: "runtime".into(), source })
+}
+
+/// Copies `binary` into the object store as the finalized object `key`; the bytes copied must be the
+/// checked ones (a file replaced after the checks is refused, and its staged copy deleted).
+fn write_object(
+    data_dir: &Path,
+    key: &ObjectKey,
+    binary: &Path,
+    size: u64,
+    sha256: &str,
+) -> Result<(), crate::objects::ObjectError> {
+    let io = |source| crate::objects::ObjectError::Io { key: key.as_str().to_owned(), source };
+    let objects = FsObjectStore::open(data_dir)?;
+    runtime()?.block_on(async {
+        objects.stage(key).await?;
+        let mut w = objects.begin_append(key, 0).await?;
+        let mut f = std::fs::File::open(binary).map_err(io)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        loop {
+            let n = f.read(&mut buf).map_err(io)?;
+            let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else { break };
+            ctx.update(chunk);
+            w.write(chunk).await?;
+        }
+        let len = w.commit().await?;
+        let copied = crate::access::hex(ctx.finish().as_ref());
+        if len != size || copied != sha256 {
+            objects.delete(key).await?;
+            return Err(io(std::io::Error::other(format!(
+                "copied {len} bytes with sha256 {copied}, checked {size} bytes with {sha256} (the file changed)"
+            ))));
+        }
+        objects.finalize(key).await
+    })
+}
+
+fn remove_object(data_dir: &Path, key: &ObjectKey) {
+    let removed = FsObjectStore::open(data_dir).and_then(|o| runtime()?.block_on(o.delete(key)));
+    if let Err(e) = removed {
+        log::warn!("release object {}: not removed: {e}", key.as_str());
+    }
+}
