@@ -1,5 +1,6 @@
 //! First-boot enrollment end to end: the real shim (`enroll-tokens` CLI, `POST /v1/enroll`), the real
-//! agent enrolling from an enrollment file, real SQLite, everything on 127.0.0.1.
+//! agent enrolling from an enrollment file, real SQLite, everything on 127.0.0.1; on the embedded broker
+//! and on Mosquitto with the production mTLS set-up (`mosquitto-config`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -7,7 +8,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use scs_protocol::cose::{Signer as _, SigningKey};
-use scs_testkit::{bin_path, free_port, wait_for, wait_until, Agent, AgentOpts, Api, Shim, ShimOpts, TempDir};
+use scs_testkit::{
+    bin_path, free_port, outbox_seqs, wait_for, wait_until, Agent, AgentOpts, Api, Mosquitto, Shim, ShimOpts, TempDir,
+};
 
 fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
@@ -323,4 +326,95 @@ fn an_agent_with_a_refused_token_keeps_trying_and_enrolls_once_the_file_is_repla
     let (_, fresh) = new_token(shim.data_dir(), "site-r", "1h");
     write_enroll_file(tmp.path(), &shim.http_url(), &fresh, gw, "");
     wait_for(Duration::from_secs(30), "telemetry after the new token", || (stored_messages(&shim, gw) >= 1).then_some(()));
+}
+
+/// The production broker set-up: Mosquitto with mutual TLS and the generated ACL (`mosquitto-config`).
+/// Enrollment issues the client certificate over the key the gateway generated; the agent connects to
+/// Mosquitto with it (Ed25519 client authentication) and its telemetry is stored and receipted.
+#[test]
+fn an_enrolled_gateway_connects_to_mosquitto_with_mtls_and_its_telemetry_is_receipted() {
+    let tmp = TempDir::new("enroll-mtls");
+    let data = tmp.join("shim-data");
+    let out = tmp.join("mosquitto");
+    let broker = Mosquitto::start_conf(|port| {
+        let o = Command::new(bin_path("scs-cloud-shim"))
+            .args(["mosquitto-config", "--data-dir"])
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .output()
+            .expect("run mosquitto-config");
+        assert!(o.status.success(), "mosquitto-config: {}", String::from_utf8_lossy(&o.stderr));
+        let conf = std::fs::read_to_string(out.join("mosquitto.conf")).expect("generated mosquitto.conf");
+        // Started as root, Mosquitto switches to its own user, which cannot read our private temp files
+        // (in production they are chowned to it, see docs/deploy.md).
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            format!("user root\n{conf}")
+        } else {
+            conf
+        }
+    });
+    let broker_url = format!("mqtts://127.0.0.1:{}", broker.port());
+    let shim = Shim::start(ShimOpts {
+        data_dir: Some(data.clone()),
+        broker: Some(broker_url.clone()),
+        args: vec![
+            "--broker-ca".into(),
+            out.join("ca.pem").display().to_string(),
+            "--broker-client-cert".into(),
+            out.join("shim.pem").display().to_string(),
+            "--broker-client-key".into(),
+            out.join("shim.key").display().to_string(),
+        ],
+        ..ShimOpts::default()
+    });
+    let enroll_out = tmp.join("enroll-out.toml");
+    enroll_tokens(&data, &["add", "--site", "site-t", "--ttl", "1h", "--out", enroll_out.to_str().expect("utf-8")]);
+    let gw = "gw-mtls-enrolled";
+    let file = tmp.join("enroll.toml");
+    let written = std::fs::read_to_string(&enroll_out).expect("enroll file");
+    std::fs::write(&file, format!("{written}gateway_id = \"{gw}\"\nretry_max_secs = 1\n")).expect("write");
+    let agent = enrolling_agent(gw, &broker_url, &file, Vec::new());
+    let identity_path = agent.data_dir().join("identity.toml");
+    wait_for(Duration::from_secs(30), "identity.toml written by enrollment", || identity_path.exists().then_some(()));
+
+    // The identity carries the broker CA and a client certificate for the device's own key.
+    let identity: toml::Table = std::fs::read_to_string(&identity_path).expect("read identity").parse().expect("toml");
+    let cert_pem = identity["client_cert_pem"].as_str().expect("a client certificate from enrollment");
+    assert!(identity["broker_ca_pem"].as_str().is_some_and(|ca| ca.contains("BEGIN CERTIFICATE")));
+    let pkcs8 = b64().decode(identity["signing_key"].as_str().expect("signing_key")).expect("base64");
+    let device_public = SigningKey::from_pkcs8(&pkcs8).expect("pkcs8").public_key();
+    let cert_der = pem_body(cert_pem);
+    assert!(
+        cert_der.windows(device_public.len()).any(|w| w == device_public.as_slice()),
+        "the client certificate is not over the device's own key"
+    );
+
+    // Connected through TLS with the certificate's CN as its MQTT identity; telemetry stored and receipted.
+    wait_for(Duration::from_secs(30), "telemetry of the enrolled gateway stored", || {
+        (stored_messages(&shim, gw) >= 3).then_some(())
+    });
+    assert!(broker.logs().contains(&format!("u'{gw}'")), "Mosquitto did not take the CN as username:\n{}", broker.logs());
+    let db = agent.data_dir().join("agent.db");
+    let receipted = wait_until(Duration::from_secs(30), || {
+        let left = outbox_seqs(&db);
+        left.len() <= 2 && scs_testkit::outbox_next_seq(&open_ro(&db)).unwrap_or(0) > 3
+    });
+    assert!(receipted, "the outbox did not drain (receipts over Mosquitto): {:?}\n{}", outbox_seqs(&db), agent.logs());
+    let rejected: i64 = store(&shim)
+        .query_row("SELECT coalesce(sum(count), 0) FROM rejections WHERE gateway_id = ?1", [gw], |r| r.get(0))
+        .unwrap_or(0);
+    assert_eq!(rejected, 0);
+}
+
+fn open_ro(db: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open agent.db")
+}
+
+/// The DER bytes of the first PEM block.
+fn pem_body(pem: &str) -> Vec<u8> {
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    b64().decode(body).expect("PEM base64")
 }
