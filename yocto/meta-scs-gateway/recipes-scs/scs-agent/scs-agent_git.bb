@@ -33,6 +33,13 @@ export CARGO_PROFILE_RELEASE_STRIP = "false"
 # outside ${S}: export the same flags here. scripts/ci-packaging fails if the two values differ.
 export LIBSQLITE3_FLAGS = "-USQLITE_ENABLE_FTS3 -USQLITE_ENABLE_FTS3_PARENTHESIS -USQLITE_ENABLE_FTS5 -USQLITE_ENABLE_RTREE -USQLITE_ENABLE_DBSTAT_VTAB -USQLITE_SOUNDEX -USQLITE_ENABLE_LOAD_EXTENSION -DSQLITE_OMIT_LOAD_EXTENSION -DSQLITE_OMIT_DEPRECATED -DSQLITE_OMIT_SHARED_CACHE -DSQLITE_DEFAULT_MEMSTATUS=0 -USQLITE_ENABLE_STAT4"
 
+# ARMv7 gateways run the agent as Thumb-2 code, about 15% smaller than ARM code; its 3.0 MB armv7 budget
+# assumes it, as .cargo/config.toml (not read here) does for the other builds. OE's generated Rust target
+# carries +thumb-mode only for a tune with `thumb` and ARM_INSTRUCTION_SET = "thumb"
+# (rust-target-config.bbclass); the cargo class exports RUSTFLAGS, so add it for every ARMv7 tune.
+# target_is_armv7() is rust-common.bbclass's own test (false for -native).
+RUSTFLAGS:append = " ${@'-C target-feature=+thumb-mode' if target_is_armv7(d) else ''}"
+
 USERADD_PACKAGES = "${PN}"
 USERADD_PARAM:${PN} = "--system --user-group --home-dir ${localstatedir}/lib/scs-agent --no-create-home --shell ${base_sbindir}/nologin scs"
 
