@@ -189,6 +189,22 @@ fn a_signed_release_is_stored_offered_installed_and_reported_by_the_agent() {
     assert_eq!(gateway_attrs(&shim, gw)["agentVersion"], env!("CARGO_PKG_VERSION"));
 
     let offer = |gateway: &str, v: &str, body: Value| api.post_json(&format!("/v1/gateways/{gateway}/releases/{v}/offer"), &body);
+    // Scopes: reading the catalogue needs `read`; offering needs `admin` (agent.update is destructive).
+    let token_of = |name: &str, scope: &str| {
+        let o = Command::new(bin_path("scs-cloud-shim"))
+            .args(["tokens", "add", name, "--scope", scope, "--data-dir"])
+            .arg(shim.data_dir())
+            .output()
+            .expect("tokens add");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).expect("utf-8").trim().to_owned()
+    };
+    let reader = api.with_token(Some(&token_of("dash", "read")));
+    assert_eq!(reader.get("/v1/releases").status, 200);
+    let operator = api.with_token(Some(&token_of("ops", "operate")));
+    let r = operator.post_json(&format!("/v1/gateways/{gw}/releases/{version}/offer"), &json!({"confirm": true}));
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["requiredScope"], "admin");
     // Refusals: unknown gateway, unknown version, no confirmation, a build for another arch.
     let r = offer("gw-nobody", &version, json!({"confirm": true}));
     assert_eq!(r.status, 404, "{}", r.text());

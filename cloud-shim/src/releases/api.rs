@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use super::arch_of_target;
 use super::store::{self, ReleaseRow};
-use crate::access::Principal;
+use crate::access::{Principal, Scope};
 use crate::artifacts::tokens::{now_ms, Claims, Purpose};
 use crate::artifacts::Artifacts;
 use crate::clock;
@@ -129,6 +129,10 @@ async fn offer(
     Extension(principal): Extension<Principal>,
     body: Bytes,
 ) -> Result<Response, CommandApiError> {
+    // agent.update is destructive: a caller without `admin` learns nothing about gateways or releases.
+    if let Err(e) = principal.require(Scope::Admin, "offer a release (agent.update is destructive)") {
+        return Ok(e.into_response());
+    }
     scs_protocol::ids::validate_id("gateway id", &gateway)
         .map_err(|e| CommandApiError::invalid("gatewayId", "pattern", e.to_string()))?;
     scs_protocol::ids::validate_id("version", &version)
