@@ -212,11 +212,15 @@ async fn offer(
         Err(refused) => return Ok(refused),
     };
     let (cid, rid, gw, by) = (row.id.clone(), release.id.clone(), gateway.clone(), principal.actor());
-    api.commands
+    let recorded = api
+        .commands
         .store
         .call(move |c| store::record_offer(c, &cid, &rid, &gw, &by, now).map_err(crate::store::StoreError::from))
-        .await
-        .map_err(store_error)?;
+        .await;
+    // The command is queued whatever happens here; an error answer would only invite a second offer.
+    if let Err(e) = recorded {
+        log::error!("release {}: offer to {gateway} (command {}) not recorded: {e}", release.id, row.id);
+    }
     log::info!("release {} ({} {}) offered to {gateway} as command {}", release.id, release.version, release.target, row.id);
     let mut v = crate::commands::api::command_json(&row, None);
     v["release"] = release.to_json();

@@ -32,6 +32,9 @@ pub enum ReleasesCliError {
     Release(#[from] ReleaseError),
 }
 
+/// Largest release, as the registry bounds `agent.update`'s `size`.
+const MAX_RELEASE_BYTES: u64 = 1 << 30;
+
 /// The manifest `scripts/build-release` writes beside each signed update (`.update.json`).
 #[derive(Debug, Deserialize)]
 struct Manifest {
@@ -119,6 +122,10 @@ pub fn add(data_dir: &Path, file: &Path, key_path: &Path) -> Result<(ReleaseRow,
     if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(refused(format!("sha256 {:?} in {} is not 64 hex digits", m.sha256, manifest_path.display())));
     }
+    // The bounds of agent.update's `size` parameter: a release outside them could never be offered.
+    if !(1..=MAX_RELEASE_BYTES).contains(&m.size) {
+        return Err(refused(format!("size {} is outside 1..={MAX_RELEASE_BYTES} bytes", m.size)));
+    }
     let key = read_public_key(key_path)?;
     verify_signature(&key, &m.version, m.size, &sha256, &m.signature).map_err(refused)?;
     let (actual_sha, actual_size) = sha256_and_size(&binary)?;
@@ -185,7 +192,8 @@ fn write_object(
 ) -> Result<(), crate::objects::ObjectError> {
     let io = |source| crate::objects::ObjectError::Io { key: key.as_str().to_owned(), source };
     let objects = FsObjectStore::open(data_dir)?;
-    runtime()?.block_on(async {
+    let rt = runtime()?;
+    let written = rt.block_on(async {
         objects.stage(key).await?;
         let mut w = objects.begin_append(key, 0).await?;
         let mut f = std::fs::File::open(binary).map_err(io)?;
@@ -200,18 +208,76 @@ fn write_object(
         let len = w.commit().await?;
         let copied = crate::access::hex(ctx.finish().as_ref());
         if len != size || copied != sha256 {
-            objects.delete(key).await?;
             return Err(io(std::io::Error::other(format!(
                 "copied {len} bytes with sha256 {copied}, checked {size} bytes with {sha256} (the file changed)"
             ))));
         }
         objects.finalize(key).await
-    })
+    });
+    if written.is_err() {
+        // Nothing half-written stays behind a refused or failed add.
+        let _ = rt.block_on(objects.delete(key));
+    }
+    written
 }
 
 fn remove_object(data_dir: &Path, key: &ObjectKey) {
     let removed = FsObjectStore::open(data_dir).and_then(|o| runtime()?.block_on(o.delete(key)));
     if let Err(e) = removed {
         log::warn!("release object {}: not removed: {e}", key.as_str());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    use crate::store::test_support::TestDir;
+
+    /// Writes `bytes` as a signed update of `version` for `target` (as `build-release --sign-update` does).
+    fn signed(dir: &Path, key: &Ed25519KeyPair, version: &str, target: &str, bytes: &[u8]) -> PathBuf {
+        let name = format!("scs-agent-{version}-{target}.update");
+        std::fs::write(dir.join(&name), bytes).unwrap();
+        let sha = crate::access::hex(digest::digest(&digest::SHA256, bytes).as_ref());
+        let msg = scs_protocol::command::agent_update_signed_message(version, bytes.len() as u64, &sha);
+        let sig = base64::engine::general_purpose::STANDARD.encode(key.sign(msg.as_bytes()));
+        let manifest = serde_json::json!({"version": version, "target": target, "file": name, "size": bytes.len(),
+            "sha256": sha, "signature": sig});
+        let path = dir.join(format!("{name}.json"));
+        std::fs::write(&path, manifest.to_string()).unwrap();
+        path
+    }
+
+    #[test]
+    fn add_checks_before_storing_and_keeps_one_build_per_version_and_target() {
+        let dir = TestDir::new("releases-cli");
+        let data = dir.path().join("data");
+        let rng = ring::rand::SystemRandom::new();
+        let key = Ed25519KeyPair::from_pkcs8(Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref()).unwrap();
+        let other = Ed25519KeyPair::from_pkcs8(Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref()).unwrap();
+        let pub_file = dir.path().join("release-key.pub");
+        std::fs::write(&pub_file, base64::engine::general_purpose::STANDARD.encode(key.public_key().as_ref())).unwrap();
+        let t = "armv7-unknown-linux-gnueabihf";
+
+        let forged = signed(dir.path(), &other, "1.0.0", t, b"binary one");
+        assert!(matches!(add(&data, &forged, &pub_file), Err(ReleaseError::Refused { .. })));
+        let good = signed(dir.path(), &key, "1.0.0", t, b"binary one");
+        let (row, new) = add(&data, &good, &pub_file).unwrap();
+        assert!(new && row.id.starts_with("rel-") && row.object_key == format!("releases.{}", row.id));
+        let stored = std::fs::read(data.join("objects/final").join(&row.object_key)).unwrap();
+        assert_eq!(stored, b"binary one");
+        // The same bytes again: the same row. Other bytes under the same version and target: refused.
+        let (again, new) = add(&data, &good.with_extension(""), &pub_file).unwrap();
+        assert!(!new && again.id == row.id);
+        let changed = signed(dir.path(), &key, "1.0.0", t, b"binary two");
+        assert!(matches!(add(&data, &changed, &pub_file), Err(ReleaseError::Conflict { .. })));
+        // A file that is not what the manifest signed.
+        let tampered = signed(dir.path(), &key, "1.0.1", t, b"binary three");
+        std::fs::write(tampered.with_extension(""), b"binary 3hree").unwrap();
+        assert!(matches!(add(&data, &tampered, &pub_file), Err(ReleaseError::Refused { .. })));
+        let finals = std::fs::read_dir(data.join("objects/final")).unwrap().count();
+        assert_eq!(finals, 1, "nothing but the accepted release is stored");
     }
 }
