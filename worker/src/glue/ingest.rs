@@ -70,10 +70,11 @@ pub async fn ingest(mut req: Request, env: &Env) -> Result<Response, ApiError> {
             Checked::Rejected { topic, rejection } => rejected_entry(topic, rejection, now),
         });
     }
-    let (queue_messages, oversize) = envelope::pack(entries);
-    // Messages too big for one Queue message are written directly, through the consumer's own code.
-    if !oversize.is_empty() {
-        apply(env, oversize).await.map_err(|e| ApiError::unavailable(format!("store failed, retry later: {e}")))?;
+    let (queue_messages, direct) = envelope::pack(entries);
+    // Command updates and messages too big for one Queue message are written directly, through the
+    // consumer's own code (`Entry::direct` says why).
+    if !direct.is_empty() {
+        apply(env, direct).await.map_err(|e| ApiError::unavailable(format!("store failed, retry later: {e}")))?;
     }
     send(env, queue_messages).await?;
 
@@ -179,7 +180,7 @@ fn max_children(env: &Env) -> usize {
     env.var("MAX_CHILDREN").ok().and_then(|v| v.to_string().parse().ok()).unwrap_or(plan::DEFAULT_MAX_CHILDREN)
 }
 
-/// Writes entries to D1 in one transaction: the consumer's work, also used for oversize messages.
+/// Writes entries to D1 in one transaction: the consumer's work, also used for direct entries.
 pub async fn apply(env: &Env, entries: Vec<Entry>) -> Result<(), worker::Error> {
     let inputs: Vec<Input> = entries
         .into_iter()

@@ -67,15 +67,31 @@ fn encode(entries: &[Entry]) -> Vec<u8> {
     e.into_writer()
 }
 
-/// Packs entries into as few Queue messages as fit [`MAX_MESSAGE_BYTES`]. Entries bigger than that on
-/// their own are returned apart: they go to D1 directly instead of through the Queue.
+impl Entry {
+    /// Whether the ingest request writes this entry itself instead of queueing it: entries over the
+    /// Queue's message limit, and command updates. An operator waits on a command's state, and the
+    /// Queue's batching (up to `max_batch_timeout`) per update would make every round trip seconds long;
+    /// updates are small and few, so writing them in the request costs D1 little.
+    pub fn direct(&self) -> bool {
+        match self {
+            Entry::Valid { topic, .. } => {
+                self.size() + 16 > MAX_MESSAGE_BYTES
+                    || scs_protocol::topics::Topic::parse(topic).is_ok_and(|t| t.kind == scs_protocol::TopicKind::CommandUpdate)
+            }
+            Entry::Rejected { .. } => self.size() + 16 > MAX_MESSAGE_BYTES,
+        }
+    }
+}
+
+/// Packs entries into as few Queue messages as fit [`MAX_MESSAGE_BYTES`]. Entries that are
+/// [`Entry::direct`] are returned apart: they go to D1 directly instead of through the Queue.
 pub fn pack(entries: Vec<Entry>) -> (Vec<Vec<u8>>, Vec<Entry>) {
-    let (mut messages, mut oversize) = (Vec::new(), Vec::new());
+    let (mut messages, mut direct) = (Vec::new(), Vec::new());
     let (mut current, mut bytes) = (Vec::new(), 16usize);
     for entry in entries {
         let size = entry.size();
-        if size + 16 > MAX_MESSAGE_BYTES {
-            oversize.push(entry);
+        if entry.direct() {
+            direct.push(entry);
             continue;
         }
         if bytes + size > MAX_MESSAGE_BYTES {
@@ -89,7 +105,7 @@ pub fn pack(entries: Vec<Entry>) -> (Vec<Vec<u8>>, Vec<Entry>) {
     if !current.is_empty() {
         messages.push(encode(&current));
     }
-    (messages, oversize)
+    (messages, direct)
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Vec<Entry>, EnvelopeError> {
@@ -145,5 +161,15 @@ mod tests {
         assert_eq!(back, entries[..4].to_vec());
         assert!(decode(b"\x81\x83\x00").is_err());
         assert!(decode(&[0x81, 0x82, 0x05, 0x00]).is_err());
+    }
+
+    #[test]
+    fn command_updates_skip_the_queue() {
+        let at = |topic: &str| Entry::Valid { topic: topic.into(), inner: vec![1; 40], received_at: 1 };
+        let update = at("scs/v1/gw-1/up/command");
+        let (messages, direct) = pack(vec![at("scs/v1/gw-1/up/telemetry"), update.clone(), at("scs/v1/gw-1/up/inventory")]);
+        assert_eq!(direct, vec![update]);
+        let back: Vec<Entry> = messages.iter().flat_map(|m| decode(m).unwrap()).collect();
+        assert_eq!(back.len(), 2);
     }
 }
