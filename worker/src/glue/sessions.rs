@@ -39,8 +39,8 @@ fn now() -> i64 {
     worker::Date::now().as_millis() as i64
 }
 
-/// `cmd-` and 24 hex digits from the platform's CSPRNG (`crypto.getRandomValues`).
-fn new_command_id() -> Result<String, ApiError> {
+/// Fills `buf` from the platform's CSPRNG (`crypto.getRandomValues`).
+pub(crate) fn random_bytes(buf: &mut [u8]) -> Result<(), ApiError> {
     use worker::js_sys::{global, Function, Reflect, Uint8Array};
     use worker::wasm_bindgen::JsCast;
     let fail = |_| ApiError::internal("crypto.getRandomValues is unavailable");
@@ -49,10 +49,16 @@ fn new_command_id() -> Result<String, ApiError> {
         .map_err(fail)?
         .dyn_into()
         .map_err(|_| fail(worker::wasm_bindgen::JsValue::NULL))?;
-    let arr = Uint8Array::new_with_length(12);
+    let arr = Uint8Array::new_with_length(u32::try_from(buf.len()).map_err(|_| ApiError::internal("random buffer too long"))?);
     f.call1(&crypto, &arr).map_err(fail)?;
+    arr.copy_to(buf);
+    Ok(())
+}
+
+/// `cmd-` and 24 hex digits from the platform's CSPRNG.
+fn new_command_id() -> Result<String, ApiError> {
     let mut b = [0u8; 12];
-    arr.copy_to(&mut b);
+    random_bytes(&mut b)?;
     Ok(format!("cmd-{}", crate::auth::hex(&b)))
 }
 
@@ -123,7 +129,10 @@ pub async fn handle(route: SessionRoute, mut req: Request, env: &Env, who: &Prin
                 return Err(ApiError::not_found("no such command"));
             };
             let audit = store::audit(&db, &id).await.map_err(store_err)?;
-            let mut v = command_json(&row, None);
+            // Stored artifacts with fresh download URLs; none stored: the metadata the agent reported.
+            let base = super::artifacts::public_base(env, &req.url().map_err(internal("url"))?);
+            let artifacts = super::artifacts::list_json(env, &db, &id, &base).await?;
+            let mut v = command_json(&row, (!artifacts.is_empty()).then_some(serde_json::Value::Array(artifacts)));
             v["audit"] = audit_json(&audit);
             json(200, &v)
         }
@@ -141,7 +150,11 @@ pub async fn handle(route: SessionRoute, mut req: Request, env: &Env, who: &Prin
         SessionRoute::Downlink(gw) => {
             validate_id("gateway id", &gw).map_err(|e| invalid("gatewayId", "pattern", e.to_string()))?;
             let url = req.url().map_err(internal("url"))?;
-            let op = format!("/poll?{}", url.query().unwrap_or(""));
+            // The object mints upload grants naming this Worker's public URL, which only the route knows.
+            let mut q = worker::url::form_urlencoded::Serializer::new(String::new());
+            q.extend_pairs(url.query_pairs().filter(|(k, _)| k != "base"));
+            q.append_pair("base", &super::artifacts::public_base(env, &url));
+            let op = format!("/poll?{}", q.finish());
             to_session(env, &gw, &op, JsMethod::Post, None).await
         }
     }

@@ -23,7 +23,7 @@ pub(crate) mod d1;
 pub mod object;
 
 #[cfg(test)]
-mod store_tests;
+pub(crate) mod store_tests;
 
 use crate::method::Method;
 
