@@ -77,7 +77,7 @@ pub fn plan_patch(size: u64, part_size: u64, committed: u64, offset: u64, len: O
         return Err(PatchRefusal::PastSize { offset, len, size });
     }
     let expected = part_size.min(size - offset);
-    if len != expected || part_size == 0 || offset % part_size != 0 {
+    if len != expected || part_size == 0 || !offset.is_multiple_of(part_size) {
         return Err(PatchRefusal::WrongPartSize { offset, len, expected, part_size });
     }
     let number = u16::try_from(offset / part_size + 1).map_err(|_| PatchRefusal::PastSize { offset, len, size })?;
@@ -99,7 +99,7 @@ mod tests {
         // 100 GB would need 19 074 parts of 5 MiB: the size grows so 10 000 suffice.
         let big = 100_000_000_000;
         let p = part_size_for(None, big);
-        assert!(big.div_ceil(p) <= MAX_PARTS && p % MIB == 0, "{p}");
+        assert!(big.div_ceil(p) <= MAX_PARTS && p.is_multiple_of(MIB), "{p}");
     }
 
     #[test]
