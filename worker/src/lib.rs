@@ -14,6 +14,8 @@
 pub mod artifacts;
 pub mod auth;
 pub mod cors;
+pub mod db;
+pub mod random;
 pub mod router;
 pub mod sessions;
 pub mod sql;

@@ -8,10 +8,12 @@
 //! `r2_upload_parts`), so an interrupted PATCH restarts at its part boundary. Finalize completes the
 //! multipart upload, then streams the object back from R2 through SHA-256: a mismatch deletes it (422).
 //!
-//! Pure, host-tested: `parts` (part planning), `store` (SQL over [`crate::sessions::sql::Sql`]),
+//! Pure, host-tested: `parts` (part planning), `store` (SQL over [`crate::db::Sql`]),
 //! `tokens` (HMAC with RustCrypto), and the shim's own `token_format`, `range` and `names`, compiled here
-//! so one format holds for both clouds. wasm glue: `crate::glue::artifacts`.
+//! so one format holds for both clouds. `config` reads the Worker's environment (key, limits, public URL);
+//! the routes are wasm glue in `crate::glue::artifacts`.
 
+pub mod config;
 pub mod parts;
 pub mod store;
 pub mod tokens;

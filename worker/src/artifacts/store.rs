@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value as Json};
 
-use crate::sessions::sql::{int, text, Arg, Row, Sql, SqlError, Stmt};
+use crate::db::{int, text, Arg, Row, Sql, SqlError, Stmt};
 
 /// Declared metadata of an upload (in progress or finished), as the shim's `ArtifactRow`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 
 use super::parts::committed_offset;
 use super::store::*;
-use crate::sessions::sql::{Arg, Sql, Stmt};
+use crate::db::{Arg, Sql, Stmt};
 use crate::sessions::store_tests::db;
 
 fn run<T>(f: impl std::future::Future<Output = T>) -> T {

@@ -7,20 +7,22 @@
 use futures_util::StreamExt as _;
 use serde_json::{json, Value as Json};
 use sha2::{Digest, Sha256};
-use worker::{Bucket, Env, Headers, HttpMetadata, Request, Response, UploadedPart, Url};
+use worker::{Bucket, Env, Headers, HttpMetadata, Request, Response, UploadedPart};
 
+pub use crate::artifacts::config::public_base;
+use crate::artifacts::config::{max_artifact_bytes, mint_upload_grant, part_bytes, signing_key};
 use crate::artifacts::names::{sanitize_content_type, sanitize_name, valid_sha256_hex};
 use crate::artifacts::parts::{committed_offset, part_size_for, plan_patch, PatchRefusal};
 use crate::artifacts::range::{parse_range, RangeSpec};
 use crate::artifacts::store::{self, ArtifactRow, Found, Part, Upload};
-use crate::artifacts::tokens::{artifact_id, Claims, Purpose, SigningKey, SIGNING_KEY_SECRET};
+use crate::artifacts::tokens::{Claims, Purpose};
 use crate::artifacts::{
-    ArtifactRoute, DEFAULT_MAX_ARTIFACT_BYTES, DEFAULT_UPLOAD_TTL_MS, MAX_GRANT_TTL_SECS, MAX_JSON_BODY, UPLOAD_LENGTH,
-    UPLOAD_OFFSET, UPLOAD_PART_SIZE, UPLOAD_TOKEN,
+    ArtifactRoute, DEFAULT_UPLOAD_TTL_MS, MAX_GRANT_TTL_SECS, MAX_JSON_BODY, UPLOAD_LENGTH, UPLOAD_OFFSET, UPLOAD_PART_SIZE,
+    UPLOAD_TOKEN,
 };
+use crate::db::SqlError;
 use crate::http::ApiError;
 use crate::sessions::d1::D1;
-use crate::sessions::sql::SqlError;
 
 /// R2 bucket binding of the artifact bytes.
 pub const BUCKET: &str = "ARTIFACTS";
@@ -45,32 +47,6 @@ fn db(env: &Env) -> Result<D1, ApiError> {
 
 fn bucket(env: &Env) -> Result<Bucket, ApiError> {
     env.bucket(BUCKET).map_err(|e| ApiError::internal(format!("R2 binding {BUCKET}: {e}")))
-}
-
-/// The artifact signing key (secret `SCS_SIGNING_KEY`); 503 without one.
-pub fn signing_key(env: &Env) -> Result<SigningKey, ApiError> {
-    let secret = env.secret(SIGNING_KEY_SECRET).map(|s| s.to_string()).ok();
-    SigningKey::from_secret(secret.as_deref()).map_err(|e| ApiError::unavailable(e.to_string()))
-}
-
-fn var_u64(env: &Env, name: &str) -> Option<u64> {
-    env.var(name).ok().and_then(|v| v.to_string().trim().parse().ok())
-}
-
-/// Largest accepted artifact (`MAX_ARTIFACT_BYTES`, default 1 GiB).
-pub fn max_artifact_bytes(env: &Env) -> u64 {
-    var_u64(env, "MAX_ARTIFACT_BYTES").unwrap_or(DEFAULT_MAX_ARTIFACT_BYTES)
-}
-
-/// The API root as clients reach it: `PUBLIC_URL` when set, else the origin the request came to.
-pub fn public_base(env: &Env, url: &Url) -> String {
-    let configured = env.var("PUBLIC_URL").map(|v| v.to_string()).unwrap_or_default();
-    let configured = configured.trim().trim_end_matches('/');
-    if configured.is_empty() {
-        url.origin().ascii_serialization()
-    } else {
-        configured.to_owned()
-    }
 }
 
 fn object_key(id: &str) -> String {
@@ -238,7 +214,7 @@ async fn create(req: Request, env: &Env, id: &str) -> Answer {
             Err(ApiError::new(409, "an upload with different size or sha256 exists for this artifact"))
         }
         Found::Missing => {
-            let part_size = part_size_for(var_u64(env, "R2_PART_BYTES"), row.size);
+            let part_size = part_size_for(part_bytes(env), row.size);
             let bucket = bucket(env)?;
             // A zero-byte artifact has no parts: finalize writes an empty object instead.
             let upload_id = if row.size == 0 {
@@ -488,13 +464,6 @@ struct GrantRequest {
     ttl_secs: Option<u64>,
 }
 
-/// A fresh artifact id from the platform's CSPRNG.
-pub fn new_artifact_id() -> Result<String, ApiError> {
-    let mut b = [0u8; 10];
-    super::sessions::random_bytes(&mut b)?;
-    Ok(artifact_id(&b))
-}
-
 /// Mints a grant for an existing command (the router checked the `operate` scope). The grant is usable
 /// only by the command's gateway.
 async fn grant(req: Request, env: &Env) -> Answer {
@@ -515,15 +484,7 @@ async fn grant(req: Request, env: &Env) -> Answer {
     if store::command_gateway(&db, &body.command_id).await.map_err(db_err(&body.command_id))?.is_none() {
         return Err(ApiError::not_found(format!("no command {:?}", body.command_id)));
     }
-    let key = signing_key(env)?;
-    let g = key.upload_grant(
-        &format!("{base}/v1/uploads"),
-        &body.command_id,
-        new_artifact_id()?,
-        now_ms(),
-        ttl_ms,
-        max_artifact_bytes(env),
-    );
+    let g = mint_upload_grant(env, &base, &body.command_id, now_ms(), ttl_ms)?;
     reply(
         201,
         Some(&json!({ "url": g.url, "token": g.token, "artifact": g.artifact, "expires": g.expires, "maxBytes": g.max_bytes })),

@@ -39,26 +39,10 @@ fn now() -> i64 {
     worker::Date::now().as_millis() as i64
 }
 
-/// Fills `buf` from the platform's CSPRNG (`crypto.getRandomValues`).
-pub(crate) fn random_bytes(buf: &mut [u8]) -> Result<(), ApiError> {
-    use worker::js_sys::{global, Function, Reflect, Uint8Array};
-    use worker::wasm_bindgen::JsCast;
-    let fail = |_| ApiError::internal("crypto.getRandomValues is unavailable");
-    let crypto = Reflect::get(&global(), &"crypto".into()).map_err(fail)?;
-    let f: Function = Reflect::get(&crypto, &"getRandomValues".into())
-        .map_err(fail)?
-        .dyn_into()
-        .map_err(|_| fail(worker::wasm_bindgen::JsValue::NULL))?;
-    let arr = Uint8Array::new_with_length(u32::try_from(buf.len()).map_err(|_| ApiError::internal("random buffer too long"))?);
-    f.call1(&crypto, &arr).map_err(fail)?;
-    arr.copy_to(buf);
-    Ok(())
-}
-
 /// `cmd-` and 24 hex digits from the platform's CSPRNG.
 fn new_command_id() -> Result<String, ApiError> {
     let mut b = [0u8; 12];
-    random_bytes(&mut b)?;
+    crate::random::random_bytes(&mut b)?;
     Ok(format!("cmd-{}", crate::auth::hex(&b)))
 }
 
@@ -168,6 +152,6 @@ pub async fn apply_command_update(
     gateway: &str,
     update: &scs_protocol::CommandUpdate,
 ) -> Result<bool, store::CommandStoreError> {
-    let db = D1(env.d1(crate::glue::DB).map_err(|e| crate::sessions::sql::SqlError::Db(e.to_string()))?);
+    let db = D1(env.d1(crate::glue::DB).map_err(|e| crate::db::SqlError::Db(e.to_string()))?);
     store::apply_update(&db, gateway, update, now()).await
 }

@@ -25,6 +25,7 @@ use super::registry::COMMANDS;
 use super::rows::command_json;
 use super::sign::CloudKey;
 use super::store::{self, CancelOutcome, NewCommand};
+use crate::artifacts::config::mint_upload_grant;
 use crate::artifacts::tokens::grant_horizon_ms;
 use crate::http::ApiError;
 
@@ -137,14 +138,13 @@ impl GatewaySession {
         if !spec.artifact {
             return None;
         }
-        let made = (|| {
-            let key = crate::glue::artifacts::signing_key(&self.env)?;
-            let base = base.filter(|b| !b.is_empty()).ok_or_else(|| ApiError::internal("no public URL for the upload grant"))?;
-            let artifact = crate::glue::artifacts::new_artifact_id()?;
-            let valid = grant_horizon_ms(row.expires_at, row.timeout_secs, now);
-            let max = crate::glue::artifacts::max_artifact_bytes(&self.env);
-            Ok::<_, ApiError>(key.upload_grant(&format!("{base}/v1/uploads"), &row.id, artifact, now as u64, valid, max))
-        })();
+        let made = base
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| ApiError::internal("no public URL for the upload grant"))
+            .and_then(|base| {
+                let valid = grant_horizon_ms(row.expires_at, row.timeout_secs, now);
+                mint_upload_grant(&self.env, base, &row.id, u64::try_from(now).unwrap_or(0), valid)
+            });
         match made {
             Ok(g) => Some(g),
             Err(e) => {
