@@ -236,6 +236,7 @@ fn an_11_mib_upload_is_three_r2_parts_and_resumes_after_a_cut_part() {
     let file = dir.join("big.bin");
     std::fs::write(&file, &bytes).unwrap();
     let report = upload_file(&site, &up, &dir.join("agent"), &file);
+    println!("upload-file through the Worker (resumed after a cut part): {report}");
     assert_eq!(report["resumedFrom"], PART, "{report}");
     assert_eq!(report["bytesSent"], size - PART, "{report}");
     assert_eq!(report["sha256"], sha.as_str());
