@@ -30,6 +30,7 @@ mod agent;
 mod api;
 pub mod cddl;
 pub mod conformance;
+pub mod conformance_artifacts;
 pub mod fakes;
 mod identity;
 mod launcher;

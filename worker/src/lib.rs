@@ -11,8 +11,11 @@
 //! `wasm glue` in their docs. `router` decides which handler runs; command sessions (Durable Objects)
 //! and artifacts (R2) add their routes there.
 
+pub mod artifacts;
 pub mod auth;
 pub mod cors;
+pub mod db;
+pub mod random;
 pub mod router;
 pub mod sessions;
 pub mod sql;

@@ -25,6 +25,8 @@ pub enum Route {
     Stats,
     /// The command routes (`crate::sessions`).
     Sessions(crate::sessions::SessionRoute),
+    /// The artifact routes (`crate::artifacts`).
+    Artifacts(crate::artifacts::ArtifactRoute),
     /// Known path, other method.
     MethodNotAllowed(&'static str),
     NotFound,
@@ -34,6 +36,8 @@ impl Route {
     pub fn access(&self) -> Access {
         match self {
             Route::Healthz | Route::MethodNotAllowed(_) | Route::NotFound => Access::Public,
+            // Uploads check the gateway's credentials and grant, downloads the signed URL, themselves.
+            Route::Artifacts(a) if !a.needs_api_token() => Access::Public,
             _ => Access::Token,
         }
     }
@@ -62,6 +66,9 @@ pub fn route(method: Method, path: &str) -> Route {
     let id = |s: &str| decode_segment(s);
     if let Some(r) = crate::sessions::route(method, path) {
         return r.map_or_else(Route::MethodNotAllowed, Route::Sessions);
+    }
+    if let Some(r) = crate::artifacts::route(method, path) {
+        return r.map_or_else(Route::MethodNotAllowed, Route::Artifacts);
     }
     match segs.as_slice() {
         ["healthz"] => get(Route::Healthz),

@@ -53,15 +53,18 @@ pub struct Reply {
     pub offset: Option<u64>,
     /// `Upload-Length`: the size the server's upload was created with.
     pub length: Option<u64>,
+    /// `Upload-Part-Size`: the exact chunk size the server takes (every PATCH but the last), from servers
+    /// that store chunks as fixed-size parts (the Worker's R2 multipart uploads).
+    pub part_size: Option<u64>,
     pub body: String,
 }
 
 fn reply(mut resp: Response<Body>) -> Reply {
     let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
-    let (offset, length) = (header("upload-offset"), header("upload-length"));
+    let (offset, length, part_size) = (header("upload-offset"), header("upload-length"), header("upload-part-size"));
     // Error bodies are small JSON; cap what we read so a misbehaving server cannot grow our memory.
     let body = resp.body_mut().with_config().limit(64 * 1024).read_to_string().unwrap_or_default();
-    Reply { status: resp.status().as_u16(), offset, length, body }
+    Reply { status: resp.status().as_u16(), offset, length, part_size, body }
 }
 
 pub struct UploadTarget<'a> {

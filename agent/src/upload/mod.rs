@@ -28,7 +28,7 @@ use progress::{Progress, ProgressDb};
 pub struct UploadConfig {
     /// Cap on `{data_dir}/spool` in bytes; a new artifact that does not fit is refused.
     pub spool_max_bytes: u64,
-    /// Bytes per PATCH request.
+    /// Bytes per PATCH request, unless the server announces its part size (`Upload-Part-Size`).
     pub chunk_bytes: u64,
     /// PEM CA bundle for HTTPS uploads; default: the system bundle.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -288,16 +288,20 @@ impl Uploader {
     ) -> Result<ArtifactMeta, Stop> {
         let artifact = &a.grant.artifact;
         let size = a.file.size;
-        let mut offset = match self.server_state(a, t)? {
+        let (state, part_size) = self.server_state(a, t)?;
+        let mut offset = match state {
             ServerState::Complete => size,
             ServerState::Offset(o) => o,
         };
         resumed_from.get_or_insert(offset);
+        // A server that stores fixed-size parts takes exactly its part size per PATCH (the last one is the
+        // rest); the bytes still stream from disk, so memory stays flat whatever the part size.
+        let chunk = part_size.filter(|p| *p > 0).unwrap_or(self.cfg.chunk_bytes.max(64 * 1024));
         while offset < size {
             if cancel.load(Ordering::Relaxed) {
                 return Err(Stop::Fatal(UploadError::Cancelled { artifact: artifact.clone() }));
             }
-            let len = (size - offset).min(self.cfg.chunk_bytes.max(64 * 1024));
+            let len = (size - offset).min(chunk);
             let r = match t.patch(&a.file.path, offset, len, sent) {
                 Ok(r) => r,
                 Err(PatchError::File(source)) => {
@@ -342,16 +346,17 @@ impl Uploader {
         }
     }
 
-    /// HEAD for the committed offset; creates the upload when the server does not know it yet.
-    fn server_state(&self, a: &Artifact<'_>, t: &UploadTarget<'_>) -> Result<ServerState, Stop> {
+    /// HEAD for the committed offset (and the server's part size, if it has one); creates the upload when
+    /// the server does not know it yet.
+    fn server_state(&self, a: &Artifact<'_>, t: &UploadTarget<'_>) -> Result<(ServerState, Option<u64>), Stop> {
         let artifact = &a.grant.artifact;
         let r = t.head().map_err(|e| network(artifact, "HEAD", e))?;
         match r.status {
             status::OK if r.length.is_some_and(|l| l != a.file.size) => return Err(conflict(artifact, "HEAD", &r)),
             status::OK => {
                 return match r.offset {
-                    Some(o) if o >= a.file.size => Ok(ServerState::Complete),
-                    Some(o) => Ok(ServerState::Offset(o)),
+                    Some(o) if o >= a.file.size => Ok((ServerState::Complete, r.part_size)),
+                    Some(o) => Ok((ServerState::Offset(o), r.part_size)),
                     None => Err(Stop::Retry("HEAD without Upload-Offset".into())),
                 }
             }
@@ -361,13 +366,16 @@ impl Uploader {
         }
         let r = t.create(a.name, a.file.size, &a.file.sha256, a.content_type).map_err(|e| network(artifact, "create", e))?;
         match r.status {
-            status::CREATED | status::OK => Ok(r.offset.map_or(ServerState::Offset(0), |o| {
-                if o >= a.file.size && r.body.contains("\"complete\":true") {
-                    ServerState::Complete
-                } else {
-                    ServerState::Offset(o)
-                }
-            })),
+            status::CREATED | status::OK => Ok((
+                r.offset.map_or(ServerState::Offset(0), |o| {
+                    if o >= a.file.size && r.body.contains("\"complete\":true") {
+                        ServerState::Complete
+                    } else {
+                        ServerState::Offset(o)
+                    }
+                }),
+                r.part_size,
+            )),
             // Another upload (other size or SHA-256) already exists under this artifact id.
             status::CONFLICT => Err(conflict(artifact, "create", &r)),
             s => Err(classify(artifact, s, &r.body, "create")),

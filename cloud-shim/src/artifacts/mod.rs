@@ -10,7 +10,9 @@ pub mod api;
 #[cfg(test)]
 mod http_tests;
 pub mod names;
+pub mod range;
 pub mod store;
+pub mod token_format;
 pub mod tokens;
 
 use std::collections::HashMap;

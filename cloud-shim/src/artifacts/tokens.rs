@@ -1,8 +1,6 @@
 //! Upload and download tokens: HMAC-SHA256 (ring) over (purpose, artifact id, command id, expiry) with the
 //! shim's signing key. A token is bound to one artifact and one purpose and expires; anything else is 403.
-//!
-//! Format (URL-safe, no encoding needed): `v1~{u|d}~{artifact}~{command}~{expires_ms}~{hex hmac}`.
-//! `~` never occurs in ids (`[A-Za-z0-9._:-]`), so the fields split unambiguously.
+//! The format lives in `token_format.rs`, which the Worker compiles too.
 
 use std::path::Path;
 use std::time::Duration;
@@ -22,43 +20,8 @@ pub const SIGNING_KEY_ENV: &str = "SCS_SIGNING_KEY";
 pub const SIGNING_KEY_FILE: &str = "signing.key";
 const MIN_KEY_LEN: usize = 16;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Purpose {
-    Upload,
-    Download,
-}
-
-impl Purpose {
-    fn tag(self) -> &'static str {
-        match self {
-            Purpose::Upload => "u",
-            Purpose::Download => "d",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claims {
-    pub purpose: Purpose,
-    pub artifact: String,
-    pub command: String,
-    /// Milliseconds since the Unix epoch.
-    pub expires_ms: u64,
-}
-
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum TokenError {
-    #[error("malformed token")]
-    Malformed,
-    #[error("token signature is invalid")]
-    BadSignature,
-    #[error("token is for {found:?}, not {wanted:?}")]
-    WrongPurpose { wanted: Purpose, found: Purpose },
-    #[error("token is bound to another artifact, not {artifact}")]
-    OtherArtifact { artifact: String },
-    #[error("token for artifact {artifact} expired")]
-    Expired { artifact: String },
-}
+use super::token_format::{assemble, hex_decode, signing_input, verify_with};
+pub use super::token_format::{Claims, Purpose, TokenError};
 
 #[derive(Debug, Error)]
 pub enum KeyError {
@@ -119,39 +82,14 @@ impl SigningKey {
     }
 
     pub fn mint(&self, claims: &Claims) -> String {
-        let body = format!("v1~{}~{}~{}~{}", claims.purpose.tag(), claims.artifact, claims.command, claims.expires_ms);
+        let body = signing_input(claims);
         let tag = hmac::sign(&self.key, body.as_bytes());
-        format!("{body}~{}", hex(tag.as_ref()))
+        assemble(body, tag.as_ref())
     }
 
     /// Checks signature, purpose, artifact binding and expiry, in that order.
     pub fn verify(&self, token: &str, purpose: Purpose, artifact: &str, now_ms: u64) -> Result<Claims, TokenError> {
-        let (body, sig_hex) = token.rsplit_once('~').ok_or(TokenError::Malformed)?;
-        let sig = hex_decode(sig_hex).ok_or(TokenError::Malformed)?;
-        hmac::verify(&self.key, body.as_bytes(), &sig).map_err(|_| TokenError::BadSignature)?;
-        let parts: Vec<&str> = body.split('~').collect();
-        let [version, tag, art, command, expires] = parts.as_slice() else {
-            return Err(TokenError::Malformed);
-        };
-        if *version != "v1" {
-            return Err(TokenError::Malformed);
-        }
-        let found = match *tag {
-            "u" => Purpose::Upload,
-            "d" => Purpose::Download,
-            _ => return Err(TokenError::Malformed),
-        };
-        if found != purpose {
-            return Err(TokenError::WrongPurpose { wanted: purpose, found });
-        }
-        if *art != artifact {
-            return Err(TokenError::OtherArtifact { artifact: artifact.to_string() });
-        }
-        let expires_ms: u64 = expires.parse().map_err(|_| TokenError::Malformed)?;
-        if now_ms >= expires_ms {
-            return Err(TokenError::Expired { artifact: artifact.to_string() });
-        }
-        Ok(Claims { purpose, artifact: art.to_string(), command: command.to_string(), expires_ms })
+        verify_with(token, purpose, artifact, now_ms, |body, sig| hmac::verify(&self.key, body, sig).is_ok())
     }
 }
 
@@ -186,13 +124,6 @@ pub fn mint_upload_grant(
         expires_ms: expires,
     });
     UploadGrant { url: upload_base.trim_end_matches('/').to_string(), token, artifact, expires, max_bytes }
-}
-
-fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect()
 }
 
 fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {

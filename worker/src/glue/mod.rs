@@ -2,8 +2,9 @@
 //! handler gathers inputs, calls the pure modules, and talks to D1, the Queue or KV.
 //!
 //! Bindings (names in `worker/wrangler.toml`): `DB` (D1), `INGEST_QUEUE` (Queue producer; this Worker is
-//! also its consumer), `CACHE` (KV). Variables: `SCS_API_TOKEN` (secret, admin token), `CORS_ORIGINS`.
+//! also its consumer), `CACHE` (KV), `ARTIFACTS` (R2). Variables: `SCS_API_TOKEN` (secret, admin token), `CORS_ORIGINS`.
 
+pub mod artifacts;
 mod cache;
 mod d1;
 pub mod hooks;
@@ -65,6 +66,7 @@ async fn handle(req: Request, env: &Env, method: Method, path: &str) -> std::res
             Some(p) => self::sessions::handle(r, req, env, p).await,
             None => Err(ApiError::internal("command route without a caller")),
         },
+        Route::Artifacts(r) => artifacts::handle(r, req, env).await,
         Route::Ingest => ingest::ingest(req, env).await,
         Route::Sensors => read::sensors(&req, env).await,
         Route::Sensor(id) => read::sensor(env, &id).await,

@@ -39,20 +39,10 @@ fn now() -> i64 {
     worker::Date::now().as_millis() as i64
 }
 
-/// `cmd-` and 24 hex digits from the platform's CSPRNG (`crypto.getRandomValues`).
+/// `cmd-` and 24 hex digits from the platform's CSPRNG.
 fn new_command_id() -> Result<String, ApiError> {
-    use worker::js_sys::{global, Function, Reflect, Uint8Array};
-    use worker::wasm_bindgen::JsCast;
-    let fail = |_| ApiError::internal("crypto.getRandomValues is unavailable");
-    let crypto = Reflect::get(&global(), &"crypto".into()).map_err(fail)?;
-    let f: Function = Reflect::get(&crypto, &"getRandomValues".into())
-        .map_err(fail)?
-        .dyn_into()
-        .map_err(|_| fail(worker::wasm_bindgen::JsValue::NULL))?;
-    let arr = Uint8Array::new_with_length(12);
-    f.call1(&crypto, &arr).map_err(fail)?;
     let mut b = [0u8; 12];
-    arr.copy_to(&mut b);
+    crate::random::random_bytes(&mut b)?;
     Ok(format!("cmd-{}", crate::auth::hex(&b)))
 }
 
@@ -123,7 +113,10 @@ pub async fn handle(route: SessionRoute, mut req: Request, env: &Env, who: &Prin
                 return Err(ApiError::not_found("no such command"));
             };
             let audit = store::audit(&db, &id).await.map_err(store_err)?;
-            let mut v = command_json(&row, None);
+            // Stored artifacts with fresh download URLs; none stored: the metadata the agent reported.
+            let base = super::artifacts::public_base(env, &req.url().map_err(internal("url"))?);
+            let artifacts = super::artifacts::list_json(env, &db, &id, &base).await?;
+            let mut v = command_json(&row, (!artifacts.is_empty()).then_some(serde_json::Value::Array(artifacts)));
             v["audit"] = audit_json(&audit);
             json(200, &v)
         }
@@ -141,7 +134,11 @@ pub async fn handle(route: SessionRoute, mut req: Request, env: &Env, who: &Prin
         SessionRoute::Downlink(gw) => {
             validate_id("gateway id", &gw).map_err(|e| invalid("gatewayId", "pattern", e.to_string()))?;
             let url = req.url().map_err(internal("url"))?;
-            let op = format!("/poll?{}", url.query().unwrap_or(""));
+            // The object mints upload grants naming this Worker's public URL, which only the route knows.
+            let mut q = worker::url::form_urlencoded::Serializer::new(String::new());
+            q.extend_pairs(url.query_pairs().filter(|(k, _)| k != "base"));
+            q.append_pair("base", &super::artifacts::public_base(env, &url));
+            let op = format!("/poll?{}", q.finish());
             to_session(env, &gw, &op, JsMethod::Post, None).await
         }
     }
@@ -155,6 +152,6 @@ pub async fn apply_command_update(
     gateway: &str,
     update: &scs_protocol::CommandUpdate,
 ) -> Result<bool, store::CommandStoreError> {
-    let db = D1(env.d1(crate::glue::DB).map_err(|e| crate::sessions::sql::SqlError::Db(e.to_string()))?);
+    let db = D1(env.d1(crate::glue::DB).map_err(|e| crate::db::SqlError::Db(e.to_string()))?);
     store::apply_update(&db, gateway, update, now()).await
 }

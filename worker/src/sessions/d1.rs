@@ -3,7 +3,7 @@
 use worker::wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement};
 
-use super::sql::{Arg, Row, Sql, SqlError, Stmt};
+use crate::db::{Arg, Row, Sql, SqlError, Stmt};
 
 pub struct D1(pub D1Database);
 

@@ -2,7 +2,7 @@
 //! a Durable Object per gateway as the single owner of its commands' delivery, D1 as the store (same
 //! schema, same audit trail) and a long-poll downlink to the shims that bridge MQTT.
 //!
-//! Pure, host-tested: `api` (request rules, JSON views), `store` (SQL over the [`sql::Sql`] trait),
+//! Pure, host-tested: `api` (request rules, JSON views), `store` (SQL over the [`crate::db::Sql`] trait),
 //! `downlink` (lease, re-send, wire messages), `sign` (the cloud key). wasm glue: `d1`, `object`,
 //! `routes`. The registry and the JSON <-> value conversion are the shim's generated and plain files,
 //! compiled here too, so both clouds validate with one table.
@@ -14,7 +14,6 @@ pub mod registry;
 #[path = "../../../cloud-shim/src/commands/rows.rs"]
 pub mod rows;
 pub mod sign;
-pub mod sql;
 pub mod store;
 #[path = "../../../cloud-shim/src/commands/value_json.rs"]
 pub mod value_json;
@@ -23,7 +22,7 @@ pub(crate) mod d1;
 pub mod object;
 
 #[cfg(test)]
-mod store_tests;
+pub(crate) mod store_tests;
 
 use crate::method::Method;
 

@@ -5,7 +5,8 @@
 //! (`super::store`), so the read API and the audit trail are the shim's.
 //!
 //! Internal requests, from the Worker's own routes only (a Durable Object has no public URL):
-//! `POST /create` (JSON [`NewCommand`]), `POST /cancel` (`{"id", "actor"}`), `POST /poll?bridge=&resend=&wait=`.
+//! `POST /create` (JSON [`NewCommand`]), `POST /cancel` (`{"id", "actor"}`), `POST /poll?bridge=&resend=&wait=&base=`
+//! (`base`: the Worker's public URL, for the upload grants of artifact-producing commands).
 //! Each carries the gateway id in `x-scs-gateway`; the object keeps it in its storage for the alarm.
 
 use std::cell::RefCell;
@@ -16,11 +17,17 @@ use futures_util::future::{select, Either};
 use serde_json::json;
 use worker::{durable_object, Date, Delay, DurableObject, Env, Request, Response, Result, State};
 
+use scs_protocol::UploadGrant;
+
 use super::d1::D1;
 use super::downlink::{cancel_message, command_message, encode_messages, is_new_connection, wait_ms, Lease};
+use super::registry::COMMANDS;
 use super::rows::command_json;
 use super::sign::CloudKey;
 use super::store::{self, CancelOutcome, NewCommand};
+use crate::artifacts::config::mint_upload_grant;
+use crate::artifacts::tokens::grant_horizon_ms;
+use crate::http::ApiError;
 
 pub const GATEWAY_HEADER: &str = "x-scs-gateway";
 /// Actor of the transitions the session makes itself (as the shim writes "shim").
@@ -124,8 +131,37 @@ impl GatewaySession {
         }
     }
 
+    /// An upload grant for a command whose registry entry produces an artifact (`None` for the others,
+    /// and, with an error in the log, when the Worker has no artifact signing key).
+    fn upload_grant(&self, row: &store::CommandRow, base: Option<&str>, now: i64) -> Option<UploadGrant> {
+        let spec = COMMANDS.iter().find(|c| c.command_type == row.command_type)?;
+        if !spec.artifact {
+            return None;
+        }
+        let made = base
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| ApiError::internal("no public URL for the upload grant"))
+            .and_then(|base| {
+                let valid = grant_horizon_ms(row.expires_at, row.timeout_secs, now);
+                mint_upload_grant(&self.env, base, &row.id, u64::try_from(now).unwrap_or(0), valid)
+            });
+        match made {
+            Ok(g) => Some(g),
+            Err(e) => {
+                worker::console_error!("command {} ({}): no upload grant: {}", row.id, row.command_type, e.message);
+                None
+            }
+        }
+    }
+
     /// What `bridge` should publish now; marks commands delivered.
-    async fn take(&self, gateway: &str, bridge: &str, resend_key: Option<&str>) -> Result<Vec<(String, Vec<u8>)>> {
+    async fn take(
+        &self,
+        gateway: &str,
+        bridge: &str,
+        resend_key: Option<&str>,
+        base: Option<&str>,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
         let _g = self.lock.lock().await;
         let t = now();
         if !self.lease.borrow_mut().claim(bridge, t) {
@@ -140,7 +176,7 @@ impl GatewaySession {
         let mut out = Vec::new();
         for row in rows {
             store::mark_delivered(&db, &row, ACTOR, t).await.map_err(sql)?;
-            let (topic, payload) = command_message(&row, None);
+            let (topic, payload) = command_message(&row, self.upload_grant(&row, base, t));
             let signed = key.sign_downlink(&topic, &payload);
             out.push((topic, signed));
         }
@@ -163,13 +199,14 @@ impl GatewaySession {
         let bridge = q("bridge").unwrap_or_default();
         let resend = q("resend");
         let wait = wait_ms(q("wait").as_deref());
-        let mut out = self.take(gateway, &bridge, resend.as_deref()).await?;
+        let base = q("base");
+        let mut out = self.take(gateway, &bridge, resend.as_deref(), base.as_deref()).await?;
         if out.is_empty() && wait > 0 {
             let (tx, rx) = oneshot::channel();
             self.waiters.borrow_mut().push(tx);
             let timer = Delay::from(Duration::from_millis(u64::try_from(wait).unwrap_or(0)));
             if let Either::Left(_) = select(rx, timer).await {
-                out = self.take(gateway, &bridge, None).await?;
+                out = self.take(gateway, &bridge, None, base.as_deref()).await?;
             }
         }
         self.lease.borrow_mut().renew(&bridge, now());

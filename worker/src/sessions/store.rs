@@ -13,8 +13,8 @@ use scs_protocol::{CommandState, CommandUpdate};
 use serde_json::{json, Value as Json};
 use thiserror::Error;
 
-use super::sql::{int, text, Arg, Row, Sql, SqlError, Stmt};
 use super::value_json::value_to_json;
+use crate::db::{int, text, Arg, Row, Sql, SqlError, Stmt};
 
 #[derive(Debug, Error)]
 pub enum CommandStoreError {

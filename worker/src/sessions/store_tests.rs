@@ -6,8 +6,8 @@ use rusqlite::Connection;
 use scs_protocol::{ArtifactMeta, CommandState, CommandUpdate, Value, PROTOCOL_VERSION};
 use serde_json::{json, Map, Value as Json};
 
-use super::sql::{Arg, Row, Sql, SqlError, Stmt};
 use super::store::*;
+use crate::db::{Arg, Row, Sql, SqlError, Stmt};
 
 pub struct Lite(pub std::cell::RefCell<Connection>);
 

@@ -1,5 +1,5 @@
-//! The few SQL calls the command sessions make, behind a trait: D1 in the Worker (`d1.rs`), rusqlite in
-//! the host tests. Rows come back as JSON objects, as D1 returns them.
+//! The few SQL calls the command sessions and the artifact store make, behind a trait: D1 in the Worker
+//! (`sessions/d1.rs`), rusqlite in the host tests. Rows come back as JSON objects, as D1 returns them.
 
 use serde_json::{Map, Value as Json};
 use thiserror::Error;
