@@ -74,9 +74,10 @@ pub struct OnvifOpts {
     pub model: String,
     pub firmware: String,
     pub serial: String,
-    /// Stream URIs are `{rtsp_base}/{profile token}`.
+    /// Stream URIs are `{rtsp_base}/{profile token}`, replay URIs `{rtsp_base}/replay/{recording token}`.
     pub rtsp_base: String,
-    /// `Some(n)`: an ONVIF Profile G recorder holding `n` recordings (search and recording services).
+    /// `Some(n)`: an ONVIF Profile G recorder holding `n` recordings `rec0`.. (search, recording and
+    /// replay services; GetReplayUri answers for them).
     pub recordings: Option<u32>,
     /// After SystemReboot the device refuses connections for this long, then is back with its
     /// uptime reset.
