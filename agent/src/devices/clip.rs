@@ -391,19 +391,29 @@ async fn onvif_replay(
         });
     };
     let uri = c.replay_uri(&replay, token).await.map_err(oerr)?;
-    let r =
-        rtsp::replay(&uri, spec.credentials(), onvif::default_limits(), (req.from_ms, req.to_ms), req.max_bytes, deadline, sink)
-            .await
-            .map_err(|source| match source {
-                // The server accepted the range and sent nothing in it.
-                RtspError::NoFrames { .. } | RtspError::Status { status: 457, .. } => ClipError::NoRecording {
-                    device: spec.id.clone(),
-                    channel: req.channel,
-                    from: isapi_time(req.from_ms),
-                    to: isapi_time(req.to_ms),
-                },
-                source => ClipError::Replay { device: spec.id.clone(), source },
-            })?;
+    // Stop streaming a little before the export's deadline so the replay ends by itself (TEARDOWN,
+    // a clip marked as cut short) rather than being dropped by it.
+    let stream_deadline = deadline.checked_sub(std::time::Duration::from_secs(3)).unwrap_or(deadline);
+    let r = rtsp::replay(
+        &uri,
+        spec.credentials(),
+        onvif::default_limits(),
+        (req.from_ms, req.to_ms),
+        req.max_bytes,
+        stream_deadline,
+        sink,
+    )
+    .await
+    .map_err(|source| match source {
+        // The server accepted the range and sent nothing in it.
+        RtspError::NoFrames { .. } | RtspError::Status { status: 457, .. } => ClipError::NoRecording {
+            device: spec.id.clone(),
+            channel: req.channel,
+            from: isapi_time(req.from_ms),
+            to: isapi_time(req.to_ms),
+        },
+        source => ClipError::Replay { device: spec.id.clone(), source },
+    })?;
     Ok(Clip {
         method: "onvif",
         bytes: r.bytes,

@@ -109,6 +109,19 @@ fn onvif_replay_past_the_recording_ends_with_the_stream_and_respects_the_size_ca
 }
 
 #[test]
+fn onvif_replay_without_the_time_extension_stops_by_the_rtp_clock() {
+    let replay = FakeReplay::start(ReplayOpts { no_extension: true, ..ReplayOpts::default() });
+    let o = replay.opts.clone();
+    let nvr = recorder(&replay);
+    let (from_ms, to_ms) = (o.start_ms + 1000, o.start_ms + 3000);
+    let (r, out) =
+        export(&spec(nvr.target(), Driver::Onvif, "cam-pass"), ClipRequest { channel: 1, from_ms, to_ms, max_bytes: 1 << 20 });
+    let rp = r.unwrap().replay.unwrap();
+    assert_eq!(rp.end, ReplayEnd::RangeEnd);
+    assert!(out == o.expected_annex_b(from_ms, to_ms).0);
+}
+
+#[test]
 fn onvif_replay_with_wrong_password_is_auth_and_tried_once() {
     let replay = FakeReplay::start(ReplayOpts::default());
     let nvr = recorder(&replay);

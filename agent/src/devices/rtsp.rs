@@ -551,8 +551,8 @@ const REPLAY_IDLE: Duration = Duration::from_secs(5);
 /// DESCRIBE, SETUP and PLAY with `Require: onvif-replay`, `Range: clock=<from>-<to>` and
 /// `Rate-Control: no` (as fast as the server can send), RTP over TCP interleaved. The H.264 video is
 /// written to `sink` as an Annex-B stream, SPS and PPS from the SDP first. Stops at the first frame
-/// stamped at or after `to_ms` (the 0xABAC extension's NTP time), at the end of the stream, at
-/// `max_bytes` or at `deadline`; always TEARDOWN.
+/// stamped at or after `to_ms` (the 0xABAC extension's NTP time, else the RTP clock counted from
+/// `from_ms`), at the end of the stream, at `max_bytes` or at `deadline`; always TEARDOWN.
 pub async fn replay(
     uri: &str,
     creds: Option<Credentials<'_>>,
@@ -593,6 +593,7 @@ async fn replay_session(
         d.nal(&nal, sink).map_err(serr)?;
     }
     let (mut packets, mut first_ms, mut last_ms) = (0u64, None, None);
+    let mut anchor: Option<(u32, u64)> = None;
     let end = loop {
         let now = Instant::now();
         if now >= deadline {
@@ -613,13 +614,24 @@ async fn replay_session(
         if rtp.payload_type != video.payload_type {
             continue;
         }
-        if let Some(t) = super::h264::onvif_time_ms(rtp.extension) {
-            if t >= to_ms {
-                break ReplayEnd::RangeEnd;
+        // Frame time from the replay extension (usually on a frame's first packet only); other packets
+        // and servers without the extension count on from the last stamped packet (or from `from`) by
+        // the 90 kHz RTP clock.
+        let t = match super::h264::onvif_time_ms(rtp.extension) {
+            Some(t) => {
+                anchor = Some((rtp.timestamp, t));
+                t
             }
-            first_ms = first_ms.or(Some(t));
-            last_ms = Some(t);
+            None => {
+                let (ts0, ms0) = *anchor.get_or_insert((rtp.timestamp, from_ms));
+                ms0 + u64::from(rtp.timestamp.wrapping_sub(ts0)) / 90
+            }
+        };
+        if t >= to_ms {
+            break ReplayEnd::RangeEnd;
         }
+        first_ms = first_ms.or(Some(t));
+        last_ms = Some(t);
         // Annex-B can outgrow the payload (a STAP-A's 2-byte sizes become 4-byte start codes):
         // bound it by twice the payload so the file never passes the cap.
         if d.bytes + rtp.payload.len() as u64 * 2 + 5 > max_bytes {

@@ -30,6 +30,8 @@ pub struct ReplayOpts {
     pub fps: u32,
     /// Largest RTP payload; bigger NAL units go out as FU-A fragments.
     pub mtu: usize,
+    /// Packets carry no 0xABAC replay extension (servers that leave it out).
+    pub no_extension: bool,
 }
 
 impl Default for ReplayOpts {
@@ -43,6 +45,7 @@ impl Default for ReplayOpts {
             gop: 10,
             fps: 10,
             mtu: 1200,
+            no_extension: false,
         }
     }
 }
@@ -304,7 +307,7 @@ fn send_recording(conn: &mut TcpStream, o: &ReplayOpts, from_ms: u64, cseq: u8, 
         let idr = au.iter().any(|n| n[0] & 0x1f == 5);
         for (k, payload) in payloads.iter().enumerate() {
             let marker = if k + 1 == payloads.len() { 0x80 } else { 0 };
-            let ext = k == 0;
+            let ext = k == 0 && !o.no_extension;
             let mut pkt = vec![if ext { 0x90 } else { 0x80 }, marker | 96];
             pkt.extend_from_slice(&seq.to_be_bytes());
             pkt.extend_from_slice(&ts.to_be_bytes());
