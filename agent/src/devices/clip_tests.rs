@@ -122,6 +122,25 @@ fn onvif_replay_without_the_time_extension_stops_by_the_rtp_clock() {
 }
 
 #[test]
+fn onvif_replay_finds_the_recording_with_the_search_service_when_there_is_no_recording_service() {
+    let replay = FakeReplay::start(ReplayOpts::default());
+    let o = replay.opts.clone();
+    let nvr =
+        FakeOnvif::start(OnvifOpts { recordings: Some(2), search_only: true, rtsp_base: replay.base(), ..OnvifOpts::default() });
+    let (from_ms, to_ms) = (o.start_ms, o.start_ms + 500);
+    let (r, out) =
+        export(&spec(nvr.target(), Driver::Onvif, "cam-pass"), ClipRequest { channel: 2, from_ms, to_ms, max_bytes: 1 << 20 });
+    assert_eq!(r.unwrap().matches, 2);
+    assert!(out == o.expected_annex_b(from_ms, to_ms).0);
+    assert!(replay.paths().last().is_some_and(|p| p.ends_with("/replay/rec1")), "{:?}", replay.paths());
+    let acts = nvr.stats.actions();
+    for a in ["FindRecordings", "GetRecordingSearchResults", "EndSearch", "GetReplayUri"] {
+        assert!(acts.iter().any(|x| x == a), "{a} missing from {acts:?}");
+    }
+    assert!(!acts.iter().any(|x| x == "GetRecordings"), "{acts:?}");
+}
+
+#[test]
 fn onvif_replay_with_wrong_password_is_auth_and_tried_once() {
     let replay = FakeReplay::start(ReplayOpts::default());
     let nvr = recorder(&replay);

@@ -79,6 +79,8 @@ pub struct OnvifOpts {
     /// `Some(n)`: an ONVIF Profile G recorder holding `n` recordings `rec0`.. (search, recording and
     /// replay services; GetReplayUri answers for them).
     pub recordings: Option<u32>,
+    /// The recorder has no recording (control) service: clients find recordings with FindRecordings.
+    pub search_only: bool,
     /// After SystemReboot the device refuses connections for this long, then is back with its
     /// uptime reset.
     pub reboot_down_ms: u64,
@@ -105,6 +107,7 @@ impl Default for OnvifOpts {
             serial: "FC1080-000123".into(),
             rtsp_base: "rtsp://127.0.0.1:554".into(),
             recordings: None,
+            search_only: false,
             reboot_down_ms: 2000,
             snapshot_seed: 7,
             snapshot_len: 20_000,
@@ -626,8 +629,12 @@ fn answer(
             if o.recordings.is_some() {
                 format!(
                     "<{d}Service><{d}Namespace>{NS_SEARCH}</{d}Namespace><{d}XAddr>http://192.0.2.1/onvif/search_service</{d}XAddr></{d}Service>\
-                     <{d}Service><{d}Namespace>{NS_RECORDING}</{d}Namespace><{d}XAddr>http://192.0.2.1/onvif/recording_service</{d}XAddr></{d}Service>\
-                     <{d}Service><{d}Namespace>{NS_REPLAY}</{d}Namespace><{d}XAddr>http://192.0.2.1/onvif/replay_service</{d}XAddr></{d}Service>"
+                     {}<{d}Service><{d}Namespace>{NS_REPLAY}</{d}Namespace><{d}XAddr>http://192.0.2.1/onvif/replay_service</{d}XAddr></{d}Service>",
+                    if o.search_only {
+                        String::new()
+                    } else {
+                        format!("<{d}Service><{d}Namespace>{NS_RECORDING}</{d}Namespace><{d}XAddr>http://192.0.2.1/onvif/recording_service</{d}XAddr></{d}Service>")
+                    }
                 )
             } else {
                 String::new()
@@ -652,7 +659,26 @@ fn answer(
             p.open(d, "GetRecordingSummaryResponse", NS_SEARCH),
             o.recordings.unwrap_or(0)
         ),
-        "GetRecordings" if o.recordings.is_some() => format!(
+        // One page with every recording, the search already complete.
+        "FindRecordings" if o.recordings.is_some() => format!(
+            "{}<{d}SearchToken>search-1</{d}SearchToken></{d}FindRecordingsResponse>",
+            p.open(d, "FindRecordingsResponse", NS_SEARCH)
+        ),
+        "GetRecordingSearchResults" if o.recordings.is_some() => format!(
+            "{}<{d}ResultList><{t}SearchState>Completed</{t}SearchState>{}</{d}ResultList></{d}GetRecordingSearchResultsResponse>",
+            p.open(d, "GetRecordingSearchResultsResponse", NS_SEARCH),
+            (0..o.recordings.unwrap_or(0))
+                .map(|i| format!(
+                    "<{t}RecordingInformation><{t}RecordingToken>rec{i}</{t}RecordingToken><{t}Source><{t}SourceId>ch{i}</{t}SourceId>\
+                     <{t}Name>channel {i}</{t}Name></{t}Source><{t}RecordingStatus>Recording</{t}RecordingStatus></{t}RecordingInformation>"
+                ))
+                .collect::<String>()
+        ),
+        "EndSearch" if o.recordings.is_some() => format!(
+            "{}<{d}Endpoint>2026-12-06T10:00:00Z</{d}Endpoint></{d}EndSearchResponse>",
+            p.open(d, "EndSearchResponse", NS_SEARCH)
+        ),
+        "GetRecordings" if o.recordings.is_some() && !o.search_only => format!(
             "{}{}</{d}GetRecordingsResponse>",
             p.open(d, "GetRecordingsResponse", NS_RECORDING),
             (0..o.recordings.unwrap_or(0))
