@@ -1,7 +1,9 @@
 //! Targeted device commands end to end with the real binaries and the camera/NVR fakes on 127.0.0.1:
 //! API -> command session -> MQTT -> agent -> fake device -> upload -> tokenized download, the bytes
-//! compared with what the fake served. Covers `camera.snapshot` (ONVIF camera), `nvr.clip_export`
-//! (ISAPI recorder, several MB streamed), `camera.reboot` seen as a drop and a return (ONVIF and ISAPI),
+//! compared with what the fake served. Covers `camera.snapshot` (ONVIF and Dahua cameras),
+//! `nvr.clip_export` (ISAPI recorder, several MB streamed; Dahua by time and by file search; ONVIF
+//! Profile G replay written as H.264 Annex-B), `camera.reboot` seen as a drop and a return (ONVIF, ISAPI
+//! and Dahua),
 //! `device.probe`, `site.discover` (unicast WS-Discovery responder) and `site.adopt` (the adopted camera
 //! appears under its gateway with metrics, without an agent restart); and the shim's 400 for a target
 //! that is not a child of the gateway or not of a class the command accepts.
