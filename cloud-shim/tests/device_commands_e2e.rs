@@ -1,7 +1,9 @@
 //! Targeted device commands end to end with the real binaries and the camera/NVR fakes on 127.0.0.1:
 //! API -> command session -> MQTT -> agent -> fake device -> upload -> tokenized download, the bytes
-//! compared with what the fake served. Covers `camera.snapshot` (ONVIF camera), `nvr.clip_export`
-//! (ISAPI recorder, several MB streamed), `camera.reboot` seen as a drop and a return (ONVIF and ISAPI),
+//! compared with what the fake served. Covers `camera.snapshot` (ONVIF and Dahua cameras),
+//! `nvr.clip_export` (ISAPI recorder, several MB streamed; Dahua by time and by file search; ONVIF
+//! Profile G replay written as H.264 Annex-B), `camera.reboot` seen as a drop and a return (ONVIF, ISAPI
+//! and Dahua),
 //! `device.probe`, `site.discover` (unicast WS-Discovery responder) and `site.adopt` (the adopted camera
 //! appears under its gateway with metrics, without an agent restart); and the shim's 400 for a target
 //! that is not a child of the gateway or not of a class the command accepts.
@@ -193,5 +195,108 @@ fn device_commands_through_api_mqtt_agent_and_fakes() {
     // And a command can target it at once.
     let snap9 = run(&api, gw, json!({"type": "camera.snapshot", "target": "cam-9"}), "succeeded", Duration::from_secs(60));
     assert_eq!(artifact_bytes(&shim, &snap9), adoptee.snapshot_jpeg());
+    drop(agent);
+}
+
+/// Dahua commands (snapshot of a camera, its reboot seen as a drop and a return, clip export by time
+/// and by file search) and the ONVIF Profile G replay export (an ONVIF-only recorder: the clip is the
+/// H.264 Annex-B stream its replay server sent, NAL unit for NAL unit).
+#[test]
+fn dahua_commands_and_onvif_replay_export_end_to_end() {
+    use scs_testkit::fakes::dahua::{DahuaOpts, FakeDahua};
+    use scs_testkit::fakes::rtsp_replay::{FakeReplay, ReplayOpts};
+
+    let dcam = FakeDahua::start(DahuaOpts { channels: vec![], reboot_down_ms: 2500, ..DahuaOpts::default() });
+    let dnvr = FakeDahua::start(DahuaOpts::default());
+    let replay = FakeReplay::start(ReplayOpts::default());
+    let onvr = FakeOnvif::start(OnvifOpts { recordings: Some(2), rtsp_base: replay.base(), ..OnvifOpts::default() });
+    let shim = Shim::start(ShimOpts::default());
+    let gw = "gw-devcmd-2";
+    let mut opts = shim.agent_opts(gw);
+    let dev = |id: &str, ty: &str, addr: String, driver: &str, pass: &str| {
+        format!(
+            "[[devices]]\nid = \"{id}\"\ntype = \"{ty}\"\naddress = \"{addr}\"\ndriver = \"{driver}\"\nusername = \"admin\"\npassword = \"{pass}\"\n"
+        )
+    };
+    opts.config_toml = Some(
+        dev("dcam-1", "CAMERA", dcam.target(), "dahua", "dahua-pass")
+            + &dev("dnvr-1", "NVR", dnvr.target(), "dahua", "dahua-pass")
+            + &dev("onvr-1", "NVR", onvr.target(), "onvif", "cam-pass"),
+    );
+    let agent = Agent::start(opts);
+    let api = shim.api();
+    wait_for(Duration::from_secs(30), "children announced", || {
+        let s = api.get_json(&format!("/v1/sensors?parentSensorId={gw}")).to_string();
+        (s.contains("dcam-1") && s.contains("dnvr-1") && s.contains("onvr-1")).then_some(())
+    });
+
+    // Dahua snapshot: the camera's JPEG (a real test card), byte for byte.
+    let snap = run(&api, gw, json!({"type": "camera.snapshot", "target": "dcam-1"}), "succeeded", Duration::from_secs(60));
+    println!("dahua snapshot: {}", snap["result"]);
+    let jpeg = artifact_bytes(&shim, &snap);
+    assert!(jpeg.starts_with(&[0xFF, 0xD8]) && jpeg.ends_with(&[0xFF, 0xD9]), "not a whole JPEG");
+    assert_eq!(jpeg, FakeDahua::picture(1));
+    assert_eq!(snap["result"]["method"], "dahua");
+
+    // Dahua clip by time, then on firmware without it by file search: the recorder's bytes both times.
+    let span = json!({"channel": 1, "from": "2026-12-06T10:01:00Z", "to": "2026-12-06T10:03:00Z"});
+    let want = DahuaOpts::default().recording.bytes();
+    for (quirk, method, ext) in [(false, "dahua", ".dav"), (true, "dahua-file", ".dav")] {
+        dnvr.set(|o| o.no_load_by_time = quirk);
+        let clip = run(
+            &api,
+            gw,
+            json!({"type": "nvr.clip_export", "target": "dnvr-1", "params": span}),
+            "succeeded",
+            Duration::from_secs(120),
+        );
+        println!("dahua clip: {}", clip["result"]);
+        assert_eq!(clip["result"]["method"], method, "{clip}");
+        assert!(clip["result"]["name"].as_str().unwrap_or("").ends_with(ext), "{clip}");
+        let got = artifact_bytes(&shim, &clip);
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "clip bytes differ");
+    }
+    assert_eq!(dnvr.stats.auth_failures.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    // ONVIF replay: frames 10..30 of the recording (10 fps), SPS and PPS first.
+    let o = replay.opts.clone();
+    let clip = run(
+        &api,
+        gw,
+        json!({"type": "nvr.clip_export", "target": "onvr-1",
+               "params": {"channel": 1, "from": "2026-12-06T10:00:01Z", "to": "2026-12-06T10:00:03Z"}}),
+        "succeeded",
+        Duration::from_secs(120),
+    );
+    println!("onvif clip: {}", clip["result"]);
+    let res = &clip["result"];
+    assert_eq!(res["method"], "onvif");
+    assert_eq!(res["end"], "range_end");
+    assert_eq!(res["truncated"], false);
+    let (want, nals) = o.expected_annex_b(o.start_ms + 1000, o.start_ms + 3000);
+    assert_eq!(res["nalUnits"].as_u64(), Some(nals as u64));
+    assert!(res["name"].as_str().unwrap_or("").ends_with(".h264"), "{clip}");
+    let got = artifact_bytes(&shim, &clip);
+    assert!(got.starts_with(&[0, 0, 0, 1, 0x67]), "SPS first");
+    assert!(got == want, "replayed H.264 differs from the recording");
+    assert_eq!(replay.ranges(), ["clock=20261206T100001.000Z-20261206T100003.000Z"]);
+    assert_eq!(replay.stats.teardowns.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // Dahua reboot: the camera drops off and comes back.
+    let r = run(
+        &api,
+        gw,
+        json!({"type": "camera.reboot", "target": "dcam-1", "confirm": true, "params": {"waitSecs": 30}}),
+        "succeeded",
+        Duration::from_secs(60),
+    );
+    println!("dahua reboot: {}", r["result"]);
+    let res = &r["result"];
+    assert_eq!((res["dropped"].as_bool(), res["cameBack"].as_bool()), (Some(true), Some(true)), "{r}");
+    let (d, b) = (res["droppedAt"].as_u64().expect("droppedAt"), res["backAt"].as_u64().expect("backAt"));
+    assert!(b > d && b - d >= 1500, "down {} ms", b - d);
+    assert_eq!((res["method"].as_str(), res["message"].as_str()), (Some("dahua"), Some("OK")), "{r}");
+    assert_eq!(dcam.power.boots.load(std::sync::atomic::Ordering::SeqCst), 1);
     drop(agent);
 }

@@ -1,6 +1,7 @@
 //! `nvr.clip_export` (/32773/0/1, artifact): one channel's recording between `from` and `to` (at most
-//! [`clip::MAX_SPAN_MS`]), downloaded from the NVR straight into a spool file (`devices/clip.rs`), then
-//! uploaded with the command's grant. Memory stays flat whatever the clip's size.
+//! [`clip::MAX_SPAN_MS`]), downloaded from the NVR (vendor API, else ONVIF replay) straight into a spool
+//! file (`devices/clip.rs`), then uploaded with the command's grant. Memory stays flat whatever the
+//! clip's size. The result's `method` names the path that produced the clip.
 
 use std::io::Write;
 use std::time::Instant;
@@ -10,6 +11,7 @@ use scs_protocol::Value;
 use super::camera::{grant, upload};
 use super::{CommandError, Job, Output};
 use crate::devices::clip::{self, ClipRequest};
+use crate::devices::rtsp::ReplayEnd;
 
 pub const CLIP_EXPORT: &str = "nvr.clip_export";
 const DEFAULT_MAX: u64 = 256 << 20;
@@ -52,8 +54,10 @@ pub fn clip_export(job: &Job) -> Result<Output, CommandError> {
     }
     let exported = exported?;
     let file = w.finish()?;
-    let ext = match exported.content_type.as_deref() {
-        Some(t) if t.contains("mp4") => "mp4",
+    let ext = match (exported.method, exported.content_type.as_deref()) {
+        ("onvif", _) => "h264",
+        ("dahua" | "dahua-file", _) => "dav",
+        (_, Some(t)) if t.contains("mp4") => "mp4",
         _ => "bin",
     };
     let name = format!("clip-{}-ch{channel}-{}.{ext}", dev.id, from_ms / 1000);
@@ -65,5 +69,15 @@ pub fn clip_export(job: &Job) -> Result<Output, CommandError> {
     r.insert("from".into(), Value::Text(crate::clock::rfc3339_utc(from_ms)));
     r.insert("to".into(), Value::Text(crate::clock::rfc3339_utc(to_ms)));
     r.insert("matches".into(), Value::from(exported.matches as u64));
+    if let Some(rp) = &exported.replay {
+        r.insert("nalUnits".into(), Value::from(rp.nal_units));
+        r.insert("rtpPackets".into(), Value::from(rp.packets));
+        r.insert("end".into(), Value::Text(rp.end.as_str().into()));
+        r.insert("truncated".into(), Value::Bool(matches!(rp.end, ReplayEnd::SizeCap | ReplayEnd::TimeCap)));
+        if let (Some(a), Some(b)) = (rp.first_ms, rp.last_ms) {
+            r.insert("firstFrameAt".into(), Value::Text(crate::clock::rfc3339_utc(a)));
+            r.insert("lastFrameAt".into(), Value::Text(crate::clock::rfc3339_utc(b)));
+        }
+    }
     Ok(Output { result: Value::Map(r), artifacts: vec![meta] })
 }

@@ -3,14 +3,20 @@
 //! * Hikvision ISAPI: `POST /ISAPI/ContentMgmt/search` (CMSearchDescription for track `{ch}01` and the
 //!   time span) gives playback URIs; the first match is fetched with `GET /ISAPI/ContentMgmt/download`
 //!   carrying a `downloadRequest` body.
-//! * Dahua CGI: `GET /cgi-bin/loadfile.cgi?action=startLoad&channel=..&startTime=..&endTime=..`.
+//! * Dahua CGI: `GET /cgi-bin/loadfile.cgi?action=startLoad&channel=..&startTime=..&endTime=..` (the
+//!   exact span); firmware without it (400/404/501) gets the file search instead: `mediaFileFind.cgi`
+//!   factory.create, findFile (channel, span, `dav`), findNextFile, close, destroy, then the first
+//!   file from `GET /cgi-bin/RPC_Loadfile<FilePath>` (the whole file, which may start before `from`).
 //!   Dahua takes the device's local time; the request is sent in UTC, which matches devices set to UTC.
-//!
-//! ONVIF replay (Profile G over RTSP) is not implemented: ONVIF-only recorders get a clear error.
+//! * ONVIF Profile G replay, the fallback for any recorder: the recording of the channel (the Nth
+//!   recording GetRecordings lists, else FindRecordings on the search service), GetReplayUri, then an
+//!   RTSP replay (`rtsp::replay`) written as an H.264 Annex-B elementary stream.
 
 use std::time::Instant;
 
 use super::http::Limits;
+use super::onvif::{self, OnvifError};
+use super::rtsp::{self, Replay, RtspError};
 use super::vendor_http::{self, Call, VendorError};
 use super::xml::{escape, Doc};
 use super::{DeviceSpec, Driver, ErrorClass};
@@ -26,8 +32,14 @@ pub enum ClipError {
     NoRecording { device: String, channel: u32, from: String, to: String },
     #[error("device {device}: search answer unusable: {what}")]
     Search { device: String, what: String },
-    #[error("device {device}: driver {driver:?} has no clip download (ONVIF replay is not supported)")]
+    #[error("device {device}: driver {driver:?} has no clip download")]
     Unsupported { device: String, driver: Driver },
+    #[error("device {device}: ONVIF: {source}")]
+    Onvif { device: String, source: OnvifError },
+    #[error("device {device}: ONVIF replay: {source}")]
+    Replay { device: String, source: RtspError },
+    #[error("device {device}: no ONVIF {what} service (not a Profile G recorder)")]
+    NoProfileG { device: String, what: &'static str },
     #[error("device {device}: no clip within the time allowed")]
     Timeout { device: String },
 }
@@ -36,9 +48,25 @@ impl ClipError {
     pub fn class(&self) -> ErrorClass {
         match self {
             ClipError::Vendor { source, .. } => source.class(),
-            ClipError::NoRecording { .. } | ClipError::Unsupported { .. } => ErrorClass::Fault,
+            ClipError::Onvif { source, .. } => source.class(),
+            ClipError::Replay { source, .. } => source.class(),
+            ClipError::NoRecording { .. } | ClipError::Unsupported { .. } | ClipError::NoProfileG { .. } => ErrorClass::Fault,
             ClipError::Search { .. } => ErrorClass::Parse,
             ClipError::Timeout { .. } => ErrorClass::Timeout,
+        }
+    }
+    /// The API is not there (404, 501, an answer in another protocol, no Profile G service): the next
+    /// API may have the clip. Anything else (auth, down, no recording, too large) is the answer.
+    fn unavailable(&self) -> bool {
+        match self {
+            ClipError::Vendor { source: VendorError::Status { status, .. }, .. } => matches!(status, 400 | 404 | 405 | 501),
+            ClipError::Vendor { source: VendorError::TooLarge { .. } | VendorError::Sink { .. }, .. } => false,
+            ClipError::Vendor { source, .. } => matches!(source.class(), ErrorClass::Parse | ErrorClass::Protocol),
+            ClipError::Search { .. } | ClipError::NoProfileG { .. } | ClipError::Unsupported { .. } => true,
+            ClipError::Onvif { source, .. } => {
+                matches!(source.class(), ErrorClass::Fault | ErrorClass::Parse | ErrorClass::Protocol)
+            }
+            ClipError::Replay { .. } | ClipError::NoRecording { .. } | ClipError::Timeout { .. } => false,
         }
     }
 }
@@ -51,15 +79,17 @@ pub struct ClipRequest {
     pub max_bytes: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Clip {
-    /// `isapi` or `dahua`.
+    /// `isapi`, `dahua` (by time), `dahua-file` (mediaFileFind + RPC_Loadfile) or `onvif` (replay).
     pub method: &'static str,
     pub bytes: u64,
     pub content_type: Option<String>,
     /// Recordings the search matched (ISAPI); the first is exported.
     pub matches: usize,
     pub playback_uri: Option<String>,
+    /// What the ONVIF replay wrote and why it stopped.
+    pub replay: Option<Replay>,
 }
 
 /// Parses `from`/`to`: milliseconds since the epoch, or RFC 3339 (`Z` or `±hh:mm`, optional fraction).
@@ -93,18 +123,20 @@ pub fn parse_time_ms(s: &str) -> Option<u64> {
     u64::try_from(secs * 1000 + ms).ok()
 }
 
-/// Streams the clip into `sink` within `deadline`. Falls back from one API to the next only while
-/// nothing has been written, so a half-written download is never followed by another one.
+/// Streams the clip into `sink` within `deadline`, trying the driver's APIs in order (vendor first,
+/// ONVIF replay last) while the previous one is unavailable and nothing has been written.
 pub async fn export(
     spec: &DeviceSpec,
     req: ClipRequest,
     deadline: Instant,
     sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
 ) -> Result<Clip, ClipError> {
+    // The vendor download first (the recorder's own file, with audio), ONVIF replay as the fallback.
     let methods: &[&str] = match spec.driver {
-        Driver::Hikvision => &["isapi"],
-        Driver::Dahua => &["dahua"],
-        Driver::Auto | Driver::Onvif | Driver::Reach => &["isapi", "dahua"],
+        Driver::Hikvision => &["isapi", "onvif"],
+        Driver::Dahua => &["dahua", "onvif"],
+        Driver::Onvif => &["onvif"],
+        Driver::Auto | Driver::Reach => &["isapi", "dahua", "onvif"],
         Driver::Rtsp => return Err(ClipError::Unsupported { device: spec.id.clone(), driver: spec.driver }),
     };
     let written = std::cell::Cell::new(0u64);
@@ -117,21 +149,22 @@ pub async fn export(
         let r = super::http::until(deadline, async {
             match *m {
                 "isapi" => isapi(spec, req, deadline, &mut counted).await,
-                _ => dahua(spec, req, deadline, &mut counted).await,
+                "dahua" => dahua(spec, req, deadline, &mut counted).await,
+                _ => onvif_replay(spec, req, deadline, &mut counted).await,
             }
         })
         .await
         .unwrap_or(Err(ClipError::Timeout { device: spec.id.clone() }));
         match r {
             Ok(c) => return Ok(c),
-            Err(e) if e.class() == ErrorClass::Auth || e.class().is_down() => return Err(e),
+            // Only an API that is not there sends us to the next one: an API that answers (no
+            // recording, refused credentials, too large) has given the answer, and a half-written
+            // download is never followed by another one.
+            Err(e) if written.get() > 0 || !e.unavailable() => return Err(e),
             Err(e) => {
-                log::info!("clip export via {m}: {e}");
+                log::info!("clip export via {m} ({}): {e}", e.class().as_str());
                 last = Some(e);
             }
-        }
-        if written.get() > 0 {
-            break;
         }
     }
     Err(last.unwrap_or(ClipError::Unsupported { device: spec.id.clone(), driver: spec.driver }))
@@ -196,6 +229,7 @@ async fn isapi(
         content_type: head.header("content-type").map(str::to_owned),
         matches: uris.len(),
         playback_uri: Some(uri),
+        replay: None,
     })
 }
 
@@ -221,16 +255,172 @@ async fn dahua(
 ) -> Result<Clip, ClipError> {
     let mut c = vendor_http::Client::new(&spec.target, spec.credentials(), Limits::default());
     let path = dahua_path(&req);
+    match c.download(&Call { method: "GET", path: &path, content_type: None, body: &[] }, req.max_bytes, deadline, sink).await {
+        Ok((head, bytes)) => Ok(Clip {
+            method: "dahua",
+            bytes,
+            content_type: head.header("content-type").map(str::to_owned),
+            matches: 1,
+            playback_uri: None,
+            replay: None,
+        }),
+        // Older firmware lacks the download by time (and some answer 404 for "no data"): the file
+        // search tells both apart.
+        Err(VendorError::Status { status: 400 | 404 | 501, .. }) => dahua_file(spec, &mut c, req, deadline, sink).await,
+        Err(source) => Err(ClipError::Vendor { device: spec.id.clone(), source }),
+    }
+}
+
+const MEDIA_FIND: &str = "/cgi-bin/mediaFileFind.cgi";
+
+/// One `mediaFileFind.cgi` call; the `key=value` answer as text.
+async fn dahua_cgi(spec: &DeviceSpec, c: &mut vendor_http::Client<'_>, query: &str) -> Result<String, ClipError> {
+    let path = format!("{MEDIA_FIND}?{query}");
+    let verr = |source| ClipError::Vendor { device: spec.id.clone(), source };
+    let resp = c.request("GET", &path, None, &[]).await.map_err(verr)?;
+    if resp.status != 200 {
+        return Err(verr(VendorError::Status { target: spec.target.clone(), path, status: resp.status }));
+    }
+    Ok(resp.body_str().to_owned())
+}
+
+/// File search: `(FilePath, Length)` of the files of the channel overlapping the span.
+async fn dahua_find(
+    spec: &DeviceSpec,
+    c: &mut vendor_http::Client<'_>,
+    object: &str,
+    req: &ClipRequest,
+) -> Result<Vec<(String, Option<u64>)>, ClipError> {
+    let find = format!(
+        "action=findFile&object={object}&condition.Channel={}&condition.StartTime={}&condition.EndTime={}&condition.Types[0]=dav",
+        req.channel,
+        dahua_time(req.from_ms),
+        dahua_time(req.to_ms)
+    );
+    match dahua_cgi(spec, c, &find).await {
+        Ok(_) => {}
+        // Firmware answers findFile with an error when nothing matches.
+        Err(ClipError::Vendor { source: VendorError::Status { status: 400, .. }, .. }) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    }
+    let text = dahua_cgi(spec, c, &format!("action=findNextFile&object={object}&count=16")).await?;
+    let kv = super::dahua::parse_kv(&text);
+    let files = (0..16)
+        .map_while(|i| {
+            let path = super::dahua::value(&kv, &format!("items[{i}].FilePath"))?;
+            let len = super::dahua::value(&kv, &format!("items[{i}].Length")).and_then(|l| l.parse().ok());
+            Some((path.to_owned(), len))
+        })
+        .collect();
+    Ok(files)
+}
+
+async fn dahua_file(
+    spec: &DeviceSpec,
+    c: &mut vendor_http::Client<'_>,
+    req: ClipRequest,
+    deadline: Instant,
+    sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> Result<Clip, ClipError> {
+    let created = dahua_cgi(spec, c, "action=factory.create").await?;
+    let object = super::dahua::value(&super::dahua::parse_kv(&created), "result")
+        .filter(|o| !o.is_empty() && o.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .map(str::to_owned)
+        .ok_or_else(|| ClipError::Search { device: spec.id.clone(), what: "factory.create gave no object id".into() })?;
+    let found = dahua_find(spec, c, &object, &req).await;
+    // The finder holds a slot on the recorder until destroyed, whatever the search gave.
+    for action in ["close", "destroy"] {
+        if let Err(e) = dahua_cgi(spec, c, &format!("action={action}&object={object}")).await {
+            log::info!("{e}");
+        }
+    }
+    let found = found?;
+    let Some((file, len)) = found.first().cloned() else {
+        return Err(ClipError::NoRecording {
+            device: spec.id.clone(),
+            channel: req.channel,
+            from: isapi_time(req.from_ms),
+            to: isapi_time(req.to_ms),
+        });
+    };
+    if len.is_some_and(|l| l > req.max_bytes) {
+        let path = file.clone();
+        let source = VendorError::TooLarge { target: spec.target.clone(), path, limit: req.max_bytes };
+        return Err(ClipError::Vendor { device: spec.id.clone(), source });
+    }
+    let path = format!("/cgi-bin/RPC_Loadfile{}", file.replace(' ', "%20"));
     let (head, bytes) = c
         .download(&Call { method: "GET", path: &path, content_type: None, body: &[] }, req.max_bytes, deadline, sink)
         .await
         .map_err(|source| ClipError::Vendor { device: spec.id.clone(), source })?;
     Ok(Clip {
-        method: "dahua",
+        method: "dahua-file",
         bytes,
         content_type: head.header("content-type").map(str::to_owned),
-        matches: 1,
-        playback_uri: None,
+        matches: found.len(),
+        playback_uri: Some(file),
+        replay: None,
+    })
+}
+
+/// ONVIF Profile G: the channel's recording, its replay URI, and the replay itself.
+async fn onvif_replay(
+    spec: &DeviceSpec,
+    req: ClipRequest,
+    deadline: Instant,
+    sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> Result<Clip, ClipError> {
+    let oerr = |source| ClipError::Onvif { device: spec.id.clone(), source };
+    let mut c = onvif::Client::new(&spec.target, spec.credentials(), onvif::default_limits());
+    c.sync_clock(onvif::DEVICE_PATH).await.map_err(oerr)?;
+    let g = c.profile_g(onvif::DEVICE_PATH).await.map_err(oerr)?;
+    let replay = g.replay.clone().ok_or_else(|| ClipError::NoProfileG { device: spec.id.clone(), what: "replay" })?;
+    // ONVIF has no channel numbers: channel N is the Nth recording in the device's own order, as
+    // recorders list one recording per camera input.
+    let tokens = match (&g.recording, &g.search) {
+        (Some(r), _) => c.recording_tokens(r).await.map_err(oerr)?,
+        (None, Some(s)) => c.find_recordings(s).await.map_err(oerr)?,
+        (None, None) => return Err(ClipError::NoProfileG { device: spec.id.clone(), what: "recording or search" }),
+    };
+    let Some(token) = tokens.get((req.channel as usize).saturating_sub(1)) else {
+        return Err(ClipError::NoRecording {
+            device: spec.id.clone(),
+            channel: req.channel,
+            from: isapi_time(req.from_ms),
+            to: isapi_time(req.to_ms),
+        });
+    };
+    let uri = c.replay_uri(&replay, token).await.map_err(oerr)?;
+    // Stop streaming a little before the export's deadline so the replay ends by itself (TEARDOWN,
+    // a clip marked as cut short) rather than being dropped by it.
+    let stream_deadline = deadline.checked_sub(std::time::Duration::from_secs(3)).unwrap_or(deadline);
+    let r = rtsp::replay(
+        &uri,
+        spec.credentials(),
+        onvif::default_limits(),
+        (req.from_ms, req.to_ms),
+        req.max_bytes,
+        stream_deadline,
+        sink,
+    )
+    .await
+    .map_err(|source| match source {
+        // The server accepted the range and sent nothing in it.
+        RtspError::NoFrames { .. } | RtspError::Status { status: 457, .. } => ClipError::NoRecording {
+            device: spec.id.clone(),
+            channel: req.channel,
+            from: isapi_time(req.from_ms),
+            to: isapi_time(req.to_ms),
+        },
+        source => ClipError::Replay { device: spec.id.clone(), source },
+    })?;
+    Ok(Clip {
+        method: "onvif",
+        bytes: r.bytes,
+        content_type: Some("video/h264".into()),
+        matches: tokens.len(),
+        playback_uri: Some(uri),
+        replay: Some(r),
     })
 }
 

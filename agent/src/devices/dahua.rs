@@ -64,7 +64,8 @@ pub fn parse_kv(text: &str) -> Vec<(&str, &str)> {
     text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.trim(), v.trim())).filter(|(k, _)| !k.is_empty()).collect()
 }
 
-fn value<'a>(kv: &[(&str, &'a str)], key: &str) -> Option<&'a str> {
+/// The value of `key` (case-insensitive) in parsed `key=value` lines.
+pub fn value<'a>(kv: &[(&str, &'a str)], key: &str) -> Option<&'a str> {
     kv.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| *v)
 }
 

@@ -9,6 +9,7 @@ pub mod clip;
 pub mod dahua;
 pub mod digest;
 pub mod events;
+pub mod h264;
 pub mod hikvision;
 pub mod http;
 pub mod onvif;
@@ -22,6 +23,8 @@ pub mod vendor_http;
 pub mod wsdiscovery;
 pub mod xml;
 
+#[cfg(test)]
+mod clip_tests;
 #[cfg(test)]
 mod gst_tests;
 #[cfg(test)]

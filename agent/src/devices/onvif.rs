@@ -23,6 +23,15 @@ pub const DEVICE_PATH: &str = "/onvif/device_service";
 /// ONVIF Profile G services (recorders).
 pub const SEARCH_NS: &str = "http://www.onvif.org/ver10/search/wsdl";
 pub const RECORDING_NS: &str = "http://www.onvif.org/ver10/recording/wsdl";
+pub const REPLAY_NS: &str = "http://www.onvif.org/ver10/replay/wsdl";
+
+/// Paths of a recorder's Profile G services (`None`: the device does not offer it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProfileG {
+    pub search: Option<String>,
+    pub recording: Option<String>,
+    pub replay: Option<String>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum OnvifError {
@@ -381,6 +390,13 @@ impl<'a> Client<'a> {
     /// Profile G service paths (search, recording) from GetServices, else GetCapabilities (`All`,
     /// `Extension/Search` and `Extension/Recording`). Both `None` on a device that records nothing.
     pub async fn recording_services(&mut self, path: &str) -> Result<(Option<String>, Option<String>), OnvifError> {
+        let g = self.profile_g(path).await?;
+        Ok((g.search, g.recording))
+    }
+
+    /// Profile G service paths (search, recording, replay) from GetServices, else GetCapabilities
+    /// (`All`: `Extension/Search`, `Extension/Recording`, `Extension/Replay`).
+    pub async fn profile_g(&mut self, path: &str) -> Result<ProfileG, OnvifError> {
         const S: &str = "GetServices";
         match self
             .call(path, S, "<tds:GetServices><tds:IncludeCapability>false</tds:IncludeCapability></tds:GetServices>", true)
@@ -393,10 +409,9 @@ impl<'a> Client<'a> {
                         .into_iter()
                         .find(|s| s.child_text("Namespace").is_some_and(|n| n == ns))
                         .and_then(|s| s.child_text("XAddr"))
+                        .and_then(|x| self.xaddr_path(&x, S).ok())
                 };
-                let search = find(SEARCH_NS).and_then(|x| self.xaddr_path(&x, S).ok());
-                let recording = find(RECORDING_NS).and_then(|x| self.xaddr_path(&x, S).ok());
-                return Ok((search, recording));
+                return Ok(ProfileG { search: find(SEARCH_NS), recording: find(RECORDING_NS), replay: find(REPLAY_NS) });
             }
             Err(e) if e.class() == ErrorClass::Auth || e.class().is_down() => return Err(e),
             Err(_) => {}
@@ -407,7 +422,72 @@ impl<'a> Client<'a> {
         let doc = Doc::parse(&text).map_err(self.xml_err(C))?;
         let xaddr =
             |name: &str| doc.find(name).first().and_then(|e| e.child_text("XAddr")).and_then(|x| self.xaddr_path(&x, C).ok());
-        Ok((xaddr("Search"), xaddr("Recording")))
+        Ok(ProfileG { search: xaddr("Search"), recording: xaddr("Recording"), replay: xaddr("Replay") })
+    }
+
+    /// Recording tokens in the order the recording service lists them (GetRecordings).
+    pub async fn recording_tokens(&mut self, recording: &str) -> Result<Vec<String>, OnvifError> {
+        const R: &str = "GetRecordings";
+        let body = format!("<trc:GetRecordings xmlns:trc=\"{RECORDING_NS}\"/>");
+        let text = self.call(recording, R, &body, true).await?;
+        let doc = Doc::parse(&text).map_err(self.xml_err(R))?;
+        Ok(doc.find("RecordingItem").iter().filter_map(|i| i.child_text("RecordingToken")).filter(|t| !t.is_empty()).collect())
+    }
+
+    /// Recording tokens from the search service: FindRecordings (no scope), then
+    /// GetRecordingSearchResults until the search is `Completed` (at most 8 rounds), then EndSearch.
+    pub async fn find_recordings(&mut self, search: &str) -> Result<Vec<String>, OnvifError> {
+        const F: &str = "FindRecordings";
+        let body = format!(
+            "<tse:FindRecordings xmlns:tse=\"{SEARCH_NS}\"><tse:Scope/><tse:MaxMatches>64</tse:MaxMatches>\
+             <tse:KeepAliveTime>PT10S</tse:KeepAliveTime></tse:FindRecordings>"
+        );
+        let text = self.call(search, F, &body, true).await?;
+        let token = Doc::parse(&text)
+            .map_err(self.xml_err(F))?
+            .text("SearchToken")
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| self.missing(F, "SearchToken"))?;
+        const G: &str = "GetRecordingSearchResults";
+        let mut out: Vec<String> = Vec::new();
+        for _ in 0..8 {
+            let body = format!(
+                "<tse:GetRecordingSearchResults xmlns:tse=\"{SEARCH_NS}\"><tse:SearchToken>{}</tse:SearchToken>\
+                 <tse:MaxResults>64</tse:MaxResults><tse:WaitTime>PT2S</tse:WaitTime></tse:GetRecordingSearchResults>",
+                escape(&token)
+            );
+            let text = self.call(search, G, &body, true).await?;
+            let doc = Doc::parse(&text).map_err(self.xml_err(G))?;
+            for t in doc.find("RecordingInformation").iter().filter_map(|i| i.child_text("RecordingToken")) {
+                if !t.is_empty() && !out.contains(&t) {
+                    out.push(t);
+                }
+            }
+            if doc.text("SearchState").is_none_or(|s| s == "Completed") {
+                break;
+            }
+        }
+        let body = format!(
+            "<tse:EndSearch xmlns:tse=\"{SEARCH_NS}\"><tse:SearchToken>{}</tse:SearchToken></tse:EndSearch>",
+            escape(&token)
+        );
+        // The search ends by itself after KeepAliveTime; a refused EndSearch changes nothing.
+        if let Err(e) = self.call(search, "EndSearch", &body, true).await {
+            log::debug!("{e}");
+        }
+        Ok(out)
+    }
+
+    /// GetReplayUri (replay service): the RTSP URI that replays a recording.
+    pub async fn replay_uri(&mut self, replay: &str, recording_token: &str) -> Result<String, OnvifError> {
+        const A: &str = "GetReplayUri";
+        let body = format!(
+            "<trp:GetReplayUri xmlns:trp=\"{REPLAY_NS}\"><trp:StreamSetup><tt:Stream>RTP-Unicast</tt:Stream><tt:Transport>\
+             <tt:Protocol>RTSP</tt:Protocol></tt:Transport></trp:StreamSetup><trp:RecordingToken>{}</trp:RecordingToken></trp:GetReplayUri>",
+            escape(recording_token)
+        );
+        let text = self.call(replay, A, &body, true).await?;
+        Doc::parse(&text).map_err(self.xml_err(A))?.text("Uri").filter(|u| !u.is_empty()).ok_or_else(|| self.missing(A, "Uri"))
     }
 
     /// Recordings held by a Profile G recorder: `NumberRecordings` of GetRecordingSummary (search

@@ -57,6 +57,8 @@ pub struct VideoInfo {
     pub fps: Option<f64>,
     /// `a=control` of the video media, resolved against the content base.
     pub control: Option<String>,
+    /// `sprop-parameter-sets` of the video media (base64 SPS and PPS), as the SDP gives it.
+    pub sprop: Option<String>,
 }
 
 /// Measured during a sampled PLAY.
@@ -79,6 +81,8 @@ struct Session<'a> {
     basic: bool,
     limits: Limits,
     session: Option<String>,
+    /// `Require` tag sent with every request (`onvif-replay` for recordings).
+    require: Option<&'static str>,
 }
 
 impl<'a> Session<'a> {
@@ -96,7 +100,7 @@ impl<'a> Session<'a> {
         let (target, path) = http::split_url(uri, DEFAULT_PORT).ok_or_else(|| RtspError::BadUri { uri: uri.to_owned() })?;
         let clean = format!("rtsp://{target}{path}");
         let (conn, _) = Conn::open(&target, deadline).await?;
-        Ok(Session { uri: clean, conn, cseq: 0, creds, digest: None, basic: false, limits, session: None })
+        Ok(Session { uri: clean, conn, cseq: 0, creds, digest: None, basic: false, limits, session: None, require: None })
     }
 
     fn auth_header(&mut self, method: &str, uri: &str) -> Result<Option<String>, RtspError> {
@@ -118,6 +122,9 @@ impl<'a> Session<'a> {
         }
         if let Some(s) = &self.session {
             req.push_str(&format!("Session: {s}\r\n"));
+        }
+        if let Some(r) = self.require {
+            req.push_str(&format!("Require: {r}\r\n"));
         }
         for (k, v) in extra {
             req.push_str(&format!("{k}: {v}\r\n"));
@@ -175,8 +182,10 @@ impl<'a> Session<'a> {
     async fn describe(&mut self) -> Result<VideoInfo, RtspError> {
         let uri = self.uri.clone();
         // OPTIONS first: some servers only authenticate DESCRIBE, and a failing OPTIONS tells us the
-        // server is not RTSP at all.
-        self.request("OPTIONS", &uri, &[]).await?;
+        // server is not RTSP at all. A replay server may refuse OPTIONS carrying the Require tag.
+        if self.require.is_none() {
+            self.request("OPTIONS", &uri, &[]).await?;
+        }
         let resp = self.request("DESCRIBE", &uri, &[("Accept", "application/sdp".to_owned())]).await?;
         let base = resp.header("content-base").or_else(|| resp.header("content-location")).unwrap_or(&uri).to_owned();
         let mut info = parse_sdp(resp.body_str()).ok_or_else(|| RtspError::NoVideo { uri: uri.clone() })?;
@@ -238,8 +247,10 @@ pub fn parse_sdp(sdp: &str) -> Option<VideoInfo> {
         } else if let Some(c) = line.strip_prefix("a=control:") {
             v.control = Some(c.trim().to_owned());
         } else if let Some(f) = line.strip_prefix("a=fmtp:") {
+            let sprop = f.split(';').find_map(|p| p.trim().strip_prefix("sprop-parameter-sets="));
+            v.sprop = sprop.map(str::to_owned);
             if v.width.is_none() {
-                if let Some(sps) = f.split(';').find_map(|p| p.trim().strip_prefix("sprop-parameter-sets=")) {
+                if let Some(sps) = sprop {
                     use base64::Engine as _;
                     let first = sps.split(',').next().unwrap_or("");
                     if let Ok(nal) = base64::engine::general_purpose::STANDARD.decode(first) {
@@ -400,7 +411,8 @@ pub async fn sample(
     result.map(|m| (info, m))
 }
 
-async fn play(s: &mut Session<'_>, info: &VideoInfo, window: Duration) -> Result<Sample, RtspError> {
+/// SETUP of the video track over TCP interleaved (RTP on channel 0, RTCP on 1); keeps the session.
+async fn setup(s: &mut Session<'_>, info: &VideoInfo) -> Result<(), RtspError> {
     let track = info.control.clone().unwrap_or_else(|| s.uri.clone());
     let resp = s.request("SETUP", &track, &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1".to_owned())]).await?;
     let session = resp
@@ -410,6 +422,29 @@ async fn play(s: &mut Session<'_>, info: &VideoInfo, window: Duration) -> Result
         .filter(|v| !v.is_empty())
         .ok_or_else(|| RtspError::Protocol { uri: s.uri.clone(), what: "SETUP without Session" })?;
     s.session = Some(session);
+    Ok(())
+}
+
+/// Reads one interleaved frame (`$`, channel, 16-bit length, packet). `Ok(None)` at the connection's
+/// deadline or end of stream.
+async fn frame(s: &mut Session<'_>) -> Result<Option<(u8, Vec<u8>)>, RtspError> {
+    let head = match s.conn.take(4).await {
+        Ok(h) => h,
+        Err(HttpError::Timeout { .. } | HttpError::Truncated { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let (Some(&b'$'), Some(&chan), Some(&hi), Some(&lo)) = (head.first(), head.get(1), head.get(2), head.get(3)) else {
+        return Err(RtspError::Protocol { uri: s.uri.clone(), what: "interleaved framing" });
+    };
+    match s.conn.take(usize::from(u16::from_be_bytes([hi, lo]))).await {
+        Ok(p) => Ok(Some((chan, p))),
+        Err(HttpError::Timeout { .. } | HttpError::Truncated { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn play(s: &mut Session<'_>, info: &VideoInfo, window: Duration) -> Result<Sample, RtspError> {
+    setup(s, info).await?;
     let uri = s.uri.clone();
     s.request("PLAY", &uri, &[("Range", "npt=0.000-".to_owned())]).await?;
 
@@ -419,23 +454,10 @@ async fn play(s: &mut Session<'_>, info: &VideoInfo, window: Duration) -> Result
     let (mut packets, mut bytes, mut frames) = (0u64, 0u64, 0u64);
     let mut last_ts: Option<u32> = None;
     let (mut first_seq, mut ext_seq): (Option<u32>, u32) = (None, 0);
-    loop {
-        // Interleaved frame: '$', channel, 16-bit length, RTP packet. RTSP responses may interleave
-        // (none expected after PLAY); anything else is a framing error.
-        let head = match s.conn.take(4).await {
-            Ok(h) => h,
-            Err(HttpError::Timeout { .. }) => break,
-            Err(e) => return Err(e.into()),
-        };
-        let (Some(&b'$'), Some(&chan), Some(&hi), Some(&lo)) = (head.first(), head.get(1), head.get(2), head.get(3)) else {
-            return Err(RtspError::Protocol { uri, what: "interleaved framing" });
-        };
-        let len = usize::from(u16::from_be_bytes([hi, lo]));
-        let pkt = match s.conn.take(len).await {
-            Ok(p) => p,
-            Err(HttpError::Timeout { .. }) => break,
-            Err(e) => return Err(e.into()),
-        };
+    // Interleaved frames until the window ends; an RTSP response here (none expected after PLAY) is
+    // a framing error.
+    while let Some((chan, pkt)) = frame(s).await? {
+        let len = pkt.len();
         if chan != 0 {
             continue; // RTCP
         }
@@ -479,6 +501,165 @@ async fn play(s: &mut Session<'_>, info: &VideoInfo, window: Duration) -> Result
     })
 }
 
+/// Why a replay export stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayEnd {
+    /// A frame at or after the requested end arrived.
+    RangeEnd,
+    /// RTCP BYE, the server closed, or nothing more came for the idle time.
+    EndOfStream,
+    /// The size cap was reached (the clip is cut short).
+    SizeCap,
+    /// The command's time ran out (the clip is cut short).
+    TimeCap,
+}
+
+impl ReplayEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplayEnd::RangeEnd => "range_end",
+            ReplayEnd::EndOfStream => "end_of_stream",
+            ReplayEnd::SizeCap => "size_cap",
+            ReplayEnd::TimeCap => "time_cap",
+        }
+    }
+}
+
+/// What a replay export wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replay {
+    pub video: VideoInfo,
+    pub packets: u64,
+    pub nal_units: u64,
+    pub bytes: u64,
+    /// Wall-clock time of the first and last frame written (ONVIF replay extension), ms.
+    pub first_ms: Option<u64>,
+    pub last_ms: Option<u64>,
+    pub end: ReplayEnd,
+}
+
+/// `YYYYMMDDThhmmss.fffZ`, the RFC 2326 utc-time of an ONVIF `Range: clock=` header.
+pub fn clock_time(ms: u64) -> String {
+    let iso = crate::clock::rfc3339_utc(ms);
+    iso.chars().filter(|c| !matches!(c, '-' | ':')).collect()
+}
+
+/// Silence after which a replay that has sent frames is taken as ended.
+const REPLAY_IDLE: Duration = Duration::from_secs(5);
+
+/// ONVIF replay (Streaming Specification, Profile G) of a recording's `uri` from `from_ms` to `to_ms`:
+/// DESCRIBE, SETUP and PLAY with `Require: onvif-replay`, `Range: clock=<from>-<to>` and
+/// `Rate-Control: no` (as fast as the server can send), RTP over TCP interleaved. The H.264 video is
+/// written to `sink` as an Annex-B stream, SPS and PPS from the SDP first. Stops at the first frame
+/// stamped at or after `to_ms` (the 0xABAC extension's NTP time, else the RTP clock counted from
+/// `from_ms`), at the end of the stream, at `max_bytes` or at `deadline`; always TEARDOWN.
+pub async fn replay(
+    uri: &str,
+    creds: Option<Credentials<'_>>,
+    limits: Limits,
+    (from_ms, to_ms): (u64, u64),
+    max_bytes: u64,
+    deadline: Instant,
+    sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> Result<Replay, RtspError> {
+    let control_deadline = (Instant::now() + limits.timeout).min(deadline);
+    let mut s = Session::open(uri, creds, limits, control_deadline).await?;
+    s.require = Some("onvif-replay");
+    let result = replay_session(&mut s, (from_ms, to_ms), max_bytes, deadline, sink).await;
+    s.conn.set_deadline(Instant::now() + Duration::from_secs(2));
+    s.teardown().await;
+    result
+}
+
+async fn replay_session(
+    s: &mut Session<'_>,
+    (from_ms, to_ms): (u64, u64),
+    max_bytes: u64,
+    deadline: Instant,
+    sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> Result<Replay, RtspError> {
+    let video = s.describe().await?;
+    if video.codec != "H264" {
+        return Err(RtspError::Protocol { uri: s.uri.clone(), what: "recording is not H.264 (only H.264 is exported)" });
+    }
+    setup(s, &video).await?;
+    let uri = s.uri.clone();
+    let range = format!("clock={}-{}", clock_time(from_ms), clock_time(to_ms));
+    s.request("PLAY", &uri, &[("Range", range), ("Rate-Control", "no".to_owned())]).await?;
+
+    let serr = |source: std::io::Error| RtspError::Http(HttpError::Io { target: "spool".into(), source });
+    let mut d = super::h264::Depacketizer::default();
+    for nal in super::h264::sprop_parameter_sets(video.sprop.as_deref().unwrap_or("")) {
+        d.nal(&nal, sink).map_err(serr)?;
+    }
+    let (mut packets, mut first_ms, mut last_ms) = (0u64, None, None);
+    let mut anchor: Option<(u32, u64)> = None;
+    let end = loop {
+        let now = Instant::now();
+        if now >= deadline {
+            break ReplayEnd::TimeCap;
+        }
+        s.conn.set_deadline((now + REPLAY_IDLE).min(deadline));
+        let Some((chan, pkt)) = frame(s).await? else {
+            break if Instant::now() >= deadline { ReplayEnd::TimeCap } else { ReplayEnd::EndOfStream };
+        };
+        if chan != 0 {
+            // RTCP on channel 1: a BYE (packet type 203) anywhere in the compound packet ends the stream.
+            if chan == 1 && rtcp_has_bye(&pkt) {
+                break ReplayEnd::EndOfStream;
+            }
+            continue;
+        }
+        let Some(rtp) = super::h264::parse_rtp(&pkt) else { continue };
+        if rtp.payload_type != video.payload_type {
+            continue;
+        }
+        // Frame time from the replay extension (usually on a frame's first packet only); other packets
+        // and servers without the extension count on from the last stamped packet (or from `from`) by
+        // the 90 kHz RTP clock.
+        let t = match super::h264::onvif_time_ms(rtp.extension) {
+            Some(t) => {
+                anchor = Some((rtp.timestamp, t));
+                t
+            }
+            None => {
+                let (ts0, ms0) = *anchor.get_or_insert((rtp.timestamp, from_ms));
+                ms0 + u64::from(rtp.timestamp.wrapping_sub(ts0)) / 90
+            }
+        };
+        if t >= to_ms {
+            break ReplayEnd::RangeEnd;
+        }
+        first_ms = first_ms.or(Some(t));
+        last_ms = Some(t);
+        // Annex-B can outgrow the payload (a STAP-A's 2-byte sizes become 4-byte start codes):
+        // bound it by twice the payload so the file never passes the cap.
+        if d.bytes + rtp.payload.len() as u64 * 2 + 5 > max_bytes {
+            break ReplayEnd::SizeCap;
+        }
+        packets += 1;
+        d.push(rtp.payload, sink).map_err(serr)?;
+    };
+    if packets == 0 {
+        return Err(RtspError::NoFrames { uri });
+    }
+    Ok(Replay { video, packets, nal_units: d.nal_units, bytes: d.bytes, first_ms, last_ms, end })
+}
+
+fn rtcp_has_bye(mut p: &[u8]) -> bool {
+    while let (Some(&pt), Some(len)) = (p.get(1), p.get(2..4)) {
+        if pt == 203 {
+            return true;
+        }
+        let words = usize::from(u16::from_be_bytes([len.first().copied().unwrap_or(0), len.get(1).copied().unwrap_or(0)]));
+        match p.get((words + 1) * 4..) {
+            Some(rest) => p = rest,
+            None => return false,
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -498,6 +679,19 @@ mod tests {
         assert_eq!(parse_sdp("v=0\r\nm=audio 0 RTP/AVP 0\r\n"), None);
         assert_eq!(resolve_control("rtsp://h/s/", "trackID=1"), "rtsp://h/s/trackID=1");
         assert_eq!(resolve_control("rtsp://h/s", "rtsp://x/y"), "rtsp://x/y");
+    }
+
+    #[test]
+    fn replay_clock_and_rtcp_bye() {
+        assert_eq!(clock_time(1_796_551_200_250), "20261206T100000.250Z");
+        assert!(rtcp_has_bye(&[0x81, 203, 0, 1, 1, 2, 3, 4]));
+        // A sender report followed by a BYE in one compound packet.
+        let mut sr = vec![0x80, 200, 0, 6];
+        sr.resize(28, 0);
+        sr.extend_from_slice(&[0x81, 203, 0, 1, 1, 2, 3, 4]);
+        assert!(rtcp_has_bye(&sr));
+        assert!(!rtcp_has_bye(&sr[..28]));
+        assert!(!rtcp_has_bye(&[0x80]));
     }
 
     #[test]

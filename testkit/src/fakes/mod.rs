@@ -5,10 +5,12 @@
 pub mod blackhole;
 pub mod dahua;
 pub mod gst;
+pub mod h264;
 pub mod http;
 pub mod isapi;
 pub mod onvif;
 pub mod rtsp;
+pub mod rtsp_replay;
 pub mod site;
 pub mod wsdiscovery;
 

@@ -74,10 +74,13 @@ pub struct OnvifOpts {
     pub model: String,
     pub firmware: String,
     pub serial: String,
-    /// Stream URIs are `{rtsp_base}/{profile token}`.
+    /// Stream URIs are `{rtsp_base}/{profile token}`, replay URIs `{rtsp_base}/replay/{recording token}`.
     pub rtsp_base: String,
-    /// `Some(n)`: an ONVIF Profile G recorder holding `n` recordings (search and recording services).
+    /// `Some(n)`: an ONVIF Profile G recorder holding `n` recordings `rec0`.. (search, recording and
+    /// replay services; GetReplayUri answers for them).
     pub recordings: Option<u32>,
+    /// The recorder has no recording (control) service: clients find recordings with FindRecordings.
+    pub search_only: bool,
     /// After SystemReboot the device refuses connections for this long, then is back with its
     /// uptime reset.
     pub reboot_down_ms: u64,
@@ -104,6 +107,7 @@ impl Default for OnvifOpts {
             serial: "FC1080-000123".into(),
             rtsp_base: "rtsp://127.0.0.1:554".into(),
             recordings: None,
+            search_only: false,
             reboot_down_ms: 2000,
             snapshot_seed: 7,
             snapshot_len: 20_000,
@@ -295,7 +299,8 @@ fn serve(
         }
     }
     let token = elem_text(&body, "ProfileToken").unwrap_or_else(|| "main".into());
-    let (status, xml) = answer(&action, &token, &o, &p, device_now, addr);
+    let rec_token = elem_text(&body, "RecordingToken").unwrap_or_default();
+    let (status, xml) = answer(&action, &token, &rec_token, &o, &p, device_now, addr);
     respond(&mut conn, status, &xml);
     if action == "SystemReboot" && status == 200 {
         power.trigger(o.reboot_down_ms);
@@ -444,7 +449,7 @@ fn check_auth(req: &HttpRequest, body: &str, o: &OnvifOpts, state: &Mutex<AuthSt
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fff]Z` to Unix seconds.
-fn parse_utc(s: &str) -> Option<i64> {
+pub(crate) fn parse_utc(s: &str) -> Option<i64> {
     let s = s.trim().strip_suffix('Z')?;
     let (date, time) = s.split_once('T')?;
     let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
@@ -531,6 +536,7 @@ const NS_MEDIA: &str = "http://www.onvif.org/ver10/media/wsdl";
 const NS_TT: &str = "http://www.onvif.org/ver10/schema";
 const NS_SEARCH: &str = "http://www.onvif.org/ver10/search/wsdl";
 const NS_RECORDING: &str = "http://www.onvif.org/ver10/recording/wsdl";
+const NS_REPLAY: &str = "http://www.onvif.org/ver10/replay/wsdl";
 
 impl Names {
     fn of(style: Prefixes) -> Names {
@@ -580,7 +586,15 @@ fn fault(p: &Names, o: &OnvifOpts, code: &str, subcode: &str, reason: &str) -> S
     ))
 }
 
-fn answer(action: &str, token: &str, o: &OnvifOpts, p: &Names, device_now: i64, addr: SocketAddr) -> (u16, String) {
+fn answer(
+    action: &str,
+    token: &str,
+    rec_token: &str,
+    o: &OnvifOpts,
+    p: &Names,
+    device_now: i64,
+    addr: SocketAddr,
+) -> (u16, String) {
     let (d, m, t) = (p.dev, p.media, p.tt);
     let tag = |pre: &str, name: &str, v: &str| format!("<{pre}{name}>{v}</{pre}{name}>");
     let body = match action {
@@ -615,7 +629,12 @@ fn answer(action: &str, token: &str, o: &OnvifOpts, p: &Names, device_now: i64, 
             if o.recordings.is_some() {
                 format!(
                     "<{d}Service><{d}Namespace>{NS_SEARCH}</{d}Namespace><{d}XAddr>http://192.0.2.1/onvif/search_service</{d}XAddr></{d}Service>\
-                     <{d}Service><{d}Namespace>{NS_RECORDING}</{d}Namespace><{d}XAddr>http://192.0.2.1/onvif/recording_service</{d}XAddr></{d}Service>"
+                     {}<{d}Service><{d}Namespace>{NS_REPLAY}</{d}Namespace><{d}XAddr>http://192.0.2.1/onvif/replay_service</{d}XAddr></{d}Service>",
+                    if o.search_only {
+                        String::new()
+                    } else {
+                        format!("<{d}Service><{d}Namespace>{NS_RECORDING}</{d}Namespace><{d}XAddr>http://192.0.2.1/onvif/recording_service</{d}XAddr></{d}Service>")
+                    }
                 )
             } else {
                 String::new()
@@ -627,7 +646,8 @@ fn answer(action: &str, token: &str, o: &OnvifOpts, p: &Names, device_now: i64, 
             if o.recordings.is_some() {
                 format!(
                     "<{t}Extension><{t}Recording><{t}XAddr>http://192.0.2.1/onvif/recording_service</{t}XAddr></{t}Recording>\
-                     <{t}Search><{t}XAddr>http://192.0.2.1/onvif/search_service</{t}XAddr></{t}Search></{t}Extension>"
+                     <{t}Search><{t}XAddr>http://192.0.2.1/onvif/search_service</{t}XAddr></{t}Search>\
+                     <{t}Replay><{t}XAddr>http://192.0.2.1/onvif/replay_service</{t}XAddr></{t}Replay></{t}Extension>"
                 )
             } else {
                 String::new()
@@ -639,7 +659,26 @@ fn answer(action: &str, token: &str, o: &OnvifOpts, p: &Names, device_now: i64, 
             p.open(d, "GetRecordingSummaryResponse", NS_SEARCH),
             o.recordings.unwrap_or(0)
         ),
-        "GetRecordings" if o.recordings.is_some() => format!(
+        // One page with every recording, the search already complete.
+        "FindRecordings" if o.recordings.is_some() => format!(
+            "{}<{d}SearchToken>search-1</{d}SearchToken></{d}FindRecordingsResponse>",
+            p.open(d, "FindRecordingsResponse", NS_SEARCH)
+        ),
+        "GetRecordingSearchResults" if o.recordings.is_some() => format!(
+            "{}<{d}ResultList><{t}SearchState>Completed</{t}SearchState>{}</{d}ResultList></{d}GetRecordingSearchResultsResponse>",
+            p.open(d, "GetRecordingSearchResultsResponse", NS_SEARCH),
+            (0..o.recordings.unwrap_or(0))
+                .map(|i| format!(
+                    "<{t}RecordingInformation><{t}RecordingToken>rec{i}</{t}RecordingToken><{t}Source><{t}SourceId>ch{i}</{t}SourceId>\
+                     <{t}Name>channel {i}</{t}Name></{t}Source><{t}RecordingStatus>Recording</{t}RecordingStatus></{t}RecordingInformation>"
+                ))
+                .collect::<String>()
+        ),
+        "EndSearch" if o.recordings.is_some() => format!(
+            "{}<{d}Endpoint>2026-12-06T10:00:00Z</{d}Endpoint></{d}EndSearchResponse>",
+            p.open(d, "EndSearchResponse", NS_SEARCH)
+        ),
+        "GetRecordings" if o.recordings.is_some() && !o.search_only => format!(
             "{}{}</{d}GetRecordingsResponse>",
             p.open(d, "GetRecordingsResponse", NS_RECORDING),
             (0..o.recordings.unwrap_or(0))
@@ -649,6 +688,19 @@ fn answer(action: &str, token: &str, o: &OnvifOpts, p: &Names, device_now: i64, 
                 ))
                 .collect::<String>()
         ),
+        // Replay URIs of the recordings GetRecordings lists (`rec0`, `rec1`, ...), under `rtsp_base`.
+        "GetReplayUri" if o.recordings.is_some() => {
+            let n = o.recordings.unwrap_or(0);
+            let known = rec_token.strip_prefix("rec").and_then(|i| i.parse::<u32>().ok()).is_some_and(|i| i < n);
+            if !known {
+                return (o.fault_status, fault(p, o, "Sender", "ter:InvalidArgVal", "ter:NoRecording"));
+            }
+            format!(
+                "{}<{d}Uri>{}/replay/{rec_token}</{d}Uri></{d}GetReplayUriResponse>",
+                p.open(d, "GetReplayUriResponse", NS_REPLAY),
+                o.rtsp_base
+            )
+        }
         "GetProfiles" => {
             let prof = |token: &str, w: u32, h: u32| {
                 format!(

@@ -107,7 +107,7 @@ impl Drop for FakeRtsp {
     }
 }
 
-fn reply(conn: &mut TcpStream, req: &HttpRequest, status: &str, extra: &str, body: &str) -> bool {
+pub(crate) fn reply(conn: &mut TcpStream, req: &HttpRequest, status: &str, extra: &str, body: &str) -> bool {
     let cseq = req.header("cseq").unwrap_or("0");
     let msg = format!("RTSP/1.0 {status}\r\nCSeq: {cseq}\r\n{extra}Content-Length: {}\r\n\r\n{body}", body.len());
     conn.write_all(msg.as_bytes()).is_ok()
@@ -121,38 +121,12 @@ fn serve(mut conn: TcpStream, o: &RtspOpts, stats: &RtspStats, stop: &AtomicBool
         let Some(req) = read_request(&mut conn) else { return };
         let needs_auth = matches!(req.method.as_str(), "DESCRIBE" | "SETUP" | "PLAY");
         if needs_auth {
-            let ok = req.header("authorization").and_then(|h| h.strip_prefix("Digest ")).map(auth_params).is_some_and(|p| {
-                let g = |k: &str| p.get(k).cloned().unwrap_or_default();
-                let Some((nonce, last)) = nonce_nc.as_mut() else { return false };
-                let nc = u32::from_str_radix(&g("nc"), 16).unwrap_or(0);
-                let ha1 = md5_hex(format!("{}:fakecam:{}", g("username"), o.pass).as_bytes());
-                let ha2 = md5_hex(format!("{}:{}", req.method, g("uri")).as_bytes());
-                let want = md5_hex(format!("{ha1}:{nonce}:{}:{}:auth:{ha2}", g("nc"), g("cnonce")).as_bytes());
-                let good = g("nonce") == *nonce
-                    && nc > *last
-                    && g("username") == o.user
-                    && g("response") == want
-                    && g("uri") == req.path;
-                if good {
-                    *last = nc;
-                }
-                good
-            });
+            let ok = digest_ok(&req, &mut nonce_nc, &o.user, &o.pass);
             if !ok {
                 if req.header("authorization").is_some() {
                     stats.auth_failures.fetch_add(1, Ordering::SeqCst);
                 }
-                let mut raw = [0u8; 12];
-                let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw);
-                let n = hex(&raw);
-                nonce_nc = Some((n.clone(), 0));
-                if !reply(
-                    &mut conn,
-                    &req,
-                    "401 Unauthorized",
-                    &format!("WWW-Authenticate: Digest realm=\"fakecam\", nonce=\"{n}\", qop=\"auth\"\r\n"),
-                    "",
-                ) {
+                if !reply(&mut conn, &req, "401 Unauthorized", &challenge(&mut nonce_nc), "") {
                     return;
                 }
                 continue;
@@ -191,6 +165,33 @@ fn serve(mut conn: TcpStream, o: &RtspOpts, stats: &RtspStats, stop: &AtomicBool
             return;
         }
     }
+}
+
+/// RTSP Digest (MD5, realm `fakecam`, qop=auth) against the nonce last issued on this connection; the
+/// nc must increase. On success the nc is remembered.
+pub(crate) fn digest_ok(req: &HttpRequest, nonce_nc: &mut Option<(String, u32)>, user: &str, pass: &str) -> bool {
+    req.header("authorization").and_then(|h| h.strip_prefix("Digest ")).map(auth_params).is_some_and(|p| {
+        let g = |k: &str| p.get(k).cloned().unwrap_or_default();
+        let Some((nonce, last)) = nonce_nc.as_mut() else { return false };
+        let nc = u32::from_str_radix(&g("nc"), 16).unwrap_or(0);
+        let ha1 = md5_hex(format!("{}:fakecam:{pass}", g("username")).as_bytes());
+        let ha2 = md5_hex(format!("{}:{}", req.method, g("uri")).as_bytes());
+        let want = md5_hex(format!("{ha1}:{nonce}:{}:{}:auth:{ha2}", g("nc"), g("cnonce")).as_bytes());
+        let good = g("nonce") == *nonce && nc > *last && g("username") == user && g("response") == want && g("uri") == req.path;
+        if good {
+            *last = nc;
+        }
+        good
+    })
+}
+
+/// A fresh Digest challenge header line for this connection.
+pub(crate) fn challenge(nonce_nc: &mut Option<(String, u32)>) -> String {
+    let mut raw = [0u8; 12];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw);
+    let n = hex(&raw);
+    *nonce_nc = Some((n.clone(), 0));
+    format!("WWW-Authenticate: Digest realm=\"fakecam\", nonce=\"{n}\", qop=\"auth\"\r\n")
 }
 
 /// Sends RTP until the client stops reading or sends TEARDOWN (read on a clone of the socket).
