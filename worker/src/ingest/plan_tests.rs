@@ -248,7 +248,7 @@ fn device_events_are_stored_with_their_batch_once_and_only_for_own_sensors() {
     assert_eq!(boot, "deadbeef00000001");
     assert_eq!(count(&conn, "SELECT idx FROM device_events WHERE sensor_id = 'nvr-1'"), 1, "position in the batch");
     // Retried after the snapshot went stale: the receipt conflict aborts the batch, events included.
-    let again = Plan::build(&[batch.clone()], Snapshot::default(), 512);
+    let again = Plan::build(std::slice::from_ref(&batch), Snapshot::default(), 512);
     let tx = conn.transaction().unwrap();
     assert!(again.statements().iter().try_for_each(|s| tx.execute(s.sql, [&s.json]).map(|_| ())).is_err());
     drop(tx);
@@ -275,11 +275,7 @@ fn command_update_store_failures_fail_the_batch_and_refusals_are_counted() {
             },
         )
     };
-    let plan = || {
-        let mut p = Plan::default();
-        p.command_updates = vec![update("c-1"), update("c-2")];
-        p
-    };
+    let plan = || Plan { command_updates: vec![update("c-1"), update("c-2")], ..Plan::default() };
     let mut p = plan();
     assert!(p.command_verdicts(&[UpdateVerdict::Applied, UpdateVerdict::Retry("D1 down".into())], 5).is_err());
     assert!(p.statements().is_empty(), "a transient failure counts nothing");
