@@ -34,3 +34,17 @@ fn commands_target_refusals() {
     .unwrap();
     conformance::commands_target_refusals(&s.api(), "gw-conf", "cam-conf");
 }
+
+#[test]
+fn read_api_seeded_through_ingest() {
+    let s = shim();
+    let api = s.api();
+    let gw = s.add_gateway("gw-read");
+    conformance::seed_read(&api, &gw);
+    conformance::fleet(&api, "gw-read");
+    conformance::gateway_devices(&api, "gw-read");
+    conformance::sensors_of_parent(&api, "gw-read");
+    conformance::device_events(&api, "gw-read");
+    let cache = conformance::sensor_list_follows_ingest(&api, &gw);
+    assert_eq!(cache, [None, None, None], "the shim has no sensor cache");
+}

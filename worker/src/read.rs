@@ -6,6 +6,12 @@ use serde_json::Value;
 use crate::http::ApiError;
 use crate::sql::{Param, Query};
 
+/// Child-device health and events, the shim's own file (one set of rules and SQL for both clouds).
+#[path = "../../cloud-shim/src/store/devices.rs"]
+pub mod devices;
+
+use devices::{EventsOf, Scope};
+
 /// Sensors per page of `GET /v1/sensors`, by default and at most.
 pub const SENSOR_PAGE_MAX: u32 = 1000;
 /// Samples per `GET /v1/sensors/{id}/metrics`, by default and at most.
@@ -86,6 +92,25 @@ impl SensorList {
             None
         };
         Ok((serde_json::to_string(&rows)?, next))
+    }
+
+    /// A `parentSensorId` page carries each child's health (live samples, so it is never cached).
+    pub fn with_health(&self) -> bool {
+        self.parent.is_some()
+    }
+
+    /// The newest health samples of the sensors of a page body.
+    pub fn health_query(body: &str) -> Result<Query, serde_json::Error> {
+        let rows: Vec<Value> = serde_json::from_str(body)?;
+        let ids: Vec<&str> = rows.iter().filter_map(|r| r.get("id").and_then(Value::as_str)).collect();
+        Ok(Query { sql: devices::latest_samples_sql(Scope::Ids).into(), params: vec![Param::Text(serde_json::to_string(&ids)?)] })
+    }
+
+    /// The page body with each sensor's `health`, from [`SensorList::health_query`]'s `j`.
+    pub fn add_health(body: &str, samples_j: &str) -> Result<String, serde_json::Error> {
+        let rows: Vec<Value> = serde_json::from_str(body)?;
+        let samples = devices::parse_samples(samples_j)?;
+        serde_json::to_string(&rows.into_iter().map(|r| devices::with_health(r, &samples)).collect::<Vec<_>>())
     }
 
     /// The RFC 8288 `Link` to the next page.
@@ -231,6 +256,148 @@ pub fn stats_query() -> Query {
                       ORDER BY id))) AS j",
         vec![],
     )
+}
+
+/// `GET /v1/fleet` query parameters.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Fleet {
+    /// Only gateways whose id or name contains this text (case-insensitive).
+    pub q: Option<String>,
+    /// Only gateways with this stored status.
+    pub status: Option<String>,
+}
+
+/// Open command states, counted per gateway in the fleet.
+const OPEN_STATES: &str = "'queued', 'delivered', 'accepted', 'running'";
+
+impl Fleet {
+    pub fn parse<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Fleet {
+        let mut f = Fleet::default();
+        for (k, v) in pairs {
+            match k {
+                "q" if !v.is_empty() => f.q = Some(v.to_lowercase()),
+                "status" if !v.is_empty() => f.status = Some(v.to_owned()),
+                _ => {}
+            }
+        }
+        f
+    }
+
+    /// Three reads, one D1 batch: the gateways (a sensor without a parent) with their summaries, every
+    /// child, and the children's newest health samples.
+    pub fn queries() -> [Query; 3] {
+        let gateways = format!(
+            "SELECT json_group_array(json(g)) AS j FROM (SELECT json_object('id', s.id, 'name', s.name, 'status', s.status,
+               'lastSeen', s.last_seen,
+               'attrs', CASE WHEN s.attrs IS NOT NULL AND json_valid(s.attrs) THEN json(s.attrs) ELSE json('{{}}') END,
+               'backlog', json((SELECT json_object('queueDepth', m.value,
+                    'queueBytes', (SELECT b.value FROM metrics b WHERE b.sensor_id = s.id AND b.name = 'agent.queue_bytes'
+                                   ORDER BY b.ts DESC LIMIT 1),
+                    'ts', m.ts)
+                  FROM metrics m WHERE m.sensor_id = s.id AND m.name = 'agent.queue_depth' ORDER BY m.ts DESC LIMIT 1)),
+               'gaps', json((SELECT json_object('reports', count(*), 'dropped', coalesce(sum(dropped), 0), 'lastAt', max(received_at))
+                  FROM gaps WHERE gateway_id = s.id)),
+               'rejected', (SELECT coalesce(sum(count), 0) FROM rejections WHERE gateway_id = s.id),
+               'openCommands', (SELECT count(*) FROM commands WHERE gateway_id = s.id AND state IN ({OPEN_STATES}))) AS g
+             FROM sensors s WHERE s.parent_sensor_id IS NULL ORDER BY s.id)"
+        );
+        [
+            Query { sql: gateways.into(), params: vec![] },
+            Query::new(devices::CHILDREN_SQL, vec![]),
+            Query { sql: devices::latest_samples_sql(Scope::AllChildren).into(), params: vec![] },
+        ]
+    }
+
+    /// The answer, from the `j` of the three [`Fleet::queries`]. This Worker holds no MQTT presence:
+    /// `presence` is null and `online` counts gateways whose last status was online.
+    pub fn body(&self, [gateways, children, samples]: [&str; 3]) -> Result<Value, serde_json::Error> {
+        let mut rows: Vec<Value> = serde_json::from_str(gateways)?;
+        let mut counts = devices::child_counts(children, &devices::parse_samples(samples)?)?;
+        let online = rows.iter().filter(|g| g["status"] == "online").count();
+        let text = |g: &Value, k: &str| g.get(k).and_then(Value::as_str).map(str::to_lowercase);
+        if let Some(q) = &self.q {
+            rows.retain(|g| text(g, "id").is_some_and(|i| i.contains(q)) || text(g, "name").is_some_and(|n| n.contains(q)));
+        }
+        if let Some(s) = &self.status {
+            rows.retain(|g| g["status"] == s.as_str());
+        }
+        for g in &mut rows {
+            let id = g.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let c = counts.remove(&id).unwrap_or_default();
+            if let Some(o) = g.as_object_mut() {
+                o.insert("children".into(), serde_json::to_value(c)?);
+                o.insert("presence".into(), Value::Null);
+            }
+        }
+        Ok(serde_json::json!({ "count": rows.len(), "online": online, "gateways": rows }))
+    }
+}
+
+/// Children per `GET /v1/gateways/{id}/devices` answer; ingest bounds them far lower (`MAX_CHILDREN`).
+pub const MAX_DEVICE_ROWS: u32 = 10_000;
+
+/// `GET /v1/gateways/{id}/devices`: the gateway's sensors other than itself, then their newest samples.
+pub fn devices_queries(gateway: &str) -> [Query; 2] {
+    [
+        Query {
+            sql: format!(
+                "SELECT json_group_array(json(s)) AS j FROM (SELECT {SENSOR_JSON} AS s FROM sensors
+                 WHERE gateway_id = ?1 AND id <> ?1 ORDER BY id LIMIT ?2)"
+            )
+            .into(),
+            params: vec![Param::Text(gateway.to_owned()), Param::Int(i64::from(MAX_DEVICE_ROWS))],
+        },
+        Query { sql: devices::latest_samples_sql(Scope::Gateway).into(), params: vec![Param::Text(gateway.to_owned())] },
+    ]
+}
+
+pub fn devices_body(gateway: &str, [sensors, samples]: [&str; 2]) -> Result<Value, serde_json::Error> {
+    let rows: Vec<Value> = serde_json::from_str(sensors)?;
+    let samples = devices::parse_samples(samples)?;
+    let devices: Vec<Value> = rows.into_iter().map(|r| devices::with_tree_health(r, &samples)).collect();
+    Ok(serde_json::json!({ "gatewayId": gateway, "count": devices.len(), "devices": devices }))
+}
+
+/// `GET /v1/sensors/{id}/events` and `GET /v1/gateways/{id}/events` query parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Events {
+    pub since: Option<i64>,
+    pub limit: u32,
+}
+
+impl Events {
+    pub fn parse<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Result<Events, ApiError> {
+        let mut e = Events { since: None, limit: devices::EVENTS_DEFAULT_LIMIT };
+        for (k, v) in pairs {
+            match k {
+                "since" => e.since = Some(parse_i64("since", v)?),
+                "limit" => e.limit = parse_u32("limit", v)?,
+                _ => {}
+            }
+        }
+        if !(1..=devices::EVENTS_MAX_LIMIT).contains(&e.limit) {
+            return Err(ApiError::bad_request(format!("limit must be 1..={}, not {}", devices::EVENTS_MAX_LIMIT, e.limit))
+                .with("field", "limit")
+                .with("maxLimit", devices::EVENTS_MAX_LIMIT));
+        }
+        Ok(e)
+    }
+
+    pub fn query(&self, of: EventsOf, id: &str) -> Query {
+        Query {
+            sql: devices::events_sql(of).into(),
+            params: vec![
+                Param::Text(id.to_owned()),
+                Param::Int(self.since.unwrap_or(i64::MIN)),
+                Param::Int(i64::from(self.limit)),
+            ],
+        }
+    }
+
+    /// The answer; `None`: no such sensor and no events.
+    pub fn body(&self, of: EventsOf, id: &str, j: &str) -> Result<Option<Value>, serde_json::Error> {
+        devices::events_body(of, id, self.since, self.limit, j)
+    }
 }
 
 #[cfg(test)]

@@ -19,9 +19,11 @@ pub enum Route {
     Sensors,
     Sensor(String),
     SensorMetrics(String),
+    SensorEvents(String),
     Fleet,
     GatewayDevices(String),
     GatewayStats(String),
+    GatewayEvents(String),
     Stats,
     /// The command routes (`crate::sessions`).
     Sessions(crate::sessions::SessionRoute),
@@ -82,9 +84,11 @@ pub fn route(method: Method, path: &str) -> Route {
         ["v1", "sensors"] => get(Route::Sensors),
         ["v1", "sensors", s] => id(s).map_or(Route::NotFound, |s| get(Route::Sensor(s))),
         ["v1", "sensors", s, "metrics"] => id(s).map_or(Route::NotFound, |s| get(Route::SensorMetrics(s))),
+        ["v1", "sensors", s, "events"] => id(s).map_or(Route::NotFound, |s| get(Route::SensorEvents(s))),
         ["v1", "fleet"] => get(Route::Fleet),
         ["v1", "gateways", g, "devices"] => id(g).map_or(Route::NotFound, |g| get(Route::GatewayDevices(g))),
         ["v1", "gateways", g, "stats"] => id(g).map_or(Route::NotFound, |g| get(Route::GatewayStats(g))),
+        ["v1", "gateways", g, "events"] => id(g).map_or(Route::NotFound, |g| get(Route::GatewayEvents(g))),
         ["v1", "stats"] => get(Route::Stats),
         _ => Route::NotFound,
     }
@@ -104,6 +108,10 @@ mod tests {
         assert_eq!(route(Method::Get, "/v1/sensors/gw-1/metrics"), Route::SensorMetrics("gw-1".into()));
         assert_eq!(route(Method::Post, "/v1/sensors"), Route::MethodNotAllowed("GET"));
         assert_eq!(route(Method::Get, "/v1/gateways/gw-1/devices"), Route::GatewayDevices("gw-1".into()));
+        assert_eq!(route(Method::Get, "/v1/sensors/cam-1/events"), Route::SensorEvents("cam-1".into()));
+        assert_eq!(route(Method::Get, "/v1/gateways/gw-1/events"), Route::GatewayEvents("gw-1".into()));
+        assert_eq!(route(Method::Post, "/v1/gateways/gw-1/events"), Route::MethodNotAllowed("GET"));
+        assert_eq!(route(Method::Get, "/v1/fleet"), Route::Fleet);
         assert_eq!(route(Method::Get, "/v1/nope"), Route::NotFound);
         assert_eq!(route(Method::Get, "/v1/sensors/%zz"), Route::NotFound);
         assert_eq!(Route::Healthz.access(), Access::Public);

@@ -8,13 +8,14 @@ use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json_};
 
 use super::error::ApiError;
 use crate::state::AppState;
-use crate::store::StoreError;
+pub use crate::store::devices::ChildCounts;
+use crate::store::{devices, queries, StoreError};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/fleet", get(fleet)).route("/v1/gateways/{id}/devices", get(devices))
@@ -26,21 +27,6 @@ struct FleetParams {
     q: Option<String>,
     /// Only gateways with this stored status (online, offline, unknown).
     status: Option<String>,
-}
-
-/// Children of one gateway counted by their stored status.
-#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct ChildCounts {
-    pub total: i64,
-    pub online: i64,
-    pub offline: i64,
-    pub unknown: i64,
-    /// Counts per device type (CAMERA, NVR, ...).
-    pub by_type: HashMap<String, i64>,
-    /// Children with each current problem (`down`, `auth_broken`, `stream_lost`, `hdd_failed`,
-    /// `clock_drift`: [`crate::store::queries::device_health`]); a child can count under several.
-    pub problems: HashMap<String, i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -86,51 +72,13 @@ fn json_number(v: ValueRef<'_>) -> Option<Json_> {
     }
 }
 
-/// A child's health word: its latest `device.online` sample when there is one, else its stored status.
-pub fn health(online_sample: Option<f64>, status: &str) -> &'static str {
-    match online_sample {
-        Some(v) if v > 0.0 => "online",
-        Some(_) => "offline",
-        None if status == "online" => "online",
-        None if status == "offline" => "offline",
-        None => "unknown",
-    }
-}
-
 /// Every gateway (a sensor without a parent) with its summary, ordered by id. A handful of grouped
 /// queries over the whole store rather than one query per gateway.
 pub fn fleet_rows(conn: &Connection) -> Result<Vec<FleetRow>, StoreError> {
-    let mut children: HashMap<String, ChildCounts> = HashMap::new();
-    {
-        // Children's rows keep status 'unknown' (only gateways report presence); their reachability is the
-        // latest `device.online` sample the gateway's probe reported.
-        let mut stmt = conn.prepare_cached(
-            "SELECT s.gateway_id, s.type, s.status,
-                (SELECT m.value FROM metrics m WHERE m.sensor_id = s.id AND m.name = 'device.online' ORDER BY m.ts DESC LIMIT 1),
-                s.id
-             FROM sensors s WHERE s.parent_sensor_id IS NOT NULL AND s.id != s.gateway_id",
-        )?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let gateway: String = r.get(0)?;
-            let ty: String = r.get(1)?;
-            let status: String = r.get(2)?;
-            let online: Option<f64> = r.get(3)?;
-            let id: String = r.get(4)?;
-            let h = crate::store::queries::device_health(conn, &id)?;
-            let c = children.entry(gateway).or_default();
-            for p in h.problems {
-                *c.problems.entry(p.to_owned()).or_default() += 1;
-            }
-            c.total += 1;
-            match health(online, &status) {
-                "online" => c.online += 1,
-                "offline" => c.offline += 1,
-                _ => c.unknown += 1,
-            }
-            *c.by_type.entry(ty).or_default() += 1;
-        }
-    }
+    // Children's counts and problems: the shared rules over one samples query for every child.
+    let samples = queries::latest_samples(conn, devices::Scope::AllChildren, None)?;
+    let children_j: String = conn.prepare_cached(devices::CHILDREN_SQL)?.query_row([], |r| r.get(0))?;
+    let mut children = devices::child_counts(&children_j, &samples).map_err(StoreError::Json)?;
     let mut gaps: HashMap<String, GapTotals> = HashMap::new();
     {
         let mut stmt = conn.prepare_cached(
@@ -220,47 +168,18 @@ async fn fleet(State(state): State<AppState>, Query(p): Query<FleetParams>) -> R
 
 const MAX_DEVICE_ROWS: u32 = 10_000;
 
-/// A gateway's child devices with their health (latest `device.online` and `device.latency_ms`), for the
-/// gateway page's device tree: one request instead of one metrics query per device.
+/// A gateway's child devices with their health (latest `device.online` and `device.latency_ms`, and the
+/// shared rules of [`devices::with_tree_health`]), for the gateway page's device tree.
 pub fn device_rows(conn: &Connection, gateway: &str) -> Result<Vec<Json_>, StoreError> {
-    let filter = crate::store::queries::SensorFilter { gateway: Some(gateway.to_owned()), ..Default::default() };
+    let filter = queries::SensorFilter { gateway: Some(gateway.to_owned()), ..Default::default() };
     // A gateway's children are bounded by --max-children at ingest; this cap only keeps one answer finite.
-    let sensors = crate::store::queries::list_sensors_page(conn, &filter, None, MAX_DEVICE_ROWS)?;
-    let mut latest =
-        conn.prepare_cached("SELECT value, ts FROM metrics WHERE sensor_id = ?1 AND name = ?2 ORDER BY ts DESC LIMIT 1")?;
-    let mut out = Vec::new();
-    for s in sensors.into_iter().filter(|s| s.id != gateway) {
-        let online: Option<(f64, i64)> =
-            latest.query_row(rusqlite::params![s.id, "device.online"], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
-        let latency: Option<Json_> = latest
-            .query_row(rusqlite::params![s.id, "device.latency_ms"], |r| Ok(r.get_ref(0).ok().and_then(json_number)))
-            .optional()?
-            .flatten();
-        let word = health(online.map(|o| o.0), &s.status);
-        let h = crate::store::queries::device_health(conn, &s.id)?;
-        out.push(json!({
-            "id": s.id,
-            "type": s.sensor_type,
-            "parentSensorId": s.parent_sensor_id,
-            "name": s.name,
-            "gatewayId": s.gateway_id,
-            "status": s.status,
-            "lastSeen": s.last_seen,
-            "attrs": s.attrs,
-            "health": {
-                "status": word,
-                "online": online.map(|o| o.0 > 0.0),
-                "latencyMs": latency,
-                "ts": h.ts.max(online.map(|o| o.1)),
-                "authOk": h.auth_ok,
-                "streamOk": h.stream_ok,
-                "hddOk": h.hdd_ok,
-                "clockOffsetS": h.clock_offset_s,
-                "problems": h.problems,
-            },
-        }));
-    }
-    Ok(out)
+    let sensors = queries::list_sensors_page(conn, &filter, None, MAX_DEVICE_ROWS)?;
+    let samples = queries::latest_samples(conn, devices::Scope::Gateway, Some(gateway))?;
+    Ok(sensors
+        .into_iter()
+        .filter(|s| s.id != gateway)
+        .map(|s| devices::with_tree_health(serde_json::to_value(&s).unwrap_or_else(|_| json!({ "id": s.id })), &samples))
+        .collect())
 }
 
 async fn devices(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Json_>, ApiError> {

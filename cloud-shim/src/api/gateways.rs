@@ -45,19 +45,5 @@ async fn events(
     Path(id): Path<String>,
     Query(p): Query<super::sensors::EventParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let limit = p.limit()?;
-    let (gw, since) = (id.clone(), p.since);
-    let (exists, rows) = state
-        .store
-        .call(move |c| {
-            Ok::<_, crate::store::StoreError>((
-                queries::get_sensor(c, &gw)?.is_some(),
-                queries::events(c, queries::EventsOf::Gateway(&gw), since, limit)?,
-            ))
-        })
-        .await?;
-    if !exists && rows.is_empty() {
-        return Err(ApiError::not_found(format!("no gateway {id:?}")));
-    }
-    Ok(Json(json!({ "gatewayId": id, "since": p.since, "limit": limit, "count": rows.len(), "events": rows })))
+    super::sensors::events_of(&state, crate::store::devices::EventsOf::Gateway, id, &p).await
 }

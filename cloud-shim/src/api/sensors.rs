@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use crate::state::AppState;
+use crate::store::devices::{self, EVENTS_DEFAULT_LIMIT, EVENTS_MAX_LIMIT};
 use crate::store::queries::{self, MetricQuery, SensorFilter};
 
 const DEFAULT_LIMIT: u32 = 1000;
@@ -86,17 +87,15 @@ async fn list(State(state): State<AppState>, Query(p): Query<ListParams>) -> Res
         let rows = state
             .store
             .call(move |c| {
-                sensors
-                    .into_iter()
-                    .map(|s| {
-                        let health = queries::device_health(c, &s.id)?;
-                        let mut v = serde_json::to_value(&s).unwrap_or_default();
-                        if let Some(o) = v.as_object_mut() {
-                            o.insert("health".into(), serde_json::to_value(health).unwrap_or_default());
-                        }
-                        Ok(v)
-                    })
-                    .collect::<Result<Vec<_>, crate::store::StoreError>>()
+                let ids = serde_json::to_string(&sensors.iter().map(|s| s.id.as_str()).collect::<Vec<_>>())
+                    .map_err(crate::store::StoreError::Json)?;
+                let samples = queries::latest_samples(c, devices::Scope::Ids, Some(&ids))?;
+                Ok::<_, crate::store::StoreError>(
+                    sensors
+                        .iter()
+                        .map(|s| devices::with_health(serde_json::to_value(s).unwrap_or_default(), &samples))
+                        .collect::<Vec<_>>(),
+                )
             })
             .await?;
         Json(rows).into_response()
@@ -191,9 +190,6 @@ pub struct EventParams {
     pub limit: Option<u32>,
 }
 
-pub const EVENTS_DEFAULT_LIMIT: u32 = 100;
-pub const EVENTS_MAX_LIMIT: u32 = 1000;
-
 impl EventParams {
     pub fn limit(&self) -> Result<u32, ApiError> {
         let limit = self.limit.unwrap_or(EVENTS_DEFAULT_LIMIT);
@@ -206,24 +202,27 @@ impl EventParams {
     }
 }
 
+/// `GET /v1/sensors/{id}/events` and `GET /v1/gateways/{id}/events`.
+pub async fn events_of(
+    state: &AppState,
+    of: devices::EventsOf,
+    id: String,
+    p: &EventParams,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = p.limit()?;
+    let (sid, since) = (id.clone(), p.since);
+    let body = state.store.call(move |c| queries::events(c, of, &sid, since, limit)).await?;
+    let what = match of {
+        devices::EventsOf::Sensor => "sensor",
+        devices::EventsOf::Gateway => "gateway",
+    };
+    body.map(Json).ok_or_else(|| ApiError::not_found(format!("no {what} {id:?}")))
+}
+
 async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(p): Query<EventParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let limit = p.limit()?;
-    let (sid, since) = (id.clone(), p.since);
-    let (exists, rows) = state
-        .store
-        .call(move |c| {
-            Ok::<_, crate::store::StoreError>((
-                queries::get_sensor(c, &sid)?.is_some(),
-                queries::events(c, queries::EventsOf::Sensor(&sid), since, limit)?,
-            ))
-        })
-        .await?;
-    if !exists && rows.is_empty() {
-        return Err(ApiError::not_found(format!("no sensor {id:?}")));
-    }
-    Ok(Json(json!({ "sensorId": id, "since": p.since, "limit": limit, "count": rows.len(), "events": rows })))
+    events_of(&state, devices::EventsOf::Sensor, id, &p).await
 }

@@ -6,6 +6,7 @@
 //! goes to the Worker (`ingest::worker`) instead and this file keeps only what the local process owns.
 //! This module knows nothing of ingest or commands: they build on it.
 
+pub mod devices;
 pub mod migrations;
 pub mod queries;
 
@@ -29,6 +30,8 @@ pub enum StoreError {
     Migration { name: String, source: rusqlite::Error },
     #[error("data dir {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
+    #[error("store answer is not the JSON expected: {0}")]
+    Json(#[source] serde_json::Error),
     #[error("store task failed: {0}")]
     Task(#[source] tokio::task::JoinError),
 }

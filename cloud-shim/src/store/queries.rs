@@ -5,7 +5,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use super::StoreError;
+use super::{devices, StoreError};
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -194,113 +194,26 @@ pub fn ping(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// One stored device event (`GET /v1/sensors/{id}/events`, `GET /v1/gateways/{id}/events`).
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EventRow {
-    pub sensor_id: String,
-    pub gateway_id: String,
-    /// When the agent noticed, ms since the Unix epoch.
-    pub ts: i64,
-    pub kind: String,
-    pub detail: Option<String>,
-    pub attrs: Json,
-    pub received_at: i64,
+/// Device events of a sensor or gateway (`GET /v1/sensors/{id}/events`, `GET /v1/gateways/{id}/events`),
+/// newest first: the answer body, `None` when neither the sensor nor any event exists.
+pub fn events(
+    conn: &Connection,
+    of: devices::EventsOf,
+    id: &str,
+    since: Option<i64>,
+    limit: u32,
+) -> Result<Option<Json>, StoreError> {
+    let j: String =
+        conn.prepare_cached(&devices::events_sql(of))?.query_row(params![id, since.unwrap_or(i64::MIN), limit], |r| r.get(0))?;
+    devices::events_body(of, id, since, limit, &j).map_err(StoreError::Json)
 }
 
-/// Whose events.
-#[derive(Debug, Clone, Copy)]
-pub enum EventsOf<'a> {
-    Sensor(&'a str),
-    Gateway(&'a str),
-}
-
-/// Events with `ts >= since`, newest first, at most `limit`.
-pub fn events(conn: &Connection, of: EventsOf<'_>, since: Option<i64>, limit: u32) -> Result<Vec<EventRow>, StoreError> {
-    let (column, id) = match of {
-        EventsOf::Sensor(s) => ("sensor_id", s),
-        EventsOf::Gateway(g) => ("gateway_id", g),
+/// The newest health samples of the sensors in `scope` (`param`: its `?1`, see [`devices::Scope`]).
+pub fn latest_samples(conn: &Connection, scope: devices::Scope, param: Option<&str>) -> Result<devices::Samples, StoreError> {
+    let mut stmt = conn.prepare_cached(&devices::latest_samples_sql(scope))?;
+    let j: String = match param {
+        Some(p) => stmt.query_row([p], |r| r.get(0))?,
+        None => stmt.query_row([], |r| r.get(0))?,
     };
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT sensor_id, gateway_id, ts, kind, detail, attrs, received_at FROM device_events
-         WHERE {column} = ?1 AND ts >= ?2 ORDER BY ts DESC, seq DESC, idx DESC LIMIT ?3"
-    ))?;
-    let rows = stmt.query_map(params![id, since.unwrap_or(i64::MIN), limit], |r| {
-        let attrs: Option<String> = r.get(5)?;
-        Ok(EventRow {
-            sensor_id: r.get(0)?,
-            gateway_id: r.get(1)?,
-            ts: r.get(2)?,
-            kind: r.get(3)?,
-            detail: r.get(4)?,
-            attrs: attrs.and_then(|a| serde_json::from_str(&a).ok()).unwrap_or_else(|| Json::Object(Default::default())),
-            received_at: r.get(6)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// A device clock further than this from the gateway's counts as drifting (`clock_drift`).
-pub const CLOCK_DRIFT_S: f64 = 30.0;
-
-/// Latest health of a child device from its newest probe samples: `online` (device.online),
-/// `authOk` (device.auth_ok), `streamOk` (every profile's camera.stream_ok), `hddOk` (every disk's
-/// nvr.hdd_ok), `clockOffsetS` (device.clock_offset_s), `ts` (newest of those samples) and `problems`,
-/// the portal's health categories: `down`, `auth_broken`, `stream_lost`, `hdd_failed`, `clock_drift`.
-/// A field is null when the device never reported it.
-pub fn device_health(conn: &Connection, sensor: &str) -> Result<DeviceHealth, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT label, value, ts FROM metrics WHERE sensor_id = ?1 AND name = ?2
-           AND ts = (SELECT max(ts) FROM metrics WHERE sensor_id = ?1 AND name = ?2)",
-    )?;
-    let mut newest: Option<i64> = None;
-    let mut latest = |name: &str| -> Result<Vec<f64>, StoreError> {
-        let rows = stmt.query_map(params![sensor, name], |r| {
-            let v = match r.get_ref(1)? {
-                ValueRef::Integer(i) => i as f64,
-                ValueRef::Real(f) => f,
-                _ => f64::NAN,
-            };
-            Ok((v, r.get::<_, i64>(2)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (v, ts) = row?;
-            newest = newest.max(Some(ts));
-            out.push(v);
-        }
-        Ok(out)
-    };
-    let all_ok = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().all(|x| *x > 0.0));
-    let online = all_ok(latest("device.online")?);
-    let auth_ok = all_ok(latest("device.auth_ok")?);
-    let stream_ok = all_ok(latest("camera.stream_ok")?);
-    let hdd_ok = all_ok(latest("nvr.hdd_ok")?);
-    let clock = latest("device.clock_offset_s")?.first().copied().filter(|v| v.is_finite());
-    let mut problems = Vec::new();
-    for (bad, word) in [
-        (online == Some(false), "down"),
-        (auth_ok == Some(false), "auth_broken"),
-        (stream_ok == Some(false), "stream_lost"),
-        (hdd_ok == Some(false), "hdd_failed"),
-        (clock.is_some_and(|c| c.abs() > CLOCK_DRIFT_S), "clock_drift"),
-    ] {
-        if bad {
-            problems.push(word);
-        }
-    }
-    Ok(DeviceHealth { online, auth_ok, stream_ok, hdd_ok, clock_offset_s: clock, ts: newest, problems })
-}
-
-/// See [`device_health`]; serialised as the API's `DeviceHealth` schema.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct DeviceHealth {
-    pub online: Option<bool>,
-    pub auth_ok: Option<bool>,
-    pub stream_ok: Option<bool>,
-    pub hdd_ok: Option<bool>,
-    pub clock_offset_s: Option<f64>,
-    pub ts: Option<i64>,
-    pub problems: Vec<&'static str>,
+    devices::parse_samples(&j).map_err(StoreError::Json)
 }

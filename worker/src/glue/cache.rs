@@ -1,7 +1,11 @@
 //! KV as a cache for what is read often and changes rarely: the sensor list. Cached pages are keyed by
 //! a generation that the ingest consumer bumps whenever a batch creates sensors or changes their
 //! description or status, so a changed inventory is never served from an older page; per-sample
-//! `lastSeen` updates do not bump it and may lag by up to [`TTL_SECS`].
+//! `lastSeen` updates do not bump it and may lag by up to [`TTL_SECS`]. `POST /v1/ingest` also bumps it
+//! before answering for stored inventories, because the consumer's own bump can land
+//! after the request saw its commit: the sender then reads its own change. (Across Cloudflare
+//! locations KV itself is eventually consistent, up to about 60 s.) Pages with live health
+//! (`parentSensorId`) are not cached.
 
 use worker::Env;
 
@@ -35,10 +39,12 @@ pub async fn put_sensors(env: &Env, key: &str, body: &str) {
     }
 }
 
-/// Called after a committed batch changed sensors: later reads use a new generation.
+/// Called after a committed batch changed sensors: later reads use a new generation. The random part
+/// keeps two changes within one millisecond (Workers' clock only moves across I/O) from sharing one.
 pub async fn sensors_changed(env: &Env) {
     if let Ok(kv) = env.kv(KV) {
-        let gen = worker::Date::now().as_millis().to_string();
+        let gen =
+            format!("{}-{:08x}", worker::Date::now().as_millis(), (worker::js_sys::Math::random() * f64::from(u32::MAX)) as u32);
         if let Ok(put) = kv.put(GENERATION, gen) {
             let _ = put.execute().await;
         }

@@ -108,6 +108,9 @@ pub async fn ingest(mut req: Request, env: &Env) -> Result<Response, ApiError> {
             }
         }
     }
+    if checked.iter().zip(&present).any(|(c, dup)| !dup && core::changes_sensors(c)) {
+        super::cache::sensors_changed(env).await;
+    }
     let results: Vec<ItemResult> = checked
         .iter()
         .zip(&present)
@@ -207,14 +210,8 @@ pub async fn apply(env: &Env, entries: Vec<Entry>) -> Result<(), worker::Error> 
     let snapshot = Snapshot::parse([&a, &b, &c, &d]).map_err(|e| worker::Error::RustError(format!("snapshot: {e}")))?;
     let mut plan = Plan::build(&inputs, snapshot, max_children(env));
     if !plan.command_updates.is_empty() {
-        let results = super::hooks::command_updates(env, &plan.command_updates).await;
-        let now = now_ms();
-        let refused: Vec<(String, String)> =
-            plan.command_updates.iter().zip(results).filter_map(|((gw, _), r)| r.err().map(|e| (gw.clone(), e))).collect();
-        for (gw, e) in refused {
-            let topic = scs_protocol::topics::topic(&gw, scs_protocol::TopicKind::CommandUpdate);
-            plan.reject(&gw, "command_update", &e, &topic, now);
-        }
+        let verdicts = super::hooks::command_updates(env, &plan.command_updates).await;
+        plan.command_verdicts(&verdicts, now_ms()).map_err(|e| worker::Error::RustError(format!("command update: {e}")))?;
     }
     batch_write(&d1, plan.statements().into_iter().map(Query::from).collect()).await?;
     if plan.sensors_changed {

@@ -73,7 +73,10 @@ async fn handle(req: Request, env: &Env, method: Method, path: &str) -> std::res
         Route::SensorMetrics(id) => read::metrics(&req, env, &id).await,
         Route::Stats => read::stats(env).await,
         Route::GatewayStats(id) => read::gateway_stats(env, &id).await,
-        Route::Fleet | Route::GatewayDevices(_) => Err(ApiError::new(501, "not served by this Worker yet")),
+        Route::Fleet => read::fleet(&req, env).await,
+        Route::GatewayDevices(id) => read::devices(env, &id).await,
+        Route::SensorEvents(id) => read::events(&req, env, crate::read::devices::EventsOf::Sensor, &id).await,
+        Route::GatewayEvents(id) => read::events(&req, env, crate::read::devices::EventsOf::Gateway, &id).await,
     }
 }
 

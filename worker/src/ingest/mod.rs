@@ -236,6 +236,12 @@ pub const STORED_INDEXES: &str = "SELECT json_group_array(k.key) AS j FROM json_
 pub const GATEWAY_KEYS: &str = "SELECT json_group_array(json_array(id, hex(public_key), status)) AS j FROM gateways
  WHERE id IN (SELECT value FROM json_each(?1))";
 
+/// Whether this message is an inventory, which changes the sensor list that cached pages hold. (A status
+/// changes it too, but ingest does not wait for statuses to commit, so only the consumer can bump for them.)
+pub fn changes_sensors(c: &Checked) -> bool {
+    matches!(c, Checked::Valid { msg, .. } if matches!(**msg, Uplink::Inventory(_)))
+}
+
 /// The store key of a checked message, if it has one.
 pub fn store_key(c: &Checked) -> Option<(String, String, i64)> {
     match c {

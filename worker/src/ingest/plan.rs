@@ -16,6 +16,7 @@ use scs_protocol::{CommandUpdate, GatewayState, Inventory, MetricValue, SensorTy
 use serde_json::{json, Value};
 
 use super::boot_hex;
+use crate::sessions::store::UpdateVerdict;
 
 /// Shim default: sensors one gateway may own besides itself.
 pub const DEFAULT_MAX_CHILDREN: usize = 512;
@@ -80,6 +81,13 @@ const UPSERT_INVENTORY: &str = "INSERT INTO sensors (id, type, parent_sensor_id,
 const INSERT_METRICS: &str = "INSERT INTO metrics (sensor_id, name, label, ts, value, gateway_id)
  SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]'),
         json_extract(value, '$[4]'), json_extract(value, '$[5]') FROM json_each(?1)";
+/// Device events, keyed by `(gateway, boot, seq, position in the batch)` like the shim stores them.
+const INSERT_EVENTS: &str =
+    "INSERT INTO device_events (gateway_id, boot, seq, idx, sensor_id, ts, kind, detail, attrs, received_at)
+ SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+        json_extract(value, '$[4]'), json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]'),
+        json_extract(value, '$[8]'), json_extract(value, '$[9]') FROM json_each(?1) WHERE true
+ ON CONFLICT DO NOTHING";
 const INSERT_GAPS: &str = "INSERT INTO gaps (gateway_id, boot, seq, dropped, first_seq, last_seq, received_at)
  SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]'),
         json_extract(value, '$[4]'), json_extract(value, '$[5]'), json_extract(value, '$[6]') FROM json_each(?1) WHERE true
@@ -115,7 +123,10 @@ fn sensors_named(inputs: &[Input]) -> Vec<String> {
         let Input::Valid { gateway, msg, .. } = i else { continue };
         out.push(gateway.clone());
         match msg {
-            Uplink::Telemetry(b) => out.extend(b.devices.iter().map(|d| d.sensor.clone())),
+            Uplink::Telemetry(b) => {
+                out.extend(b.devices.iter().map(|d| d.sensor.clone()));
+                out.extend(b.events.iter().flatten().map(|e| e.sensor.clone()));
+            }
             Uplink::Inventory(inv) => {
                 for s in &inv.sensors {
                     out.push(s.id.clone());
@@ -200,6 +211,7 @@ pub struct Plan {
     touch: Vec<Value>,
     inventory: Vec<Value>,
     metrics: Vec<Value>,
+    events: Vec<Value>,
     gaps: Vec<Value>,
     rejections: BTreeMap<(String, String), RejectionRow>,
     /// Command updates to hand to the command sessions, in order, with their gateway.
@@ -327,30 +339,40 @@ impl Plan {
         Outcome::Stored
     }
 
+    /// May `gateway` write about `sensor`? Claims it (and touches its row) the first time this batch names it.
+    fn allowed<'b>(
+        &mut self,
+        rules: &mut Rules<'_>,
+        seen: &mut HashMap<&'b str, bool>,
+        gateway: &str,
+        topic: &str,
+        sensor: &'b str,
+        now: i64,
+    ) -> bool {
+        if let Some(a) = seen.get(sensor) {
+            return *a;
+        }
+        let known = rules.snap.owners.contains_key(sensor);
+        let a = match rules.claim(gateway, sensor) {
+            Claim::Own => {
+                let placeholder = if sensor == gateway { SensorType::EDGE_CONTROLLER } else { "UNKNOWN" };
+                self.touch.push(json!([sensor, placeholder, gateway, now]));
+                self.sensors_changed |= !known;
+                true
+            }
+            Claim::Refused { reason, error } => {
+                self.reject(gateway, reason, &error, topic, now);
+                false
+            }
+        };
+        seen.insert(sensor, a);
+        a
+    }
+
     fn telemetry(&mut self, rules: &mut Rules<'_>, gateway: &str, topic: &str, b: &TelemetryBatch, now: i64) {
-        let mut allowed: HashMap<&str, bool> = HashMap::new();
+        let mut seen: HashMap<&str, bool> = HashMap::new();
         for d in &b.devices {
-            let ok = match allowed.get(d.sensor.as_str()) {
-                Some(a) => *a,
-                None => {
-                    let known = rules.snap.owners.contains_key(&d.sensor);
-                    let a = match rules.claim(gateway, &d.sensor) {
-                        Claim::Own => {
-                            let placeholder = if d.sensor == gateway { SensorType::EDGE_CONTROLLER } else { "UNKNOWN" };
-                            self.touch.push(json!([d.sensor, placeholder, gateway, now]));
-                            self.sensors_changed |= !known;
-                            true
-                        }
-                        Claim::Refused { reason, error } => {
-                            self.reject(gateway, reason, &error, topic, now);
-                            false
-                        }
-                    };
-                    allowed.insert(&d.sensor, a);
-                    a
-                }
-            };
-            if !ok {
+            if !self.allowed(rules, &mut seen, gateway, topic, &d.sensor, now) {
                 continue;
             }
             let ts = i64_of(d.ts);
@@ -364,6 +386,25 @@ impl Plan {
                 };
                 self.metrics.push(json!([d.sensor, m.key.name(), label, ts, value, gateway]));
             }
+        }
+        // Events of sensors this gateway may write about, in the same transaction as the samples.
+        for (idx, e) in b.events.iter().flatten().enumerate() {
+            if !self.allowed(rules, &mut seen, gateway, topic, &e.sensor, now) {
+                continue;
+            }
+            let attrs = e.attrs.as_ref().and_then(|a| serde_json::to_string(a).ok());
+            self.events.push(json!([
+                gateway,
+                boot_hex(b.boot),
+                i64_of(b.seq),
+                idx,
+                e.sensor,
+                i64_of(e.ts),
+                e.kind,
+                e.detail,
+                attrs,
+                now
+            ]));
         }
         if let Some(g) = b.gap {
             self.gaps.push(json!([
@@ -411,6 +452,33 @@ impl Plan {
         }
     }
 
+    /// Takes the command sessions' verdicts on [`Plan::command_updates`], in order. A refusal is final: it
+    /// counts as a `command_update` rejection and the message stays stored. A store failure (or a verdict
+    /// missing because the sessions stopped at one) is `Err`: nothing of this batch may commit, so the
+    /// Queue delivers it again (or the ingest request answers 503 and the shim sends it again).
+    pub fn command_verdicts(&mut self, verdicts: &[UpdateVerdict], now: i64) -> Result<(), String> {
+        if let Some(UpdateVerdict::Retry(e)) = verdicts.iter().find(|v| matches!(v, UpdateVerdict::Retry(_))) {
+            return Err(e.clone());
+        }
+        if verdicts.len() < self.command_updates.len() {
+            return Err(format!("{} of {} command updates applied", verdicts.len(), self.command_updates.len()));
+        }
+        let refused: Vec<(String, String)> = self
+            .command_updates
+            .iter()
+            .zip(verdicts)
+            .filter_map(|((gw, _), v)| match v {
+                UpdateVerdict::Refused(e) => Some((gw.clone(), e.clone())),
+                UpdateVerdict::Applied | UpdateVerdict::Retry(_) => None,
+            })
+            .collect();
+        for (gw, e) in refused {
+            let topic = scs_protocol::topics::topic(&gw, scs_protocol::TopicKind::CommandUpdate);
+            self.reject(&gw, "command_update", &e, &topic, now);
+        }
+        Ok(())
+    }
+
     /// The write statements, one D1 batch: bulk statements with JSON parameters under D1's value limit.
     pub fn statements(&self) -> Vec<Stmt> {
         let rejections: Vec<Value> = self
@@ -424,6 +492,7 @@ impl Plan {
             (TOUCH_SENSORS, &self.touch),
             (UPSERT_INVENTORY, &self.inventory),
             (INSERT_METRICS, &self.metrics),
+            (INSERT_EVENTS, &self.events),
             (INSERT_GAPS, &self.gaps),
             (UPSERT_REJECTIONS, &rejections),
             (INSERT_RECEIPTS, &self.receipts),

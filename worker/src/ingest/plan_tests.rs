@@ -211,3 +211,82 @@ fn big_batches_are_split_into_statements_under_the_value_limit() {
     assert!(stmts.iter().all(|s| s.json.len() <= MAX_PARAM_BYTES));
     assert_eq!(count(&conn, "SELECT count(*) FROM metrics"), 60 * 200 * 2);
 }
+
+fn with_events(gw: &str, seq: u64, events: Vec<scs_protocol::DeviceEvent>) -> Input {
+    let mut b = TelemetryBatch::new(gw, 0xdead_beef_0000_0001, seq, 1);
+    b.devices.push(DeviceReport { sensor: "cam-1".into(), ts: 100, metrics: vec![Metric::new("device.online", 1i64)] });
+    b.events = Some(events);
+    Input::Valid { gateway: gw.into(), topic: format!("scs/v1/{gw}/up/telemetry"), msg: Uplink::Telemetry(b), received_at: 7 }
+}
+
+#[test]
+fn device_events_are_stored_with_their_batch_once_and_only_for_own_sensors() {
+    let mut conn = db();
+    run(&mut conn, &[telemetry("gw-2", 1, &["cam-x"])], 512).unwrap();
+    let mut replaced = scs_protocol::DeviceEvent::new("cam-1", 90, scs_protocol::EventKind::REPLACED);
+    replaced.detail = Some("serial A -> B".into());
+    replaced.attrs = Some([("old".to_owned(), "A".to_owned()), ("new".to_owned(), "B".to_owned())].into());
+    let events = vec![
+        replaced,
+        scs_protocol::DeviceEvent::new("nvr-1", 95, scs_protocol::EventKind::HDD_FAILED),
+        scs_protocol::DeviceEvent::new("cam-x", 96, scs_protocol::EventKind::WENT_DOWN),
+    ];
+    let batch = with_events("gw-1", 3, events);
+    let p = run(&mut conn, &[batch.clone(), batch.clone()], 512).unwrap();
+    assert_eq!(p.outcomes, vec![Outcome::Stored, Outcome::Duplicate]);
+    assert!(p.sensors_changed, "an event's unknown sensor gets a row, as a sample's does");
+    assert_eq!(count(&conn, "SELECT count(*) FROM device_events"), 2, "cam-x belongs to gw-2");
+    assert_eq!(count(&conn, "SELECT count FROM rejections WHERE gateway_id = 'gw-1' AND reason = 'sensor_owner'"), 1);
+    assert_eq!(count(&conn, "SELECT count(*) FROM sensors WHERE id = 'nvr-1' AND gateway_id = 'gw-1'"), 1);
+    let (idx, kind, detail, attrs, boot): (i64, String, String, String, String) = conn
+        .query_row("SELECT idx, kind, detail, attrs, boot FROM device_events WHERE sensor_id = 'cam-1'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap();
+    assert_eq!((idx, kind.as_str(), detail.as_str()), (0, "device.replaced", "serial A -> B"));
+    assert_eq!(attrs, r#"{"new":"B","old":"A"}"#);
+    assert_eq!(boot, "deadbeef00000001");
+    assert_eq!(count(&conn, "SELECT idx FROM device_events WHERE sensor_id = 'nvr-1'"), 1, "position in the batch");
+    // Retried after the snapshot went stale: the receipt conflict aborts the batch, events included.
+    let again = Plan::build(std::slice::from_ref(&batch), Snapshot::default(), 512);
+    let tx = conn.transaction().unwrap();
+    assert!(again.statements().iter().try_for_each(|s| tx.execute(s.sql, [&s.json]).map(|_| ())).is_err());
+    drop(tx);
+    assert_eq!(count(&conn, "SELECT count(*) FROM device_events"), 2);
+}
+
+#[test]
+fn command_update_store_failures_fail_the_batch_and_refusals_are_counted() {
+    use crate::sessions::store::UpdateVerdict;
+    let update = |id: &str| {
+        (
+            "gw-1".to_owned(),
+            CommandUpdate {
+                v: PROTOCOL_VERSION,
+                gateway: "gw-1".into(),
+                boot: 1,
+                seq: 1,
+                ts: 1,
+                id: id.into(),
+                state: scs_protocol::CommandState::Running,
+                result: None,
+                error: None,
+                artifacts: None,
+            },
+        )
+    };
+    let plan = || Plan { command_updates: vec![update("c-1"), update("c-2")], ..Plan::default() };
+    let mut p = plan();
+    assert!(p.command_verdicts(&[UpdateVerdict::Applied, UpdateVerdict::Retry("D1 down".into())], 5).is_err());
+    assert!(p.statements().is_empty(), "a transient failure counts nothing");
+    assert!(plan().command_verdicts(&[UpdateVerdict::Retry("D1 down".into())], 5).is_err(), "the sessions stopped early");
+    let mut p = plan();
+    p.command_verdicts(&[UpdateVerdict::Refused("unknown command c-1".into()), UpdateVerdict::Applied], 5).unwrap();
+    let mut conn = db();
+    let tx = conn.transaction().unwrap();
+    for s in p.statements() {
+        tx.execute(s.sql, [&s.json]).unwrap();
+    }
+    tx.commit().unwrap();
+    assert_eq!(count(&conn, "SELECT count FROM rejections WHERE reason = 'command_update'"), 1);
+}

@@ -30,6 +30,40 @@ pub enum CommandStoreError {
 
 pub use super::rows::{AuditRow, CommandRow, NewCommand};
 
+impl CommandStoreError {
+    /// A store failure (D1 unreachable, overloaded, reset, a batch that lost a race) may pass on a retry;
+    /// an update naming an unknown command, another gateway's command, or a row that cannot be read never will.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CommandStoreError::Sql(_) => true,
+            CommandStoreError::UnknownCommand { .. }
+            | CommandStoreError::WrongGateway { .. }
+            | CommandStoreError::BadRow { .. } => false,
+        }
+    }
+}
+
+/// What ingest does with a command update once the store answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpdateVerdict {
+    /// Applied, or already applied (the state only moves forward).
+    Applied,
+    /// Refused for good: counted as a `command_update` rejection; the message is stored.
+    Refused(String),
+    /// The store failed: the message must be delivered again, not stored without its update.
+    Retry(String),
+}
+
+impl UpdateVerdict {
+    pub fn of(r: Result<bool, CommandStoreError>) -> UpdateVerdict {
+        match r {
+            Ok(_) => UpdateVerdict::Applied,
+            Err(e) if e.is_transient() => UpdateVerdict::Retry(e.to_string()),
+            Err(e) => UpdateVerdict::Refused(e.to_string()),
+        }
+    }
+}
+
 const COLUMNS: &str = "id, gateway_id, type, params, confirm, state, result, error, artifacts, requested_by, \
                        created_at, updated_at, expires_at, timeout_secs, delivered_at, deliveries, cancel_requested_at, target";
 

@@ -238,3 +238,52 @@ fn targets_are_children_of_the_gateway_only() {
         assert_eq!(create(&db, &c).await.unwrap().target.as_deref(), Some("cam-1"));
     });
 }
+
+/// A database that is down: every call fails as D1 does when it is unreachable or overloaded.
+struct Down;
+
+impl Sql for Down {
+    async fn query(&self, _: &str, _: Vec<Arg>) -> Result<Vec<Row>, SqlError> {
+        Err(SqlError::Db("D1_ERROR: Network connection lost.".into()))
+    }
+    async fn batch(&self, _: Vec<Stmt>) -> Result<Vec<u64>, SqlError> {
+        Err(SqlError::Db("D1_ERROR: Network connection lost.".into()))
+    }
+}
+
+/// Reads work, the write batch fails (a D1 reset between the read and the write).
+struct WritesFail(Lite);
+
+impl Sql for WritesFail {
+    async fn query(&self, sql: &str, args: Vec<Arg>) -> Result<Vec<Row>, SqlError> {
+        self.0.query(sql, args).await
+    }
+    async fn batch(&self, _: Vec<Stmt>) -> Result<Vec<u64>, SqlError> {
+        Err(SqlError::Db("D1_ERROR: database is overloaded".into()))
+    }
+}
+
+#[test]
+fn store_failures_are_retried_and_refusals_are_final() {
+    let lite = db();
+    run(async {
+        create(&lite, &new("c1", "gw", 1000)).await.unwrap();
+        let running = update("c1", "gw", CommandState::Running);
+        assert!(matches!(UpdateVerdict::of(apply_update(&Down, "gw", &running, 1).await), UpdateVerdict::Retry(_)));
+        let flaky = WritesFail(lite);
+        assert!(matches!(UpdateVerdict::of(apply_update(&flaky, "gw", &running, 1).await), UpdateVerdict::Retry(_)));
+        let lite = flaky.0;
+        assert_eq!(get(&lite, "c1").await.unwrap().unwrap().state, CommandState::Queued, "nothing applied");
+        // The retry lands.
+        assert_eq!(UpdateVerdict::of(apply_update(&lite, "gw", &running, 2).await), UpdateVerdict::Applied);
+        assert_eq!(get(&lite, "c1").await.unwrap().unwrap().state, CommandState::Running);
+        // A repeat of an applied update is no refusal.
+        assert_eq!(UpdateVerdict::of(apply_update(&lite, "gw", &running, 3).await), UpdateVerdict::Applied);
+        let unknown = UpdateVerdict::of(apply_update(&lite, "gw", &update("nope", "gw", CommandState::Running), 4).await);
+        assert!(matches!(&unknown, UpdateVerdict::Refused(e) if e.contains("nope")), "{unknown:?}");
+        let stranger = UpdateVerdict::of(apply_update(&lite, "other", &update("c1", "other", CommandState::Succeeded), 5).await);
+        assert!(matches!(stranger, UpdateVerdict::Refused(_)));
+    });
+    assert!(CommandStoreError::Sql(SqlError::Db("x".into())).is_transient());
+    assert!(!CommandStoreError::BadRow { command: "c".into(), what: "state" }.is_transient());
+}
