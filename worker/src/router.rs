@@ -29,6 +29,9 @@ pub enum Route {
     Sessions(crate::sessions::SessionRoute),
     /// The artifact routes (`crate::artifacts`).
     Artifacts(crate::artifacts::ArtifactRoute),
+    /// A route of the shim's API this Worker does not serve (501 naming it): the release catalogue,
+    /// whose bytes and signatures live with the shim that `releases add` filled.
+    ShimOnly(&'static str),
     /// Known path, other method.
     MethodNotAllowed(&'static str),
     NotFound,
@@ -38,6 +41,8 @@ impl Route {
     pub fn access(&self) -> Access {
         match self {
             Route::Healthz | Route::MethodNotAllowed(_) | Route::NotFound => Access::Public,
+            // Its URL carries its own token; the answer is a 501 either way.
+            Route::ShimOnly("release download") => Access::Public,
             // Uploads check the gateway's credentials and grant, downloads the signed URL, themselves.
             Route::Artifacts(a) if !a.needs_api_token() => Access::Public,
             _ => Access::Token,
@@ -90,6 +95,9 @@ pub fn route(method: Method, path: &str) -> Route {
         ["v1", "gateways", g, "stats"] => id(g).map_or(Route::NotFound, |g| get(Route::GatewayStats(g))),
         ["v1", "gateways", g, "events"] => id(g).map_or(Route::NotFound, |g| get(Route::GatewayEvents(g))),
         ["v1", "stats"] => get(Route::Stats),
+        ["v1", "releases"] => Route::ShimOnly("the release catalogue"),
+        ["v1", "releases", _, "download"] => Route::ShimOnly("release download"),
+        ["v1", "gateways", _, "releases", _, "offer"] => Route::ShimOnly("release offers"),
         _ => Route::NotFound,
     }
 }
@@ -112,6 +120,10 @@ mod tests {
         assert_eq!(route(Method::Get, "/v1/gateways/gw-1/events"), Route::GatewayEvents("gw-1".into()));
         assert_eq!(route(Method::Post, "/v1/gateways/gw-1/events"), Route::MethodNotAllowed("GET"));
         assert_eq!(route(Method::Get, "/v1/fleet"), Route::Fleet);
+        assert_eq!(route(Method::Get, "/v1/releases"), Route::ShimOnly("the release catalogue"));
+        assert_eq!(route(Method::Post, "/v1/gateways/gw-1/releases/1.2.0/offer"), Route::ShimOnly("release offers"));
+        assert_eq!(route(Method::Get, "/v1/releases/r-1/download").access(), Access::Public);
+        assert_eq!(route(Method::Get, "/v1/releases").access(), Access::Token);
         assert_eq!(route(Method::Get, "/v1/nope"), Route::NotFound);
         assert_eq!(route(Method::Get, "/v1/sensors/%zz"), Route::NotFound);
         assert_eq!(Route::Healthz.access(), Access::Public);

@@ -62,6 +62,7 @@ async fn handle(req: Request, env: &Env, method: Method, path: &str) -> std::res
             Err(ApiError::new(405, format!("method not allowed; use {allow}")).header("Allow", allow))
         }
         Route::NotFound => Err(ApiError::not_found(format!("no route for {path}"))),
+        Route::ShimOnly(what) => Err(ApiError::new(501, format!("{what} is served by scs-cloud-shim, not by this Worker"))),
         Route::Sessions(r) => match &principal {
             Some(p) => self::sessions::handle(r, req, env, p).await,
             None => Err(ApiError::internal("command route without a caller")),
