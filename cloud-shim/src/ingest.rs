@@ -139,6 +139,14 @@ pub enum Outcome {
 pub trait Backend: Send + 'static {
     /// Stores a group; returns one outcome per item, in order.
     fn store(&mut self, items: &[Item]) -> Vec<Outcome>;
+
+    /// A second backend for command updates, when a store's answer is slow enough that an update
+    /// waiting behind a telemetry group would keep an operator waiting (the Worker answers a group only
+    /// once its Queue consumer has committed it). The local SQLite writer has none: its groups take
+    /// milliseconds, and one writer keeps its transactions simple.
+    fn command_lane(&self) -> Option<Box<dyn Backend>> {
+        None
+    }
 }
 
 /// Per-message answer of `POST /v1/ingest`.
@@ -205,8 +213,17 @@ pub fn start(
     let (tx, rx) = mpsc::channel(SUBMIT_QUEUE);
     let (group_tx, group_rx) = mpsc::channel::<Group>(BACKEND_QUEUE);
     let (done_tx, done_rx) = mpsc::channel::<(Group, Vec<Outcome>)>(BACKEND_QUEUE);
+    let lane = match backend.command_lane() {
+        Some(second) => {
+            let (lane_tx, lane_rx) = mpsc::channel::<Group>(BACKEND_QUEUE);
+            let done = done_tx.clone();
+            std::thread::Builder::new().name("ingest-commands".into()).spawn(move || run_backend(second, lane_rx, done))?;
+            Some(lane_tx)
+        }
+        None => None,
+    };
     std::thread::Builder::new().name("ingest-store".into()).spawn(move || run_backend(backend, group_rx, done_tx))?;
-    tokio::spawn(gather(rx, group_tx, registry));
+    tokio::spawn(gather(rx, group_tx, lane, registry));
     tokio::spawn(complete(done_rx, receipts, stats));
     Ok(IngestHandle { tx })
 }
@@ -229,25 +246,64 @@ fn add(group: &mut Group, bytes: &mut usize, s: Submission, registry: &Registry)
     }
 }
 
-async fn gather(mut rx: mpsc::Receiver<Submission>, group_tx: mpsc::Sender<Group>, registry: Registry) {
+/// The group a submission joins: the command lane's for an MQTT command update when there is a lane.
+struct Groups {
+    main: Group,
+    lane: Option<Group>,
+    bytes: usize,
+}
+
+impl Groups {
+    fn new(with_lane: bool) -> Groups {
+        let group = || Group { items: Vec::new(), replies: Vec::new() };
+        Groups { main: group(), lane: with_lane.then(group), bytes: 0 }
+    }
+
+    fn put(&mut self, s: Submission, registry: &Registry) {
+        let is_update = matches!(&s, Submission::Mqtt { topic, .. } if topic.ends_with(TopicKind::CommandUpdate.suffix()));
+        let to = match self.lane.as_mut() {
+            Some(lane) if is_update => lane,
+            _ => &mut self.main,
+        };
+        add(to, &mut self.bytes, s, registry);
+    }
+
+    fn full(&self) -> bool {
+        self.main.items.len() + self.lane.as_ref().map_or(0, |l| l.items.len()) >= MAX_GROUP_ITEMS
+            || self.bytes >= MAX_GROUP_BYTES
+    }
+}
+
+async fn gather(
+    mut rx: mpsc::Receiver<Submission>,
+    group_tx: mpsc::Sender<Group>,
+    lane_tx: Option<mpsc::Sender<Group>>,
+    registry: Registry,
+) {
     while let Some(first) = rx.recv().await {
-        let mut group = Group { items: Vec::new(), replies: Vec::new() };
-        let mut bytes = 0usize;
-        add(&mut group, &mut bytes, first, &registry);
+        let mut groups = Groups::new(lane_tx.is_some());
+        groups.put(first, &registry);
         // Take what is already waiting; while the backend is busy with the previous group this is
         // where messages pile up, so groups grow with load (group commit).
         let deadline = tokio::time::Instant::now() + LINGER;
-        while group.items.len() < MAX_GROUP_ITEMS && bytes < MAX_GROUP_BYTES {
+        while !groups.full() {
             match rx.try_recv() {
-                Ok(s) => add(&mut group, &mut bytes, s, &registry),
+                Ok(s) => groups.put(s, &registry),
                 Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(s)) => add(&mut group, &mut bytes, s, &registry),
+                    Ok(Some(s)) => groups.put(s, &registry),
                     Ok(None) | Err(_) => break,
                 },
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
             }
         }
-        if group_tx.send(group).await.is_err() {
+        // Command updates first: their lane never waits behind a slow telemetry group.
+        if let (Some(tx), Some(lane)) = (lane_tx.as_ref(), groups.lane.filter(|l| !l.items.is_empty())) {
+            if tx.send(lane).await.is_err() {
+                log::error!("ingest command lane has stopped; ingest ends");
+                return;
+            }
+        }
+        if !groups.main.items.is_empty() && group_tx.send(groups.main).await.is_err() {
             log::error!("ingest backend has stopped; ingest ends");
             return;
         }
@@ -443,6 +499,23 @@ mod tests {
             out.push(h.await.unwrap());
         }
         out
+    }
+
+    #[test]
+    fn command_updates_take_the_lane_when_there_is_one() {
+        let (_dir, reg) = registry();
+        let mqtt = |kind| Submission::Mqtt { topic: topic("gw-1", kind), payload: vec![1, 2, 3] };
+        let http = || Submission::Http { messages: vec![msg(1)], reply: oneshot::channel().0 };
+        let mut with = Groups::new(true);
+        for s in [mqtt(TopicKind::Telemetry), mqtt(TopicKind::CommandUpdate), http(), mqtt(TopicKind::CommandUpdate)] {
+            with.put(s, &reg);
+        }
+        let lane = with.lane.as_ref().unwrap();
+        assert_eq!((with.main.items.len(), lane.items.len()), (2, 2));
+        assert!(lane.items.iter().all(|i| i.topic.ends_with("up/command")));
+        let mut without = Groups::new(false);
+        without.put(mqtt(TopicKind::CommandUpdate), &reg);
+        assert_eq!((without.main.items.len(), without.lane.is_none()), (1, true));
     }
 
     #[test]

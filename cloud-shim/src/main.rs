@@ -122,6 +122,8 @@ fn main() -> ExitCode {
         .filter_module("rumqttd", log::LevelFilter::Off)
         .filter_module("tracing", log::LevelFilter::Off)
         .parse_env(env_logger::Env::default().default_filter_or("info"))
+        // Milliseconds, as the agent logs: a command's hops are milliseconds apart.
+        .format_timestamp_millis()
         .init();
     let config = match ServeConfig::parse(&args[1..]) {
         Ok(c) => c,

@@ -151,10 +151,17 @@ fn read_ca(path: &Path) -> Result<Vec<Certificate<'static>>, WorkerError> {
 }
 
 impl Backend for WorkerBackend {
+    fn command_lane(&self) -> Option<Box<dyn Backend>> {
+        Some(Box::new(WorkerBackend { agent: self.agent.clone(), url: self.url.clone(), auth: self.auth.clone() }))
+    }
+
     fn store(&mut self, items: &[Item]) -> Vec<Outcome> {
         let mut outcomes = Vec::with_capacity(items.len());
         for chunk in chunks(items) {
-            match self.post_with_retry(chunk) {
+            let started = std::time::Instant::now();
+            let posted = self.post_with_retry(chunk);
+            log::debug!("forwarded {} messages to the worker in {:?}", chunk.len(), started.elapsed());
+            match posted {
                 Ok(results) => outcomes.extend(results.into_iter().map(outcome_of)),
                 Err(e) => {
                     log::error!("forwarding {} messages to the worker failed: {e}", chunk.len());
