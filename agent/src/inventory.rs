@@ -137,13 +137,13 @@ mod tests {
         let cache = crate::devices::StateCache::default();
         assert_eq!(sensors_seen(&cfg, &cache), sensors(&cfg), "nothing read yet");
         cache.update("cam-1", |s| {
-            s.identity = Some(crate::devices::Identity {
+            s.identity = Some(Box::new(crate::devices::Identity {
                 manufacturer: "Dahua".into(),
                 model: "DHI-NVR4208".into(),
                 firmware: "4.001".into(),
                 serial: "SN-9".into(),
                 hardware_id: String::new(),
-            })
+            }))
         });
         let s = sensors_seen(&cfg, &cache);
         let a = s[1].attrs.as_ref().unwrap();

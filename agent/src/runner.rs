@@ -286,7 +286,9 @@ pub fn telemetry_loop(ctx: &AgentContext) {
     let roots = Roots { proc: cfg.collect.proc_root.clone(), sys: cfg.collect.sys_root.clone() };
     // Device probes run on their own thread; the collector below only reads their cached results,
     // so a dead camera never delays this loop or the watchdog.
-    let device_state = crate::devices::StateCache::default();
+    // Event baselines (serial, firmware, boot time) come from agent.db, so a restart compares with what
+    // the last run saw.
+    let device_state = crate::devices::StateCache::with_baselines(&ctx.db_path());
     // The configured devices plus adopted ones; `site.adopt` adds to it while running.
     let mut site_gen = ctx.site.generation();
     let mut eff = (**cfg).clone();

@@ -5,6 +5,7 @@
 //!
 //! Every probe result carries an [`ErrorClass`]: "auth broken" and "down" are different states.
 
+pub mod baseline;
 pub mod clip;
 pub mod dahua;
 pub mod digest;
@@ -213,22 +214,22 @@ pub struct Channel {
     pub recording: Option<bool>,
 }
 
-/// Results kept per device; the bound is in the type so a flapping device cannot grow memory.
-pub const HISTORY: usize = 8;
-
-/// Latest known state of one device. Cloned out of the cache by readers.
+/// Latest known state of one device. Kept boxed in the cache (68 devices = 68 of these for the agent's
+/// lifetime), so what most devices lack (vendor health, a sample, an identity not read yet) is boxed or
+/// empty rather than inline.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceState {
     pub reach_rtt_ms: Option<f64>,
-    pub last: HashMap<&'static str, ProbeResult>,
-    pub history: heapless::Deque<ProbeResult, HISTORY>,
-    pub identity: Option<Identity>,
+    /// The last result of each tier (see [`DeviceState::last`]).
+    last: [Option<ProbeResult>; 4],
+    pub identity: Option<Box<Identity>>,
     /// Device clock minus gateway clock, seconds (ONVIF GetSystemDateAndTime).
     pub clock_offset_s: Option<i64>,
-    pub snapshot_uri: Option<String>,
+    /// The device's streams: resolved by the management tier (or configured), measured by the stream
+    /// tier. Kept here only; the scheduler reads its targets from this.
     pub streams: Vec<StreamInfo>,
     /// CPU, memory and uptime where the device reports them (ISAPI System/status).
-    pub health: Option<hikvision::Status>,
+    pub health: Option<Box<hikvision::Status>>,
     /// NVR disks (ISAPI ContentMgmt/Storage, Dahua storageDevice).
     pub hdds: Vec<hikvision::Hdd>,
     /// NVR channels (ISAPI InputProxy + record tracks, Dahua LogicDeviceManager + RecordMode).
@@ -238,26 +239,38 @@ pub struct DeviceState {
     /// The driver `auto` settled on for this device, once known.
     pub resolved_driver: Option<Driver>,
     /// Last sampled PLAY of the first stream.
-    pub sample: Option<rtsp::Sample>,
+    pub sample: Option<Box<rtsp::Sample>>,
     /// Set after an authentication failure; cleared by the next authenticated success.
     pub auth_failed: bool,
     /// What the event detector has reported so far.
     pub watch: events::Watch,
 }
 
+/// Slot of a tier in [`DeviceState::last`].
+fn tier_slot(t: Tier) -> usize {
+    match t {
+        Tier::Reach => 0,
+        Tier::Management => 1,
+        Tier::Stream => 2,
+        Tier::Sample => 3,
+    }
+}
+
 impl DeviceState {
     pub fn record(&mut self, r: ProbeResult) {
-        if self.history.is_full() {
-            self.history.pop_front();
+        if let Some(slot) = self.last.get_mut(tier_slot(r.tier)) {
+            *slot = Some(r);
         }
-        // Cannot fail: a slot was freed above.
-        let _ = self.history.push_back(r);
-        self.last.insert(r.tier.as_str(), r);
+    }
+
+    /// The last result of `tier`, if that tier has run.
+    pub fn last(&self, tier: Tier) -> Option<&ProbeResult> {
+        self.last.get(tier_slot(tier)).and_then(Option::as_ref)
     }
 
     /// Online = the last reach probe succeeded.
     pub fn online(&self) -> Option<bool> {
-        self.last.get(Tier::Reach.as_str()).map(|r| r.class == ErrorClass::Ok)
+        self.last(Tier::Reach).map(|r| r.class == ErrorClass::Ok)
     }
 }
 
@@ -266,43 +279,81 @@ impl DeviceState {
 /// for one small clone.
 #[derive(Debug, Clone, Default)]
 pub struct StateCache {
-    inner: Arc<Mutex<HashMap<String, DeviceState>>>,
+    /// Boxed states: the table itself stays a few KiB (its buckets are pointers), each state is
+    /// allocated once at its size.
+    inner: Arc<Mutex<HashMap<Box<str>, Box<DeviceState>>>>,
     events: Arc<Mutex<events::Pending>>,
+    /// Where the identity baselines persist (`agent.db`); `None` in memory only.
+    baselines: Option<Arc<baseline::Store>>,
 }
 
 impl StateCache {
+    /// A cache whose event baselines (serial, firmware, boot time per device) persist in `db` and start
+    /// from what an earlier run left there, so a restart neither misses a unit replaced while the agent
+    /// was down nor reports every device again. If the table cannot be read the cache runs from memory
+    /// (logged): events then restart from a fresh baseline, as before persistence.
+    pub fn with_baselines(db: &std::path::Path) -> StateCache {
+        match baseline::Store::load(db) {
+            Ok((store, rows)) => {
+                let mut map = HashMap::with_capacity(rows.len());
+                for (id, b) in rows {
+                    let mut st = Box::<DeviceState>::default();
+                    st.watch.restore(b);
+                    map.insert(id.into_boxed_str(), st);
+                }
+                StateCache { inner: Arc::new(Mutex::new(map)), baselines: Some(Arc::new(store)), ..StateCache::default() }
+            }
+            Err(e) => {
+                log::warn!("{e}; device events start from a fresh baseline");
+                StateCache::default()
+            }
+        }
+    }
+
     pub fn update<R>(&self, id: &str, f: impl FnOnce(&mut DeviceState) -> R) -> R {
         let mut map = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        f(map.entry(id.to_owned()).or_default())
+        // Looked up first: the key is allocated once per device, not at every update.
+        if let Some(s) = map.get_mut(id) {
+            return f(s);
+        }
+        f(map.entry(id.into()).or_default())
     }
 
     #[cfg(test)]
     pub fn get(&self, id: &str) -> Option<DeviceState> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner).get(id).cloned()
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).get(id).map(|s| (**s).clone())
     }
 
     /// `f` applied to one device's state under the lock (`None` before the device's first result), for
     /// readers that need a few fields and not a copy.
     pub fn read<R>(&self, id: &str, f: impl FnOnce(&DeviceState) -> R) -> Option<R> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner).get(id).map(f)
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).get(id).map(|s| f(s))
     }
 
     #[cfg(test)]
     pub fn snapshot(&self) -> HashMap<String, DeviceState> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|(k, v)| (k.to_string(), (**v).clone())).collect()
     }
 
-    /// Records a probe result and queues the events it causes.
+    /// Records a probe result, queues the events it causes and persists a changed identity baseline.
     pub fn record(&self, id: &str, r: ProbeResult) {
-        let evs = self.update(id, |s| {
+        let (evs, changed) = self.update(id, |s| {
             s.record(r);
             if r.class == ErrorClass::Auth {
                 s.auth_failed = true;
             } else if r.class == ErrorClass::Ok && r.tier != Tier::Reach {
                 s.auth_failed = false;
             }
-            events::after_probe(id, s, r)
+            let evs = events::after_probe(id, s, r);
+            (evs, s.watch.take_changed_baseline())
         });
+        // Written outside the lock, and only when serial, firmware or boot time changed: a few rows a
+        // year per device, not one per probe (flash).
+        if let (Some(store), Some(b)) = (&self.baselines, changed) {
+            if let Err(e) = store.save(id, &b) {
+                log::warn!("{e}");
+            }
+        }
         if evs.is_empty() {
             return;
         }
