@@ -202,6 +202,8 @@ fn spawn_commands(
 }
 
 pub fn run(o: &Overrides) -> Result<(), RunError> {
+    // Before any thread starts, so every thread shares the one arena.
+    one_malloc_arena();
     let (ctx, security) = match start(o) {
         // SIGTERM while still enrolling: a clean stop, not a failure.
         Err(RunError::Enroll(e @ crate::enroll::EnrollError::Stopped { .. })) => {
@@ -278,6 +280,22 @@ fn release_free_memory() {
 /// Other allocators (musl's) release freed memory themselves.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn release_free_memory() {}
+
+/// One glibc malloc arena for every thread. By default each thread that allocates gets an arena of its
+/// own once the others are busy (up to 8 per core), and each keeps its own partly used pages and free
+/// lists: on a 68-device site the `devices` thread's arena alone stayed at 0.85 MiB resident. The
+/// agent's threads allocate little and seldom at the same moment, so sharing one arena costs no
+/// measurable CPU. Measured (scripts/bench probes, 64 cameras + 4 NVRs): anonymous RSS 2.42 -> 1.90
+/// MiB with devices, 0.97 -> 0.86 MiB without.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn one_malloc_arena() {
+    // SAFETY: mallopt only sets an allocator parameter; it is called before other threads exist.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+}
+
+/// musl has a single heap already.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn one_malloc_arena() {}
 
 /// Collects and enqueues a batch every interval (re-read at each tick), re-announces the inventory
 /// when it changes, and feeds the systemd watchdog while the MQTT loop is alive. Returns at shutdown.
