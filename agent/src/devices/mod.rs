@@ -272,6 +272,68 @@ impl DeviceState {
     pub fn online(&self) -> Option<bool> {
         self.last(Tier::Reach).map(|r| r.class == ErrorClass::Ok)
     }
+
+    // The setters below keep the allocations already in the state when a probe reads the same shape
+    // again (the usual case): a fresh copy per round would be allocated among the probe's short-lived
+    // buffers, and each such small block left behind keeps a whole heap page resident once the buffers
+    // are freed.
+
+    pub fn set_identity(&mut self, id: Identity) {
+        if self.identity.as_deref() != Some(&id) {
+            self.identity = Some(Box::new(id));
+        }
+    }
+
+    pub fn set_health(&mut self, h: hikvision::Status) {
+        match &mut self.health {
+            Some(b) => **b = h,
+            None => self.health = Some(Box::new(h)),
+        }
+    }
+
+    pub fn set_sample(&mut self, m: rtsp::Sample) {
+        match &mut self.sample {
+            Some(b) => **b = m,
+            None => self.sample = Some(Box::new(m)),
+        }
+    }
+
+    pub fn set_streams(&mut self, src: &[StreamInfo]) {
+        assign(&mut self.streams, src, |d, s| {
+            d.profile.clone_from(&s.profile);
+            d.uri.clone_from(&s.uri);
+            d.class = s.class;
+            d.codec.clone_from(&s.codec);
+            (d.width, d.height, d.fps) = (s.width, s.height, s.fps);
+        });
+    }
+
+    pub fn set_hdds(&mut self, src: &[hikvision::Hdd]) {
+        assign(&mut self.hdds, src, |d, s| {
+            d.id.clone_from(&s.id);
+            d.status.clone_from(&s.status);
+            (d.capacity_mb, d.free_mb) = (s.capacity_mb, s.free_mb);
+        });
+    }
+
+    pub fn set_channels(&mut self, src: &[Channel]) {
+        assign(&mut self.channels, src, |d, s| {
+            d.id.clone_from(&s.id);
+            (d.online, d.recording) = (s.online, s.recording);
+        });
+    }
+}
+
+/// Makes `dst` equal to `src` element by element through `set`, which copies into the existing element
+/// (`String::clone_from` reuses the buffer); only added elements are allocated.
+fn assign<T: Clone>(dst: &mut Vec<T>, src: &[T], set: impl Fn(&mut T, &T)) {
+    dst.truncate(src.len());
+    for (d, s) in dst.iter_mut().zip(src) {
+        set(d, s);
+    }
+    if let Some(rest) = src.get(dst.len()..) {
+        dst.extend_from_slice(rest);
+    }
 }
 
 /// Per-device state shared between the probe thread (writer) and the telemetry collector (reader).
@@ -414,5 +476,40 @@ pub fn class_code(c: ErrorClass) -> i64 {
         ErrorClass::Fault => 7,
         ErrorClass::Parse => 8,
         ErrorClass::Protocol => 9,
+    }
+}
+
+#[cfg(test)]
+mod state_tests {
+    use super::*;
+
+    fn stream(profile: &str, uri: &str, fps: f64) -> StreamInfo {
+        StreamInfo { profile: profile.into(), uri: uri.into(), fps: Some(fps), ..StreamInfo::default() }
+    }
+
+    #[test]
+    fn a_round_with_the_same_shape_reuses_the_state_allocations() {
+        let mut s = DeviceState::default();
+        s.set_streams(&[stream("main", "rtsp://10.0.0.5/main", 25.0), stream("sub", "rtsp://10.0.0.5/sub", 15.0)]);
+        let uri_buf = s.streams.first().map(|x| x.uri.as_ptr());
+        let vec_buf = s.streams.as_ptr();
+        s.set_streams(&[stream("main", "rtsp://10.0.0.5/main", 24.9), stream("sub", "rtsp://10.0.0.5/sub", 15.0)]);
+        assert_eq!(s.streams.as_ptr(), vec_buf);
+        assert_eq!(s.streams.first().map(|x| x.uri.as_ptr()), uri_buf);
+        assert_eq!(s.streams.first().and_then(|x| x.fps), Some(24.9));
+        // Fewer, then more streams: the content follows.
+        s.set_streams(&[stream("other", "rtsp://10.0.0.5/x", 5.0)]);
+        assert_eq!(s.streams, [stream("other", "rtsp://10.0.0.5/x", 5.0)]);
+        let three = [stream("a", "u1", 1.0), stream("b", "u2", 2.0), stream("c", "u3", 3.0)];
+        s.set_streams(&three);
+        assert_eq!(s.streams, three);
+
+        let id = Identity { serial: "SN1".into(), ..Identity::default() };
+        s.set_identity(id.clone());
+        let boxed = s.identity.as_deref().map(|i| i as *const Identity);
+        s.set_identity(id);
+        assert_eq!(s.identity.as_deref().map(|i| i as *const Identity), boxed, "same identity: same box");
+        s.set_identity(Identity { serial: "SN2".into(), ..Identity::default() });
+        assert_eq!(s.identity.as_deref().map(|i| i.serial.as_str()), Some("SN2"));
     }
 }

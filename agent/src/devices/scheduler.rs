@@ -403,9 +403,9 @@ async fn onvif_management(shared: &Shared, dev: &Device) -> ErrorClass {
                         st.fps = o.fps.or(st.fps);
                     }
                 }
-                s.identity = Some(Box::new(m.identity));
+                s.set_identity(m.identity);
                 s.clock_offset_s = Some(m.clock_offset_s);
-                s.streams = streams;
+                s.set_streams(&streams);
                 s.recordings = recordings;
             });
             ErrorClass::Ok
@@ -436,10 +436,10 @@ async fn isapi_management(shared: &Shared, dev: &Device) -> ErrorClass {
         None => ErrorClass::Timeout,
         Some(Ok((identity, health, hdds, channels))) => {
             shared.cache.update(&spec.id, |s| {
-                s.identity = Some(Box::new(identity));
-                s.health = Some(Box::new(health));
-                s.hdds = hdds;
-                s.channels = channels;
+                s.set_identity(identity);
+                s.set_health(health);
+                s.set_hdds(&hdds);
+                s.set_channels(&channels);
             });
             ErrorClass::Ok
         }
@@ -468,9 +468,9 @@ async fn dahua_management(shared: &Shared, dev: &Device) -> ErrorClass {
         None => ErrorClass::Timeout,
         Some(Ok((identity, hdds, channels))) => {
             shared.cache.update(&spec.id, |s| {
-                s.identity = Some(Box::new(identity));
-                s.hdds = hdds;
-                s.channels = channels;
+                s.set_identity(identity);
+                s.set_hdds(&hdds);
+                s.set_channels(&channels);
             });
             ErrorClass::Ok
         }
@@ -525,7 +525,7 @@ async fn stream(shared: &Shared, dev: &Device) -> Option<ErrorClass> {
             break;
         }
     }
-    shared.cache.update(&dev.spec.id, |s| s.streams = out);
+    shared.cache.update(&dev.spec.id, |s| s.set_streams(&out));
     Some(worst)
 }
 
@@ -533,7 +533,7 @@ async fn sample(shared: &Shared, dev: &Device) -> Option<ErrorClass> {
     let t = stream_targets(shared, dev).into_iter().next()?;
     Some(match rtsp::sample(&t.uri, dev.spec.credentials(), shared.cfg.limits, shared.cfg.sample_window).await {
         Ok((_, m)) => {
-            shared.cache.update(&dev.spec.id, |s| s.sample = Some(Box::new(m)));
+            shared.cache.update(&dev.spec.id, |s| s.set_sample(m));
             ErrorClass::Ok
         }
         Err(e) => {
