@@ -370,6 +370,8 @@ pub fn telemetry_loop(ctx: &AgentContext) {
             if let Err(e) = announcer.announce(&ctx.queue, inventory::sensors_seen(&eff, &device_state), agent_info.clone()) {
                 log::error!("queueing inventory: {e}");
             }
+            // Identity baselines changed by the probes since the last tick (rarely any).
+            device_state.save_baselines();
             drop(report);
             release_free_memory();
         }
@@ -382,6 +384,7 @@ pub fn telemetry_loop(ctx: &AgentContext) {
         let wait = next_tick.saturating_duration_since(Instant::now()).min(Duration::from_millis(250));
         ctx.shutdown.sleep(wait.max(Duration::from_millis(10)));
     }
+    device_state.save_baselines();
 }
 
 /// True while the MQTT thread keeps turning (its heartbeat is recent).

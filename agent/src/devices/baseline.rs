@@ -5,8 +5,9 @@
 //!
 //! A row is written only when its values change (a new unit, new firmware, a reboot, or the boot-time
 //! estimate drifting by a minute): a few writes per device per year, not one per probe, which spares
-//! the flash. One short-lived connection per write: writes are that rare, and an open connection would
-//! cost memory for the agent's lifetime.
+//! the flash. The telemetry loop writes what changed once per interval, in one transaction on a
+//! short-lived connection: writes are that rare, and an open connection would cost memory for the
+//! agent's lifetime.
 
 use std::path::{Path, PathBuf};
 
@@ -40,6 +41,9 @@ pub struct Baseline {
     pub uptime_s: Option<u64>,
     pub seen_s: Option<u64>,
 }
+
+/// Baselines by device id.
+pub type Rows = Vec<(Box<str>, Baseline)>;
 
 /// Where baselines persist.
 #[derive(Debug)]
@@ -77,26 +81,30 @@ impl Store {
         Ok((Store { path: db.to_owned() }, rows))
     }
 
-    /// Writes one device's baseline (insert or replace).
-    pub fn save(&self, device: &str, b: &Baseline) -> Result<(), BaselineError> {
-        let err = |source| BaselineError::Save { device: device.to_owned(), path: self.path.clone(), source };
-        let conn = crate::db::open(&self.path).map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
-        conn.execute(
-            "INSERT INTO device_baselines (device_id, serial, firmware, uptime_s, seen_s, updated_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (device_id) DO UPDATE SET serial = excluded.serial, firmware = excluded.firmware,
-                 uptime_s = excluded.uptime_s, seen_s = excluded.seen_s, updated_ms = excluded.updated_ms",
-            params![
-                device,
-                &*b.serial,
-                &*b.firmware,
-                to_i64(b.uptime_s),
-                to_i64(b.seen_s),
-                i64::try_from(crate::clock::now_ms()).unwrap_or(i64::MAX)
-            ],
-        )
-        .map_err(err)?;
+    /// Writes the baselines of several devices (insert or replace) in one transaction, on one
+    /// short-lived connection.
+    pub fn save_all(&self, rows: &Rows) -> Result<(), BaselineError> {
+        let first = rows.first().map(|(id, _)| id.to_string()).unwrap_or_default();
+        let err = |device: &str| {
+            let path = self.path.clone();
+            let device = device.to_owned();
+            move |source| BaselineError::Save { device, path, source }
+        };
+        let mut conn = crate::db::open(&self.path).map_err(err(&first))?;
+        conn.execute_batch(SCHEMA).map_err(err(&first))?;
+        let tx = conn.transaction().map_err(err(&first))?;
+        let now = i64::try_from(crate::clock::now_ms()).unwrap_or(i64::MAX);
+        for (id, b) in rows {
+            tx.execute(
+                "INSERT INTO device_baselines (device_id, serial, firmware, uptime_s, seen_s, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (device_id) DO UPDATE SET serial = excluded.serial, firmware = excluded.firmware,
+                     uptime_s = excluded.uptime_s, seen_s = excluded.seen_s, updated_ms = excluded.updated_ms",
+                params![&**id, &*b.serial, &*b.firmware, to_i64(b.uptime_s), to_i64(b.seen_s), now],
+            )
+            .map_err(err(id))?;
+        }
+        tx.commit().map_err(err(&first))?;
         Ok(())
     }
 
@@ -142,6 +150,7 @@ mod tests {
         let r =
             ProbeResult { tier: Tier::Management, class: ErrorClass::Ok, duration: Duration::from_millis(9), ts_ms: t_s * 1000 };
         cache.record("cam-1", r);
+        cache.save_baselines();
         cache.drain_events(usize::MAX).into_iter().map(|e| e.kind).collect()
     }
 
@@ -177,6 +186,18 @@ mod tests {
         // And the restart after that one reports nothing again.
         let cache = StateCache::with_baselines(&db);
         assert!(round(&cache, "SN2", 940, t0 + 8200).is_empty());
+        drop(cache);
+
+        // A failed write keeps the change for the next tick.
+        let cache = StateCache::with_baselines(&db);
+        let aside = dir.join("moved.db");
+        std::fs::rename(&db, &aside).unwrap();
+        std::fs::create_dir(&db).unwrap(); // not a database: the write fails
+        assert_eq!(round(&cache, "SN4", 10, t0 + 8300), [scs_protocol::EventKind::REPLACED]);
+        std::fs::remove_dir(&db).unwrap();
+        std::fs::rename(&aside, &db).unwrap();
+        cache.save_baselines();
+        assert_eq!(store.get("cam-1").unwrap().map(|r| r.0.serial), Some("SN4".into()));
         drop(cache);
 
         // An unreadable table: events run from memory, the agent does not stop.

@@ -347,6 +347,8 @@ pub struct StateCache {
     events: Arc<Mutex<events::Pending>>,
     /// Where the identity baselines persist (`agent.db`); `None` in memory only.
     baselines: Option<Arc<baseline::Store>>,
+    /// Baselines changed since the last [`StateCache::save_baselines`], one entry per device.
+    unsaved: Arc<Mutex<baseline::Rows>>,
 }
 
 impl StateCache {
@@ -409,11 +411,14 @@ impl StateCache {
             let evs = events::after_probe(id, s, r);
             (evs, s.watch.take_changed_baseline())
         });
-        // Written outside the lock, and only when serial, firmware or boot time changed: a few rows a
-        // year per device, not one per probe (flash).
-        if let (Some(store), Some(b)) = (&self.baselines, changed) {
-            if let Err(e) = store.save(id, &b) {
-                log::warn!("{e}");
+        // Only when serial, firmware or boot time changed: a few rows a year per device, not one per
+        // probe (flash). Written by the telemetry loop (`save_baselines`), which owns the database
+        // time, so a busy database never stalls the probes.
+        if let (Some(_), Some(b)) = (&self.baselines, changed) {
+            let mut unsaved = self.unsaved.lock().unwrap_or_else(PoisonError::into_inner);
+            match unsaved.iter_mut().find(|(k, _)| **k == *id) {
+                Some((_, old)) => *old = b,
+                None => unsaved.push((id.into(), b)),
             }
         }
         if evs.is_empty() {
@@ -423,6 +428,25 @@ impl StateCache {
         for e in evs {
             log::info!("device {id}: event {}: {}", e.kind, e.detail.as_deref().unwrap_or(""));
             q.push(e);
+        }
+    }
+
+    /// Writes the baselines changed since the last call, in one transaction. On failure (logged) they
+    /// stay queued for the next call, unless a newer value of the same device arrived meanwhile.
+    pub fn save_baselines(&self) {
+        let Some(store) = &self.baselines else { return };
+        let rows = std::mem::take(&mut *self.unsaved.lock().unwrap_or_else(PoisonError::into_inner));
+        if rows.is_empty() {
+            return;
+        }
+        if let Err(e) = store.save_all(&rows) {
+            log::warn!("{e}");
+            let mut unsaved = self.unsaved.lock().unwrap_or_else(PoisonError::into_inner);
+            for (id, b) in rows {
+                if !unsaved.iter().any(|(k, _)| *k == id) {
+                    unsaved.push((id, b));
+                }
+            }
         }
     }
 
