@@ -81,7 +81,9 @@ pub fn sensors_seen(cfg: &Config, devices: &crate::devices::StateCache) -> Vec<S
 pub struct Announcer {
     gateway: String,
     boot: u64,
-    last: Option<Vec<u8>>,
+    /// SHA-256 of the last inventory queued (without seq and ts): kept for the comparison instead of
+    /// the encoded inventory itself, which is ~18 KiB on a 68-device site.
+    last: Option<[u8; 32]>,
 }
 
 impl Announcer {
@@ -101,8 +103,8 @@ impl Announcer {
             agent: Some(agent),
         };
         // Compare content only: seq and ts differ every time.
-        let fingerprint = encode(&inv);
-        if self.last.as_ref() == Some(&fingerprint) {
+        let fingerprint: Option<[u8; 32]> = ring::digest::digest(&ring::digest::SHA256, &encode(&inv)).as_ref().try_into().ok();
+        if fingerprint.is_some() && self.last == fingerprint {
             return Ok(None);
         }
         let ts = crate::clock::now_ms();
@@ -111,7 +113,7 @@ impl Announcer {
             inv.ts = ts;
             encode(&inv)
         })?;
-        self.last = Some(fingerprint);
+        self.last = fingerprint;
         log::info!("inventory queued (seq {seq}, {} sensors)", inv.sensors.len());
         Ok(Some(seq))
     }
@@ -137,13 +139,13 @@ mod tests {
         let cache = crate::devices::StateCache::default();
         assert_eq!(sensors_seen(&cfg, &cache), sensors(&cfg), "nothing read yet");
         cache.update("cam-1", |s| {
-            s.identity = Some(crate::devices::Identity {
+            s.identity = Some(Box::new(crate::devices::Identity {
                 manufacturer: "Dahua".into(),
                 model: "DHI-NVR4208".into(),
                 firmware: "4.001".into(),
                 serial: "SN-9".into(),
                 hardware_id: String::new(),
-            })
+            }))
         });
         let s = sensors_seen(&cfg, &cache);
         let a = s[1].attrs.as_ref().unwrap();

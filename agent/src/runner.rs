@@ -202,6 +202,8 @@ fn spawn_commands(
 }
 
 pub fn run(o: &Overrides) -> Result<(), RunError> {
+    // Before any thread starts, so every thread shares the one arena.
+    one_malloc_arena();
     let (ctx, security) = match start(o) {
         // SIGTERM while still enrolling: a clean stop, not a failure.
         Err(RunError::Enroll(e @ crate::enroll::EnrollError::Stopped { .. })) => {
@@ -279,6 +281,22 @@ fn release_free_memory() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn release_free_memory() {}
 
+/// One glibc malloc arena for every thread. By default each thread that allocates gets an arena of its
+/// own once the others are busy (up to 8 per core), and each keeps its own partly used pages and free
+/// lists: on a 68-device site the `devices` thread's arena alone stayed at 0.85 MiB resident. The
+/// agent's threads allocate little and seldom at the same moment, so sharing one arena costs no
+/// measurable CPU. Measured (scripts/bench probes, 64 cameras + 4 NVRs): anonymous RSS 2.42 -> 1.90
+/// MiB with devices, 0.97 -> 0.86 MiB without.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn one_malloc_arena() {
+    // SAFETY: mallopt only sets an allocator parameter; it is called before other threads exist.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+}
+
+/// musl has a single heap already.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn one_malloc_arena() {}
+
 /// Collects and enqueues a batch every interval (re-read at each tick), re-announces the inventory
 /// when it changes, and feeds the systemd watchdog while the MQTT loop is alive. Returns at shutdown.
 pub fn telemetry_loop(ctx: &AgentContext) {
@@ -286,7 +304,9 @@ pub fn telemetry_loop(ctx: &AgentContext) {
     let roots = Roots { proc: cfg.collect.proc_root.clone(), sys: cfg.collect.sys_root.clone() };
     // Device probes run on their own thread; the collector below only reads their cached results,
     // so a dead camera never delays this loop or the watchdog.
-    let device_state = crate::devices::StateCache::default();
+    // Event baselines (serial, firmware, boot time) come from agent.db, so a restart compares with what
+    // the last run saw.
+    let device_state = crate::devices::StateCache::with_baselines(&ctx.db_path());
     // The configured devices plus adopted ones; `site.adopt` adds to it while running.
     let mut site_gen = ctx.site.generation();
     let mut eff = (**cfg).clone();
@@ -350,6 +370,8 @@ pub fn telemetry_loop(ctx: &AgentContext) {
             if let Err(e) = announcer.announce(&ctx.queue, inventory::sensors_seen(&eff, &device_state), agent_info.clone()) {
                 log::error!("queueing inventory: {e}");
             }
+            // Identity baselines changed by the probes since the last tick (rarely any).
+            device_state.save_baselines();
             drop(report);
             release_free_memory();
         }
@@ -362,6 +384,7 @@ pub fn telemetry_loop(ctx: &AgentContext) {
         let wait = next_tick.saturating_duration_since(Instant::now()).min(Duration::from_millis(250));
         ctx.shutdown.sleep(wait.max(Duration::from_millis(10)));
     }
+    device_state.save_baselines();
 }
 
 /// True while the MQTT thread keeps turning (its heartbeat is recent).

@@ -202,3 +202,86 @@ fn black_holed_devices_never_delay_telemetry_or_the_watchdog() {
     );
     assert!(silent_timeouts > 0, "no silent device's management probe classified as a timeout");
 }
+
+/// Events stored for `sensor`, oldest first, as `kind` strings.
+fn event_kinds(api: &Api, sensor: &str) -> Vec<String> {
+    let r = api.get(&format!("/v1/sensors/{sensor}/events"));
+    if !r.is_success() {
+        return Vec::new();
+    }
+    let v = r.json();
+    let mut kinds: Vec<String> = v["events"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["kind"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    kinds.reverse();
+    kinds
+}
+
+/// Waits until the agent started at `since_ms` has stored `rounds` management results of `sensor`
+/// (the cache is new in each process, so any such sample is a round of this run).
+fn wait_management_rounds(api: &Api, sensor: &str, since_ms: u64, rounds: usize) {
+    wait_for(Duration::from_secs(60), "management rounds after the start", || {
+        let v = api.get_json(&format!("/v1/sensors/{sensor}/metrics?name=device.probe_ms&from={since_ms}&order=asc&limit=1000"));
+        let mut durations: Vec<f64> =
+            v["samples"].as_array()?.iter().filter(|s| s["label"] == "management").filter_map(|s| s["value"].as_f64()).collect();
+        // Consecutive samples repeat the last result until the next round: distinct values ~ rounds.
+        durations.dedup();
+        (durations.len() >= rounds).then_some(())
+    });
+}
+
+/// The identity baseline persists in agent.db: a camera swapped for another unit while the agent was
+/// stopped is reported `device.replaced` once after the restart, and a restart without a change
+/// reports nothing.
+#[test]
+fn a_camera_replaced_while_the_agent_was_down_is_reported_once_after_the_restart() {
+    let rtsp = FakeRtsp::start(RtspOpts::default());
+    let cam = FakeOnvif::start(OnvifOpts { rtsp_base: rtsp.base(), ..OnvifOpts::default() });
+    let shim = Shim::start(ShimOpts::default());
+    let mut toml = String::from("[collect]\nprobe_stagger_secs = 0\nprobe_management_secs = 2\n\n");
+    toml.push_str(&device("cam-swap", &cam.target(), "onvif", "cam-pass", None));
+    let mut o = AgentOpts::new("gw-swap", &shim.mqtt_url());
+    o.bundle = Some(shim.add_gateway("gw-swap").bundle);
+    o.config_toml = Some(toml);
+    let mut agent = Agent::start(o);
+    let api = shim.api();
+    // 404 until the inventory is stored.
+    let serial = |api: &Api| {
+        let r = api.get("/v1/sensors/cam-swap");
+        r.is_success().then(|| r.json()["attrs"]["serialNumber"].as_str().map(str::to_owned)).flatten()
+    };
+
+    wait_for(Duration::from_secs(60), "the first unit's serial", || (serial(&api)? == "FC1080-000123").then_some(()));
+    wait_management_rounds(&api, "cam-swap", 0, 2);
+    assert_eq!(event_kinds(&api, "cam-swap"), Vec::<String>::new(), "first sight is the baseline");
+
+    // Restart, same unit: several rounds, no event.
+    agent.kill();
+    let restarted = scs_testkit::now_ms();
+    agent.start_again();
+    wait_management_rounds(&api, "cam-swap", restarted, 3);
+    assert!(agent.is_running(), "{}", agent.logs());
+    assert_eq!(event_kinds(&api, "cam-swap"), Vec::<String>::new(), "a restart without a change reports nothing");
+
+    // Another unit at the address while the agent is down.
+    agent.kill();
+    cam.set(|o| o.serial = "FC1080-777777".into());
+    let restarted = scs_testkit::now_ms();
+    agent.start_again();
+    let kinds = wait_for(Duration::from_secs(60), "device.replaced after the restart", || {
+        let k = event_kinds(&api, "cam-swap");
+        k.iter().any(|k| k == "device.replaced").then_some(k)
+    });
+    assert_eq!(kinds, ["device.replaced"]);
+    let v = api.get_json("/v1/sensors/cam-swap/events");
+    assert_eq!(v["events"][0]["detail"], "serial FC1080-000123 -> FC1080-777777");
+    // Later rounds, and a restart after that, do not report it again.
+    wait_management_rounds(&api, "cam-swap", restarted, 4);
+    agent.kill();
+    let restarted = scs_testkit::now_ms();
+    agent.start_again();
+    wait_management_rounds(&api, "cam-swap", restarted, 3);
+    assert_eq!(event_kinds(&api, "cam-swap"), ["device.replaced"], "reported once");
+    assert_eq!(serial(&api).as_deref(), Some("FC1080-777777"));
+}

@@ -45,6 +45,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 struct Measured {
     rss_median_kib: u64,
+    /// Median of RssAnon (heap, stacks) and RssFile (binary and library pages touched): what the
+    /// devices cost splits between memory they allocate and code they run.
+    anon_median_kib: u64,
+    file_median_kib: u64,
     rss_max_kib: u64,
     cpu_pct: f64,
     jitter_p99_ms: f64,
@@ -117,6 +121,7 @@ pub fn run(opts: &Opts) -> Result<(), String> {
     let (b_cpu0, p_cpu0) = (cpu_secs(bpid).ok_or("no /proc stat")?, cpu_secs(ppid).ok_or("no /proc stat")?);
     let w0 = Instant::now();
     let (mut b_rss, mut p_rss) = (Vec::new(), Vec::new());
+    let (mut b_anon, mut p_anon, mut b_file, mut p_file) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     println!("measuring for {secs} s");
     while w0.elapsed() < Duration::from_secs(secs) {
         if !base.is_running() || !probed.is_running() {
@@ -124,6 +129,10 @@ pub fn run(opts: &Opts) -> Result<(), String> {
         }
         b_rss.extend(status_kib(bpid, "VmRSS:"));
         p_rss.extend(status_kib(ppid, "VmRSS:"));
+        b_anon.extend(status_kib(bpid, "RssAnon:"));
+        p_anon.extend(status_kib(ppid, "RssAnon:"));
+        b_file.extend(status_kib(bpid, "RssFile:"));
+        p_file.extend(status_kib(ppid, "RssFile:"));
         std::thread::sleep(Duration::from_secs(1));
     }
     let wall = w0.elapsed().as_secs_f64();
@@ -140,21 +149,27 @@ pub fn run(opts: &Opts) -> Result<(), String> {
         }
     }
 
-    let measure = |rss: &mut Vec<u64>, cpu: f64, gw: &str| -> Measured {
+    let median = |v: &mut Vec<u64>| {
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0)
+    };
+    let measure = |rss: &mut Vec<u64>, anon: &mut Vec<u64>, file: &mut Vec<u64>, cpu: f64, gw: &str| -> Measured {
         rss.sort_unstable();
         let ts = batch_times(&shim, gw, window_from_ms);
         let (p99, max) = jitter(&ts, interval);
         Measured {
             rss_median_kib: rss.get(rss.len() / 2).copied().unwrap_or(0),
             rss_max_kib: rss.last().copied().unwrap_or(0),
+            anon_median_kib: median(anon),
+            file_median_kib: median(file),
             cpu_pct: cpu / wall * 100.0,
             jitter_p99_ms: p99,
             jitter_max_ms: max,
             batches: ts.len(),
         }
     };
-    let b = measure(&mut b_rss, b_cpu1 - b_cpu0, "gw-bench-base");
-    let p = measure(&mut p_rss, p_cpu1 - p_cpu0, "gw-bench-site");
+    let b = measure(&mut b_rss, &mut b_anon, &mut b_file, b_cpu1 - b_cpu0, "gw-bench-base");
+    let p = measure(&mut p_rss, &mut p_anon, &mut p_file, p_cpu1 - p_cpu0, "gw-bench-site");
 
     // What the agent saw: devices online and managed, from the store.
     let api = shim.api();
@@ -200,6 +215,13 @@ pub fn run(opts: &Opts) -> Result<(), String> {
         p.jitter_p99_ms,
         p.jitter_max_ms
     );
+    println!(
+        "RSS split (median): baseline anon {:.2} + file {:.2} MiB, with devices anon {:.2} + file {:.2} MiB",
+        mib(b.anon_median_kib),
+        mib(b.file_median_kib),
+        mib(p.anon_median_kib),
+        mib(p.file_median_kib)
+    );
     println!("devices online {online}/{n_dev}, managed (management or RTSP stream ok) {managed}/{n_dev} in the window");
     match round {
         Some((n, ok, ms)) => println!("first management round: {n} devices ({ok} ok) in {ms} ms at the default concurrency"),
@@ -208,11 +230,15 @@ pub fn run(opts: &Opts) -> Result<(), String> {
     let (rn, rok, rms) = round.unwrap_or((0, 0, 0));
     println!(
         "BENCH probes devices={n_dev} cameras={cameras} nvrs={nvrs} rtsp={} interval_secs={interval} window_secs={secs} \
-         base_rss_kib={} site_rss_kib={} site_hwm_kib={hwm} base_cpu_pct={:.4} site_cpu_pct={:.4} round_devices={rn} round_ok={rok} \
+         base_rss_kib={} site_rss_kib={} base_anon_kib={} site_anon_kib={} base_file_kib={} site_file_kib={} site_hwm_kib={hwm} base_cpu_pct={:.4} site_cpu_pct={:.4} round_devices={rn} round_ok={rok} \
          round_ms={rms} base_jitter_p99_ms={:.1} site_jitter_p99_ms={:.1} base_batches={} site_batches={} online={online} managed={managed}",
         site.rtsp_kind.replace(' ', "-"),
         b.rss_median_kib,
         p.rss_median_kib,
+        b.anon_median_kib,
+        p.anon_median_kib,
+        b.file_median_kib,
+        p.file_median_kib,
         b.cpu_pct,
         p.cpu_pct,
         b.jitter_p99_ms,

@@ -60,16 +60,14 @@ fn metrics_of(s: &DeviceState) -> Option<Vec<Metric>> {
         metrics.push(Metric::new("device.latency_ms", ms));
     }
     for tier in Tier::ALL {
-        if let Some(r) = s.last.get(tier.as_str()) {
+        if let Some(r) = s.last(tier) {
             metrics.push(Metric::labelled("device.probe_class", tier.as_str(), class_code(r.class)));
             let ms = (r.duration.as_secs_f64() * 10_000.0).round() / 10.0;
             metrics.push(Metric::labelled("device.probe_ms", tier.as_str(), ms));
         }
     }
-    let authed = [Tier::Management, Tier::Stream, Tier::Sample]
-        .iter()
-        .filter_map(|t| s.last.get(t.as_str()))
-        .any(|r| r.class == ErrorClass::Ok);
+    let authed =
+        [Tier::Management, Tier::Stream, Tier::Sample].iter().filter_map(|t| s.last(*t)).any(|r| r.class == ErrorClass::Ok);
     if s.auth_failed || authed {
         metrics.push(Metric::new("device.auth_ok", i64::from(!s.auth_failed)));
     }
@@ -122,7 +120,7 @@ fn metrics_of(s: &DeviceState) -> Option<Vec<Metric>> {
     if let Some(n) = s.recordings {
         metrics.push(Metric::new("nvr.recordings", n));
     }
-    if let Some(m) = s.sample {
+    if let Some(m) = s.sample.as_deref() {
         metrics.push(Metric::new("camera.fps", (m.fps * 10.0).round() / 10.0));
         metrics.push(Metric::new("camera.bitrate_kbps", m.kbit_s.round()));
         let sent = m.packets + m.lost;

@@ -8,11 +8,12 @@
 //! (the recovery is reported at once, a renewed failure waits for the hold to end), so a device that
 //! flaps every probe yields at most one lost/restored pair per hold period.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, VecDeque};
 
 use scs_protocol::{DeviceEvent, EventKind};
 
-use super::{DeviceState, ErrorClass, Identity, ProbeResult, Tier};
+use super::baseline::Baseline;
+use super::{DeviceState, ErrorClass, ProbeResult, Tier};
 
 /// Events waiting for a telemetry batch. A whole batch may carry 256; past this bound the oldest are
 /// dropped (and counted) rather than growing memory while the gateway cannot queue.
@@ -23,6 +24,13 @@ pub const HOLD_MS: u64 = 10 * 60 * 1000;
 pub const DOWN_CONFIRM: u32 = 2;
 /// Uptime may read a few seconds low between two reads (rounding, clock steps) without a reboot.
 const UPTIME_SLACK_S: u64 = 5;
+/// Across an agent restart the boot time is compared as gateway clock minus device uptime, which two
+/// clocks and the baseline's own age blur: a reboot counts when the device booted this much later than
+/// the baseline says (plus 0.1 % of the time since the baseline).
+const RESTART_BOOT_SLACK_S: u64 = 120;
+/// The persisted boot estimate is rewritten when it drifts this far from the current one (device and
+/// gateway clocks run at slightly different rates): a rare write that keeps the restart check tight.
+const BOOT_DRIFT_REWRITE_S: u64 = 60;
 
 #[derive(Debug, Clone, Default)]
 struct Condition {
@@ -33,18 +41,81 @@ struct Condition {
     last_bad_ms: Option<u64>,
 }
 
+/// A watched condition of one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key<'a> {
+    Down,
+    Auth,
+    Hdd(&'a str),
+    Stream(&'a str),
+}
+
+/// [`Key`] as stored: the device-supplied names are allocated once, when the condition is first seen.
+#[derive(Debug, Clone)]
+enum StoredKey {
+    Down,
+    Auth,
+    Hdd(Box<str>),
+    Stream(Box<str>),
+}
+
+impl StoredKey {
+    fn is(&self, k: Key<'_>) -> bool {
+        match (self, k) {
+            (StoredKey::Down, Key::Down) | (StoredKey::Auth, Key::Auth) => true,
+            (StoredKey::Hdd(a), Key::Hdd(b)) | (StoredKey::Stream(a), Key::Stream(b)) => **a == *b,
+            _ => false,
+        }
+    }
+
+    fn of(k: Key<'_>) -> StoredKey {
+        match k {
+            Key::Down => StoredKey::Down,
+            Key::Auth => StoredKey::Auth,
+            Key::Hdd(s) => StoredKey::Hdd(s.into()),
+            Key::Stream(s) => StoredKey::Stream(s.into()),
+        }
+    }
+}
+
 /// Per-device memory of what has been reported.
 #[derive(Debug, Clone, Default)]
 pub struct Watch {
-    conditions: HashMap<String, Condition>,
-    identity: Option<Identity>,
+    /// A handful per device (down, auth, one per stream or disk): a list beats a hash table here.
+    conditions: Vec<(StoredKey, Condition)>,
+    /// Serial, firmware and boot time the identity events compare against; persisted in `agent.db`
+    /// (`baseline.rs`) so the comparison survives a restart.
+    baseline: Option<Baseline>,
+    /// Device uptime at the last management round of this process.
     uptime_s: Option<u64>,
+    /// `baseline` changed since it was last taken for persisting.
+    baseline_changed: bool,
 }
 
 impl Watch {
+    /// Starts from a baseline persisted by an earlier run.
+    pub fn restore(&mut self, b: Baseline) {
+        self.baseline = Some(b);
+    }
+
+    /// The baseline, when it changed since the last call (to be persisted).
+    pub fn take_changed_baseline(&mut self) -> Option<Baseline> {
+        if !std::mem::take(&mut self.baseline_changed) {
+            return None;
+        }
+        self.baseline.clone()
+    }
+
     /// Feeds one observation of `key`; returns the new state when a transition is to be reported.
-    fn observe(&mut self, key: &str, bad: bool, confirm: u32, now_ms: u64) -> Option<bool> {
-        let c = self.conditions.entry(key.to_owned()).or_default();
+    fn observe(&mut self, key: Key<'_>, bad: bool, confirm: u32, now_ms: u64) -> Option<bool> {
+        let i = match self.conditions.iter().position(|(k, _)| k.is(key)) {
+            Some(i) => i,
+            None => {
+                self.conditions.push((StoredKey::of(key), Condition::default()));
+                self.conditions.len() - 1
+            }
+        };
+        let (_, c) = self.conditions.get_mut(i)?;
         if c.candidate == Some(bad) {
             c.streak = c.streak.saturating_add(1);
         } else {
@@ -95,7 +166,7 @@ pub fn after_probe(sensor: &str, s: &mut DeviceState, r: ProbeResult) -> Vec<Dev
     if r.tier == Tier::Reach && (r.class.is_down() || r.class == ErrorClass::Ok) {
         let down = r.class.is_down();
         let confirm = if down { DOWN_CONFIRM } else { 1 };
-        match s.watch.observe("down", down, confirm, now) {
+        match s.watch.observe(Key::Down, down, confirm, now) {
             Some(true) => {
                 out.push(event(sensor, now, EventKind::WENT_DOWN, format!("not answering ({class})"), &[("class", class)]))
             }
@@ -106,7 +177,7 @@ pub fn after_probe(sensor: &str, s: &mut DeviceState, r: ProbeResult) -> Vec<Dev
     // Credentials.
     if r.tier != Tier::Reach && (r.class == ErrorClass::Auth || r.class == ErrorClass::Ok) {
         let tier = r.tier.as_str();
-        match s.watch.observe("auth", r.class == ErrorClass::Auth, 1, now) {
+        match s.watch.observe(Key::Auth, r.class == ErrorClass::Auth, 1, now) {
             Some(true) => {
                 out.push(event(sensor, now, EventKind::AUTH_BROKEN, format!("credentials refused ({tier})"), &[("tier", tier)]))
             }
@@ -122,54 +193,46 @@ pub fn after_probe(sensor: &str, s: &mut DeviceState, r: ProbeResult) -> Vec<Dev
     }
     if r.tier == Tier::Management && r.class == ErrorClass::Ok {
         identity_events(sensor, s, now, &mut out);
-        let hdds: Vec<(String, String)> = s.hdds.iter().map(|d| (d.id.clone(), d.status.clone())).collect();
-        for (id, status) in hdds {
+        // Split borrows: the watch is updated while the disks are read, without copying them.
+        let DeviceState { hdds, watch, .. } = s;
+        for d in hdds.iter() {
+            let (id, status) = (d.id.as_str(), d.status.as_str());
             let bad = !status.eq_ignore_ascii_case("ok");
-            match s.watch.observe(&format!("hdd:{id}"), bad, 1, now) {
-                Some(true) => out.push(event(
-                    sensor,
-                    now,
-                    EventKind::HDD_FAILED,
-                    format!("disk {id}: {status}"),
-                    &[("hdd", &id), ("status", &status)],
-                )),
-                Some(false) => out.push(event(
-                    sensor,
-                    now,
-                    EventKind::HDD_RESTORED,
-                    format!("disk {id}: {status}"),
-                    &[("hdd", &id), ("status", &status)],
-                )),
-                None => {}
-            }
+            let kind = match watch.observe(Key::Hdd(id), bad, 1, now) {
+                Some(true) => EventKind::HDD_FAILED,
+                Some(false) => EventKind::HDD_RESTORED,
+                None => continue,
+            };
+            out.push(event(sensor, now, kind, format!("disk {id}: {status}"), &[("hdd", id), ("status", status)]));
         }
     }
     if matches!(r.tier, Tier::Stream | Tier::Sample) && r.class != ErrorClass::Auth {
         // A stream is lost when DESCRIBE fails, or when it answers DESCRIBE but the sampled PLAY of
         // it (the first stream) got no frames: the failure operators care most about.
-        let sample = s.last.get(Tier::Sample.as_str()).map(|x| x.class).filter(|c| *c != ErrorClass::Auth);
-        let streams: Vec<(String, Option<ErrorClass>)> = s.streams.iter().map(|x| (x.profile.clone(), x.class)).collect();
-        for (i, (profile, describe)) in streams.into_iter().enumerate() {
-            let Some(describe) = describe.filter(|c| *c != ErrorClass::Auth) else { continue };
+        let sample = s.last(Tier::Sample).map(|x| x.class).filter(|c| *c != ErrorClass::Auth);
+        let DeviceState { streams, watch, .. } = s;
+        for (i, st) in streams.iter().enumerate() {
+            let Some(describe) = st.class.filter(|c| *c != ErrorClass::Auth) else { continue };
+            let profile = st.profile.as_str();
             let sampled = if i == 0 { sample.filter(|c| *c != ErrorClass::Ok) } else { None };
             let worst = if describe != ErrorClass::Ok { describe } else { sampled.unwrap_or(ErrorClass::Ok) };
             let bad = worst != ErrorClass::Ok;
             let c = worst.as_str();
             let why = if describe == ErrorClass::Ok && bad { "answers DESCRIBE but sends no frames" } else { "not answering" };
-            match s.watch.observe(&format!("stream:{profile}"), bad, 1, now) {
+            match watch.observe(Key::Stream(profile), bad, 1, now) {
                 Some(true) => out.push(event(
                     sensor,
                     now,
                     EventKind::STREAM_LOST,
                     format!("stream {profile}: {why} ({c})"),
-                    &[("profile", &profile), ("class", c)],
+                    &[("profile", profile), ("class", c)],
                 )),
                 Some(false) => out.push(event(
                     sensor,
                     now,
                     EventKind::STREAM_RESTORED,
                     format!("stream {profile}: frames again"),
-                    &[("profile", &profile), ("class", c)],
+                    &[("profile", profile), ("class", c)],
                 )),
                 None => {}
             }
@@ -178,63 +241,107 @@ pub fn after_probe(sensor: &str, s: &mut DeviceState, r: ProbeResult) -> Vec<Dev
     out
 }
 
-fn identity_events(sensor: &str, s: &mut DeviceState, now: u64, out: &mut Vec<DeviceEvent>) {
-    if let Some(new) = s.identity.clone().filter(|i| !i.serial.is_empty() || !i.firmware.is_empty()) {
-        if let Some(old) = &s.watch.identity {
-            if !old.serial.is_empty() && !new.serial.is_empty() && old.serial != new.serial {
-                out.push(event(
-                    sensor,
-                    now,
-                    EventKind::REPLACED,
-                    format!("serial {} -> {}", old.serial, new.serial),
-                    &[("old", &old.serial), ("new", &new.serial)],
-                ));
-                // Another unit: its uptime and firmware are not comparable with the old one's.
-                s.watch.uptime_s = None;
-            } else if !old.firmware.is_empty() && !new.firmware.is_empty() && old.firmware != new.firmware {
-                out.push(event(
-                    sensor,
-                    now,
-                    EventKind::FIRMWARE_CHANGED,
-                    format!("firmware {} -> {}", old.firmware, new.firmware),
-                    &[("old", &old.firmware), ("new", &new.firmware)],
-                ));
-            }
+/// Whether a device seen at `up` seconds of uptime at gateway time `now_s` has booted since the
+/// persisted baseline was taken (`b.uptime_s` at `b.seen_s`), across an agent restart.
+fn rebooted_since(b: &Baseline, up: u64, now_s: u64) -> bool {
+    let (Some(old_up), Some(seen)) = (b.uptime_s, b.seen_s) else { return false };
+    match now_s.checked_sub(seen) {
+        // Uptime should have grown by the time that passed; a device that booted since reads less.
+        Some(elapsed) => {
+            let slack = RESTART_BOOT_SLACK_S.saturating_add(elapsed / 1000);
+            up.saturating_add(slack) < old_up.saturating_add(elapsed)
         }
-        s.watch.identity = Some(new);
-    }
-    if let Some(up) = s.health.as_ref().and_then(|h| h.uptime_s) {
-        if s.watch.uptime_s.is_some_and(|old| up.saturating_add(UPTIME_SLACK_S) < old) {
-            let u = up.to_string();
-            out.push(event(sensor, now, EventKind::REBOOTED, format!("uptime reset to {up} s"), &[("uptime", &u)]));
-        }
-        s.watch.uptime_s = Some(up);
+        // The gateway clock reads earlier than when the baseline was taken (no time sync yet after a
+        // gateway reboot): only an uptime lower than the recorded one is certain.
+        None => up.saturating_add(UPTIME_SLACK_S) < old_up,
     }
 }
 
-/// The bounded queue of events not yet in a batch.
+fn identity_events(sensor: &str, s: &mut DeviceState, now: u64, out: &mut Vec<DeviceEvent>) {
+    let DeviceState { identity, health, watch, .. } = s;
+    let base = watch.baseline.get_or_insert_with(Baseline::default);
+    let mut changed = false;
+    if let Some(new) = identity.as_deref().filter(|i| !i.serial.is_empty() || !i.firmware.is_empty()) {
+        let (old_serial, old_fw) = (&*base.serial, &*base.firmware);
+        if !old_serial.is_empty() && !new.serial.is_empty() && old_serial != new.serial {
+            out.push(event(
+                sensor,
+                now,
+                EventKind::REPLACED,
+                format!("serial {old_serial} -> {}", new.serial),
+                &[("old", old_serial), ("new", &new.serial)],
+            ));
+            // Another unit: its uptime and firmware are not comparable with the old one's.
+            watch.uptime_s = None;
+            base.uptime_s = None;
+            base.seen_s = None;
+        } else if !old_fw.is_empty() && !new.firmware.is_empty() && old_fw != new.firmware {
+            out.push(event(
+                sensor,
+                now,
+                EventKind::FIRMWARE_CHANGED,
+                format!("firmware {old_fw} -> {}", new.firmware),
+                &[("old", old_fw), ("new", &new.firmware)],
+            ));
+        }
+        if *base.serial != *new.serial || *base.firmware != *new.firmware {
+            base.serial = new.serial.as_str().into();
+            base.firmware = new.firmware.as_str().into();
+            changed = true;
+        }
+    }
+    if let Some(up) = health.as_ref().and_then(|h| h.uptime_s) {
+        let now_s = now / 1000;
+        let rebooted = match watch.uptime_s {
+            Some(old) => up.saturating_add(UPTIME_SLACK_S) < old,
+            // First round of this process: compare with what an earlier run persisted.
+            None => rebooted_since(base, up, now_s),
+        };
+        if rebooted {
+            let u = up.to_string();
+            out.push(event(sensor, now, EventKind::REBOOTED, format!("uptime reset to {up} s"), &[("uptime", &u)]));
+        }
+        watch.uptime_s = Some(up);
+        // Boot time as the gateway clock sees it; rewritten on a reboot, or when it drifted.
+        let boot = |u: u64, seen: u64| seen.saturating_sub(u);
+        let stale = match (base.uptime_s, base.seen_s) {
+            (Some(u), Some(seen)) => boot(up, now_s).abs_diff(boot(u, seen)) > BOOT_DRIFT_REWRITE_S,
+            _ => true,
+        };
+        if rebooted || stale {
+            base.uptime_s = Some(up);
+            base.seen_s = Some(now_s);
+            changed = true;
+        }
+    }
+    if changed {
+        watch.baseline_changed = true;
+    }
+}
+
+/// The bounded queue of events not yet in a batch. Sized by need: usually empty, it holds a burst until
+/// the next batch and gives the memory back once drained.
 #[derive(Debug, Default)]
 pub struct Pending {
-    queue: heapless::Deque<DeviceEvent, MAX_PENDING>,
+    queue: VecDeque<DeviceEvent>,
     pub dropped: u64,
 }
 
 impl Pending {
     pub fn push(&mut self, e: DeviceEvent) {
-        if self.queue.is_full() {
+        if self.queue.len() >= MAX_PENDING {
             self.queue.pop_front();
             self.dropped = self.dropped.saturating_add(1);
         }
-        // Cannot fail: a slot was freed above.
-        let _ = self.queue.push_back(e);
+        self.queue.push_back(e);
     }
 
     /// Up to `max` events, oldest first.
     pub fn drain(&mut self, max: usize) -> Vec<DeviceEvent> {
-        let mut out = Vec::new();
-        while out.len() < max {
-            let Some(e) = self.queue.pop_front() else { break };
-            out.push(e);
+        let n = max.min(self.queue.len());
+        let out: Vec<DeviceEvent> = self.queue.drain(..n).collect();
+        if self.queue.is_empty() {
+            self.queue = VecDeque::new();
         }
         out
     }
@@ -248,8 +355,9 @@ impl Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::baseline::Baseline;
     use crate::devices::hikvision::{Hdd, Status};
-    use crate::devices::StreamInfo;
+    use crate::devices::{Identity, StreamInfo};
     use std::time::Duration;
 
     fn r(tier: Tier, class: ErrorClass, ts_ms: u64) -> ProbeResult {
@@ -304,19 +412,23 @@ mod tests {
         assert_eq!(feed(&mut s, r(Tier::Management, ErrorClass::Ok, 4 * MIN)), [EventKind::AUTH_RESTORED]);
     }
 
-    fn identity(serial: &str, firmware: &str) -> Option<Identity> {
-        Some(Identity { serial: serial.into(), firmware: firmware.into(), ..Identity::default() })
+    fn identity(serial: &str, firmware: &str) -> Option<Box<Identity>> {
+        Some(Box::new(Identity { serial: serial.into(), firmware: firmware.into(), ..Identity::default() }))
+    }
+
+    fn up(s: u64) -> Option<Box<Status>> {
+        Some(Box::new(Status { uptime_s: Some(s), ..Status::default() }))
     }
 
     #[test]
     fn serial_firmware_and_uptime_changes() {
         let mut s = DeviceState { identity: identity("SN1", "V1"), ..DeviceState::default() };
-        s.health = Some(Status { uptime_s: Some(1000), ..Status::default() });
+        s.health = up(1000);
         assert!(feed(&mut s, r(Tier::Management, ErrorClass::Ok, 0)).is_empty(), "baseline");
-        s.health = Some(Status { uptime_s: Some(1300), ..Status::default() });
+        s.health = up(1300);
         assert!(feed(&mut s, r(Tier::Management, ErrorClass::Ok, MIN)).is_empty());
         s.identity = identity("SN1", "V2");
-        s.health = Some(Status { uptime_s: Some(40), ..Status::default() });
+        s.health = up(40);
         let ev = {
             s.record(r(Tier::Management, ErrorClass::Ok, 2 * MIN));
             after_probe("cam-1", &mut s, r(Tier::Management, ErrorClass::Ok, 2 * MIN))
@@ -326,14 +438,74 @@ mod tests {
         let fw = ev.first().and_then(|e| e.attrs.clone()).unwrap();
         assert_eq!((fw["old"].as_str(), fw["new"].as_str()), ("V1", "V2"));
         s.identity = identity("SN2", "V9");
-        s.health = Some(Status { uptime_s: Some(10), ..Status::default() });
+        s.health = up(10);
         let ev = after_probe("cam-1", &mut s, r(Tier::Management, ErrorClass::Ok, 3 * MIN));
         assert_eq!(ev.len(), 1, "{ev:?}");
         assert_eq!(ev[0].kind, EventKind::REPLACED);
         assert_eq!(ev[0].detail.as_deref(), Some("serial SN1 -> SN2"));
         // Identity unchanged, uptime growing: nothing.
-        s.health = Some(Status { uptime_s: Some(70), ..Status::default() });
+        s.health = up(70);
         assert!(feed(&mut s, r(Tier::Management, ErrorClass::Ok, 4 * MIN)).is_empty());
+    }
+
+    /// One management round at `t_s` (gateway seconds) with the given identity and uptime.
+    fn round(s: &mut DeviceState, serial: &str, uptime: u64, t_s: u64) -> Vec<String> {
+        s.identity = identity(serial, "V1");
+        s.health = up(uptime);
+        feed(s, r(Tier::Management, ErrorClass::Ok, t_s * 1000))
+    }
+
+    fn restored(b: &Baseline) -> DeviceState {
+        let mut s = DeviceState::default();
+        s.watch.restore(b.clone());
+        s
+    }
+
+    #[test]
+    fn the_baseline_changes_only_with_the_identity_or_the_boot_time() {
+        let t0 = 1_800_000_000;
+        let mut s = DeviceState::default();
+        assert!(round(&mut s, "SN1", 1000, t0).is_empty(), "first sight is the baseline");
+        let b = s.watch.take_changed_baseline().expect("first sight is persisted");
+        assert_eq!(b, Baseline { serial: "SN1".into(), firmware: "V1".into(), uptime_s: Some(1000), seen_s: Some(t0) });
+        // An hour of rounds with the uptime growing along: nothing to write.
+        for i in 1..=12 {
+            assert!(round(&mut s, "SN1", 1000 + i * 300, t0 + i * 300).is_empty());
+            assert_eq!(s.watch.take_changed_baseline(), None, "round {i}");
+        }
+        // The device clock ran 61 s slow over the hour: the boot estimate is refreshed, no event.
+        assert!(round(&mut s, "SN1", 1000 + 3900 - 61, t0 + 3900).is_empty());
+        assert_eq!(s.watch.take_changed_baseline().and_then(|b| b.uptime_s), Some(4839));
+        // A reboot is written at once.
+        assert_eq!(round(&mut s, "SN1", 20, t0 + 4200), [EventKind::REBOOTED]);
+        assert_eq!(s.watch.take_changed_baseline().and_then(|b| b.uptime_s), Some(20));
+    }
+
+    #[test]
+    fn a_restart_compares_with_the_persisted_baseline() {
+        let t0 = 1_800_000_000;
+        let b = Baseline { serial: "SN1".into(), firmware: "V1".into(), uptime_s: Some(1000), seen_s: Some(t0) };
+        // Same unit, up all along (the agent was down for a day): nothing.
+        assert!(round(&mut restored(&b), "SN1", 1000 + 86_400, t0 + 86_400).is_empty());
+        // Same unit, a little clock drift over a day: still nothing.
+        assert!(round(&mut restored(&b), "SN1", 1000 + 86_400 - 90, t0 + 86_400).is_empty());
+        // Replaced while the agent was down: one event, and not also a reboot.
+        let mut s = restored(&b);
+        assert_eq!(round(&mut s, "SN2", 30, t0 + 600), [EventKind::REPLACED]);
+        assert!(round(&mut s, "SN2", 330, t0 + 900).is_empty(), "reported once");
+        let after = s.watch.take_changed_baseline().expect("the new unit is persisted");
+        assert_eq!((&*after.serial, after.uptime_s, after.seen_s), ("SN2", Some(30), Some(t0 + 600)));
+        // ... and the next restart sees the new unit as the baseline.
+        assert!(round(&mut restored(&after), "SN2", 930, t0 + 1500).is_empty());
+        // Rebooted while the agent was down, even if it has been up longer than it had been before.
+        assert_eq!(round(&mut restored(&b), "SN1", 5000, t0 + 86_400), [EventKind::REBOOTED]);
+        // The gateway clock is behind the baseline (no time sync yet): only a lower uptime is certain.
+        assert!(round(&mut restored(&b), "SN1", 1200, t0 - 3600).is_empty());
+        assert_eq!(round(&mut restored(&b), "SN1", 10, t0 - 3600), [EventKind::REBOOTED]);
+        // A device that reports no uptime: identity events only.
+        let mut s = restored(&Baseline { uptime_s: None, seen_s: None, ..b.clone() });
+        s.identity = identity("SN1", "V2");
+        assert_eq!(feed(&mut s, r(Tier::Management, ErrorClass::Ok, t0 * 1000)), [EventKind::FIRMWARE_CHANGED]);
     }
 
     #[test]

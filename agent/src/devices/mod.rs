@@ -5,6 +5,7 @@
 //!
 //! Every probe result carries an [`ErrorClass`]: "auth broken" and "down" are different states.
 
+pub mod baseline;
 pub mod clip;
 pub mod dahua;
 pub mod digest;
@@ -216,22 +217,22 @@ pub struct Channel {
     pub recording: Option<bool>,
 }
 
-/// Results kept per device; the bound is in the type so a flapping device cannot grow memory.
-pub const HISTORY: usize = 8;
-
-/// Latest known state of one device. Cloned out of the cache by readers.
+/// Latest known state of one device. Kept boxed in the cache (68 devices = 68 of these for the agent's
+/// lifetime), so what most devices lack (vendor health, a sample, an identity not read yet) is boxed or
+/// empty rather than inline.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceState {
     pub reach_rtt_ms: Option<f64>,
-    pub last: HashMap<&'static str, ProbeResult>,
-    pub history: heapless::Deque<ProbeResult, HISTORY>,
-    pub identity: Option<Identity>,
+    /// The last result of each tier (see [`DeviceState::last`]).
+    last: [Option<ProbeResult>; 4],
+    pub identity: Option<Box<Identity>>,
     /// Device clock minus gateway clock, seconds (ONVIF GetSystemDateAndTime).
     pub clock_offset_s: Option<i64>,
-    pub snapshot_uri: Option<String>,
+    /// The device's streams: resolved by the management tier (or configured), measured by the stream
+    /// tier. Kept here only; the scheduler reads its targets from this.
     pub streams: Vec<StreamInfo>,
     /// CPU, memory and uptime where the device reports them (ISAPI System/status).
-    pub health: Option<hikvision::Status>,
+    pub health: Option<Box<hikvision::Status>>,
     /// NVR disks (ISAPI ContentMgmt/Storage, Dahua storageDevice).
     pub hdds: Vec<hikvision::Hdd>,
     /// NVR channels (ISAPI InputProxy + record tracks, Dahua LogicDeviceManager + RecordMode).
@@ -241,26 +242,100 @@ pub struct DeviceState {
     /// The driver `auto` settled on for this device, once known.
     pub resolved_driver: Option<Driver>,
     /// Last sampled PLAY of the first stream.
-    pub sample: Option<rtsp::Sample>,
+    pub sample: Option<Box<rtsp::Sample>>,
     /// Set after an authentication failure; cleared by the next authenticated success.
     pub auth_failed: bool,
     /// What the event detector has reported so far.
     pub watch: events::Watch,
 }
 
+/// Slot of a tier in [`DeviceState::last`].
+fn tier_slot(t: Tier) -> usize {
+    match t {
+        Tier::Reach => 0,
+        Tier::Management => 1,
+        Tier::Stream => 2,
+        Tier::Sample => 3,
+    }
+}
+
 impl DeviceState {
     pub fn record(&mut self, r: ProbeResult) {
-        if self.history.is_full() {
-            self.history.pop_front();
+        if let Some(slot) = self.last.get_mut(tier_slot(r.tier)) {
+            *slot = Some(r);
         }
-        // Cannot fail: a slot was freed above.
-        let _ = self.history.push_back(r);
-        self.last.insert(r.tier.as_str(), r);
+    }
+
+    /// The last result of `tier`, if that tier has run.
+    pub fn last(&self, tier: Tier) -> Option<&ProbeResult> {
+        self.last.get(tier_slot(tier)).and_then(Option::as_ref)
     }
 
     /// Online = the last reach probe succeeded.
     pub fn online(&self) -> Option<bool> {
-        self.last.get(Tier::Reach.as_str()).map(|r| r.class == ErrorClass::Ok)
+        self.last(Tier::Reach).map(|r| r.class == ErrorClass::Ok)
+    }
+
+    // The setters below keep the allocations already in the state when a probe reads the same shape
+    // again (the usual case): a fresh copy per round would be allocated among the probe's short-lived
+    // buffers, and each such small block left behind keeps a whole heap page resident once the buffers
+    // are freed.
+
+    pub fn set_identity(&mut self, id: Identity) {
+        if self.identity.as_deref() != Some(&id) {
+            self.identity = Some(Box::new(id));
+        }
+    }
+
+    pub fn set_health(&mut self, h: hikvision::Status) {
+        match &mut self.health {
+            Some(b) => **b = h,
+            None => self.health = Some(Box::new(h)),
+        }
+    }
+
+    pub fn set_sample(&mut self, m: rtsp::Sample) {
+        match &mut self.sample {
+            Some(b) => **b = m,
+            None => self.sample = Some(Box::new(m)),
+        }
+    }
+
+    pub fn set_streams(&mut self, src: &[StreamInfo]) {
+        assign(&mut self.streams, src, |d, s| {
+            d.profile.clone_from(&s.profile);
+            d.uri.clone_from(&s.uri);
+            d.class = s.class;
+            d.codec.clone_from(&s.codec);
+            (d.width, d.height, d.fps) = (s.width, s.height, s.fps);
+        });
+    }
+
+    pub fn set_hdds(&mut self, src: &[hikvision::Hdd]) {
+        assign(&mut self.hdds, src, |d, s| {
+            d.id.clone_from(&s.id);
+            d.status.clone_from(&s.status);
+            (d.capacity_mb, d.free_mb) = (s.capacity_mb, s.free_mb);
+        });
+    }
+
+    pub fn set_channels(&mut self, src: &[Channel]) {
+        assign(&mut self.channels, src, |d, s| {
+            d.id.clone_from(&s.id);
+            (d.online, d.recording) = (s.online, s.recording);
+        });
+    }
+}
+
+/// Makes `dst` equal to `src` element by element through `set`, which copies into the existing element
+/// (`String::clone_from` reuses the buffer); only added elements are allocated.
+fn assign<T: Clone>(dst: &mut Vec<T>, src: &[T], set: impl Fn(&mut T, &T)) {
+    dst.truncate(src.len());
+    for (d, s) in dst.iter_mut().zip(src) {
+        set(d, s);
+    }
+    if let Some(rest) = src.get(dst.len()..) {
+        dst.extend_from_slice(rest);
     }
 }
 
@@ -269,43 +344,86 @@ impl DeviceState {
 /// for one small clone.
 #[derive(Debug, Clone, Default)]
 pub struct StateCache {
-    inner: Arc<Mutex<HashMap<String, DeviceState>>>,
+    /// Boxed states: the table itself stays a few KiB (its buckets are pointers), each state is
+    /// allocated once at its size.
+    inner: Arc<Mutex<HashMap<Box<str>, Box<DeviceState>>>>,
     events: Arc<Mutex<events::Pending>>,
+    /// Where the identity baselines persist (`agent.db`); `None` in memory only.
+    baselines: Option<Arc<baseline::Store>>,
+    /// Baselines changed since the last [`StateCache::save_baselines`], one entry per device.
+    unsaved: Arc<Mutex<baseline::Rows>>,
 }
 
 impl StateCache {
+    /// A cache whose event baselines (serial, firmware, boot time per device) persist in `db` and start
+    /// from what an earlier run left there, so a restart neither misses a unit replaced while the agent
+    /// was down nor reports every device again. If the table cannot be read the cache runs from memory
+    /// (logged): events then restart from a fresh baseline, as before persistence.
+    pub fn with_baselines(db: &std::path::Path) -> StateCache {
+        match baseline::Store::load(db) {
+            Ok((store, rows)) => {
+                let mut map = HashMap::with_capacity(rows.len());
+                for (id, b) in rows {
+                    let mut st = Box::<DeviceState>::default();
+                    st.watch.restore(b);
+                    map.insert(id.into_boxed_str(), st);
+                }
+                StateCache { inner: Arc::new(Mutex::new(map)), baselines: Some(Arc::new(store)), ..StateCache::default() }
+            }
+            Err(e) => {
+                log::warn!("{e}; device events start from a fresh baseline");
+                StateCache::default()
+            }
+        }
+    }
+
     pub fn update<R>(&self, id: &str, f: impl FnOnce(&mut DeviceState) -> R) -> R {
         let mut map = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        f(map.entry(id.to_owned()).or_default())
+        // Looked up first: the key is allocated once per device, not at every update.
+        if let Some(s) = map.get_mut(id) {
+            return f(s);
+        }
+        f(map.entry(id.into()).or_default())
     }
 
     #[cfg(test)]
     pub fn get(&self, id: &str) -> Option<DeviceState> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner).get(id).cloned()
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).get(id).map(|s| (**s).clone())
     }
 
     /// `f` applied to one device's state under the lock (`None` before the device's first result), for
     /// readers that need a few fields and not a copy.
     pub fn read<R>(&self, id: &str, f: impl FnOnce(&DeviceState) -> R) -> Option<R> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner).get(id).map(f)
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).get(id).map(|s| f(s))
     }
 
     #[cfg(test)]
     pub fn snapshot(&self) -> HashMap<String, DeviceState> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|(k, v)| (k.to_string(), (**v).clone())).collect()
     }
 
-    /// Records a probe result and queues the events it causes.
+    /// Records a probe result, queues the events it causes and persists a changed identity baseline.
     pub fn record(&self, id: &str, r: ProbeResult) {
-        let evs = self.update(id, |s| {
+        let (evs, changed) = self.update(id, |s| {
             s.record(r);
             if r.class == ErrorClass::Auth {
                 s.auth_failed = true;
             } else if r.class == ErrorClass::Ok && r.tier != Tier::Reach {
                 s.auth_failed = false;
             }
-            events::after_probe(id, s, r)
+            let evs = events::after_probe(id, s, r);
+            (evs, s.watch.take_changed_baseline())
         });
+        // Only when serial, firmware or boot time changed: a few rows a year per device, not one per
+        // probe (flash). Written by the telemetry loop (`save_baselines`), which owns the database
+        // time, so a busy database never stalls the probes.
+        if let (Some(_), Some(b)) = (&self.baselines, changed) {
+            let mut unsaved = self.unsaved.lock().unwrap_or_else(PoisonError::into_inner);
+            match unsaved.iter_mut().find(|(k, _)| **k == *id) {
+                Some((_, old)) => *old = b,
+                None => unsaved.push((id.into(), b)),
+            }
+        }
         if evs.is_empty() {
             return;
         }
@@ -313,6 +431,25 @@ impl StateCache {
         for e in evs {
             log::info!("device {id}: event {}: {}", e.kind, e.detail.as_deref().unwrap_or(""));
             q.push(e);
+        }
+    }
+
+    /// Writes the baselines changed since the last call, in one transaction. On failure (logged) they
+    /// stay queued for the next call, unless a newer value of the same device arrived meanwhile.
+    pub fn save_baselines(&self) {
+        let Some(store) = &self.baselines else { return };
+        let rows = std::mem::take(&mut *self.unsaved.lock().unwrap_or_else(PoisonError::into_inner));
+        if rows.is_empty() {
+            return;
+        }
+        if let Err(e) = store.save_all(&rows) {
+            log::warn!("{e}");
+            let mut unsaved = self.unsaved.lock().unwrap_or_else(PoisonError::into_inner);
+            for (id, b) in rows {
+                if !unsaved.iter().any(|(k, _)| *k == id) {
+                    unsaved.push((id, b));
+                }
+            }
         }
     }
 
@@ -366,5 +503,40 @@ pub fn class_code(c: ErrorClass) -> i64 {
         ErrorClass::Fault => 7,
         ErrorClass::Parse => 8,
         ErrorClass::Protocol => 9,
+    }
+}
+
+#[cfg(test)]
+mod state_tests {
+    use super::*;
+
+    fn stream(profile: &str, uri: &str, fps: f64) -> StreamInfo {
+        StreamInfo { profile: profile.into(), uri: uri.into(), fps: Some(fps), ..StreamInfo::default() }
+    }
+
+    #[test]
+    fn a_round_with_the_same_shape_reuses_the_state_allocations() {
+        let mut s = DeviceState::default();
+        s.set_streams(&[stream("main", "rtsp://10.0.0.5/main", 25.0), stream("sub", "rtsp://10.0.0.5/sub", 15.0)]);
+        let uri_buf = s.streams.first().map(|x| x.uri.as_ptr());
+        let vec_buf = s.streams.as_ptr();
+        s.set_streams(&[stream("main", "rtsp://10.0.0.5/main", 24.9), stream("sub", "rtsp://10.0.0.5/sub", 15.0)]);
+        assert_eq!(s.streams.as_ptr(), vec_buf);
+        assert_eq!(s.streams.first().map(|x| x.uri.as_ptr()), uri_buf);
+        assert_eq!(s.streams.first().and_then(|x| x.fps), Some(24.9));
+        // Fewer, then more streams: the content follows.
+        s.set_streams(&[stream("other", "rtsp://10.0.0.5/x", 5.0)]);
+        assert_eq!(s.streams, [stream("other", "rtsp://10.0.0.5/x", 5.0)]);
+        let three = [stream("a", "u1", 1.0), stream("b", "u2", 2.0), stream("c", "u3", 3.0)];
+        s.set_streams(&three);
+        assert_eq!(s.streams, three);
+
+        let id = Identity { serial: "SN1".into(), ..Identity::default() };
+        s.set_identity(id.clone());
+        let boxed = s.identity.as_deref().map(|i| i as *const Identity);
+        s.set_identity(id);
+        assert_eq!(s.identity.as_deref().map(|i| i as *const Identity), boxed, "same identity: same box");
+        s.set_identity(Identity { serial: "SN2".into(), ..Identity::default() });
+        assert_eq!(s.identity.as_deref().map(|i| i.serial.as_str()), Some("SN2"));
     }
 }

@@ -10,7 +10,7 @@
 //!   `auth_backoff`, doubling per consecutive failure up to a day: camera firmware locks an account
 //!   after a handful of bad logins, and a locked account takes the VMS down with it.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -75,7 +75,6 @@ fn spawn_device<'a>(ex: &LocalExecutor<'a>, shared: &Rc<Shared>, spec: DeviceSpe
         down_streak: Cell::new(0),
         auth_failures: Cell::new(0),
         auth_blocked_until: Cell::new(None),
-        streams: RefCell::new(Vec::new()),
     });
     for tier in tiers_for(dev.spec.driver, &shared.cfg) {
         ex.spawn(tier_loop(Rc::clone(shared), Rc::clone(&dev), tier)).detach();
@@ -176,8 +175,6 @@ struct Device {
     down_streak: Cell<u32>,
     auth_failures: Cell<u32>,
     auth_blocked_until: Cell<Option<Instant>>,
-    /// Stream URIs resolved by the management tier (or configured), probed by the stream tier.
-    streams: RefCell<Vec<StreamInfo>>,
 }
 
 fn tiers_for(driver: Driver, cfg: &SchedulerConfig) -> Vec<Tier> {
@@ -388,15 +385,6 @@ async fn onvif_management(shared: &Shared, dev: &Device) -> ErrorClass {
         None => ErrorClass::Timeout,
         Some(Ok(m)) => {
             let mut streams = m.streams;
-            // Keep what the stream tier measured for URIs that did not change.
-            let old = dev.streams.borrow().clone();
-            for s in &mut streams {
-                if let Some(o) = old.iter().find(|o| o.uri == s.uri) {
-                    s.class = o.class;
-                    s.fps = o.fps.or(s.fps);
-                }
-            }
-            dev.streams.replace(streams.clone());
             // Profile G (recorders): best effort, a camera without it is not failing.
             let recordings =
                 match http::until(Instant::now() + shared.cfg.limits.timeout, client.recording_count(onvif::DEVICE_PATH)).await {
@@ -408,10 +396,16 @@ async fn onvif_management(shared: &Shared, dev: &Device) -> ErrorClass {
                     None => None,
                 };
             shared.cache.update(&spec.id, |s| {
-                s.identity = Some(m.identity);
+                // Keep what the stream tier measured for URIs that did not change.
+                for st in &mut streams {
+                    if let Some(o) = s.streams.iter().find(|o| o.uri == st.uri) {
+                        st.class = o.class;
+                        st.fps = o.fps.or(st.fps);
+                    }
+                }
+                s.set_identity(m.identity);
                 s.clock_offset_s = Some(m.clock_offset_s);
-                s.snapshot_uri = m.snapshot_uri;
-                s.streams = streams;
+                s.set_streams(&streams);
                 s.recordings = recordings;
             });
             ErrorClass::Ok
@@ -442,10 +436,10 @@ async fn isapi_management(shared: &Shared, dev: &Device) -> ErrorClass {
         None => ErrorClass::Timeout,
         Some(Ok((identity, health, hdds, channels))) => {
             shared.cache.update(&spec.id, |s| {
-                s.identity = Some(identity);
-                s.health = Some(health);
-                s.hdds = hdds;
-                s.channels = channels;
+                s.set_identity(identity);
+                s.set_health(health);
+                s.set_hdds(&hdds);
+                s.set_channels(&channels);
             });
             ErrorClass::Ok
         }
@@ -474,9 +468,9 @@ async fn dahua_management(shared: &Shared, dev: &Device) -> ErrorClass {
         None => ErrorClass::Timeout,
         Some(Ok((identity, hdds, channels))) => {
             shared.cache.update(&spec.id, |s| {
-                s.identity = Some(identity);
-                s.hdds = hdds;
-                s.channels = channels;
+                s.set_identity(identity);
+                s.set_hdds(&hdds);
+                s.set_channels(&channels);
             });
             ErrorClass::Ok
         }
@@ -487,20 +481,20 @@ async fn dahua_management(shared: &Shared, dev: &Device) -> ErrorClass {
     }
 }
 
-fn stream_targets(dev: &Device) -> Vec<StreamInfo> {
-    let mut v = dev.streams.borrow().clone();
+/// The streams to check: those the management tier resolved (kept in the cache), else the configured
+/// URI. Bounded: an NVR announcing 64 profiles gets its first few checked per round.
+fn stream_targets(shared: &Shared, dev: &Device) -> Vec<StreamInfo> {
+    let mut v = shared.cache.read(&dev.spec.id, |s| s.streams.iter().take(4).cloned().collect::<Vec<_>>()).unwrap_or_default();
     if v.is_empty() {
         if let Some(uri) = &dev.spec.rtsp_uri {
             v.push(StreamInfo { profile: "configured".into(), uri: uri.clone(), ..StreamInfo::default() });
         }
     }
-    // Bounded: an NVR announcing 64 profiles gets its first few checked per round.
-    v.truncate(4);
     v
 }
 
 async fn stream(shared: &Shared, dev: &Device) -> Option<ErrorClass> {
-    let targets = stream_targets(dev);
+    let targets = stream_targets(shared, dev);
     if targets.is_empty() {
         return None;
     }
@@ -531,16 +525,15 @@ async fn stream(shared: &Shared, dev: &Device) -> Option<ErrorClass> {
             break;
         }
     }
-    dev.streams.replace(out.clone());
-    shared.cache.update(&dev.spec.id, |s| s.streams = out);
+    shared.cache.update(&dev.spec.id, |s| s.set_streams(&out));
     Some(worst)
 }
 
 async fn sample(shared: &Shared, dev: &Device) -> Option<ErrorClass> {
-    let t = stream_targets(dev).into_iter().next()?;
+    let t = stream_targets(shared, dev).into_iter().next()?;
     Some(match rtsp::sample(&t.uri, dev.spec.credentials(), shared.cfg.limits, shared.cfg.sample_window).await {
         Ok((_, m)) => {
-            shared.cache.update(&dev.spec.id, |s| s.sample = Some(m));
+            shared.cache.update(&dev.spec.id, |s| s.set_sample(m));
             ErrorClass::Ok
         }
         Err(e) => {
@@ -590,7 +583,6 @@ mod tests {
             down_streak: Cell::new(0),
             auth_failures: Cell::new(0),
             auth_blocked_until: Cell::new(None),
-            streams: RefCell::new(Vec::new()),
         });
         let task = tier_loop(Rc::clone(&shared), Rc::clone(&dev), Tier::Management);
         assert!(std::mem::size_of_val(&task) <= 512, "{} bytes", std::mem::size_of_val(&task));

@@ -248,7 +248,7 @@ fn wrong_password_backs_off_hard_and_never_retries_in_a_loop() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(cam.stats.auth_failures.load(Ordering::SeqCst), 1);
     let s = cache.get("cam-1").unwrap();
-    assert_eq!(s.last.get(Tier::Management.as_str()).map(|r| r.class), Some(ErrorClass::Auth));
+    assert_eq!(s.last(Tier::Management).map(|r| r.class), Some(ErrorClass::Auth));
     assert_eq!(s.online(), Some(true), "auth broken is not down");
     drop(sched);
 }
@@ -269,13 +269,13 @@ fn black_holed_devices_do_not_starve_a_healthy_one() {
     let sched = Scheduler::start(specs, cfg, cache.clone()).unwrap();
     wait(&cache, "healthy camera identity", |c| c.get("cam-ok").is_some_and(|s| s.identity.is_some()));
     wait(&cache, "black holes classified as timeouts", |c| {
-        c.snapshot().values().any(|s| s.last.get(Tier::Management.as_str()).is_some_and(|r| r.class == ErrorClass::Timeout))
+        c.snapshot().values().any(|s| s.last(Tier::Management).is_some_and(|r| r.class == ErrorClass::Timeout))
     });
     // Reach is not queued behind the black holes' sessions: every device keeps a fresh online state.
     let fresh = crate::clock::now_ms().saturating_sub(2000);
     wait(&cache, "every device reached in the last 2 s", |c| {
         let snap = c.snapshot();
-        snap.len() == 65 && snap.values().all(|s| s.last.get(Tier::Reach.as_str()).is_some_and(|r| r.ts_ms >= fresh))
+        snap.len() == 65 && snap.values().all(|s| s.last(Tier::Reach).is_some_and(|r| r.ts_ms >= fresh))
     });
     // The telemetry collector reads the cache: 65 devices, 64 of them hanging, cost no waiting.
     let configs: Vec<crate::config::DeviceConfig> = (0..64)
