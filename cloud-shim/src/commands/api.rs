@@ -263,13 +263,15 @@ async fn create(
         None | Some(Json_::Null) => return Err(CommandApiError::invalid("type", "required", "type is required")),
         Some(_) => return Err(CommandApiError::invalid("type", "type", "type must be a string")),
     };
+    let now = now_ms();
     let request = CommandRequestBody {
         gateway,
         command_type,
+        requested_at: now,
         params: body.get("params").cloned().unwrap_or(Json_::Null),
         confirm: confirm_field(&body)?,
         target: target_field(&body)?,
-        expires_at: expiry(&body, now_ms())?,
+        expires_at: expiry(&body, now)?,
         timeout_secs: int_field(&body, "timeoutSecs", 1, i64::MAX)?,
     };
     let row = match create_command(&state, &principal, new_command_id(), request).await? {
@@ -297,6 +299,9 @@ pub fn confirm_field(body: &Json_) -> Result<bool, CommandApiError> {
 pub struct CommandRequestBody {
     pub gateway: String,
     pub command_type: String,
+    /// When the request came in: the command's `createdAt`, and the time its expiry was computed from,
+    /// so a default expiry is exactly its horizon after creation.
+    pub requested_at: i64,
     /// The `params` object as JSON.
     pub params: Json_,
     pub confirm: bool,
@@ -338,7 +343,7 @@ pub async fn create_command(
         params: value_to_json(&params),
         confirm: req.confirm,
         requested_by: principal.actor(),
-        now: now_ms(),
+        now: req.requested_at,
         expires_at: req.expires_at,
         timeout_secs: timeout_secs as u32,
         target: req.target,

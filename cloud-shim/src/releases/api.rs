@@ -195,6 +195,7 @@ async fn offer(
     let request = CommandRequestBody {
         gateway: gateway.clone(),
         command_type: AGENT_UPDATE.into(),
+        requested_at: now,
         params: json!({
             "version": release.version,
             "url": url,
