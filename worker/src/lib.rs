@@ -16,6 +16,7 @@ pub mod auth;
 pub mod cors;
 pub mod db;
 pub mod random;
+pub mod releases;
 pub mod router;
 pub mod sessions;
 pub mod sql;

@@ -29,9 +29,8 @@ pub enum Route {
     Sessions(crate::sessions::SessionRoute),
     /// The artifact routes (`crate::artifacts`).
     Artifacts(crate::artifacts::ArtifactRoute),
-    /// A route of the shim's API this Worker does not serve (501 naming it): the release catalogue,
-    /// whose bytes and signatures live with the shim that `releases add` filled.
-    ShimOnly(&'static str),
+    /// The release routes (`crate::releases`).
+    Releases(crate::releases::ReleaseRoute),
     /// Known path, other method.
     MethodNotAllowed(&'static str),
     NotFound,
@@ -41,8 +40,8 @@ impl Route {
     pub fn access(&self) -> Access {
         match self {
             Route::Healthz | Route::MethodNotAllowed(_) | Route::NotFound => Access::Public,
-            // Its URL carries its own token; the answer is a 501 either way.
-            Route::ShimOnly("release download") => Access::Public,
+            // Its URL carries its own token.
+            Route::Releases(r) if !r.needs_api_token() => Access::Public,
             // Uploads check the gateway's credentials and grant, downloads the signed URL, themselves.
             Route::Artifacts(a) if !a.needs_api_token() => Access::Public,
             _ => Access::Token,
@@ -77,6 +76,9 @@ pub fn route(method: Method, path: &str) -> Route {
     if let Some(r) = crate::artifacts::route(method, path) {
         return r.map_or_else(Route::MethodNotAllowed, Route::Artifacts);
     }
+    if let Some(r) = crate::releases::route(method, path) {
+        return r.map_or_else(Route::MethodNotAllowed, Route::Releases);
+    }
     match segs.as_slice() {
         ["healthz"] => get(Route::Healthz),
         ["v1", "ingest"] => {
@@ -95,9 +97,6 @@ pub fn route(method: Method, path: &str) -> Route {
         ["v1", "gateways", g, "stats"] => id(g).map_or(Route::NotFound, |g| get(Route::GatewayStats(g))),
         ["v1", "gateways", g, "events"] => id(g).map_or(Route::NotFound, |g| get(Route::GatewayEvents(g))),
         ["v1", "stats"] => get(Route::Stats),
-        ["v1", "releases"] => Route::ShimOnly("the release catalogue"),
-        ["v1", "releases", _, "download"] => Route::ShimOnly("release download"),
-        ["v1", "gateways", _, "releases", _, "offer"] => Route::ShimOnly("release offers"),
         _ => Route::NotFound,
     }
 }
@@ -120,8 +119,11 @@ mod tests {
         assert_eq!(route(Method::Get, "/v1/gateways/gw-1/events"), Route::GatewayEvents("gw-1".into()));
         assert_eq!(route(Method::Post, "/v1/gateways/gw-1/events"), Route::MethodNotAllowed("GET"));
         assert_eq!(route(Method::Get, "/v1/fleet"), Route::Fleet);
-        assert_eq!(route(Method::Get, "/v1/releases"), Route::ShimOnly("the release catalogue"));
-        assert_eq!(route(Method::Post, "/v1/gateways/gw-1/releases/1.2.0/offer"), Route::ShimOnly("release offers"));
+        assert_eq!(route(Method::Get, "/v1/releases"), Route::Releases(crate::releases::ReleaseRoute::List));
+        assert_eq!(
+            route(Method::Post, "/v1/gateways/gw-1/releases/1.2.0/offer"),
+            Route::Releases(crate::releases::ReleaseRoute::Offer("gw-1".into(), "1.2.0".into()))
+        );
         assert_eq!(route(Method::Get, "/v1/releases/r-1/download").access(), Access::Public);
         assert_eq!(route(Method::Get, "/v1/releases").access(), Access::Token);
         assert_eq!(route(Method::Get, "/v1/nope"), Route::NotFound);

@@ -20,7 +20,6 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::arch_of_target;
 use super::store::{self, ReleaseRow};
 use crate::access::{Principal, Scope};
 use crate::artifacts::tokens::{now_ms, Claims, Purpose};
@@ -97,29 +96,10 @@ struct OfferFacts {
 /// reports (and `targetTriple` when given); without a reported arch, `targetTriple` or the only one.
 fn choose(gateway: &str, version: &str, facts: &OfferFacts, triple: Option<&str>) -> Result<ReleaseRow, CommandApiError> {
     let targets: Vec<&str> = facts.candidates.iter().map(|r| r.target.as_str()).collect();
-    let conflict = |msg: String| {
-        CommandApiError::new(StatusCode::CONFLICT, msg).with_details(json!({ "gatewayArch": facts.arch, "targets": targets }))
-    };
-    let fits = |r: &&ReleaseRow| {
-        triple.is_none_or(|t| r.target == t) && facts.arch.as_deref().is_none_or(|a| arch_of_target(&r.target) == a)
-    };
-    let matching: Vec<&ReleaseRow> = facts.candidates.iter().filter(fits).collect();
-    match (matching.as_slice(), &facts.arch) {
-        ([one], _) => Ok((*one).clone()),
-        ([], Some(arch)) => Err(conflict(format!(
-            "gateway {gateway} reports arch {arch}; release {version} is built for {} (none runs there{})",
-            targets.join(", "),
-            triple.map(|t| format!(", or not as {t}")).unwrap_or_default()
-        ))),
-        ([], None) => Err(conflict(format!(
-            "release {version} has no build for target {} (it has {})",
-            triple.unwrap_or("?"),
-            targets.join(", ")
-        ))),
-        (_, _) => Err(conflict(format!(
-            "gateway {gateway} has not reported its arch yet and release {version} has several targets ({}): name one in targetTriple",
-            targets.join(", ")
-        ))),
+    match super::pick::choose(gateway, version, facts.arch.as_deref(), &targets, triple) {
+        Ok(i) => facts.candidates.get(i).cloned().ok_or_else(|| store_error("chosen build out of range")),
+        Err(msg) => Err(CommandApiError::new(StatusCode::CONFLICT, msg)
+            .with_details(json!({ "gatewayArch": facts.arch, "targets": targets }))),
     }
 }
 

@@ -14,7 +14,10 @@
 
 pub mod api;
 pub mod cli;
+pub mod pick;
 pub mod store;
+
+pub use pick::arch_of_target;
 
 use std::path::{Path, PathBuf};
 
@@ -74,45 +77,10 @@ pub fn verify_signature(key: &[u8; 32], version: &str, size: u64, sha256: &str, 
         .map_err(|_| "the signature does not verify with the release key".to_owned())
 }
 
-/// The `std::env::consts::ARCH` an agent built for Rust target `triple` reports in its inventory
-/// (`arch`): `armv7-…` and `thumbv7neon-…` are `arm`, `i686-…` is `x86`, `riscv64gc-…` is `riscv64`.
-pub fn arch_of_target(triple: &str) -> String {
-    let first = triple.split('-').next().unwrap_or(triple);
-    if first.starts_with("arm") || first.starts_with("thumb") {
-        "arm".into()
-    } else if matches!(first, "i386" | "i486" | "i586" | "i686") {
-        "x86".into()
-    } else if first.starts_with("riscv64") {
-        "riscv64".into()
-    } else if first.starts_with("mips64") {
-        "mips64".into()
-    } else if first.starts_with("mips") {
-        "mips".into()
-    } else {
-        first.to_owned()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use ring::signature::KeyPair;
-
-    #[test]
-    fn arch_names_match_what_agents_report() {
-        for (triple, arch) in [
-            ("armv7-unknown-linux-gnueabihf", "arm"),
-            ("thumbv7neon-unknown-linux-gnueabihf", "arm"),
-            ("arm-unknown-linux-gnueabi", "arm"),
-            ("aarch64-unknown-linux-musl", "aarch64"),
-            ("x86_64-unknown-linux-gnu", "x86_64"),
-            ("i686-unknown-linux-gnu", "x86"),
-            ("riscv64gc-unknown-linux-gnu", "riscv64"),
-        ] {
-            assert_eq!(arch_of_target(triple), arch, "{triple}");
-        }
-        assert_eq!(arch_of_target(&format!("{}-unknown-linux-gnu", std::env::consts::ARCH)), std::env::consts::ARCH);
-    }
 
     #[test]
     fn signatures_are_checked_over_version_size_and_hash() {

@@ -402,20 +402,32 @@ async fn finalize(req: &Request, env: &Env, id: &str) -> Answer {
     reply(200, Some(&up.row.to_json()), &[])
 }
 
-async fn download(req: &Request, env: &Env, id: &str) -> Answer {
+/// Checks the `?token=` of a download URL of `id` (an artifact or a release); 403 without a valid one.
+pub fn check_download_token(req: &Request, env: &Env, id: &str) -> Result<(), ApiError> {
     let url = req.url().map_err(|e| ApiError::bad_request(e.to_string()))?;
     let token = url.query_pairs().find(|(k, _)| k == "token").map(|(_, v)| v.into_owned());
     let Some(token) = token else {
         return Err(ApiError::new(403, "missing download token"));
     };
     signing_key(env)?.verify(&token, Purpose::Download, id, now_ms()).map_err(|e| {
-        worker::console_warn!("artifact {id}: refused token: {e}");
+        worker::console_warn!("download of {id}: refused token: {e}");
         ApiError::new(403, e.to_string())
     })?;
+    Ok(())
+}
+
+async fn download(req: &Request, env: &Env, id: &str) -> Answer {
+    check_download_token(req, env, id)?;
     let row = match store::find(&db(env)?, id).await.map_err(db_err(id))? {
         Found::Complete(row) => row,
         _ => return Err(ApiError::not_found("no such artifact")),
     };
+    serve_object(req, env, &row).await
+}
+
+/// Streams a stored object from R2, honouring `Range` (one range, as the shim serves it).
+pub async fn serve_object(req: &Request, env: &Env, row: &ArtifactRow) -> Answer {
+    let id = row.id.as_str();
     let len = row.size;
     let range = header(req, "Range").map_or(RangeSpec::Full, |v| parse_range(&v, len));
     let (status, start, end) = match range {

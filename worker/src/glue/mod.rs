@@ -2,7 +2,8 @@
 //! handler gathers inputs, calls the pure modules, and talks to D1, the Queue or KV.
 //!
 //! Bindings (names in `worker/wrangler.toml`): `DB` (D1), `INGEST_QUEUE` (Queue producer; this Worker is
-//! also its consumer), `CACHE` (KV), `ARTIFACTS` (R2). Variables: `SCS_API_TOKEN` (secret, admin token), `CORS_ORIGINS`.
+//! also its consumer), `CACHE` (KV), `ARTIFACTS` (R2). Variables: `SCS_API_TOKEN` (secret, admin token), `RELEASE_PUBLIC_KEY` (secret,
+//! the release public key), `CORS_ORIGINS`.
 
 pub mod artifacts;
 mod cache;
@@ -10,6 +11,7 @@ mod d1;
 pub mod hooks;
 mod ingest;
 mod read;
+mod releases;
 mod respond;
 pub mod sessions;
 
@@ -62,7 +64,7 @@ async fn handle(req: Request, env: &Env, method: Method, path: &str) -> std::res
             Err(ApiError::new(405, format!("method not allowed; use {allow}")).header("Allow", allow))
         }
         Route::NotFound => Err(ApiError::not_found(format!("no route for {path}"))),
-        Route::ShimOnly(what) => Err(ApiError::new(501, format!("{what} is served by scs-cloud-shim, not by this Worker"))),
+        Route::Releases(r) => releases::handle(r, req, env, principal.as_ref()).await,
         Route::Sessions(r) => match &principal {
             Some(p) => self::sessions::handle(r, req, env, p).await,
             None => Err(ApiError::internal("command route without a caller")),

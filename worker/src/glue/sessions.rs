@@ -7,7 +7,7 @@ use worker::{Env, Headers, Method as JsMethod, Request, RequestInit, Response};
 
 use crate::auth::{require, Principal, Scope};
 use crate::http::ApiError;
-use crate::sessions::api::{audit_json, check_target, invalid, is_destructive, parse_create, parse_history_query};
+use crate::sessions::api::{audit_json, check_target, invalid, is_destructive, parse_create, parse_history_query, CreateRequest};
 use crate::sessions::d1::D1;
 use crate::sessions::object::GATEWAY_HEADER;
 use crate::sessions::rows::command_json;
@@ -35,12 +35,12 @@ fn json(status: u16, v: &serde_json::Value) -> Answer {
     crate::glue::json_response(status, v)
 }
 
-fn now() -> i64 {
+pub fn now() -> i64 {
     worker::Date::now().as_millis() as i64
 }
 
 /// `cmd-` and 24 hex digits from the platform's CSPRNG.
-fn new_command_id() -> Result<String, ApiError> {
+pub fn new_command_id() -> Result<String, ApiError> {
     let mut b = [0u8; 12];
     crate::random::random_bytes(&mut b)?;
     Ok(format!("cmd-{}", crate::auth::hex(&b)))
@@ -61,33 +61,40 @@ async fn to_session(env: &Env, gateway: &str, op: &str, method: JsMethod, body: 
     stub.fetch_with_request(req).await.map_err(|e| ApiError::unavailable(format!("session of {gateway}: {e}")))
 }
 
+/// Creates a checked command through its gateway's Durable Object (the single owner of its delivery)
+/// and returns the object's answer as it is: 201 with the command's JSON, or its refusal.
+pub async fn create_in_session(env: &Env, who: &Principal, gw: &str, c: CreateRequest, id: String, t: i64) -> Answer {
+    if c.spec.safety.destructive {
+        require(who, Scope::Admin, &format!("run the destructive command {}", c.spec.command_type))?;
+    }
+    if let Some(target) = &c.target {
+        let ty = store::child_sensor_type(&db(env)?, gw, target).await.map_err(store_err)?;
+        check_target(c.spec, gw, target, ty.as_deref())?;
+    }
+    let new = NewCommand {
+        id,
+        gateway_id: gw.to_owned(),
+        command_type: c.spec.command_type.to_owned(),
+        params: c.params,
+        confirm: c.confirm,
+        requested_by: who.actor(),
+        now: t,
+        expires_at: c.expires_at,
+        timeout_secs: c.timeout_secs,
+        target: c.target,
+    };
+    let body = serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?;
+    to_session(env, gw, "/create", JsMethod::Post, Some(body)).await
+}
+
 pub async fn handle(route: SessionRoute, mut req: Request, env: &Env, who: &Principal) -> Answer {
     match route {
         SessionRoute::Create(gw) => {
             let body = req.bytes().await.map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
             let t = now();
             let c = parse_create(&gw, &body, t)?;
-            if c.spec.safety.destructive {
-                require(who, Scope::Admin, &format!("run the destructive command {}", c.spec.command_type))?;
-            }
-            if let Some(target) = &c.target {
-                let ty = store::child_sensor_type(&db(env)?, &gw, target).await.map_err(store_err)?;
-                check_target(c.spec, &gw, target, ty.as_deref())?;
-            }
-            let new = NewCommand {
-                id: new_command_id()?,
-                gateway_id: gw.clone(),
-                command_type: c.spec.command_type.to_owned(),
-                params: c.params,
-                confirm: c.confirm,
-                requested_by: who.actor(),
-                now: t,
-                expires_at: c.expires_at,
-                timeout_secs: c.timeout_secs,
-                target: c.target,
-            };
-            let body = serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?;
-            let mut resp = to_session(env, &gw, "/create", JsMethod::Post, Some(body)).await?;
+            let id = new_command_id()?;
+            let mut resp = create_in_session(env, who, &gw, c, id.clone(), t).await?;
             if resp.status_code() != 201 {
                 return Ok(resp);
             }
@@ -95,7 +102,7 @@ pub async fn handle(route: SessionRoute, mut req: Request, env: &Env, who: &Prin
             let bytes = resp.bytes().await.map_err(internal("session answer"))?;
             let headers = Headers::new();
             headers.set("Content-Type", "application/json").map_err(internal("header"))?;
-            headers.set("Location", &format!("/v1/commands/{}", new.id)).map_err(internal("header"))?;
+            headers.set("Location", &format!("/v1/commands/{id}")).map_err(internal("header"))?;
             Ok(Response::from_bytes(bytes).map_err(internal("response"))?.with_status(201).with_headers(headers))
         }
         SessionRoute::History(gw) => {

@@ -71,7 +71,7 @@ fn int_field(body: &Json, name: &str, min: i64, max: i64) -> Result<Option<i64>,
 
 /// When the command expires (ms): `expiresInSecs` from now or an absolute `expiresAt`, else the default.
 /// Zero, a past instant or a horizon beyond the maximum is refused, never read as "no expiry".
-fn expiry(body: &Json, now: i64) -> Result<i64, ApiError> {
+pub fn expiry(body: &Json, now: i64) -> Result<i64, ApiError> {
     let at = match body.get("expiresAt") {
         None | Some(Json::Null) => None,
         Some(v) => {
