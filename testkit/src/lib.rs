@@ -38,6 +38,7 @@ mod mosquitto;
 mod mqtt_cli;
 mod outbox;
 mod process;
+pub mod releases;
 mod shim;
 mod tempdir;
 mod tls;
