@@ -2,7 +2,8 @@
 //! R2 bucket, D1 and Durable Objects, Mosquitto, a shim bridging them with `--worker-url`, and a real
 //! agent under `packaging/scs-agent-launch`. A release signed by `scripts/build-release` is uploaded to
 //! the Worker (a forged signature and changed bytes are refused, nothing stored; the same build again is
-//! accepted, other bytes under its version are 409), listed, offered to the bridged gateway through its
+//! accepted, other bytes under its version are 409; the upload is `scs-cloud-shim releases add
+//! --worker-url`), listed, offered to the bridged gateway through its
 //! Durable Object, downloaded over the tokenized URL with Range, and installed by the agent, which
 //! restarts into it and reports the new version.
 
@@ -101,9 +102,19 @@ fn a_release_uploaded_to_the_worker_is_offered_downloaded_and_installed_by_the_a
     assert_eq!(api.get_json("/v1/releases")["releases"], json!([]), "refused uploads stored nothing");
 
     // Accepted once; the same build again answers with the stored row; other bytes under its version: 409.
-    let r = upload(&site, &manifest, None);
-    assert_eq!(r.status, 201, "{}\n{}", r.text(), site.logs());
-    let ours = r.json();
+    // The genuine one through the shim's CLI (`releases add FILE --worker-url`), then again over HTTP.
+    let o = std::process::Command::new(bin_path("scs-cloud-shim"))
+        .args(["releases", "add"])
+        .arg(manifest.with_extension(""))
+        .args(["--worker-url", &site.worker.url()])
+        .env("SCS_WORKER_TOKEN", scs_testkit::TEST_TOKEN)
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success() && said.contains(" stored at "), "releases add --worker-url: {said}\n{}", site.logs());
+    let list = api.get_json("/v1/releases");
+    let ours = list["releases"][0].clone();
+    assert!(said.contains(ours["id"].as_str().unwrap_or("?")), "{said} / {list}");
     assert_eq!((ours["version"].as_str(), ours["target"].as_str()), (Some(version.as_str()), Some(triple.as_str())));
     let r = upload(&site, &manifest, None);
     assert_eq!((r.status, &r.json()["id"]), (200, &ours["id"]), "{}", r.text());

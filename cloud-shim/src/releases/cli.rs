@@ -19,6 +19,9 @@ pub const USAGE: &str = "\
         scs-agent-VERSION-TARGET.update binary or its .update.json manifest). Refused unless size,
         SHA-256 and the Ed25519 signature check out with the release public key KEY (32 bytes, base64;
         default DIR/release-key.pub). Offer it with POST /v1/gateways/{id}/releases/{version}/offer.
+    scs-cloud-shim releases add FILE --worker-url URL [--worker-ca FILE]
+        upload it to the Worker's catalogue instead (POST URL/v1/releases, which checks the same way
+        with its RELEASE_PUBLIC_KEY); token from SCS_WORKER_TOKEN, else SCS_API_TOKEN (admin scope).
     scs-cloud-shim releases list --data-dir DIR
 ";
 
@@ -50,6 +53,30 @@ struct Manifest {
 pub fn releases(args: &[String]) -> Result<(), ReleasesCliError> {
     let a = Args::parse(args)?;
     match a.positional.first().map(String::as_str) {
+        Some("add") if a.get("worker-url").is_some() => {
+            a.only(&["worker-url", "worker-ca"])?;
+            let [_, file] = a.positional.as_slice() else {
+                return Err(ReleasesCliError::Usage("releases add needs one FILE (the .update or its .update.json)".into()));
+            };
+            let url = a.require("worker-url")?;
+            // The same token the shim's other Worker options send.
+            let token = ["SCS_WORKER_TOKEN", "SCS_API_TOKEN"]
+                .iter()
+                .find_map(|k| std::env::var(k).ok().filter(|t| !t.is_empty()))
+                .ok_or_else(|| ReleasesCliError::Usage("set SCS_WORKER_TOKEN (or SCS_API_TOKEN) to an admin token".into()))?;
+            let v = add_to_worker(url, Path::new(file), &token, a.get("worker-ca").map(Path::new))?;
+            let what = if v["created"] == true { "stored" } else { "already stored (same bytes)" };
+            let f = |k: &str| v[k].as_str().map_or_else(|| v[k].to_string(), str::to_owned);
+            println!(
+                "release {} {} {} {what} at {url}: {} bytes, sha256 {}",
+                f("id"),
+                f("version"),
+                f("target"),
+                f("size"),
+                f("sha256")
+            );
+            Ok(())
+        }
         Some("add") => {
             a.only(&["data-dir", "release-key"])?;
             let [_, file] = a.positional.as_slice() else {
@@ -94,6 +121,39 @@ fn locate(file: &Path) -> Result<(PathBuf, Manifest, PathBuf), ReleaseError> {
     }
     let binary = manifest_path.parent().unwrap_or(Path::new(".")).join(&m.file);
     Ok((manifest_path, m, binary))
+}
+
+/// Uploads one signed update to a Worker's `POST /v1/releases` (the body as it is, the manifest in the
+/// `Release-Manifest` header); the Worker checks size, hash and signature before it stores anything.
+/// Its answer: the release's JSON.
+pub fn add_to_worker(base: &str, file: &Path, token: &str, ca: Option<&Path>) -> Result<serde_json::Value, ReleaseError> {
+    use crate::ingest::worker::{http_agent, WorkerError};
+    let (manifest_path, _, binary) = locate(file)?;
+    let text = std::fs::read(&manifest_path).map_err(|source| ReleaseError::Io { path: manifest_path.clone(), source })?;
+    let manifest: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| ReleaseError::Manifest { path: manifest_path.clone(), reason: e.to_string() })?;
+    let bytes = std::fs::read(&binary).map_err(|source| ReleaseError::Io { path: binary.clone(), source })?;
+    let url = format!("{}/v1/releases", base.trim_end_matches('/'));
+    let agent = http_agent(ca, std::time::Duration::from_secs(600))?;
+    let mut resp = agent
+        .post(&url)
+        .header("Authorization", &format!("Bearer {token}"))
+        .header("Release-Manifest", &manifest.to_string())
+        .header("Content-Type", "application/octet-stream")
+        .send(&bytes[..])
+        .map_err(|source| WorkerError::Transport { url: url.clone(), source })?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(1 << 20)
+        .read_to_vec()
+        .map_err(|source| WorkerError::Transport { url: url.clone(), source })?;
+    if status != 200 && status != 201 {
+        let body = String::from_utf8_lossy(&body).chars().take(500).collect();
+        return Err(WorkerError::Status { url, status, body }.into());
+    }
+    Ok(serde_json::from_slice(&body).map_err(|source| WorkerError::AnswerJson { url, source })?)
 }
 
 fn sha256_and_size(path: &Path) -> Result<(String, u64), ReleaseError> {

@@ -55,6 +55,8 @@ pub enum ReleaseError {
     Store(#[from] crate::store::StoreError),
     #[error("release store: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("Worker: {0}")]
+    Worker(#[from] crate::ingest::worker::WorkerError),
 }
 
 /// Reads a release public key file: 32 raw bytes, base64.
