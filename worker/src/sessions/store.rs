@@ -374,9 +374,34 @@ pub async fn child_sensor_type(db: &impl Sql, gateway: &str, sensor: &str) -> Re
 /// updates never move a command backwards, so applying one twice is harmless; the result, error and
 /// artifact metadata are kept from the update that moved it to a terminal state.
 pub async fn apply_update(db: &impl Sql, gateway: &str, update: &CommandUpdate, now: i64) -> Result<bool, CommandStoreError> {
-    let Some(row) = get(db, &update.id).await? else {
-        return Err(CommandStoreError::UnknownCommand { gateway: gateway.to_owned(), command: update.id.clone() });
-    };
+    // Two updates of one command can be applied at once (two bridging shims, or two ingest requests):
+    // both read `accepted`, `running` wins the compare-and-set, and `succeeded` must not be dropped for
+    // it. A lost compare-and-set reads the row again and tries once more while the update is progress.
+    for _ in 0..MAX_UPDATE_RACES {
+        let Some(row) = get(db, &update.id).await? else {
+            return Err(CommandStoreError::UnknownCommand { gateway: gateway.to_owned(), command: update.id.clone() });
+        };
+        let progress = !row.state.is_terminal() && update.state.rank() > row.state.rank();
+        if apply_update_to(db, gateway, update, now, row).await? {
+            return Ok(true);
+        }
+        if !progress {
+            return Ok(false);
+        }
+    }
+    Ok(false)
+}
+
+/// Compare-and-set rounds [`apply_update`] tries before it lets a busier writer have the command.
+const MAX_UPDATE_RACES: usize = 5;
+
+async fn apply_update_to(
+    db: &impl Sql,
+    gateway: &str,
+    update: &CommandUpdate,
+    now: i64,
+    row: CommandRow,
+) -> Result<bool, CommandStoreError> {
     if row.gateway_id != gateway {
         return Err(CommandStoreError::WrongGateway {
             gateway: gateway.to_owned(),

@@ -287,3 +287,37 @@ fn store_failures_are_retried_and_refusals_are_final() {
     assert!(CommandStoreError::Sql(SqlError::Db("x".into())).is_transient());
     assert!(!CommandStoreError::BadRow { command: "c".into(), what: "state" }.is_transient());
 }
+
+/// A database where another writer moves the command to `running` just before this writer's first
+/// batch: the interleaving of two ingest requests applying `running` and `succeeded` at once.
+struct RacedBy<'a> {
+    db: &'a Lite,
+    raced: std::cell::Cell<bool>,
+}
+
+impl Sql for RacedBy<'_> {
+    async fn query(&self, sql: &str, args: Vec<Arg>) -> Result<Vec<Row>, SqlError> {
+        self.db.query(sql, args).await
+    }
+
+    async fn batch(&self, stmts: Vec<Stmt>) -> Result<Vec<u64>, SqlError> {
+        if !self.raced.replace(true) {
+            apply_update(self.db, "gw", &update("c1", "gw", CommandState::Running), 1002).await.unwrap();
+        }
+        self.db.batch(stmts).await
+    }
+}
+
+#[test]
+fn an_update_that_loses_the_race_to_an_earlier_state_still_lands() {
+    let db = db();
+    run(async {
+        let row = create(&db, &new("c1", "gw", 1000)).await.unwrap();
+        assert!(mark_delivered(&db, &row, "worker", 1001).await.unwrap());
+        let raced = RacedBy { db: &db, raced: std::cell::Cell::new(false) };
+        assert!(apply_update(&raced, "gw", &update("c1", "gw", CommandState::Succeeded), 1003).await.unwrap());
+        assert_eq!(get(&db, "c1").await.unwrap().unwrap().state, CommandState::Succeeded);
+        let trail: Vec<String> = audit(&db, "c1").await.unwrap().into_iter().map(|a| a.to_state).collect();
+        assert_eq!(trail, ["queued", "delivered", "running", "succeeded"]);
+    });
+}
