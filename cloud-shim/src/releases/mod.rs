@@ -15,9 +15,8 @@
 pub mod api;
 pub mod cli;
 pub mod pick;
+pub mod rows;
 pub mod store;
-
-pub use pick::arch_of_target;
 
 use std::path::{Path, PathBuf};
 

@@ -2,25 +2,12 @@
 //! pool by the API and directly by the CLI.
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::artifacts::store::ArtifactRow;
 
-/// A stored release.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReleaseRow {
-    pub id: String,
-    pub version: String,
-    pub target: String,
-    pub size: u64,
-    pub sha256: String,
-    pub signature: String,
-    pub file_name: String,
-    pub object_key: String,
-    pub created_ms: i64,
-}
-
-const COLS: &str = "id, version, target, size, sha256, signature, file_name, object_key, created_ms";
+pub use super::rows::ReleaseRow;
+use super::rows::COLS;
 
 impl ReleaseRow {
     fn from_row(r: &Row<'_>) -> rusqlite::Result<ReleaseRow> {
@@ -34,21 +21,6 @@ impl ReleaseRow {
             file_name: r.get(6)?,
             object_key: r.get(7)?,
             created_ms: r.get(8)?,
-        })
-    }
-
-    /// JSON of `GET /v1/releases` and of an offer's answer.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "version": self.version,
-            "target": self.target,
-            "arch": super::arch_of_target(&self.target),
-            "size": self.size,
-            "sha256": self.sha256,
-            "signature": self.signature,
-            "fileName": self.file_name,
-            "createdAt": self.created_ms,
         })
     }
 

@@ -15,6 +15,8 @@
 
 #[path = "../../../cloud-shim/src/releases/pick.rs"]
 pub mod pick;
+#[path = "../../../cloud-shim/src/releases/rows.rs"]
+pub mod rows;
 pub mod store;
 
 #[cfg(test)]

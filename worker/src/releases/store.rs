@@ -1,25 +1,12 @@
 //! Release metadata in D1 (`0009_releases.sql`), the same rows the shim's `releases::store` keeps, as
 //! SQL over the [`Sql`] trait: D1 in the Worker, rusqlite in the host tests.
 
-use serde_json::{json, Value as Json};
+use serde_json::Value as Json;
 
 use crate::db::{int, text, Arg, Row, Sql, SqlError, Stmt};
 
-/// A stored release.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReleaseRow {
-    pub id: String,
-    pub version: String,
-    pub target: String,
-    pub size: u64,
-    pub sha256: String,
-    pub signature: String,
-    pub file_name: String,
-    pub object_key: String,
-    pub created_ms: i64,
-}
-
-const COLS: &str = "id, version, target, size, sha256, signature, file_name, object_key, created_ms";
+pub use super::rows::ReleaseRow;
+use super::rows::COLS;
 
 impl ReleaseRow {
     fn from_row(r: &Row) -> Option<ReleaseRow> {
@@ -33,21 +20,6 @@ impl ReleaseRow {
             file_name: text(r, "file_name")?,
             object_key: text(r, "object_key")?,
             created_ms: int(r, "created_ms")?,
-        })
-    }
-
-    /// JSON of `GET /v1/releases` and of an offer's answer (the shim's shape).
-    pub fn to_json(&self) -> Json {
-        json!({
-            "id": self.id,
-            "version": self.version,
-            "target": self.target,
-            "arch": super::pick::arch_of_target(&self.target),
-            "size": self.size,
-            "sha256": self.sha256,
-            "signature": self.signature,
-            "fileName": self.file_name,
-            "createdAt": self.created_ms,
         })
     }
 }
