@@ -11,6 +11,7 @@ pub mod api;
 mod http_tests;
 pub mod names;
 pub mod range;
+pub mod rows;
 pub mod store;
 pub mod token_format;
 pub mod tokens;

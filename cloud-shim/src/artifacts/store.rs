@@ -26,18 +26,7 @@ fn sql(artifact: &str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
     move |source| StoreError::Sql { artifact: artifact.to_string(), source }
 }
 
-/// Declared metadata of an upload (in progress or finished).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArtifactRow {
-    pub id: String,
-    pub command_id: String,
-    pub name: String,
-    pub size: u64,
-    pub sha256: String,
-    pub content_type: String,
-    pub object_key: String,
-    pub created_at: u64,
-}
+pub use super::rows::ArtifactRow;
 
 impl ArtifactRow {
     /// The eight shared columns of `uploads` and `command_artifacts`, in column order (bound as ?1..?8).
@@ -64,18 +53,6 @@ impl ArtifactRow {
             content_type: r.get(5)?,
             object_key: r.get(6)?,
             created_at: r.get::<_, i64>(7)? as u64,
-        })
-    }
-
-    /// JSON shape shared by the upload API and the command listing.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "commandId": self.command_id,
-            "name": self.name,
-            "size": self.size,
-            "sha256": self.sha256,
-            "contentType": self.content_type,
         })
     }
 }

@@ -22,6 +22,8 @@ pub mod tokens;
 pub mod names;
 #[path = "../../../cloud-shim/src/artifacts/range.rs"]
 pub mod range;
+#[path = "../../../cloud-shim/src/artifacts/rows.rs"]
+pub mod rows;
 #[path = "../../../cloud-shim/src/artifacts/token_format.rs"]
 pub mod token_format;
 

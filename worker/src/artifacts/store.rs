@@ -2,36 +2,12 @@
 //! progress, `command_artifacts` for verified ones) plus the R2 multipart state (`0010_r2_uploads.sql`).
 //! SQL over the sessions' [`Sql`] trait: D1 in the Worker, rusqlite in the host tests.
 
-use serde_json::{json, Value as Json};
 
 use crate::db::{int, text, Arg, Row, Sql, SqlError, Stmt};
 
-/// Declared metadata of an upload (in progress or finished), as the shim's `ArtifactRow`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArtifactRow {
-    pub id: String,
-    pub command_id: String,
-    pub name: String,
-    pub size: u64,
-    pub sha256: String,
-    pub content_type: String,
-    pub object_key: String,
-    pub created_at: u64,
-}
+pub use super::rows::ArtifactRow;
 
 impl ArtifactRow {
-    /// JSON shape shared by the upload API and the command listing (the shim's).
-    pub fn to_json(&self) -> Json {
-        json!({
-            "id": self.id,
-            "commandId": self.command_id,
-            "name": self.name,
-            "size": self.size,
-            "sha256": self.sha256,
-            "contentType": self.content_type,
-        })
-    }
-
     fn from_row(r: &Row, id_col: &str) -> Option<ArtifactRow> {
         Some(ArtifactRow {
             id: text(r, id_col)?,
