@@ -129,6 +129,17 @@ fn count(sub: &Subscription, suffix: &str) -> usize {
     sub.messages().iter().filter(|(t, _)| t.ends_with(suffix)).count()
 }
 
+/// Status messages seen so far whose state is `state` (the agent's own, or the broker's will).
+fn statuses(sub: &Subscription, state: scs_protocol::GatewayState) -> usize {
+    sub.messages()
+        .iter()
+        .filter(|(t, _)| t.ends_with("/status"))
+        .filter(
+            |(t, p)| matches!(scs_protocol::decode_uplink(t, p), Ok((_, scs_protocol::Uplink::Status(s))) if s.state == state),
+        )
+        .count()
+}
+
 /// Replaces the value of top-level map key `key` with the already-encoded `replacement`.
 fn replace_field(payload: &[u8], key: u64, replacement: &[u8]) -> Vec<u8> {
     let mut d = minicbor::Decoder::new(payload);
@@ -184,14 +195,16 @@ fn agent_uplink_output_matches_cddl() {
     let updates = wait_until(T, || count(&sub, "/up/command") >= 2);
 
     // Graceful stop publishes the offline status; kill -9 after a restart makes the broker publish the will.
+    // Counted by state and before each step: the broker publishes the will as soon as the socket
+    // closes, which can be before this thread runs again.
+    use scs_protocol::GatewayState::{Offline, Online};
+    let online = statuses(&sub, Online);
     agent.kill();
     agent.start_again();
-    let before = count(&sub, "/status");
-    assert!(wait_until(T, || count(&sub, "/status") > before), "no online status after restart");
+    assert!(wait_until(T, || statuses(&sub, Online) > online), "no online status after restart");
+    let offline = statuses(&sub, Offline);
     agent.kill9();
-    let before = count(&sub, "/status");
-    // The broker publishes the will once it notices the dead connection (socket closed: immediately).
-    assert!(wait_until(T, || count(&sub, "/status") > before), "no last-will status after kill -9");
+    assert!(wait_until(T, || statuses(&sub, Offline) > offline), "no last-will status after kill -9");
 
     // Only what the agent (or the broker, for its will) published; our own down/command messages aside.
     let msgs: Vec<_> = sub.messages().into_iter().filter(|(t, _)| !t.contains("/down/")).collect();

@@ -2,7 +2,6 @@
 //! progress, `command_artifacts` for verified ones) plus the R2 multipart state (`0010_r2_uploads.sql`).
 //! SQL over the sessions' [`Sql`] trait: D1 in the Worker, rusqlite in the host tests.
 
-
 use crate::db::{int, text, Arg, Row, Sql, SqlError, Stmt};
 
 pub use super::rows::ArtifactRow;
