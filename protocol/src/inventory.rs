@@ -93,6 +93,23 @@ fn text(field: &'static str, s: &str) -> Result<(), ProtocolError> {
 }
 
 impl Inventory {
+    /// The attributes a cloud stores on `sensor`'s row: its own, and on the gateway's own row the
+    /// agent's description (`agentVersion`, `arch`, `os`, `hostname`), which the inventory carries apart.
+    pub fn stored_attrs(&self, sensor: &SensorInfo) -> BTreeMap<String, String> {
+        let mut attrs = sensor.attrs.clone().unwrap_or_default();
+        if let Some(a) = self.agent.as_ref().filter(|_| sensor.id == self.gateway) {
+            attrs.insert("agentVersion".into(), a.version.clone());
+            attrs.insert("arch".into(), a.arch.clone());
+            if let Some(os) = &a.os {
+                attrs.insert("os".into(), os.clone());
+            }
+            if let Some(h) = &a.hostname {
+                attrs.insert("hostname".into(), h.clone());
+            }
+        }
+        attrs
+    }
+
     pub fn validate(&self) -> Result<(), ProtocolError> {
         crate::version::check_version(self.v)?;
         validate_id("gateway id", &self.gateway)?;
@@ -123,5 +140,35 @@ impl Inventory {
             text("agent.arch", &a.arch)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agents_description_rides_on_the_gateways_row_only() {
+        let sensor = |id: &str| SensorInfo {
+            id: id.into(),
+            sensor_type: "CAMERA".into(),
+            parent: None,
+            name: None,
+            attrs: Some(BTreeMap::from([("model".to_owned(), "X".to_owned())])),
+        };
+        let inv = Inventory {
+            v: 1,
+            gateway: "gw-1".into(),
+            boot: 1,
+            seq: 1,
+            ts: 0,
+            sensors: vec![sensor("gw-1"), sensor("cam-1")],
+            agent: Some(AgentInfo { version: "1.2.3".into(), arch: "armv7".into(), os: None, hostname: Some("h".into()) }),
+        };
+        let gw = inv.stored_attrs(&sensor("gw-1"));
+        assert_eq!(gw.get("agentVersion").map(String::as_str), Some("1.2.3"));
+        assert_eq!((gw.get("hostname").map(String::as_str), gw.get("os")), (Some("h"), None));
+        assert_eq!(gw.get("model").map(String::as_str), Some("X"));
+        assert_eq!(inv.stored_attrs(&sensor("cam-1")), BTreeMap::from([("model".to_owned(), "X".to_owned())]));
     }
 }

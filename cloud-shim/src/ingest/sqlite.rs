@@ -2,7 +2,7 @@
 //! thread, with cached prepared statements. Idempotent on `(gateway, boot, seq)`: the
 //! `ingest_receipts` primary key decides, inside the same transaction as the data it guards.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use scs_protocol::{GatewayState, Inventory, MetricValue, SensorType, TelemetryBatch, Uplink};
@@ -324,20 +324,7 @@ fn store_inventory(ctx: &Ctx<'_, '_>, inv: &Inventory) -> Result<(), rusqlite::E
                 continue;
             }
         }
-        let mut attrs: BTreeMap<String, String> = s.attrs.clone().unwrap_or_default();
-        // The agent's own description rides on the gateway's sensor row.
-        if s.id == gateway {
-            if let Some(a) = &inv.agent {
-                attrs.insert("agentVersion".into(), a.version.clone());
-                attrs.insert("arch".into(), a.arch.clone());
-                if let Some(os) = &a.os {
-                    attrs.insert("os".into(), os.clone());
-                }
-                if let Some(h) = &a.hostname {
-                    attrs.insert("hostname".into(), h.clone());
-                }
-            }
-        }
+        let attrs = inv.stored_attrs(s);
         let attrs = if attrs.is_empty() { None } else { serde_json::to_string(&attrs).ok() };
         upsert.execute(params![s.id, s.sensor_type, s.parent, s.name, attrs, gateway, now, seq])?;
     }

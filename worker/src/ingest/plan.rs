@@ -432,20 +432,7 @@ impl Plan {
                     continue;
                 }
             }
-            let mut attrs: BTreeMap<String, String> = s.attrs.clone().unwrap_or_default();
-            // The agent's own description rides on the gateway's sensor row.
-            if s.id == gateway {
-                if let Some(a) = &inv.agent {
-                    attrs.insert("agentVersion".into(), a.version.clone());
-                    attrs.insert("arch".into(), a.arch.clone());
-                    if let Some(os) = &a.os {
-                        attrs.insert("os".into(), os.clone());
-                    }
-                    if let Some(h) = &a.hostname {
-                        attrs.insert("hostname".into(), h.clone());
-                    }
-                }
-            }
+            let attrs = inv.stored_attrs(s);
             let attrs = if attrs.is_empty() { None } else { serde_json::to_string(&attrs).ok() };
             self.inventory.push(json!([s.id, s.sensor_type, s.parent, s.name, attrs, gateway, now, seq]));
             self.sensors_changed = true;
